@@ -1,0 +1,472 @@
+"""Loopback OpenAI-compatible fake server for tests and benchmarks.
+
+Runs in its OWN process (so it never competes for the GIL with the client under
+test, and keeps counting when a test SIGKILLs a CLI subprocess):
+
+    python -m tests.fake_openai --port 0 [--latency-ms 5] [--rule great=positive] ...
+
+prints ``READY http://127.0.0.1:PORT`` on stdout once listening.
+
+Endpoints: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models,
+POST /_control (merge behaviour keys), GET /_stats, POST /_reset.
+
+From Python use ``start_server(...)`` (context manager) which returns a
+stdlib-only ``FakeLLM`` client; tests get one via the ``fake_llm`` fixture.
+aiohttp is imported lazily so importing this module for the client stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+HANG_MAX_S = 30.0
+
+# Every key accepted by /_control (and settable by CLI flags); values are defaults.
+DEFAULT_BEHAVIOUR: dict[str, Any] = {
+    "latency_ms": 0.0,              # added per request with asyncio.sleep
+    "jitter_ms": 0.0,               # + uniform(0, jitter_ms)
+    "fail_rate": 0.0,               # probability a request fails (seeded RNG)
+    "fail_statuses": [500],         # status picked uniformly when fail_rate fires
+    "retry_after": "0",             # Retry-After header value on 429s (str or seconds)
+    "fail_first_n": 0,              # per distinct content: fail the first N attempts...
+    "fail_first_n_status": 500,     # ...with this status, then succeed
+    "always_status_if_contains": {},  # {"BAD-REQUEST": 400, ...} matched on any message
+    "hang_if_contains": [],         # substring(s) -> sleep hang_seconds (timeouts)
+    "hang_seconds": HANG_MAX_S,     # capped at HANG_MAX_S
+    "rules": [],                    # [[substring, reply], ...] first match on last user msg
+    "default_reply": "OK",          # used when no rule matches (and echo is off)
+    "echo": False,                  # reply with the last user message when no rule matches
+    "require_api_key": None,        # if set, other bearer tokens get 401
+    "record_bodies": False,         # keep request bodies in stats["bodies"]
+    "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
+}
+
+ERROR_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout_error", "timeout"),
+    422: ("invalid_request_error", "unprocessable"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def content_key(payload: Any) -> str:
+    """sha256 of the canonical JSON of messages (chat) / input (embeddings), 16 hex."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _text(content: Any) -> str:
+    # Message content may be a string or a list of {"type": "text", "text": ...} parts.
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def embed(text: str, dim: int = 16) -> list[float]:
+    """Deterministic hashed bag-of-words vector, L2-normalised."""
+    v = [0.0] * dim
+    for w in text.lower().split():
+        h = int.from_bytes(hashlib.md5(w.encode()).digest()[:4], "little")
+        v[h % dim] += 1.0 if (h >> 16) & 1 else -1.0
+    n = math.sqrt(sum(x * x for x in v))
+    if n == 0:
+        v[0], n = 1.0, 1.0
+    return [x / n for x in v]
+
+
+# ----------------------------------------------------------------------------- server
+class State:
+    def __init__(self, initial: dict[str, Any]):
+        self.initial = dict(initial)
+        self.reset()
+
+    def reset(self) -> None:
+        self.b = dict(self.initial)
+        self.rng = random.Random(self.b["seed"])
+        self.gen = getattr(self, "gen", 0) + 1  # requests from before a reset aren't counted
+        self.first_n_seen: dict[str, int] = {}
+        self.total = 0
+        self.by_status: dict[str, int] = {}
+        self.by_path: dict[str, int] = {}
+        self.by_content: dict[str, int] = {}      # all attempts
+        self.by_content_ok: dict[str, int] = {}   # 200 responses only
+        self.models: dict[str, int] = {}
+        self.auth_present = 0
+        self.auth_missing = 0
+        self.auth_values: dict[str, int] = {}
+        self.inflight = 0
+        self.max_inflight = 0
+        self.bodies: list[Any] = []
+
+    def update(self, patch: dict[str, Any]) -> None:
+        if "replies" in patch:  # accept nested {"replies": {"rules":..,"default_reply":..,"echo":..}}
+            patch = {**patch, **patch.pop("replies")}
+        unknown = set(patch) - set(DEFAULT_BEHAVIOUR)
+        if unknown:
+            raise ValueError(f"unknown behaviour keys: {sorted(unknown)}")
+        self.b.update(normalise(patch))
+        if "seed" in patch:
+            self.rng = random.Random(self.b["seed"])
+        if "fail_first_n" in patch or "fail_first_n_status" in patch:
+            self.first_n_seen.clear()
+
+    def stats(self) -> dict[str, Any]:
+        def rep(d: dict[str, int]) -> int:
+            return sum(c - 1 for c in d.values() if c > 1)
+
+        out = {
+            "total": self.total,
+            "by_status": self.by_status,
+            "by_path": self.by_path,
+            "by_content": self.by_content,
+            "by_content_ok": self.by_content_ok,
+            "repeated": rep(self.by_content_ok),          # duplicate successful calls
+            "repeated_attempts": rep(self.by_content),    # duplicates incl. failed attempts
+            "models": self.models,
+            "auth_present": self.auth_present,
+            "auth_missing": self.auth_missing,
+            "auth_values": self.auth_values,
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight,
+            "behaviour": self.b,
+        }
+        if self.b["record_bodies"]:
+            out["bodies"] = self.bodies
+        return out
+
+
+def normalise(b: dict[str, Any]) -> dict[str, Any]:
+    b = dict(b)
+    if isinstance(b.get("hang_if_contains"), str):
+        b["hang_if_contains"] = [b["hang_if_contains"]]
+    if "always_status_if_contains" in b:
+        b["always_status_if_contains"] = {k: int(v) for k, v in b["always_status_if_contains"].items()}
+    if "rules" in b:
+        b["rules"] = [list(r) for r in b["rules"]]
+    if "fail_statuses" in b:
+        b["fail_statuses"] = [int(s) for s in b["fail_statuses"]]
+    return b
+
+
+def error_body(status: int, msg: str) -> dict[str, Any]:
+    typ, code = ERROR_TYPES.get(status, ("server_error", "server_error"))
+    return {"error": {"message": msg, "type": typ, "code": code, "param": None}}
+
+
+def make_app(state: State):
+    from aiohttp import web
+
+    dumps = json.dumps
+
+    def jresp(obj: Any, status: int = 200, headers: dict[str, str] | None = None):
+        return web.Response(text=dumps(obj), status=status, headers=headers,
+                            content_type="application/json")
+
+    def fail(status: int, msg: str):
+        hdrs = None
+        if status == 429:
+            ra = state.b["retry_after"]
+            hdrs = {"Retry-After": str(ra)}
+        return jresp(error_body(status, msg), status, hdrs)
+
+    async def handle_api(request, kind: str):
+        s = state
+        gen = s.gen
+        s.total += 1
+        path = request.path
+        s.by_path[path] = s.by_path.get(path, 0) + 1
+        auth = request.headers.get("Authorization")
+        if auth:
+            s.auth_present += 1
+            s.auth_values[auth] = s.auth_values.get(auth, 0) + 1
+        else:
+            s.auth_missing += 1
+        s.inflight += 1
+        if s.inflight > s.max_inflight:
+            s.max_inflight = s.inflight
+        status = 500
+        try:
+            resp = await _process(request, kind, s)
+            status = resp.status
+            return resp
+        finally:
+            s.inflight -= 1
+            if gen == s.gen:  # a request straddling /_reset is not counted afterwards
+                k = str(status)
+                s.by_status[k] = s.by_status.get(k, 0) + 1
+                ck = request.get("ck")
+                if ck is not None and status == 200:
+                    s.by_content_ok[ck] = s.by_content_ok.get(ck, 0) + 1
+
+    async def _process(request, kind: str, s: State):
+        b = s.b
+        try:
+            body = await request.json()
+        except Exception:
+            return fail(400, "request body is not valid JSON")
+        if b["record_bodies"]:
+            s.bodies.append(body)
+        model = body.get("model", "")
+        s.models[model] = s.models.get(model, 0) + 1
+
+        if kind == "chat":
+            msgs = body.get("messages") or []
+            ck = content_key(msgs)
+            texts = [_text(m.get("content")) for m in msgs if isinstance(m, dict)]
+            last_user = next((_text(m.get("content")) for m in reversed(msgs)
+                              if isinstance(m, dict) and m.get("role") == "user"), "")
+        else:
+            inp = body.get("input", "")
+            ck = content_key(inp)
+            texts = [inp] if isinstance(inp, str) else [str(x) for x in inp]
+            last_user = ""
+        request["ck"] = ck
+        s.by_content[ck] = s.by_content.get(ck, 0) + 1
+
+        delay = b["latency_ms"] + (s.rng.uniform(0, b["jitter_ms"]) if b["jitter_ms"] else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+
+        joined = "\n".join(texts)
+        for sub, st in b["always_status_if_contains"].items():
+            if sub in joined:
+                return fail(st, f"forced status {st} (matched {sub!r})")
+        for sub in b["hang_if_contains"]:
+            if sub in joined:
+                await asyncio.sleep(min(float(b["hang_seconds"]), HANG_MAX_S))
+                break
+        key = b["require_api_key"]
+        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+            return fail(401, "Incorrect API key provided")
+        if b["fail_first_n"] > 0:
+            seen = s.first_n_seen.get(ck, 0) + 1
+            s.first_n_seen[ck] = seen
+            if seen <= b["fail_first_n"]:
+                return fail(b["fail_first_n_status"], f"injected failure {seen}/{b['fail_first_n']}")
+        if b["fail_rate"] > 0 and s.rng.random() < b["fail_rate"]:
+            st = s.rng.choice(b["fail_statuses"])
+            return fail(st, f"injected random failure {st}")
+        if kind == "chat" and body.get("stream"):
+            return fail(400, "streaming is not supported by the fake server")
+
+        if kind == "embed":
+            data = [{"object": "embedding", "index": i, "embedding": embed(t)}
+                    for i, t in enumerate(texts)]
+            n = sum(len(t.split()) for t in texts)
+            return jresp({"object": "list", "data": data, "model": model,
+                          "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+        reply = None
+        for sub, rep in b["rules"]:
+            if sub in last_user:
+                reply = rep
+                break
+        if reply is None:
+            reply = last_user if b["echo"] else b["default_reply"]
+        pt = sum(len(t.split()) for t in texts)
+        ct = len(reply.split())
+        return jresp({
+            "id": f"chatcmpl-fake-{ck}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        })
+
+    async def chat(request):
+        return await handle_api(request, "chat")
+
+    async def embeddings(request):
+        return await handle_api(request, "embed")
+
+    async def models(request):
+        return jresp({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+            for m in ("fake", "fake-embed")]})
+
+    async def control(request):
+        try:
+            state.update(await request.json())
+        except Exception as e:  # bad keys/values are a test bug: make it loud
+            return jresp({"error": str(e)}, 400)
+        return jresp(state.b)
+
+    async def stats(request):
+        return jresp(state.stats())
+
+    async def reset(request):
+        state.reset()
+        return jresp({"ok": True})
+
+    app = web.Application()
+    app.add_routes([
+        web.post("/v1/chat/completions", chat),
+        web.post("/chat/completions", chat),
+        web.post("/v1/embeddings", embeddings),
+        web.post("/embeddings", embeddings),
+        web.get("/v1/models", models),
+        web.post("/_control", control),
+        web.get("/_stats", stats),
+        web.post("/_reset", reset),
+    ])
+    return app
+
+
+async def _serve(args, behaviour: dict[str, Any]) -> None:
+    import socket
+    from aiohttp import web
+
+    # Bind the socket ourselves so --port 0 gives us the real port to announce.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    # handler_cancellation: a client that times out / is killed cancels its hanging handler.
+    runner = web.AppRunner(make_app(State(behaviour)), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    print(f"READY http://{host}:{port}", flush=True)
+    try:
+        while True:  # exit if the launching process dies (no orphan servers)
+            await asyncio.sleep(1.0)
+            if args.parent_pid and os.getppid() != args.parent_pid:
+                break
+    finally:
+        await runner.cleanup()
+
+
+def parse_args(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(prog="python -m tests.fake_openai", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--parent-pid", type=int, default=0, help="exit when this parent goes away")
+    p.add_argument("--latency-ms", type=float)
+    p.add_argument("--jitter-ms", type=float)
+    p.add_argument("--fail-rate", type=float)
+    p.add_argument("--fail-statuses", help="comma list, e.g. 429,500,503")
+    p.add_argument("--retry-after", help="Retry-After header value on 429 (e.g. 0, 0.05)")
+    p.add_argument("--fail-first-n", type=int)
+    p.add_argument("--fail-first-n-status", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--default-reply")
+    p.add_argument("--echo", action="store_true", default=None)
+    p.add_argument("--rule", action="append", metavar="SUBSTR=REPLY", help="repeatable")
+    p.add_argument("--config", help="JSON object of behaviour keys (same as /_control)")
+    a = p.parse_args(argv)
+    b: dict[str, Any] = json.loads(a.config) if a.config else {}
+    for k in ("latency_ms", "jitter_ms", "fail_rate", "retry_after", "fail_first_n",
+              "fail_first_n_status", "seed", "default_reply", "echo"):
+        if getattr(a, k) is not None:
+            b[k] = getattr(a, k)
+    if a.fail_statuses:
+        b["fail_statuses"] = [int(x) for x in a.fail_statuses.split(",")]
+    if a.rule:
+        b["rules"] = [r.split("=", 1) for r in a.rule]
+    return a, b
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, patch = parse_args(argv)
+    st = State(DEFAULT_BEHAVIOUR)
+    st.update(patch)  # validates keys
+    try:
+        asyncio.run(_serve(args, st.b))
+    except KeyboardInterrupt:
+        pass
+
+
+# ----------------------------------------------------------------------------- client
+class FakeLLM:
+    """Stdlib-only client for a running fake server."""
+
+    def __init__(self, url: str, proc: subprocess.Popen | None = None):
+        self.url = url.rstrip("/")            # http://127.0.0.1:PORT
+        self.base_url = self.url + "/v1"      # pass as api_base / base_url
+        self.proc = proc
+        # Never route loopback control calls through an env-configured proxy.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self._opener.open(req, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise ValueError(f"fake server {path}: {e.code} {e.read().decode()}") from None
+
+    def configure(self, **behaviour: Any) -> dict[str, Any]:
+        """Merge behaviour keys (see DEFAULT_BEHAVIOUR); returns the full behaviour."""
+        return self._call("POST", "/_control", behaviour)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/_stats")
+
+    def reset(self) -> None:
+        """Clear counts and restore the behaviour the server was started with."""
+        self._call("POST", "/_reset", {})
+
+    def requests_total(self, path: str | None = None) -> int:
+        """All API requests (chat + embeddings), or those to one path, e.g. '/v1/chat/completions'."""
+        s = self.stats()
+        return s["total"] if path is None else s["by_path"].get(path, 0)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn_server(*flags: str) -> FakeLLM:
+    """Start the server subprocess (extra CLI flags e.g. "--latency-ms", "5") and wait for READY."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai", "--port", "0",
+         "--parent-pid", str(os.getpid()), *flags],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=root, env=env, text=True)
+    line = proc.stdout.readline()  # blocks until READY (or EOF if the server crashed)
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"fake server failed to start: {line!r} (exit {proc.wait()})")
+    return FakeLLM(line.split()[1], proc)
+
+
+@contextmanager
+def start_server(*flags: str) -> Iterator[FakeLLM]:
+    srv = spawn_server(*flags)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+if __name__ == "__main__":
+    main()
