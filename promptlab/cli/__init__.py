@@ -1,0 +1,58 @@
+"""The command line: one small module per noun (parse → call core → display).
+
+Only typer is imported at module level, so `promptlab --help` stays fast;
+each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.cli import (cache, cases, evals, experiments, models, projects, prompts, runs,
+                           signatures, workspace)
+from promptlab.cli.common import State
+
+app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prompts, keep golden "
+                  "cases, evaluate and optimize against any LiteLLM model.",
+                  rich_markup_mode=None, pretty_exceptions_enable=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         db: Annotated[Optional[Path], typer.Option(help="Database file (default from promptlab.toml).",
+                                                    envvar="PROMPTLAB_DB")] = None,
+         debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False) -> None:
+    ctx.obj = State(db=db, debug=debug)
+
+
+workspace.register(app)
+evals.register(app)
+experiments.register(app)
+app.add_typer(projects.app, name="project")
+app.add_typer(signatures.app, name="signature")
+app.add_typer(prompts.app, name="prompt")
+app.add_typer(cases.app, name="case")
+app.add_typer(runs.app, name="runs")
+app.add_typer(cache.app, name="cache")
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    from promptlab.cli.common import fail
+
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("promptlab: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # one line on stderr; the traceback only with --debug
+        if "--debug" in sys.argv:
+            raise
+        fail(exc)

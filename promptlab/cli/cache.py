@@ -1,0 +1,30 @@
+"""`promptlab cache stats|clear`: the content-addressed response cache."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.cli.common import emit_json
+
+app = typer.Typer(help="The response cache (replies and embeddings, keyed by their full request).",
+                  no_args_is_help=True)
+
+
+@app.command("stats")
+def stats(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Entries and size."""
+    data = ctx.obj.store.cache_stats()
+    if json_:
+        return emit_json(data)
+    typer.echo(f"{data['entries']} entries, {data['bytes'] / 1024:.1f} KiB "
+               + " ".join(f"{k}={v}" for k, v in data["by_kind"].items()))
+
+
+@app.command("clear")
+def clear(ctx: typer.Context,
+          model: Annotated[Optional[str], typer.Option(help="Only this LiteLLM model's entries.")] = None) -> None:
+    """Delete cached replies."""
+    removed = ctx.obj.store.cache_clear(model)
+    typer.echo(f"removed {removed} entries")

@@ -1,0 +1,134 @@
+"""What every command shares: the state on ctx.obj, errors, JSON output, running plans."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from promptlab.config import Settings
+    from promptlab.evaluation import RunPlan
+    from promptlab.store import Store
+
+
+@dataclass
+class State:
+    db: Path | None = None
+    debug: bool = False
+    _settings: Any = field(default=None, repr=False)
+    _store: Any = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> "Settings":
+        if self._settings is None:
+            from promptlab.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def store(self) -> "Store":
+        if self._store is None:
+            from promptlab.store import open_store
+
+            self._store = open_store(Path(self.db) if self.db else self.settings.db_path)
+        return self._store
+
+    def project_id(self, name: str | None) -> int:
+        """The named project, or the only one there is."""
+        store = self.store
+        if name:
+            return store.project(name)["id"]
+        projects = store.projects()
+        if len(projects) == 1:
+            return projects[0]["id"]
+        from promptlab.errors import UsageError
+
+        names = ", ".join(p["name"] for p in projects) or "none yet"
+        raise UsageError(f"--project is required (projects: {names})")
+
+
+def fail(exc: BaseException) -> NoReturn:
+    from promptlab.errors import PromptlabError
+
+    if isinstance(exc, PromptlabError):
+        print(f"promptlab: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"promptlab: unexpected error: {type(exc).__name__}: {message} "
+          f"(rerun with --debug for the traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
+    """['k=v', ...] → dict; values parsed as JSON when they are JSON (numbers, lists…)."""
+    from promptlab.errors import UsageError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what}: expected KEY=VALUE, got '{pair}'")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
+              as_json: bool, gates: dict | None = None, extra: dict | None = None) -> None:
+    """Evaluate planned runs with live progress, record them, print, apply gates, exit."""
+    import asyncio
+    import time
+
+    from promptlab import display
+    from promptlab.evaluation import execute, finish, make_gateway
+    from promptlab.errors import AuthError, GateFailed
+    from promptlab.gates import check_gates
+
+    store, settings = state.store, state.settings
+    totals = {}
+    for plan in plans:
+        done = len(store.done_keys(plan.run_id))
+        totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
+                               len(plan.cases) * plan.repeat - done)
+    progress = display.make_progress(totals)
+    gateway = make_gateway(store, settings)
+    started = time.perf_counter()
+    try:
+        outcome = asyncio.run(execute(store, gateway, plans, progress, concurrency=concurrency,
+                                      use_cache=use_cache, settings=settings))
+    except KeyboardInterrupt:
+        finish(store, plans, None, status="interrupted")
+        names = " ".join(p.name for p in plans)
+        print(f"promptlab: interrupted; finished results are saved. Continue with "
+              f"`promptlab eval --resume {names}`", file=sys.stderr)
+        sys.exit(130)
+    except AuthError as exc:
+        finish(store, plans, None, status="failed")
+        raise exc
+    runs = finish(store, plans, outcome, elapsed_s=time.perf_counter() - started)
+    gate_results = check_gates(gates or {}, runs)
+    passed = all(g.passed for g in gate_results)
+    failed_runs = [r for r in runs if r["status"] == "failed"]
+    if as_json:
+        emit_json({"runs": runs, "passed": passed and not failed_runs,
+                   "gates": [g.__dict__ for g in gate_results], **(extra or {})})
+    else:
+        display.print_runs(runs)
+        display.print_gates(gate_results)
+    if failed_runs:
+        sys.exit(3)
+    if not passed:
+        failing = [g for g in gate_results if not g.passed]
+        raise GateFailed(f"{len(failing)} gate(s) failed: " + "; ".join(g.message for g in failing[:3]))

@@ -1,0 +1,68 @@
+"""`promptlab eval`: one prompt version × one model over a selection of cases."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(ctx: typer.Context,
+              project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+              prompt: Annotated[Optional[str], typer.Option(help="NAME, NAME@VERSION or NAME@LABEL.")] = None,
+              model: Annotated[Optional[str], typer.Option(help="Alias from promptlab.toml or a LiteLLM model.")] = None,
+              name: Annotated[Optional[str], typer.Option(help="Run name (unique in the project).")] = None,
+              concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
+              repeat: Annotated[int, typer.Option(min=1, help="Evaluate each case N times.")] = 1,
+              metric: Annotated[list[str], typer.Option(
+                  help="Metric name, or NAME:JSON-ARGS e.g. 'fuzzy:{\"threshold\":0.9}' (repeatable).")] = [],
+              split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None,
+              tag: Annotated[list[str], typer.Option(help="Only cases with this tag.")] = [],
+              limit: Annotated[Optional[int], typer.Option(min=1, help="At most N cases.")] = None,
+              param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
+              no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
+              resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
+              min_score: Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")] = None,
+              max_error_rate: Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")] = None,
+              json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+        """Evaluate a prompt version on a model (or --resume an interrupted run)."""
+        from promptlab.cli.common import parse_pairs, run_plans
+        from promptlab.errors import UsageError
+        from promptlab.evaluation import plan_run, resume_plan
+
+        state = ctx.obj
+        store, settings = state.store, state.settings
+        project_id = state.project_id(project)
+        if resume:
+            plans = [resume_plan(store, settings, project_id, resume)]
+        else:
+            if not prompt:
+                raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
+            version = store.prompt(project_id, prompt)
+            cases = store.cases(project_id, split=split, tags=tag)[:limit]
+            with store.db.atomic():
+                plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
+                                  name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
+                                  repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
+                                  params=parse_pairs(param, "--param"))]
+        gates = {k: v for k, v in (("min_score", min_score), ("max_error_rate", max_error_rate))
+                 if v is not None}
+        run_plans(state, plans, concurrency=concurrency or settings.defaults.concurrency,
+                  use_cache=not no_cache, as_json=json_, gates=gates)
+
+
+def _metric_spec(text: str):
+    """'name' or 'name:{json args}'."""
+    import json
+
+    from promptlab.errors import UsageError
+
+    name, sep, args = text.partition(":")
+    if not sep or not args.lstrip().startswith("{"):
+        return text
+    try:
+        return {"name": name, **json.loads(args)}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None

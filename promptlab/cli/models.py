@@ -1,0 +1,53 @@
+"""`promptlab models list|check`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.cli.common import emit_json
+
+app = typer.Typer(help="Model aliases from promptlab.toml.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Aliases, their LiteLLM model, api_base and key variable (never the key)."""
+    import os
+
+    from promptlab import display
+
+    settings = ctx.obj.settings
+    models = dict(settings.models)
+    models.setdefault("local", settings.resolve_model("local"))
+    rows = [{"alias": alias, "model": m.model, "api_base": m.api_base, "api_key_env": m.api_key_env,
+             "key_set": bool(m.api_key_env and os.environ.get(m.api_key_env)), "rpm": m.rpm,
+             "concurrency": m.concurrency, "default": alias == settings.defaults.model}
+            for alias, m in sorted(models.items())]
+    if json_:
+        return emit_json(rows)
+    display.print_table("models", ["alias", "model", "api_base", "key env", "key set", "rpm", "default"],
+                        [[r["alias"], r["model"], r["api_base"], r["api_key_env"],
+                          "yes" if r["key_set"] else "-", r["rpm"], "*" if r["default"] else ""]
+                         for r in rows])
+
+
+@app.command("check")
+def check(ctx: typer.Context,
+          model: Annotated[Optional[str], typer.Argument(help="Alias or LiteLLM model (default: the default).")] = None) -> None:
+    """Send one tiny request (never cached) to see that a model answers."""
+    import asyncio
+
+    from promptlab.lm import CallError, Gateway
+    from promptlab.errors import ProviderError
+
+    config = ctx.obj.settings.resolve_model(model)
+    gateway = Gateway(cache=None, retries=1, timeout=ctx.obj.settings.defaults.timeout)
+    try:
+        reply = asyncio.run(gateway.complete(config, [{"role": "user", "content": "Say OK."}],
+                                             {"max_tokens": 4}))
+    except CallError as exc:
+        raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
+    typer.echo(f"{config.alias or config.model}: ok ({reply.latency_ms:.0f} ms, "
+               f"{reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens): {reply.text.strip()[:40]!r}")

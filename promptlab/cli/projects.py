@@ -1,0 +1,47 @@
+"""`promptlab project add|list|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.cli.common import emit_json
+
+app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(ctx: typer.Context, name: str,
+        description: Annotated[Optional[str], typer.Option(help="What the project is for.")] = None,
+        model: Annotated[Optional[str], typer.Option(help="Default model alias.")] = None) -> None:
+    """Create a project (or update its description and default model)."""
+    project_id = ctx.obj.store.ensure_project(name, description, model)
+    typer.echo(f"project {name} (id {project_id})")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List projects."""
+    from promptlab import display
+
+    projects = ctx.obj.store.projects()
+    if json_:
+        return emit_json(projects)
+    display.print_table("projects", ["name", "description", "default model", "created"],
+                        [[p["name"], p["description"], p["default_model"], p["created_at"]] for p in projects])
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: str, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Counts of what a project holds."""
+    store = ctx.obj.store
+    project = store.project(name)
+    counts = {table: store.db[table].count_where("project_id = ?", [project["id"]])
+              for table in ("signatures", "prompts", "cases", "runs", "optimizations")}
+    data = {**project, "counts": counts}
+    if json_:
+        return emit_json(data)
+    typer.echo(f"{name}: {project['description'] or ''}")
+    for table, count in counts.items():
+        typer.echo(f"  {table}: {count}")

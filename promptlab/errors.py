@@ -1,0 +1,39 @@
+"""Typed errors, each carrying the CLI exit code it maps to.
+
+Messages are one line: what is wrong (naming the file or field) and the fix.
+"""
+
+from __future__ import annotations
+
+
+class PromptlabError(Exception):
+    exit_code = 2
+
+
+class UsageError(PromptlabError):
+    """Bad usage or input: exit 2."""
+
+
+class NotFoundError(UsageError):
+    """A named project, prompt, run or case does not exist."""
+
+
+class UnknownModelError(UsageError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class GateFailed(PromptlabError):
+    """A quality gate was not met: exit 1."""
+
+    exit_code = 1
+
+
+class ProviderError(PromptlabError):
+    """The provider refused or failed (auth, outage): exit 3."""
+
+    exit_code = 3
+
+
+class AuthError(ProviderError):
+    """401/403: stops the whole run."""

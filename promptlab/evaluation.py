@@ -1,0 +1,252 @@
+"""Evaluation as a unit of work over the store: plan runs, feed the runner, record outcomes.
+
+The runner knows nothing of the database; this module turns store records
+into jobs, gives the runner a sink that commits results as they arrive, and
+writes each run's summary when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import numpy as np
+
+from promptlab.config import ModelConfig, Settings
+from promptlab.errors import UsageError
+from promptlab.lm import Gateway
+from promptlab.models import Case, PromptVersion, Signature
+from promptlab.render import check_cases, check_prompt, render_messages
+from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
+from promptlab.scorers import Metric, MetricError, Score, get_metric
+from promptlab.store import Store, dumps, now
+
+DEFAULT_METRICS = ("exact_match",)
+
+
+class StoreSink:
+    """Sink and response cache over the store: buffered, committed once per loop tick.
+
+    Every result finished in one turn of the event loop goes out in one commit,
+    so a kill loses at most the items still in flight.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.rows: list[dict] = []
+        self.pending_cache: dict[str, dict] = {}
+        self.scheduled = False
+
+    def get(self, key: str) -> dict | None:
+        if key in self.pending_cache:
+            return self.pending_cache[key]["value"]
+        return self.store.cache_get(key)
+
+    def put(self, key: str, kind: str, model: str, value: dict) -> None:
+        self.pending_cache[key] = {"key": key, "kind": kind, "model": model, "value": value}
+        self._schedule()
+
+    def add(self, item: ItemResult) -> None:
+        self.rows.append(item.row() | {"created_at": now()})
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: flush right away
+                self.flush()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.rows and not self.pending_cache:
+            return
+        cache_rows = [{"key": c["key"], "kind": c["kind"], "model": c["model"],
+                       "response": dumps(c["value"]), "created_at": now()}
+                      for c in self.pending_cache.values()]
+        rows, self.rows, self.pending_cache = self.rows, [], {}
+        self.store.save_results(rows, cache_rows)
+
+
+@dataclass
+class RunPlan:
+    run_id: int
+    name: str
+    project_id: int
+    prompt: PromptVersion
+    signature: Signature | None
+    model: ModelConfig
+    cases: list[Case]
+    repeat: int
+    metrics: tuple[Metric, ...]
+    params: dict
+
+
+def build_metrics(specs: list[Any] | None, where: str = "--metric") -> tuple[Metric, ...]:
+    """Metric specs → metrics, each with a distinct name (a clear error for unknown ones)."""
+    metrics: list[Metric] = []
+    for spec in specs or DEFAULT_METRICS:
+        try:
+            metric = get_metric(spec)
+        except MetricError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        names = {m.name for m in metrics}
+        if metric.name in names:
+            suffix = 2
+            while f"{metric.name}_{suffix}" in names:
+                suffix += 1
+            metric.name = f"{metric.name}_{suffix}"
+        metrics.append(metric)
+    return tuple(metrics)
+
+
+def auto_run_name(prompt: PromptVersion, model: ModelConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    alias = re.sub(r"[^\w.-]+", "-", model.alias or model.model)
+    return f"{prompt.name}@{prompt.version}-{alias}-{stamp}"
+
+
+def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig,
+             cases: list[Case], *, name: str | None, metric_specs: list[Any] | None,
+             repeat: int = 1, concurrency: int = 8, params: dict | None = None,
+             optimization_id: int | None = None, where: str = "eval") -> RunPlan:
+    """Validate everything a run needs, then create its row (nothing is written on bad input)."""
+    signature = store.signature(project_id, prompt.signature) if prompt.signature else None
+    check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")
+    if not cases:
+        raise UsageError(f"{where}: no cases selected; add some with `promptlab case import`")
+    if signature:
+        check_cases(cases, signature, where)
+    metrics = build_metrics(metric_specs)
+    if repeat < 1:
+        raise UsageError(f"{where}: --repeat must be at least 1")
+    model.api_key()  # a missing key is bad input, found before any call
+    name = name or auto_run_name(prompt, model)
+    params = {**prompt.content.params, **(params or {})}
+    run_id = store.create_run(
+        project_id, name, prompt, model=model.alias or model.model, model_name=model.model,
+        api_base=model.api_base, params=params, metrics=[m.spec for m in metrics],
+        case_ids=[c.id for c in cases], repeat=repeat, concurrency=concurrency,
+        optimization_id=optimization_id)
+    return RunPlan(run_id, name, project_id, prompt, signature, model, cases, repeat, metrics, params)
+
+
+def resume_plan(store: Store, settings: Settings, project_id: int, name: str) -> RunPlan:
+    run = store.run(project_id, name)
+    if run["status"] == "completed":
+        raise UsageError(f"run '{name}' is already completed; nothing to resume")
+    prompt = store.prompt_by_id(run["prompt_id"])
+    signature = store.signature(project_id, prompt.signature) if prompt.signature else None
+    model = settings.resolve_model(run["model"])
+    if model.model != run["model_name"]:  # the alias changed since: call what the run called
+        model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])
+    cases = store.cases(project_id, ids=run["case_ids"])
+    store.update_run(run["id"], status="running", error=None)
+    return RunPlan(run["id"], name, project_id, prompt, signature, model, cases, run["repeat"],
+                   build_metrics(run["metrics"]), run["params"] or {})
+
+
+def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int]:
+    """Jobs for every (run, case, repeat) without a result yet, and how many."""
+    todo: list[tuple[RunPlan, Case, int]] = []
+    for plan in plans:
+        done = store.done_keys(plan.run_id)
+        todo.extend((plan, case, r) for r in range(plan.repeat) for case in plan.cases
+                    if (case.id, r) not in done)
+
+    def jobs() -> Iterator[Job]:
+        for plan, case, r in todo:
+            yield Job(plan.run_id, case, r, render_messages(plan.prompt.content, plan.signature, case.inputs),
+                      plan.model, plan.params, plan.signature, plan.metrics)
+
+    return jobs(), len(todo)
+
+
+async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
+                  concurrency: int, use_cache: bool, settings: Settings) -> Outcome:
+    sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
+    jobs, total = pending_jobs(store, plans)
+    return await evaluate(jobs, gateway, sink, progress, total=total, concurrency=concurrency,
+                          use_cache=use_cache, failure_threshold=settings.defaults.failure_threshold,
+                          failure_min_items=settings.defaults.failure_min_items)
+
+
+def make_gateway(store: Store, settings: Settings) -> Gateway:
+    return Gateway(cache=StoreSink(store), retries=settings.defaults.retries,
+                   timeout=settings.defaults.timeout)
+
+
+def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, status: str | None = None,
+           elapsed_s: float | None = None) -> list[dict]:
+    """Write each run's status and summary; returns the summaries."""
+    summaries = []
+    for plan in plans:
+        state = outcome.states.get(plan.run_id) if outcome else None
+        run_status = status or ("failed" if state and state.stopped else "completed")
+        summary = summarize_run(store, plan, elapsed_s)
+        store.update_run(plan.run_id, status=run_status, error=state.stopped if state else None,
+                         summary=summary, n_results=summary["n"], n_errors=summary["errors"],
+                         prompt_tokens=summary["tokens"]["prompt"],
+                         completion_tokens=summary["tokens"]["completion"], cost=summary["cost"],
+                         latency_p50_ms=summary["latency_ms"]["p50"],
+                         latency_p95_ms=summary["latency_ms"]["p95"], finished_at=now())
+        summaries.append(run_json(store.run_by_id(plan.run_id), plan.prompt))
+    return summaries
+
+
+def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -> dict:
+    results = store.results(plan.run_id)
+    scored = [r for r in results if r["error_kind"] is None]
+    metrics = {}
+    for metric in plan.metrics:
+        scores = [Score(value=s["value"], passed=bool(s["passed"]), detail=s.get("detail") or {})
+                  for r in scored if (s := r["scores"].get(metric.name)) is not None]
+        metrics[metric.name] = metric.summarize(scores)
+    live = [r for r in results if not r["cached"] and r["error_kind"] is None]
+    latencies = np.array([r["latency_ms"] for r in live]) if live else np.array([0.0])
+    costs = [r["cost"] for r in results if not r["cached"] and r["attempts"]]
+    calls = sum(1 for r in results if not r["cached"])
+    prompt_tokens = sum(r["prompt_tokens"] or 0 for r in results)
+    completion_tokens = sum(r["completion_tokens"] or 0 for r in results)
+    return {
+        "n": len(results), "expected": len(plan.cases) * plan.repeat,
+        "errors": len(results) - len(scored),
+        "error_kinds": _count(r["error_kind"] for r in results if r["error_kind"]),
+        "pass_rate": (sum(r["passed"] for r in scored) / len(scored)) if scored else None,
+        "metrics": metrics,
+        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
+                   "per_call": round((prompt_tokens + completion_tokens) / len(results), 1) if results else 0},
+        "cost": None if any(c is None for c in costs) else round(sum(costs), 6),
+        "cached": len(results) - calls, "provider_calls": calls,
+        "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),
+                       "p95": round(float(np.percentile(latencies, 95)), 1)},
+        "elapsed_s": round(elapsed_s, 3) if elapsed_s else None,
+        "calls_per_s": round(len(results) / elapsed_s, 2) if elapsed_s and results else None,
+    }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def run_json(run: dict, prompt: PromptVersion) -> dict:
+    """The machine-readable shape of one run (as `--json` prints it)."""
+    summary = run["summary"] or {}
+    metrics = summary.get("metrics", {})
+    return {"name": run["name"], "prompt": prompt.name, "version": prompt.version,
+            "model": run["model"], "status": run["status"], "n": summary.get("n", 0),
+            "errors": summary.get("errors", 0),
+            "scores": {k: v.get("mean") for k, v in metrics.items()},
+            "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
+            "pass_rate": summary.get("pass_rate"), "tokens": summary.get("tokens"),
+            "cost": summary.get("cost"), "cached": summary.get("cached"),
+            "provider_calls": summary.get("provider_calls"),
+            "calls_per_s": summary.get("calls_per_s"), "latency_ms": summary.get("latency_ms"),
+            "error": run.get("error")}

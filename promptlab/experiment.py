@@ -1,0 +1,167 @@
+"""Declarative experiment files: validate everything first, then set up idempotently.
+
+Nothing is written until the whole file has been checked: its YAML, its
+signature, every template against the signature, every model alias, every
+metric and every case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from promptlab.caseio import load_rows, rows_to_cases
+from promptlab.config import ModelConfig, Settings
+from promptlab.errors import UsageError
+from promptlab.evaluation import RunPlan, build_metrics, plan_run
+from promptlab.models import Case, Demo, PromptContent, Signature
+from promptlab.render import check_prompt
+from promptlab.store import Store
+
+
+class PromptSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    system: str = ""
+    template: str
+    demos: list[Demo] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+    def content(self) -> PromptContent:
+        return PromptContent(system=self.system, template=self.template,
+                             demos=tuple(self.demos), params=self.params)
+
+
+class InlineModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int | None = None
+    timeout: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CasesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    format: str | None = None
+    split: str | None = None
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int | None = Field(default=None, ge=1)
+    repeat: int = Field(default=1, ge=1)
+    cache: bool = True
+    split: str | None = None  # evaluate only the cases of this split
+    tags: list[str] = Field(default_factory=list)
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str
+    description: str | None = None
+    signature: Signature
+    prompts: list[PromptSpec] = Field(min_length=1)
+    models: list[str | InlineModel] = Field(default_factory=list)
+    cases: CasesFile | list[dict[str, Any]]
+    metrics: list[str | dict[str, Any]] = Field(default_factory=lambda: ["exact_match"])
+    eval: EvalSpec = EvalSpec()
+    gates: dict[str, Any] = Field(default_factory=dict)
+    optimize: dict[str, Any] | None = None
+
+    @field_validator("prompts")
+    @classmethod
+    def _unique_prompt_names(cls, prompts: list[PromptSpec]) -> list[PromptSpec]:
+        names = [p.name for p in prompts]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise ValueError(f"prompt name '{duplicate}' is used twice")
+        return prompts
+
+
+class Experiment:
+    """A checked experiment file, ready to be set up in a store."""
+
+    def __init__(self, path: Path, spec: ExperimentSpec, models: list[ModelConfig],
+                 cases: list[Case]):
+        self.path, self.spec, self.models, self.cases = path, spec, models, cases
+
+
+def load_experiment(path: Path, settings: Settings) -> Experiment:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: experiment file not found; check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UsageError(f"{path}: {where}malformed YAML ({getattr(exc, 'problem', None) or exc}); "
+                         f"fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with project, signature, prompts, cases")
+    try:
+        spec = ExperimentSpec(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("str", "InlineModel",
+                                                                              "CasesFile", "list")))
+        raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None
+    for i, prompt in enumerate(spec.prompts):
+        check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
+    models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
+    build_metrics(spec.metrics, f"{path}: metrics")
+    cases = _cases(spec, path)
+    if spec.eval.split or spec.eval.tags:
+        cases = [c for c in cases if (not spec.eval.split or c.split == spec.eval.split)
+                 and set(spec.eval.tags) <= set(c.tags)]
+    if not cases:
+        raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags)")
+    return Experiment(path, spec, models, cases)
+
+
+def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
+    if isinstance(entry, str):
+        try:
+            return settings.resolve_model(entry)
+        except UsageError as exc:
+            raise UsageError(f"{path}: models: {exc}") from None
+    return ModelConfig(alias=entry.name, **entry.model_dump(exclude={"name"}))
+
+
+def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:
+    if isinstance(spec.cases, CasesFile):
+        file = Path(spec.cases.file)
+        file = file if file.is_absolute() else path.parent / file
+        rows = load_rows(file, spec.cases.format)
+        return rows_to_cases(rows, spec.signature, str(file), split=spec.cases.split)
+    return rows_to_cases(spec.cases, spec.signature, f"{path}: cases")
+
+
+def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[int, list[RunPlan]]:
+    """Upsert project, signature, prompts and cases, and plan one run per prompt × model."""
+    spec = experiment.spec
+    with store.db.atomic():
+        project_id = store.ensure_project(spec.project, spec.description)
+        signature_id = store.upsert_signature(project_id, spec.signature)
+        prompts = [store.add_prompt(project_id, p.name, p.content(), signature_id=signature_id,
+                                    message=p.message or f"from {experiment.path.name}")
+                   for p in spec.prompts]
+        store.add_cases(project_id, experiment.cases, source=str(experiment.path))
+        cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.cases])
+        plans = [plan_run(store, project_id, prompt, model, cases, name=None,
+                          metric_specs=spec.metrics, repeat=spec.eval.repeat,
+                          concurrency=concurrency, where=str(experiment.path))
+                 for prompt in prompts for model in experiment.models]
+    return project_id, plans

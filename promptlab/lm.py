@@ -1,0 +1,265 @@
+"""The LiteLLM gateway: the only module that imports litellm (lazily).
+
+promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
+and caching (content-addressed, in the store); litellm's and the openai SDK's
+own retries and litellm's cache stay off: its retries repeat permanent errors
+and its cache key ignores api_base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from promptlab.config import ModelConfig
+from promptlab.errors import AuthError
+from promptlab.models import Completion, Usage
+
+_litellm = None
+MAX_RETRY_AFTER_S = 60.0
+
+
+def litellm():
+    """Import litellm once, offline-safe, with the local provider registered."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm as lib
+
+        lib.suppress_debug_info = True
+        lib.drop_params = True  # a param a provider lacks is dropped, not an error
+        lib.telemetry = False
+        # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
+        lib.DEFAULT_MAX_RETRIES = 0
+        from promptlab import local_provider
+
+        local_provider.register(lib)
+        _litellm = lib
+    return _litellm
+
+
+class CallError(Exception):
+    """A failed model call: kind (rate_limit, server, timeout, bad_request, …), transient or not."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 transient: bool = False, retry_after: float | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.kind, self.status, self.transient = kind, status, transient
+        self.retry_after, self.attempts = retry_after, attempts
+
+
+_TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
+_PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
+                     404: "not_found", 413: "too_large", 422: "unprocessable"}
+
+
+def classify(exc: BaseException) -> CallError:
+    """Map any provider exception to a CallError (transient: worth retrying)."""
+    if isinstance(exc, CallError):
+        return exc
+    name = type(exc).__name__
+    message = str(exc).splitlines()[0][:300] if str(exc) else name
+    if isinstance(exc, asyncio.TimeoutError) or name in ("Timeout", "APITimeoutError"):
+        return CallError("timeout", message or "timed out", status=408, transient=True)
+    if name == "ContextWindowExceededError":
+        return CallError("context_window", message, status=400)
+    if name == "ContentPolicyViolationError":
+        return CallError("content_policy", message, status=400)
+    if name == "APIConnectionError":
+        return CallError("connection", message, transient=True)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        if status in _TRANSIENT_STATUS:
+            return CallError(_TRANSIENT_STATUS[status], message, status=status, transient=True,
+                             retry_after=_retry_after(exc))
+        if status >= 500:
+            return CallError("server", message, status=status, transient=True,
+                             retry_after=_retry_after(exc))
+        return CallError(_PERMANENT_STATUS.get(status, "client"), message, status=status)
+    return CallError("error", f"{name}: {message}")
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _wait(base: float, cap: float) -> Callable[[Any], float]:
+    """Retry-After when the provider sent one, else exponential backoff with full jitter."""
+
+    def wait(state: Any) -> float:
+        exc = state.outcome.exception()
+        if isinstance(exc, CallError) and exc.retry_after is not None:
+            return exc.retry_after
+        return random.uniform(0, min(cap, base * 2 ** (state.attempt_number - 1)))
+
+    return wait
+
+
+class Cache(Protocol):
+    """The response cache as the gateway sees it (the store implements it)."""
+
+    def get(self, key: str) -> dict | None: ...
+
+    def put(self, key: str, kind: str, model: str, value: dict) -> None: ...
+
+
+class RateLimiter:
+    """Requests- and tokens-per-minute as a continuous token bucket."""
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 60.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= min(amount, self.capacity):
+                    self.tokens -= amount
+                    return
+                await asyncio.sleep((min(amount, self.capacity) - self.tokens) / self.rate)
+
+
+def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
+    body = {"kind": kind, "route": model.route, "api_base": model.api_base or "",
+            "model": model.model, **payload}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class Gateway:
+    """Calls models with promptlab's retries, cache, rate limits and timeout."""
+
+    cache: Cache | None = None
+    retries: int = 4
+    timeout: float = 60.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    calls: int = 0  # provider requests actually sent (attempts included)
+    _limits: dict[str, tuple[asyncio.Semaphore | None, RateLimiter | None, RateLimiter | None]] = \
+        field(default_factory=dict)
+
+    def _limiters(self, model: ModelConfig):
+        key = model.alias or model.model
+        if key not in self._limits:
+            self._limits[key] = (
+                asyncio.Semaphore(model.concurrency) if model.concurrency else None,
+                RateLimiter(model.rpm) if model.rpm else None,
+                RateLimiter(model.tpm) if model.tpm else None)
+        return self._limits[key]
+
+    async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
+                       *, use_cache: bool = True, sample: int = 0) -> Completion:
+        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats)."""
+        params = {**model.params, **(params or {})}
+        key = cache_key("chat", model, {"messages": messages, "params": params,
+                                        **({"sample": sample} if sample else {})})
+        if use_cache and self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
+                                  attempts=0)
+        started = time.perf_counter()
+        response, attempts = await self._call(model, "acompletion", messages=messages, **params)
+        text = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        result = Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                       cost=self._cost(response))
+        if self.cache is not None:
+            self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
+        return Completion(text=text, usage=result, attempts=attempts,
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def embed(self, model: ModelConfig, texts: list[str], *, use_cache: bool = True) -> list[list[float]]:
+        """Embeddings, one vector per text, each cached on its own."""
+        keys = [cache_key("embedding", model, {"input": t}) for t in texts]
+        found: dict[int, list[float]] = {}
+        if use_cache and self.cache is not None:
+            for i, key in enumerate(keys):
+                hit = self.cache.get(key)
+                if hit is not None:
+                    found[i] = hit["vector"]
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            response, _ = await self._call(model, "aembedding", input=[texts[i] for i in missing])
+            for i, item in zip(missing, response.data):
+                vector = item["embedding"] if isinstance(item, dict) else item.embedding
+                found[i] = list(vector)
+                if self.cache is not None:
+                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        return [found[i] for i in range(len(texts))]
+
+    async def _call(self, model: ModelConfig, method: str, **kwargs: Any) -> tuple[Any, int]:
+        lib = litellm()
+        semaphore, rpm, tpm = self._limiters(model)
+        timeout = model.timeout or self.timeout
+        kwargs.update(model=model.model, timeout=timeout, num_retries=0, max_retries=0)
+        if model.api_base:
+            kwargs["api_base"] = model.api_base
+        key = model.api_key()
+        if key:
+            kwargs["api_key"] = key
+        attempts = 0
+
+        async def once() -> Any:
+            nonlocal attempts
+            if rpm:
+                await rpm.acquire()
+            if tpm:
+                await tpm.acquire(_estimate_tokens(kwargs))
+            attempts += 1
+            self.calls += 1
+            try:
+                return await asyncio.wait_for(getattr(lib, method)(**kwargs), timeout + 5)
+            except Exception as exc:  # every provider failure becomes a CallError
+                error = classify(exc)
+                error.attempts = attempts
+                if error.kind == "auth":
+                    raise AuthError(f"{model.alias or model.model}: authentication failed "
+                                    f"({error.status}); check {model.api_key_env or 'the API key'}") from None
+                raise error from None
+
+        async def retried() -> Any:
+            async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.retries + 1),
+                    wait=_wait(self.backoff_base, self.backoff_cap),
+                    retry=retry_if_exception(lambda e: isinstance(e, CallError) and e.transient),
+                    reraise=True):
+                with attempt:
+                    return await once()
+
+        if semaphore:
+            async with semaphore:
+                return await retried(), attempts
+        return await retried(), attempts
+
+    def _cost(self, response: Any) -> float | None:
+        try:
+            return float(litellm().completion_cost(completion_response=response))
+        except Exception:  # an unknown price is "n/a", never a crash
+            return None
+
+
+def _estimate_tokens(kwargs: dict) -> float:
+    text = json.dumps(kwargs.get("messages") or kwargs.get("input") or "")
+    return len(text) / 4 + float(kwargs.get("max_tokens") or 0)

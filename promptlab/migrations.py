@@ -1,0 +1,95 @@
+"""Append-only schema history. A merged migration is never edited: add a new one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("promptlab")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    db["projects"].create(
+        {"id": int, "name": str, "description": str, "default_model": str,
+         "settings": str, "created_at": str},
+        pk="id", not_null={"name"}, defaults={"description": "", "settings": "{}"},
+    )
+    db["projects"].create_index(["name"], unique=True)
+
+    db["signatures"].create(
+        {"id": int, "project_id": int, "name": str, "instruction": str,
+         "inputs": str, "outputs": str, "content_hash": str, "updated_at": str},
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "name", "inputs", "outputs"},
+    )
+    db["signatures"].create_index(["project_id", "name"], unique=True)
+
+    db["prompts"].create(
+        {"id": int, "project_id": int, "name": str, "version": int, "signature_id": int,
+         "system": str, "template": str, "demos": str, "params": str, "content_hash": str,
+         "parent_id": int, "made_by": str, "message": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("signature_id", "signatures", "id"),
+                      ("parent_id", "prompts", "id")],
+        not_null={"project_id", "name", "version", "template", "content_hash"},
+    )
+    db["prompts"].create_index(["project_id", "name", "version"], unique=True)
+    db["prompts"].create_index(["project_id", "name", "content_hash"])
+
+    db["prompt_labels"].create(
+        {"project_id": int, "name": str, "label": str, "prompt_id": int, "updated_at": str},
+        pk=("project_id", "name", "label"),
+        foreign_keys=[("project_id", "projects", "id"), ("prompt_id", "prompts", "id")],
+    )
+
+    db["cases"].create(
+        {"id": int, "project_id": int, "inputs": str, "expected": str, "golden": int,
+         "tags": str, "split": str, "content_hash": str, "source": str, "created_at": str},
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "inputs", "content_hash"}, defaults={"golden": 1, "tags": "[]"},
+    )
+    db["cases"].create_index(["project_id", "content_hash"], unique=True)
+
+    db["runs"].create(
+        {"id": int, "project_id": int, "name": str, "prompt_id": int, "model": str,
+         "model_name": str, "api_base": str, "params": str, "metrics": str, "case_ids": str,
+         "repeat": int, "concurrency": int, "status": str, "error": str,
+         "summary": str, "n_results": int, "n_errors": int,
+         "prompt_tokens": int, "completion_tokens": int, "cost": float,
+         "latency_p50_ms": float, "latency_p95_ms": float,
+         "optimization_id": int, "created_at": str, "finished_at": str},
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("prompt_id", "prompts", "id")],
+        not_null={"project_id", "name", "prompt_id", "model", "status"},
+    )
+    db["runs"].create_index(["project_id", "name"], unique=True)
+
+    db["results"].create(
+        {"id": int, "run_id": int, "case_id": int, "repeat": int, "output": str,
+         "parsed": str, "parse_error": str, "scores": str, "score": float, "passed": int,
+         "error_kind": str, "error": str, "latency_ms": float, "prompt_tokens": int,
+         "completion_tokens": int, "cost": float, "cached": int, "attempts": int,
+         "created_at": str},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id"), ("case_id", "cases", "id")],
+        not_null={"run_id", "case_id", "repeat"},
+    )
+    db["results"].create_index(["run_id", "case_id", "repeat"], unique=True)
+
+    db["response_cache"].create(
+        {"key": str, "kind": str, "model": str, "response": str, "created_at": str,
+         "hits": int},
+        pk="key", not_null={"response"}, defaults={"hits": 0},
+    )
+
+    db["optimizations"].create(
+        {"id": int, "project_id": int, "name": str, "strategy": str, "config": str,
+         "base_prompt_id": int, "winner_prompt_id": int, "splits": str, "budget": str,
+         "status": str, "history": str, "spent": str, "created_at": str,
+         "finished_at": str},
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("base_prompt_id", "prompts", "id")],
+        not_null={"project_id", "name", "strategy", "status"},
+    )
+    db["optimizations"].create_index(["project_id", "name"], unique=True)

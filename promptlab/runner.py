@@ -1,0 +1,183 @@
+"""The async evaluation runner: no database and no rich in here.
+
+It takes prepared jobs (one per run × case × repeat), calls the model through
+the gateway with bounded concurrency, parses and scores each reply, and hands
+every finished item to a sink (which commits in batches) and to a progress
+display, as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from json import dumps
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from promptlab.config import ModelConfig
+from promptlab.errors import AuthError
+from promptlab.lm import CallError, Gateway
+from promptlab.models import Case, Signature
+from promptlab.outputs import parse_output
+from promptlab.scorers import Metric, Score, ScoreInput
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: int
+    case: Case
+    repeat: int
+    messages: list[dict]
+    model: ModelConfig
+    params: dict
+    signature: Signature | None
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    run_id: int
+    case_id: int
+    repeat: int
+    output: str = ""
+    parsed: dict | None = None
+    parse_error: str | None = None
+    scores: dict[str, dict] = field(default_factory=dict)
+    score: float | None = None
+    passed: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    cached: bool = False
+    attempts: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
+                "output": self.output, "parsed": None if self.parsed is None else dumps(self.parsed),
+                "parse_error": self.parse_error, "scores": dumps(self.scores), "score": self.score,
+                "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
+                "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": self.cost,
+                "cached": int(self.cached), "attempts": self.attempts}
+
+
+class Sink(Protocol):
+    def add(self, item: ItemResult) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def update(self, item: ItemResult) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class SilentProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, item: ItemResult) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class RunState:
+    """Per-run counters for the failure threshold."""
+
+    finished: int = 0
+    failed: int = 0
+    stopped: str | None = None  # why the run was stopped early
+
+
+@dataclass
+class Outcome:
+    states: dict[int, RunState]
+    interrupted: bool = False
+
+
+async def score_reply(job: Job, text: str) -> tuple[dict | None, str | None, dict[str, dict], float | None, bool]:
+    parsed, parse_error = parse_output(text, job.signature)
+    item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
+                      expected=job.case.expected, inputs=job.case.inputs,
+                      outputs=job.signature.outputs if job.signature else ())
+    scores: dict[str, dict] = {}
+    values: list[float] = []
+    passed = True
+    for metric in job.metrics:
+        result: Score = await metric.score(item)
+        scores[metric.name] = {"value": result.value, "passed": result.passed, "detail": result.detail}
+        passed = passed and result.passed
+        if result.value is not None:
+            values.append(result.value)
+    score = values[0] if values else None
+    return parsed, parse_error, scores, score, passed and bool(job.metrics)
+
+
+async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
+    started = time.perf_counter()
+    base = {"run_id": job.run_id, "case_id": job.case.id, "repeat": job.repeat}
+    try:
+        reply = await gateway.complete(job.model, job.messages, job.params,
+                                       use_cache=use_cache, sample=job.repeat)
+    except CallError as exc:
+        return ItemResult(**base, error_kind=exc.kind, error=str(exc), attempts=exc.attempts,
+                          latency_ms=(time.perf_counter() - started) * 1000)
+    try:
+        parsed, parse_error, scores, score, passed = await score_reply(job, reply.text)
+    except Exception as exc:  # a scorer that fails makes this item an error, never a crash
+        return ItemResult(**base, output=reply.text, error_kind="scorer",
+                          error=f"{type(exc).__name__}: {exc}", attempts=reply.attempts,
+                          prompt_tokens=reply.usage.prompt_tokens,
+                          completion_tokens=reply.usage.completion_tokens,
+                          cost=reply.usage.cost, cached=reply.cached)
+    return ItemResult(**base, output=reply.text, parsed=parsed, parse_error=parse_error,
+                      scores=scores, score=score, passed=passed,
+                      latency_ms=reply.latency_ms if not reply.cached else 0.0,
+                      prompt_tokens=reply.usage.prompt_tokens,
+                      completion_tokens=reply.usage.completion_tokens,
+                      cost=0.0 if reply.cached else reply.usage.cost,
+                      cached=reply.cached, attempts=reply.attempts)
+
+
+async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
+                   total: int, concurrency: int = 8, use_cache: bool = True,
+                   failure_threshold: float = 0.5, failure_min_items: int = 10) -> Outcome:
+    """Run every job; stop a run whose error share passes the threshold; 401/403 stops all."""
+    states: dict[int, RunState] = {}
+    queue = iter(jobs)
+    progress.start(total)
+
+    async def worker() -> None:
+        for job in queue:
+            state = states.setdefault(job.run_id, RunState())
+            if state.stopped:
+                continue
+            item = await run_job(job, gateway, use_cache)
+            sink.add(item)
+            progress.update(item)
+            state.finished += 1
+            state.failed += item.error_kind is not None
+            if (state.finished >= failure_min_items
+                    and state.failed / state.finished > failure_threshold and not state.stopped):
+                state.stopped = (f"stopped: {state.failed} of {state.finished} items failed "
+                                 f"(threshold {failure_threshold:.0%})")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, concurrency)):
+                group.create_task(worker())
+    except* AuthError as errors:
+        raise errors.exceptions[0] from None
+    finally:
+        sink.flush()
+        progress.finish()
+    return Outcome(states)

@@ -1,0 +1,365 @@
+"""The SQLite store: open (WAL, migrations) and every read and write.
+
+One unit of work = one `with db.atomic():`. The connection belongs to the
+thread that opened it; the async runner hands results back to that thread.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+from sqlite_utils.db import NotFoundError as RowNotFound
+
+from promptlab.errors import NotFoundError, UsageError
+from promptlab.migrations import migrations
+from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """'name', 'name@3', 'name@production' → (name, selector or None)."""
+    name, _, selector = ref.partition("@")
+    if not name:
+        raise UsageError(f"bad prompt reference '{ref}': use NAME, NAME@VERSION or NAME@LABEL")
+    return name, selector or None
+
+
+class Store:
+    def __init__(self, db: sqlite_utils.Database, path: Path | None = None):
+        self.db = db
+        self.path = path
+
+    # ---- projects -------------------------------------------------------
+    def ensure_project(self, name: str, description: str | None = None,
+                       default_model: str | None = None) -> int:
+        row = self._project_row(name)
+        if row is None:
+            return self.db["projects"].insert(
+                {"name": name, "description": description or "", "default_model": default_model,
+                 "settings": "{}", "created_at": now()}).last_pk
+        updates = {k: v for k, v in (("description", description), ("default_model", default_model))
+                   if v is not None and row[k] != v}
+        if updates:
+            self.db["projects"].update(row["id"], updates)
+        return row["id"]
+
+    def _project_row(self, name: str) -> dict | None:
+        rows = list(self.db["projects"].rows_where("name = ?", [name], limit=1))
+        return rows[0] if rows else None
+
+    def project(self, name: str) -> dict:
+        row = self._project_row(name)
+        if row is None:
+            known = ", ".join(r["name"] for r in self.db["projects"].rows) or "none yet"
+            raise NotFoundError(f"no project '{name}' (projects: {known}); create it with "
+                                f"`promptlab project add {name}`")
+        return row
+
+    def projects(self) -> list[dict]:
+        return list(self.db["projects"].rows_where(order_by="name"))
+
+    def set_project_settings(self, project_id: int, settings: dict) -> None:
+        self.db["projects"].update(project_id, {"settings": dumps(settings)})
+
+    # ---- signatures -----------------------------------------------------
+    def upsert_signature(self, project_id: int, sig: Signature) -> int:
+        data = sig.model_dump(mode="json")
+        row = {"project_id": project_id, "name": sig.name, "instruction": sig.instruction,
+               "inputs": dumps(data["inputs"]), "outputs": dumps(data["outputs"]),
+               "updated_at": now()}
+        existing = list(self.db["signatures"].rows_where(
+            "project_id = ? and name = ?", [project_id, sig.name], limit=1))
+        if existing:
+            if (existing[0]["inputs"], existing[0]["outputs"], existing[0]["instruction"]) != (
+                    row["inputs"], row["outputs"], row["instruction"]):
+                self.db["signatures"].update(existing[0]["id"], row)
+            return existing[0]["id"]
+        return self.db["signatures"].insert(row).last_pk
+
+    def signature(self, project_id: int, name: str | None = None, *, id: int | None = None) -> Signature:
+        try:
+            if id is not None:
+                row = self.db["signatures"].get(id)
+            else:
+                row = next(self.db["signatures"].rows_where(
+                    "project_id = ? and name = ?", [project_id, name], limit=1))
+        except (RowNotFound, StopIteration):
+            raise NotFoundError(f"no signature '{name or id}' in this project; add it with "
+                                f"`promptlab signature add`") from None
+        return _signature(row)
+
+    def signature_id(self, project_id: int, name: str) -> int:
+        rows = list(self.db["signatures"].rows_where(
+            "project_id = ? and name = ?", [project_id, name], limit=1))
+        if not rows:
+            raise NotFoundError(f"no signature '{name}' in this project; add it first")
+        return rows[0]["id"]
+
+    def signatures(self, project_id: int) -> list[Signature]:
+        return [_signature(r) for r in self.db["signatures"].rows_where(
+            "project_id = ?", [project_id], order_by="name")]
+
+    # ---- prompt versions ------------------------------------------------
+    def add_prompt(self, project_id: int, name: str, content: PromptContent, *,
+                   signature_id: int | None = None, parent_id: int | None = None,
+                   made_by: str = "person", message: str = "", dedupe: bool = True) -> PromptVersion:
+        """A new immutable version; identical content returns the existing version."""
+        digest = content.hash()
+        if dedupe:
+            same = list(self.db["prompts"].rows_where(
+                "project_id = ? and name = ? and content_hash = ?", [project_id, name, digest],
+                order_by="version desc", limit=1))
+            if same and same[0]["signature_id"] == signature_id:
+                return self._prompt(same[0])
+        last = self.db.execute("select max(version) from prompts where project_id = ? and name = ?",
+                               [project_id, name]).fetchone()[0] or 0
+        if parent_id is None and last:
+            parent_id = self.db.execute(
+                "select id from prompts where project_id = ? and name = ? and version = ?",
+                [project_id, name, last]).fetchone()[0]
+        data = content.model_dump(mode="json")
+        pk = self.db["prompts"].insert({
+            "project_id": project_id, "name": name, "version": last + 1,
+            "signature_id": signature_id, "system": content.system, "template": content.template,
+            "demos": dumps(data["demos"]), "params": dumps(data["params"]),
+            "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
+            "message": message, "created_at": now()}).last_pk
+        return self.prompt_by_id(pk)
+
+    def prompt_by_id(self, prompt_id: int) -> PromptVersion:
+        try:
+            return self._prompt(self.db["prompts"].get(prompt_id))
+        except RowNotFound:
+            raise NotFoundError(f"no prompt version with id {prompt_id}") from None
+
+    def prompt(self, project_id: int, ref: str) -> PromptVersion:
+        """Resolve NAME (latest), NAME@VERSION or NAME@LABEL."""
+        name, selector = parse_ref(ref)
+        if selector is None or selector == "latest":
+            where, args = "project_id = ? and name = ?", [project_id, name]
+        elif selector.isdigit():
+            where, args = "project_id = ? and name = ? and version = ?", [project_id, name, int(selector)]
+        else:
+            label = self.db.execute(
+                "select prompt_id from prompt_labels where project_id = ? and name = ? and label = ?",
+                [project_id, name, selector]).fetchone()
+            if label is None:
+                raise NotFoundError(f"prompt '{name}' has no label '{selector}'; set it with "
+                                    f"`promptlab prompt label {name}@VERSION {selector}`")
+            return self.prompt_by_id(label[0])
+        rows = list(self.db["prompts"].rows_where(where, args, order_by="version desc", limit=1))
+        if not rows:
+            names = ", ".join(r[0] for r in self.db.execute(
+                "select distinct name from prompts where project_id = ?", [project_id])) or "none yet"
+            raise NotFoundError(f"no prompt '{ref}' (prompts: {names}); add it with "
+                                f"`promptlab prompt add {name}`")
+        return self._prompt(rows[0])
+
+    def prompts(self, project_id: int, name: str | None = None) -> list[PromptVersion]:
+        where, args = "project_id = ?", [project_id]
+        if name:
+            where, args = where + " and name = ?", args + [name]
+        return [self._prompt(r) for r in self.db["prompts"].rows_where(
+            where, args, order_by="name, version")]
+
+    def lineage(self, prompt: PromptVersion) -> list[PromptVersion]:
+        """The version, its parent, its parent's parent… back to the root."""
+        chain, seen = [prompt], {prompt.id}
+        while chain[-1].parent_id and chain[-1].parent_id not in seen:
+            parent = self.prompt_by_id(chain[-1].parent_id)
+            chain.append(parent)
+            seen.add(parent.id)
+        return chain
+
+    def set_label(self, prompt: PromptVersion, label: str) -> None:
+        project_id = self.project(prompt.project)["id"]
+        self.db["prompt_labels"].upsert(
+            {"project_id": project_id, "name": prompt.name, "label": label,
+             "prompt_id": prompt.id, "updated_at": now()}, pk=("project_id", "name", "label"))
+
+    def _prompt(self, row: dict) -> PromptVersion:
+        project = self.db["projects"].get(row["project_id"])["name"]
+        labels = tuple(r[0] for r in self.db.execute(
+            "select label from prompt_labels where prompt_id = ? order by label", [row["id"]]))
+        sig = None
+        if row["signature_id"]:
+            sig = self.db["signatures"].get(row["signature_id"])["name"]
+        content = PromptContent(system=row["system"] or "", template=row["template"],
+                                demos=tuple(Demo(**d) for d in loads(row["demos"], [])),
+                                params=loads(row["params"], {}))
+        return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
+                             content=content, content_hash=row["content_hash"], signature=sig,
+                             parent_id=row["parent_id"], made_by=row["made_by"] or "person",
+                             message=row["message"] or "", labels=labels,
+                             created_at=row["created_at"] or "")
+
+    # ---- cases ----------------------------------------------------------
+    def add_cases(self, project_id: int, cases: Iterable[Case], source: str = "") -> tuple[int, int]:
+        """Insert new cases (by content hash); returns (added, already present)."""
+        rows, seen = [], set()
+        for case in cases:
+            digest = case.hash()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            rows.append({"project_id": project_id, "inputs": dumps(case.inputs),
+                         "expected": dumps(case.expected), "golden": int(case.golden),
+                         "tags": dumps(list(case.tags)), "split": case.split,
+                         "content_hash": digest, "source": source, "created_at": now()})
+        before = self.db["cases"].count_where("project_id = ?", [project_id])
+        self.db["cases"].insert_all(rows, ignore=True, batch_size=500)
+        added = self.db["cases"].count_where("project_id = ?", [project_id]) - before
+        return added, len(rows) - added
+
+    def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
+              golden: bool | None = None, ids: Iterable[int] | None = None) -> list[Case]:
+        where, args = ["project_id = ?"], [project_id]
+        if split:
+            where.append("split = ?")
+            args.append(split)
+        if golden is not None:
+            where.append("golden = ?")
+            args.append(int(golden))
+        if ids is not None:
+            ids = list(ids)
+            where.append(f"id in ({','.join('?' * len(ids))})" if ids else "0")
+            args.extend(ids)
+        out = [_case(r) for r in self.db["cases"].rows_where(" and ".join(where), args, order_by="id")]
+        wanted = set(tags)
+        return [c for c in out if wanted <= set(c.tags)] if wanted else out
+
+    def cases_by_hash(self, project_id: int, hashes: list[str]) -> list[Case]:
+        """Stored cases for these content hashes, in the order given."""
+        by_hash = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            for row in self.db["cases"].rows_where(
+                    f"project_id = ? and content_hash in ({','.join('?' * len(chunk))})",
+                    [project_id, *chunk]):
+                by_hash[row["content_hash"]] = _case(row)
+        return [by_hash[h] for h in dict.fromkeys(hashes) if h in by_hash]
+
+    def set_golden(self, project_id: int, ids: Iterable[int], golden: bool = True) -> int:
+        ids = list(ids)
+        with self.db.atomic():
+            for case_id in ids:
+                self.db.execute("update cases set golden = ? where project_id = ? and id = ?",
+                                [int(golden), project_id, case_id])
+        return len(ids)
+
+    # ---- runs and results -----------------------------------------------
+    def create_run(self, project_id: int, name: str, prompt: PromptVersion, **fields: Any) -> int:
+        if self.db["runs"].count_where("project_id = ? and name = ?", [project_id, name]):
+            raise UsageError(f"a run named '{name}' already exists in this project; choose another "
+                             f"--name or continue it with --resume {name}")
+        row = {"project_id": project_id, "name": name, "prompt_id": prompt.id, "status": "running",
+               "created_at": now(), "n_results": 0, "n_errors": 0}
+        row.update({k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()})
+        return self.db["runs"].insert(row).last_pk
+
+    def run(self, project_id: int, name: str) -> dict:
+        rows = list(self.db["runs"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1))
+        if not rows:
+            raise NotFoundError(f"no run '{name}' in this project; see `promptlab runs list`")
+        return _run(rows[0])
+
+    def run_by_id(self, run_id: int) -> dict:
+        return _run(self.db["runs"].get(run_id))
+
+    def runs(self, project_id: int, limit: int | None = None) -> list[dict]:
+        return [_run(r) for r in self.db["runs"].rows_where(
+            "project_id = ?", [project_id], order_by="id desc", limit=limit)]
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v
+                                        for k, v in fields.items()})
+
+    def done_keys(self, run_id: int) -> set[tuple[int, int]]:
+        return {(r[0], r[1]) for r in self.db.execute(
+            "select case_id, repeat from results where run_id = ?", [run_id])}
+
+    def save_results(self, rows: list[dict], cache_rows: list[dict] = ()) -> None:
+        """One commit for a batch of finished results (and the replies they cached)."""
+        with self.db.atomic():
+            if cache_rows:
+                self.db["response_cache"].insert_all(cache_rows, ignore=True, batch_size=500)
+            if rows:
+                self.db["results"].insert_all(rows, ignore=True, batch_size=500)
+
+    def results(self, run_id: int) -> list[dict]:
+        return [_result(r) for r in self.db["results"].rows_where(
+            "run_id = ?", [run_id], order_by="case_id, repeat")]
+
+    # ---- response cache -------------------------------------------------
+    def cache_get(self, key: str) -> dict | None:
+        row = self.db.execute("select response from response_cache where key = ?", [key]).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def cache_stats(self) -> dict:
+        row = self.db.execute("select count(*), coalesce(sum(length(response)), 0) "
+                              "from response_cache").fetchone()
+        kinds = dict(self.db.execute("select kind, count(*) from response_cache group by kind").fetchall())
+        return {"entries": row[0], "bytes": row[1], "by_kind": kinds}
+
+    def cache_clear(self, model: str | None = None) -> int:
+        with self.db.atomic():
+            if model:
+                return self.db.execute("delete from response_cache where model = ?", [model]).rowcount
+            return self.db.execute("delete from response_cache").rowcount
+
+
+def _signature(row: dict) -> Signature:
+    return Signature(name=row["name"], instruction=row["instruction"] or "",
+                     inputs=loads(row["inputs"]), outputs=loads(row["outputs"]))
+
+
+def _case(row: dict) -> Case:
+    return Case(id=row["id"], inputs=loads(row["inputs"]), expected=loads(row["expected"], {}),
+                golden=bool(row["golden"]), tags=tuple(loads(row["tags"], [])), split=row["split"])
+
+
+_RUN_JSON = ("params", "metrics", "case_ids", "summary")
+
+
+def _run(row: dict) -> dict:
+    return {k: (loads(v) if k in _RUN_JSON else v) for k, v in row.items()}
+
+
+def _result(row: dict) -> dict:
+    return {k: (loads(v) if k in ("parsed", "scores") else v) for k, v in row.items()}
+
+
+def open_store(path: Path) -> Store:
+    """Open (creating if needed) and migrate; refuse a database from a newer promptlab."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    db.execute("pragma synchronous = NORMAL")
+    db.execute("pragma foreign_keys = ON")
+    known = {m.name for m in migrations._migrations}
+    newer = [m.name for m in migrations.applied(db) if m.name not in known]
+    if newer:
+        raise UsageError(f"{path}: written by a newer promptlab (migration {newer[0]}); "
+                         f"upgrade promptlab (pip install -U promptlab)")
+    if migrations.pending(db):
+        migrations.apply(db)
+    return Store(db, path)
