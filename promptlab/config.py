@@ -59,7 +59,7 @@ class Defaults(BaseModel):
     model: str = "local"
     concurrency: int = Field(default=8, ge=1)
     timeout: float = Field(default=60.0, gt=0)
-    retries: int = Field(default=4, ge=0)
+    retries: int = Field(default=8, ge=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
     failure_min_items: int = Field(default=10, ge=1)
 

@@ -150,10 +150,10 @@ class Gateway:
     """Calls models with promptlab's retries, cache, rate limits and timeout."""
 
     cache: Cache | None = None
-    retries: int = 4
+    retries: int = 8
     timeout: float = 60.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 20.0
+    backoff_base: float = 0.25
+    backoff_cap: float = 15.0
     calls: int = 0  # provider requests actually sent (attempts included)
     _limits: dict[str, tuple[asyncio.Semaphore | None, RateLimiter | None, RateLimiter | None]] = \
         field(default_factory=dict)

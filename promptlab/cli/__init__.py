@@ -42,17 +42,18 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(models.app, name="models")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from promptlab.cli.common import fail
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        app(standalone_mode=True)
+        app(args=argv, prog_name="promptlab", standalone_mode=True)
     except SystemExit:
         raise
     except KeyboardInterrupt:
         print("promptlab: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # one line on stderr; the traceback only with --debug
-        if "--debug" in sys.argv:
+        if "--debug" in argv:
             raise
         fail(exc)

