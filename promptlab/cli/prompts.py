@@ -21,26 +21,6 @@ def _version_json(p) -> dict:
             **p.content.model_dump(mode="json")}
 
 
-def prompt_text(p) -> str:
-    """A version as readable text (what `show` prints and `diff` compares)."""
-    import json
-
-    lines = [f"# system\n{p.content.system}", f"# template\n{p.content.template}"]
-    for i, demo in enumerate(p.content.demos, 1):
-        lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
-                     f"{json.dumps(demo.outputs, ensure_ascii=False)}")
-    if p.content.params:
-        lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
-    return "\n".join(lines) + "\n"
-
-
-def diff_text(a, b) -> str:
-    import difflib
-
-    return "".join(difflib.unified_diff(prompt_text(a).splitlines(True), prompt_text(b).splitlines(True),
-                                        fromfile=a.ref, tofile=b.ref))
-
-
 @app.command("add")
 def add(ctx: typer.Context, name: str, project: Project = None,
         signature: Annotated[Optional[str], typer.Option(help="Signature the template fills.")] = None,
@@ -107,6 +87,8 @@ def show(ctx: typer.Context, ref: str, project: Project = None,
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
     if json_:
         return emit_json(_version_json(version))
+    from promptlab.diffing import prompt_text
+
     typer.echo(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
                f"hash={version.content_hash[:12]}")
     typer.echo(prompt_text(version), nl=False)
@@ -115,6 +97,8 @@ def show(ctx: typer.Context, ref: str, project: Project = None,
 @app.command("diff")
 def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
     """Unified diff of two versions (e.g. classifier@1 classifier@3)."""
+    from promptlab.diffing import diff_text
+
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     text = diff_text(store.prompt(project_id, a), store.prompt(project_id, b))
     typer.echo(text or "(no difference)", nl=not text)

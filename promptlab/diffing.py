@@ -1,0 +1,25 @@
+"""Prompt versions as text, and the unified diff of two of them (CLI, compare and reports share it)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+from promptlab.models import PromptVersion
+
+
+def prompt_text(p: PromptVersion) -> str:
+    """A version as readable text (what `prompt show` prints and `diff_text` compares)."""
+    lines = [f"# system\n{p.content.system}", f"# template\n{p.content.template}"]
+    for i, demo in enumerate(p.content.demos, 1):
+        lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
+                     f"{json.dumps(demo.outputs, ensure_ascii=False)}")
+    if p.content.params:
+        lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
+    return "\n".join(lines) + "\n"
+
+
+def diff_text(a: PromptVersion, b: PromptVersion) -> str:
+    """Unified diff from version a to version b ('' when their text is the same)."""
+    return "".join(difflib.unified_diff(prompt_text(a).splitlines(True), prompt_text(b).splitlines(True),
+                                        fromfile=a.ref, tofile=b.ref))
