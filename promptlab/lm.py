@@ -35,7 +35,7 @@ def litellm():
         import litellm as lib
 
         lib.suppress_debug_info = True
-        lib.drop_params = True  # a param a provider lacks is dropped, not an error
+        # drop_params stays off: with it, litellm answers a 422 with None instead of raising.
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
         lib.DEFAULT_MAX_RETRIES = 0
@@ -180,6 +180,9 @@ class Gateway:
                                   attempts=0)
         started = time.perf_counter()
         response, attempts = await self._call(model, "acompletion", messages=messages, **params)
+        if not getattr(response, "choices", None):
+            raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
+                            attempts=attempts)
         text = response.choices[0].message.content or ""
         usage = getattr(response, "usage", None)
         result = Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
