@@ -307,6 +307,44 @@ class Store:
         return [_result(r) for r in self.db["results"].rows_where(
             "run_id = ?", [run_id], order_by="case_id, repeat")]
 
+    def find_run(self, project_id: int, name: str) -> dict | None:
+        """The run with this name, or None."""
+        rows = list(self.db["runs"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1))
+        return _run(rows[0]) if rows else None
+
+    def latest_run(self, project_id: int, prompt_id: int, *, model: str | None = None,
+                   status: str = "completed", exclude: Iterable[int] = ()) -> dict | None:
+        """The newest run of a prompt version with this status (optionally on one model)."""
+        where, args = "project_id = ? and prompt_id = ? and status = ?", [project_id, prompt_id, status]
+        if model is not None:
+            where, args = where + " and model = ?", args + [model]
+        skip = list(exclude)
+        if skip:
+            where, args = where + f" and id not in ({','.join('?' * len(skip))})", args + skip
+        rows = list(self.db["runs"].rows_where(where, args, order_by="id desc", limit=1))
+        return _run(rows[0]) if rows else None
+
+    # ---- optimizations (read side, for reports) --------------------------
+    def find_optimization(self, project_id: int, name: str) -> dict | None:
+        """The optimization with this name (JSON columns decoded; bad JSON kept as text), or None."""
+        rows = list(self.db["optimizations"].rows_where("project_id = ? and name = ?", [project_id, name],
+                                                        limit=1))
+        if not rows:
+            return None
+        out = {}
+        for key, value in rows[0].items():
+            if key in ("config", "splits", "budget", "history", "spent") and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            out[key] = value
+        return out
+
+    def optimization_runs(self, optimization_id: int) -> list[dict]:
+        return [_run(r) for r in self.db["runs"].rows_where(
+            "optimization_id = ?", [optimization_id], order_by="id")]
+
     # ---- response cache -------------------------------------------------
     def cache_get(self, key: str) -> dict | None:
         row = self.db.execute("select response from response_cache where key = ?", [key]).fetchone()
