@@ -24,13 +24,15 @@ from promptlab.errors import AuthError
 from promptlab.models import Completion, Usage
 
 _litellm = None
+import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
 MAX_RETRY_AFTER_S = 60.0
 
 
 def litellm():
     """Import litellm once, offline-safe, with the local provider registered."""
-    global _litellm
+    global _litellm, import_seconds
     if _litellm is None:
+        started = time.perf_counter()
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm as lib
 
@@ -43,6 +45,7 @@ def litellm():
 
         local_provider.register(lib)
         _litellm = lib
+        import_seconds = time.perf_counter() - started
     return _litellm
 
 
