@@ -46,7 +46,8 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "always_status_if_contains": {},  # {"BAD-REQUEST": 400, ...} matched on any message
     "hang_if_contains": [],         # substring(s) -> sleep hang_seconds (timeouts)
     "hang_seconds": HANG_MAX_S,     # capped at HANG_MAX_S
-    "rules": [],                    # [[substring, reply], ...] first match on last user msg
+    "rules": [],                    # [[substring, reply], ...] first match on last user msg;
+                                    # [anywhere, substring, reply]: also needs `anywhere` in any message
     "default_reply": "OK",          # used when no rule matches (and echo is off)
     "echo": False,                  # reply with the last user message when no rule matches
     "require_api_key": None,        # if set, other bearer tokens get 401
@@ -274,8 +275,11 @@ def make_app(state: State):
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
         reply = None
-        for sub, rep in b["rules"]:
-            if sub in last_user:
+        for rule in b["rules"]:
+            # [substring of the last user message, reply], or
+            # [substring anywhere in the conversation, substring of the last user message, reply]
+            anywhere, sub, rep = rule if len(rule) == 3 else ("", *rule)
+            if anywhere in joined and sub in last_user:
                 reply = rep
                 break
         if reply is None:
