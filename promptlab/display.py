@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from promptlab.runner import ItemResult
 
@@ -155,7 +156,7 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             mean = r["scores"].get(m)
             cells.append(f"{_num(mean)} [{_num(low, 2)}, {_num(high, 2)}]" if mean is not None else "-")
         tokens = r.get("tokens") or {}
-        table.add_row(r["name"], f"{r['prompt']}@{r['version']}", r["model"], r["status"], str(r["n"]),
+        table.add_row(Text(r["name"]), Text(f"{r['prompt']}@{r['version']}"), Text(r["model"]), r["status"], str(r["n"]),
                       str(r["errors"]), *cells, _num(r.get("pass_rate")),
                       str(tokens.get("per_call", "-")),
                       "n/a" if r.get("cost") is None else f"${r['cost']:.4f}",
@@ -163,7 +164,7 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
     console.print(table)
     for r in runs:
         if r.get("error"):
-            err.print(f"[red]{r['name']}: {r['error']}[/]")
+            err.print(Text(f"{r['name']}: {r['error']}", style="red"))
 
 
 def print_gates(gates: list, console: Console = out) -> None:
@@ -173,7 +174,7 @@ def print_gates(gates: list, console: Console = out) -> None:
     for col in ("gate", "result", "detail"):
         table.add_column(col)
     for g in gates:
-        table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.message)
+        table.add_row(Text(g.name), "[green]pass[/]" if g.passed else "[red]FAIL[/]", Text(g.message))
     console.print(table)
 
 
@@ -182,5 +183,117 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], console: 
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))  # data, never markup
     console.print(table)
+
+
+# ---- runs show / runs compare ---------------------------------------------
+
+def _one_line(value: Any, width: int) -> Text:
+    import json
+
+    if isinstance(value, dict):
+        value = " · ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value.values())
+    text = " ".join(("" if value is None else str(value)).split())
+    return Text(text if len(text) <= width else text[:width - 1] + "…")
+
+
+def print_diff(diff: str, console: Console = out) -> None:
+    if not diff:
+        console.print("[dim](the two prompts have the same text)[/]")
+        return
+    for line in diff.splitlines():
+        style = ("cyan" if line.startswith("@@") else "bold" if line.startswith(("+++", "---"))
+                 else "green" if line.startswith("+") else "red" if line.startswith("-") else "")
+        console.print(Text(line, style=style), soft_wrap=True)
+
+
+def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> None:
+    """`runs show`: scores, per-label P/R/F1 and confusion matrices, slowest and failed cases."""
+    print_runs([facts["run"]], console)
+    for name, m in facts["metrics"].items():
+        if not m.get("per_label"):
+            continue
+        table = Table(title=f"{name}: per label (macro F1 {_num(m.get('macro_f1'))})", title_justify="left")
+        for col in ("label", "precision", "recall", "F1", "support"):
+            table.add_column(col, justify="left" if col == "label" else "right")
+        for label, v in m["per_label"].items():
+            table.add_row(Text(label), _num(v.get("precision")), _num(v.get("recall")), _num(v.get("f1")),
+                          str(v.get("support", 0)))
+        console.print(table)
+        labels, matrix = m.get("labels") or [], m.get("confusion") or []
+        if labels and matrix:
+            heat = Table(title=f"{name}: confusion (rows expected, columns predicted)", title_justify="left")
+            heat.add_column("expected \\ predicted")
+            for label in labels:
+                heat.add_column(Text(label), justify="right")
+            for label, row in zip(labels, matrix):
+                total = sum(row) or 1
+                cells = []
+                for j, count in enumerate(row):
+                    share = count / total
+                    if not count:
+                        cells.append(Text("0", style="dim"))
+                    else:
+                        color = "green" if labels[j] == label else "red"
+                        cells.append(Text(str(count), style=f"bold {color}" if share >= .5 else color))
+                heat.add_row(Text(label), *cells)
+            console.print(heat)
+    failed = facts["failed"]
+    if failed:
+        table = Table(title=f"failed cases ({len(failed)}{', first ' + str(failures) if len(failed) > failures else ''})",
+                      title_justify="left")
+        for col in ("case", "input", "expected", "output", "error"):
+            table.add_column(col, overflow="fold")
+        for r in failed[:failures]:
+            error = f"{r['error_kind']}: {r['error']}" if r["error_kind"] else r["parse_error"]
+            table.add_row(str(r["case_id"]) + (f"#{r['repeat']}" if r["repeat"] else ""),
+                          _one_line(r["inputs"], 60), _one_line(r["expected"], 30), _one_line(r["output"], 50),
+                          _one_line(error, 50))
+        console.print(table)
+    else:
+        console.print("[green]no failed cases[/]")
+
+
+def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
+    """`runs compare`: per-metric deltas with intervals and p-values, McNemar, changed cases, diff."""
+    a, b = data["a"], data["b"]
+    console.print(Text.assemble(("A ", "bold"), f"{a['name']} ({a['prompt']}@{a['version']} on {a['model']})",
+                                ("\nB ", "bold"), f"{b['name']} ({b['prompt']}@{b['version']} on {b['model']})",
+                                f"\n{data['pairs']} paired results (case × repeat)"))
+    table = Table(title="B vs A", title_justify="left")
+    for col in ("metric", "A", "B", "delta", "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, m in data["metrics"].items():
+        significant = m["p_value"] < 0.05
+        color = "" if not significant or m["delta"] == 0 else "green" if m["delta"] > 0 else "red"
+        table.add_row(Text(name), _num(m["a_mean"]), _num(m["b_mean"]),
+                      Text(f"{m['delta']:+.3f}", style=color),
+                      f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]",
+                      Text(f"{m['p_value']:.4f}", style="bold" if significant else ""))
+    passes = data["pass"]
+    mc = passes["mcnemar"]
+    table.add_row("pass rate", _num(passes["a_rate"]), _num(passes["b_rate"]),
+                  f"{passes['b_rate'] - passes['a_rate']:+.3f}", f"McNemar ({mc['method']})",
+                  Text(f"{mc['p_value']:.4f}", style="bold" if mc["p_value"] < 0.05 else ""))
+    console.print(table)
+    console.print(f"{mc['b10']} regressed (passed in A, failed in B), {mc['b01']} fixed "
+                  f"(failed in A, passed in B); p < 0.05 is marked bold")
+    for title, key, style in (("regressed", "regressed", "red"), ("fixed", "fixed", "green")):
+        cases = data[key]
+        if not cases:
+            continue
+        more = f", first {show}" if len(cases) > show else ""
+        t = Table(title=f"{title} ({len(cases)}{more})", title_justify="left", title_style=style)
+        for col in ("case", "input", "expected", "A output", "B output"):
+            t.add_column(col, overflow="fold")
+        for c in cases[:show]:
+            b_out = c["b"]["output"] if not c["b"]["error_kind"] else f"{c['b']['error_kind']}: {c['b']['error']}"
+            a_out = c["a"]["output"] if not c["a"]["error_kind"] else f"{c['a']['error_kind']}: {c['a']['error']}"
+            t.add_row(str(c["case_id"]), _one_line(c["inputs"], 50), _one_line(c["expected"], 24),
+                      _one_line(a_out, 40), _one_line(b_out, 40))
+        console.print(t)
+    console.print(Text("prompt diff (A → B)", style="bold"))
+    print_diff(data["prompt_diff"], console)
+    for note in data["notes"]:
+        err.print(Text(f"note: {note}", style="yellow"))

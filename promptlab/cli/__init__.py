@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli import (cache, cases, evals, experiments, models, projects, prompts, runs,
+from promptlab.cli import (cache, cases, evals, experiments, models, projects, prompts, reports, runs,
                            signatures, workspace)
 from promptlab.cli.common import State
 
@@ -33,6 +33,7 @@ def root(ctx: typer.Context,
 workspace.register(app)
 evals.register(app)
 experiments.register(app)
+reports.register(app)
 app.add_typer(projects.app, name="project")
 app.add_typer(signatures.app, name="signature")
 app.add_typer(prompts.app, name="prompt")

@@ -1,4 +1,4 @@
-"""`promptlab runs list|show`."""
+"""`promptlab runs list|show|compare`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from promptlab.cli.common import emit_json
 
-app = typer.Typer(help="Runs: list them, show one.", no_args_is_help=True)
+app = typer.Typer(help="Runs: list them, show one, compare two.", no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
@@ -32,23 +32,40 @@ def list_(ctx: typer.Context, project: Project = None,
 def show(ctx: typer.Context, name: str, project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """One run: scores with intervals, per-metric details, failed cases."""
-    import json
-
+    """One run: scores with intervals, per-label P/R/F1, confusion matrix, failed cases."""
     from promptlab import display
-    from promptlab.evaluation import run_json
+    from promptlab.reports.facts import run_facts
 
     store = ctx.obj.store
     project_id = ctx.obj.project_id(project)
-    run = store.run(project_id, name)
-    data = run_json(run, store.prompt_by_id(run["prompt_id"]))
-    results = store.results(run["id"])
-    failed = [r for r in results if not r["passed"]]
+    facts = run_facts(store, project_id, store.run(project_id, name))
     if json_:
-        return emit_json(data | {"summary": run["summary"], "failed": failed[:failures]})
-    display.print_runs([data])
-    cases = {c.id: c for c in store.cases(project_id, ids=[r["case_id"] for r in failed[:failures]])}
-    display.print_table(f"failed cases ({len(failed)})", ["case", "input", "expected", "output", "error"],
-                        [[r["case_id"], json.dumps(cases[r["case_id"]].inputs, ensure_ascii=False)[:60],
-                          json.dumps(cases[r["case_id"]].expected, ensure_ascii=False)[:30],
-                          (r["output"] or "")[:40], r["error"] or r["parse_error"]] for r in failed[:failures]])
+        run = store.run(project_id, name)
+        return emit_json(facts["run"] | {"summary": run["summary"], "failed": facts["failed"][:failures],
+                                         "slowest": facts["slowest"], "costliest": facts["costliest"],
+                                         "distributions": facts["distributions"]})
+    display.print_run_facts(facts, failures)
+
+
+@app.command("compare")
+def compare(ctx: typer.Context,
+            a: Annotated[str, typer.Argument(help="Run A: a run name, or a prompt version (NAME@VERSION, "
+                                                  "NAME@LABEL) meaning its latest completed run.")],
+            b: Annotated[str, typer.Argument(help="Run B, compared against A (same forms).")],
+            project: Project = None,
+            model: Annotated[Optional[str], typer.Option(
+                help="When A or B is a prompt version: take its latest run on this model.")] = None,
+            show: Annotated[int, typer.Option(help="Regressed and fixed cases to list.")] = 20,
+            json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Compare two runs on their shared cases: deltas with paired bootstrap intervals and p-values,
+    McNemar on pass/fail, the cases that regressed and were fixed, and the prompt diff."""
+    from promptlab import display
+    from promptlab.compare import compare_runs, resolve_run
+
+    store = ctx.obj.store
+    project_id = ctx.obj.project_id(project)
+    run_a, run_b = resolve_run(store, project_id, a, model), resolve_run(store, project_id, b, model)
+    data = compare_runs(store, project_id, run_a, run_b)
+    if json_:
+        return emit_json(data)
+    display.print_comparison(data, show)

@@ -1,0 +1,50 @@
+"""`promptlab report NAME`: a run or an optimization as HTML, Markdown, JSON or JUnit XML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(ctx: typer.Context,
+               name: Annotated[str, typer.Argument(help="A run name, else an optimization name.")],
+               format: Annotated[Optional[str], typer.Option(
+                   "--format", "-f", help="html, md, json or junit (default: from the -o suffix, else md).")] = None,
+               output: Annotated[Optional[Path], typer.Option(
+                   "--output", "-o", help="File to write (default: stdout).")] = None,
+               project: Annotated[Optional[str], typer.Option(help="Project name.")] = None) -> None:
+        """Write a report: a self-contained HTML page, a Markdown summary, JSON facts or JUnit XML."""
+        from promptlab.errors import UsageError
+        from promptlab.reports import FORMATS, SUFFIXES, render
+        from promptlab.reports.facts import build_facts
+
+        fmt = format or (SUFFIXES.get(output.suffix.lower()) if output else None) or "md"
+        if fmt not in FORMATS:
+            raise UsageError(f"report: unknown --format '{fmt}'; use one of {', '.join(FORMATS)}")
+        state = ctx.obj
+        facts = build_facts(state.store, state.project_id(project), name)
+        text = render(facts, fmt)
+        if output is None or str(output) == "-":
+            typer.echo(text, nl=False)
+            return
+        write_text(output, text)
+        typer.echo(f"wrote {output} ({fmt}, {len(text.encode()):,} bytes)", err=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a report file whole (a temporary file renamed into place)."""
+    import os
+
+    from promptlab.errors import UsageError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}); check the path") from None

@@ -1,0 +1,28 @@
+"""Reports: facts gathered once from the store (facts.py), one module per output format.
+
+    render(facts, "html" | "md" | "json" | "junit") -> str
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORMATS = ("html", "md", "json", "junit")
+SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit"}
+
+
+def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str) -> str:
+    """One run's or optimization's facts in a format (JUnit also takes a list of run facts)."""
+    if fmt == "html":
+        from promptlab.reports.to_html import render as html
+        return html(facts)
+    if fmt == "md":
+        from promptlab.reports.to_markdown import render as md
+        return md(facts)
+    if fmt == "json":
+        from promptlab.reports.to_json import render as js
+        return js(facts)
+    if fmt == "junit":
+        from promptlab.reports.to_junit import render as junit
+        return junit(facts if isinstance(facts, list) else [facts])
+    raise ValueError(f"unknown report format '{fmt}' (formats: {', '.join(FORMATS)})")
