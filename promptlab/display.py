@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,10 @@ from rich.text import Text
 
 from promptlab.runner import ItemResult
 
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 
 
 @dataclass
@@ -145,26 +148,28 @@ def _num(value: Any, digits: int = 3) -> str:
 def print_runs(runs: list[dict], console: Console = out) -> None:
     """The score table: one row per run, one column per metric (mean [95% CI])."""
     metrics = list(dict.fromkeys(m for r in runs for m in r["scores"]))
-    table = Table(title="scores", title_justify="left")
-    for col in ("run", "prompt", "model", "status", "n", "errors", *metrics, "pass",
-                "tokens/call", "cost", "calls/s", "p50 ms"):
-        table.add_column(col, justify="left" if col in ("run", "prompt", "model", "status") else "right")
+    table = Table(title="scores (mean [95% CI])", title_justify="left")
+    for col in ("prompt × model", "n", "err", *metrics, "pass", "tok/call", "calls/s", "cost"):
+        table.add_column(col, justify="left" if col == "prompt × model" else "right")
     for r in runs:
         cells = []
         for m in metrics:
             low, high = r["intervals"].get(m, [None, None])
             mean = r["scores"].get(m)
-            cells.append(f"{_num(mean)} [{_num(low, 2)}, {_num(high, 2)}]" if mean is not None else "-")
-        tokens = r.get("tokens") or {}
-        table.add_row(Text(r["name"]), Text(f"{r['prompt']}@{r['version']}"), Text(r["model"]), r["status"], str(r["n"]),
-                      str(r["errors"]), *cells, _num(r.get("pass_rate")),
-                      str(tokens.get("per_call", "-")),
-                      "n/a" if r.get("cost") is None else f"${r['cost']:.4f}",
-                      _num(r.get("calls_per_s"), 1), _num((r.get("latency_ms") or {}).get("p50"), 0))
+            cells.append("-" if mean is None else f"{mean:.3f} [{_num(low, 2)}, {_num(high, 2)}]")
+        status = "" if r["status"] == "completed" else f" ({r['status']})"
+        table.add_row(f"{r['prompt']}@{r['version']} × {r['model']}{status}", str(r["n"]),
+                      f"[red]{r['errors']}[/]" if r["errors"] else "0", *cells, _num(r.get("pass_rate")),
+                      str((r.get("tokens") or {}).get("per_call", "-")), _num(r.get("calls_per_s"), 1),
+                      "n/a" if r.get("cost") is None else f"${r['cost']:.4f}")
     console.print(table)
     for r in runs:
+        latency = r.get("latency_ms") or {}
+        console.print(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
+                      f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
+                      f"p95 {_num(latency.get('p95'), 0)} ms", highlight=False)
         if r.get("error"):
-            err.print(Text(f"{r['name']}: {r['error']}", style="red"))
+            err.print(f"[red]{r['name']}: {r['error']}[/]")
 
 
 def print_gates(gates: list, console: Console = out) -> None:
