@@ -113,3 +113,31 @@ def test_resume_of_completed_run_is_refused(workspace):
     workspace.cli("eval", "--prompt", "p", "--name", "done")
     result = workspace.cli("eval", "--resume", "done")
     assert result.code == 2 and "already completed" in result.stderr
+
+
+def test_ctrl_c_leaves_the_run_interrupted_and_resumable(workspace):
+    n = 80
+    setup_project(workspace, n=n)
+    workspace.fake.configure(latency_ms=50)
+    env = {**os.environ, "PROMPTLAB_CONFIG": str(workspace.root / "promptlab.toml")}
+    proc = subprocess.Popen([sys.executable, "-m", "promptlab", "eval", "--prompt", "p", "--name", "r",
+                             "--concurrency", "2"],
+                            cwd=workspace.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = 0
+    while done < 10 and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            done = workspace.rows("select count(*) from results")[0][0]
+        except sqlite3.OperationalError:
+            pass
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate()[1].decode()
+    assert proc.returncode == 130, stderr
+    assert "--resume r" in stderr and "Traceback" not in stderr
+    assert workspace.rows("select status from runs") == [("interrupted",)]
+    saved = workspace.rows("select count(*) from results")[0][0]
+    assert 0 < saved < n
+
+    result = workspace.cli("eval", "--resume", "r", "--json")
+    assert result.code == 0 and json.loads(result.stdout)["runs"][0]["n"] == n
+    assert workspace.rows("select status from runs") == [("completed",)]
