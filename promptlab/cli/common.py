@@ -86,8 +86,10 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
 
 
 def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
-              as_json: bool, gates: dict | None = None, extra: dict | None = None) -> None:
-    """Evaluate planned runs with live progress, record them, print, apply gates, exit."""
+              as_json: bool, gates: dict | None = None, extra: dict | None = None,
+              junit: Path | None = None, report_md: Path | None = None) -> None:
+    """Evaluate planned runs with live progress, record them, print, apply gates, write the
+    JUnit/Markdown files if asked, exit."""
     import asyncio
     import time
 
@@ -120,7 +122,10 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     # litellm's import (seconds, once per process) is not the runs' throughput
     elapsed = time.perf_counter() - started - (lm.import_seconds - imported_before)
     runs = finish(store, plans, outcome, elapsed_s=elapsed)
-    gate_results = check_gates(gates or {}, runs)
+    from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
+
+    gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
+    write_ci_outputs(store, plans, gate_results, junit=junit, report_md=report_md)
     passed = all(g.passed for g in gate_results)
     failed_runs = [r for r in runs if r["status"] == "failed"]
     if as_json:
@@ -132,5 +137,4 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     if failed_runs:
         sys.exit(3)
     if not passed:
-        failing = [g for g in gate_results if not g.passed]
-        raise GateFailed(f"{len(failing)} gate(s) failed: " + "; ".join(g.message for g in failing[:3]))
+        raise GateFailed(failure_summary(gate_results))

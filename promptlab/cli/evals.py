@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -26,31 +27,45 @@ def register(app: typer.Typer) -> None:
               resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
               min_score: Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")] = None,
               max_error_rate: Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")] = None,
+              min_pass_rate: Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")] = None,
+              max_regression: Annotated[Optional[float], typer.Option(
+                  help="Gate: how far each metric mean may drop below the baseline's.")] = None,
+              baseline: Annotated[Optional[str], typer.Option(
+                  help="Baseline for --max-regression: a run name, or a label of this prompt whose latest "
+                       "completed run is used (default: production).")] = None,
+              junit: Annotated[Optional[Path], typer.Option(
+                  help="Write JUnit XML here: a testcase per case result and per gate.")] = None,
+              report_md: Annotated[Optional[Path], typer.Option(
+                  help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Evaluate a prompt version on a model (or --resume an interrupted run)."""
         from promptlab.cli.common import parse_pairs, run_plans
         from promptlab.errors import UsageError
         from promptlab.evaluation import plan_run, resume_plan
+        from promptlab.gates import check_baseline, validate_gates
 
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
+        gates = {k: v for k, v in (("min_score", min_score), ("min_pass_rate", min_pass_rate),
+                                   ("max_error_rate", max_error_rate), ("max_regression", max_regression),
+                                   ("baseline", baseline)) if v is not None}
+        validate_gates(gates, "eval gates")
         if resume:
             plans = [resume_plan(store, settings, project_id, resume)]
         else:
             if not prompt:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
             version = store.prompt(project_id, prompt)
+            check_baseline(store, project_id, gates, [version.name], "eval")
             cases = store.cases(project_id, split=split, tags=tag)[:limit]
             with store.db.atomic():
                 plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
                                   name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
                                   repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
                                   params=parse_pairs(param, "--param"))]
-        gates = {k: v for k, v in (("min_score", min_score), ("max_error_rate", max_error_rate))
-                 if v is not None}
         run_plans(state, plans, concurrency=concurrency or settings.defaults.concurrency,
-                  use_cache=not no_cache, as_json=json_, gates=gates)
+                  use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md)
 
 
 def _metric_spec(text: str):

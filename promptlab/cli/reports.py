@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
                project: Annotated[Optional[str], typer.Option(help="Project name.")] = None) -> None:
         """Write a report: a self-contained HTML page, a Markdown summary, JSON facts or JUnit XML."""
         from promptlab.errors import UsageError
-        from promptlab.reports import FORMATS, SUFFIXES, render
+        from promptlab.reports import FORMATS, SUFFIXES, render, write_report
         from promptlab.reports.facts import build_facts
 
         fmt = format or (SUFFIXES.get(output.suffix.lower()) if output else None) or "md"
@@ -31,20 +31,6 @@ def register(app: typer.Typer) -> None:
         if output is None or str(output) == "-":
             typer.echo(text, nl=False)
             return
-        write_text(output, text)
+        write_report(output, text)
         typer.echo(f"wrote {output} ({fmt}, {len(text.encode()):,} bytes)", err=True)
 
-
-def write_text(path: Path, text: str) -> None:
-    """Write a report file whole (a temporary file renamed into place)."""
-    import os
-
-    from promptlab.errors import UsageError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}); check the path") from None

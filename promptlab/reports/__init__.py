@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 FORMATS = ("html", "md", "json", "junit")
@@ -26,3 +27,18 @@ def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str) -> str:
         from promptlab.reports.to_junit import render as junit
         return junit(facts if isinstance(facts, list) else [facts])
     raise ValueError(f"unknown report format '{fmt}' (formats: {', '.join(FORMATS)})")
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a report file whole (a temporary file renamed into place)."""
+    import os
+
+    from promptlab.errors import UsageError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}); check the path") from None

@@ -1,0 +1,48 @@
+"""What `eval` and `run` add for CI: gate baselines, JUnit and Markdown files, the failure summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from promptlab.evaluation import run_json
+from promptlab.gates import DEFAULT_BASELINE, GateResult, find_baseline
+from promptlab.store import Store
+
+MAX_LISTED = 10
+
+
+def resolve_baselines(store: Store, plans: list, gates: dict[str, Any]) -> dict[str, dict | str]:
+    """Run name -> its baseline (run_json) or why there is none, for the max_regression gate."""
+    if "max_regression" not in gates:
+        return {}
+    out: dict[str, dict | str] = {}
+    for plan in plans:
+        run = store.run_by_id(plan.run_id)
+        base = find_baseline(store, plan.project_id, gates.get("baseline", DEFAULT_BASELINE), run)
+        out[run["name"]] = base if isinstance(base, str) else run_json(base, store.prompt_by_id(base["prompt_id"]))
+    return out
+
+
+def write_ci_outputs(store: Store, plans: list, gates: list[GateResult], *, junit: Path | None = None,
+                     report_md: Path | None = None) -> None:
+    """The JUnit XML (every case result and every gate) and the Markdown summary of these runs."""
+    if not junit and not report_md:
+        return
+    from promptlab.reports import to_junit, to_markdown, write_report
+    from promptlab.reports.facts import gate_facts, run_facts
+
+    facts = [run_facts(store, plan.project_id, store.run_by_id(plan.run_id)) for plan in plans]
+    gate_rows = gate_facts(gates) or []
+    if junit:
+        write_report(junit, to_junit.render(facts, gates=gate_rows))
+    if report_md:
+        write_report(report_md, to_markdown.render(facts, gates=gate_rows))
+
+
+def failure_summary(gates: list[GateResult]) -> str:
+    """One message naming every failing gate (the first MAX_LISTED, then a count)."""
+    failing = [g for g in gates if not g.passed]
+    listed = "; ".join(f"{g.name}: {g.message}" for g in failing[:MAX_LISTED])
+    more = f"; and {len(failing) - MAX_LISTED} more" if len(failing) > MAX_LISTED else ""
+    return f"{len(failing)} gate(s) failed: {listed}{more}"
