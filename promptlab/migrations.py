@@ -93,3 +93,9 @@ def m001_core(db: Database) -> None:
         not_null={"project_id", "name", "strategy", "status"},
     )
     db["optimizations"].create_index(["project_id", "name"], unique=True)
+
+
+@migrations()
+def m002_optimization_report(db: Database) -> None:
+    """The final report of an optimization: base vs winner on val, train and test, the diff."""
+    db["optimizations"].add_column("report", str)

@@ -345,6 +345,31 @@ class Store:
         return [_run(r) for r in self.db["runs"].rows_where(
             "optimization_id = ?", [optimization_id], order_by="id")]
 
+    def create_optimization(self, project_id: int, name: str, strategy: str, *, config: dict,
+                            base_prompt_id: int, splits: dict, budget: dict) -> int:
+        if self.db["optimizations"].count_where("project_id = ? and name = ?", [project_id, name]):
+            raise UsageError(f"an optimization named '{name}' already exists in this project; choose "
+                             f"another --name or continue it with `promptlab optimize --resume {name}`")
+        return self.db["optimizations"].insert({
+            "project_id": project_id, "name": name, "strategy": strategy, "config": dumps(config),
+            "base_prompt_id": base_prompt_id, "splits": dumps(splits), "budget": dumps(budget),
+            "status": "running", "history": "[]", "spent": "{}", "created_at": now()}).last_pk
+
+    def update_optimization(self, optimization_id: int, **fields: Any) -> None:
+        self.db["optimizations"].update(optimization_id, {
+            k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()})
+
+    def optimizations(self, project_id: int) -> list[dict]:
+        return list(self.db["optimizations"].rows_where("project_id = ?", [project_id], order_by="id"))
+
+    def drop_results(self, run_id: int, *, error_kinds: Iterable[str]) -> int:
+        """Delete a run's results that ended in one of these error kinds (to retry them)."""
+        kinds = list(error_kinds)
+        with self.db.atomic():
+            return self.db.execute(
+                f"delete from results where run_id = ? and error_kind in ({','.join('?' * len(kinds))})",
+                [run_id, *kinds]).rowcount
+
     # ---- response cache -------------------------------------------------
     def cache_get(self, key: str) -> dict | None:
         row = self.db.execute("select response from response_cache where key = ?", [key]).fetchone()
