@@ -62,6 +62,8 @@ class Defaults(BaseModel):
     retries: int = Field(default=8, ge=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
     failure_min_items: int = Field(default=10, ge=1)
+    judge_model: str = "local"       # the judge metric's model unless it names one
+    embedding_model: str = "local"   # embedding_similarity's model unless it names one
 
 
 class StoreConfig(BaseModel):

@@ -11,6 +11,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,7 +22,7 @@ from promptlab.lm import Gateway
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.render import check_cases, check_prompt, render_messages
 from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
-from promptlab.scorers import Metric, MetricError, Score, get_metric
+from promptlab.scorers import Metric, MetricContext, MetricError, Score, get_metric
 from promptlab.store import Store, dumps, now
 
 DEFAULT_METRICS = ("exact_match",)
@@ -86,12 +87,27 @@ class RunPlan:
     params: dict
 
 
-def build_metrics(specs: list[Any] | None, where: str = "--metric") -> tuple[Metric, ...]:
-    """Metric specs → metrics, each with a distinct name (a clear error for unknown ones)."""
+def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
+    """What metrics get from the settings: model aliases, judge/embedding defaults, the base folder."""
+    return MetricContext(resolve_model=settings.resolve_model,
+                         default_models={"judge": settings.defaults.judge_model,
+                                         "embedding": settings.defaults.embedding_model},
+                         base_dir=(base_dir or Path.cwd()).resolve())
+
+
+def build_metrics(specs: list[Any] | None, where: str = "--metric",
+                  context: MetricContext | None = None) -> tuple[Metric, ...]:
+    """Metric specs → metrics, each with a distinct name (a clear error for unknown ones).
+
+    `context` (see `metric_context`) is how metrics that call a model resolve
+    it and custom `module:function` metrics find their module; without one,
+    model aliases are those of a config-less install and modules come from the cwd.
+    """
     metrics: list[Metric] = []
+    context = context or MetricContext(base_dir=Path.cwd())
     for spec in specs or DEFAULT_METRICS:
         try:
-            metric = get_metric(spec)
+            metric = get_metric(spec, context)
         except MetricError as exc:
             raise UsageError(f"{where}: {exc}") from None
         names = {m.name for m in metrics}
@@ -110,18 +126,33 @@ def auto_run_name(prompt: PromptVersion, model: ModelConfig) -> str:
     return f"{prompt.name}@{prompt.version}-{alias}-{stamp}"
 
 
+def check_code_execution(store: Store, project_id: int, project: str, metrics: tuple[Metric, ...]) -> None:
+    """Metrics that run model-written code (python_tests) need the project's explicit consent."""
+    runs_code = [m.name for m in metrics if getattr(m, "runs_code", False)]
+    if runs_code and not store.project_settings(project_id).get("allow_code_execution"):
+        raise UsageError(
+            f"metric '{runs_code[0]}' runs model-written code, which project '{project}' does not allow; "
+            f"allow it with `promptlab project add {project} --allow-code-execution` "
+            f"(or `allow_code_execution: true` in the experiment file)")
+
+
 def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig,
              cases: list[Case], *, name: str | None, metric_specs: list[Any] | None,
              repeat: int = 1, concurrency: int = 8, params: dict | None = None,
-             optimization_id: int | None = None, where: str = "eval") -> RunPlan:
-    """Validate everything a run needs, then create its row (nothing is written on bad input)."""
+             optimization_id: int | None = None, where: str = "eval",
+             context: MetricContext | None = None) -> RunPlan:
+    """Validate everything a run needs, then create its row (nothing is written on bad input).
+
+    `context`: see `build_metrics` (`metric_context(settings, base_dir)`).
+    """
     signature = store.signature(project_id, prompt.signature) if prompt.signature else None
     check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")
     if not cases:
         raise UsageError(f"{where}: no cases selected; add some with `promptlab case import`")
     if signature:
         check_cases(cases, signature, where)
-    metrics = build_metrics(metric_specs)
+    metrics = build_metrics(metric_specs, context=context)
+    check_code_execution(store, project_id, prompt.project, metrics)
     if repeat < 1:
         raise UsageError(f"{where}: --repeat must be at least 1")
     model.api_key()  # a missing key is bad input, found before any call
@@ -145,9 +176,11 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     if model.model != run["model_name"]:  # the alias changed since: call what the run called
         model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])
     cases = store.cases(project_id, ids=run["case_ids"])
+    metrics = build_metrics(run["metrics"], context=metric_context(settings))
+    check_code_execution(store, project_id, prompt.project, metrics)
     store.update_run(run["id"], status="running", error=None)
     return RunPlan(run["id"], name, project_id, prompt, signature, model, cases, run["repeat"],
-                   build_metrics(run["metrics"]), run["params"] or {})
+                   metrics, run["params"] or {})
 
 
 def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int]:
@@ -169,10 +202,23 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
                   concurrency: int, use_cache: bool, settings: Settings) -> Outcome:
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
+    bind_metrics(plans, gateway)
     jobs, total = pending_jobs(store, plans)
     return await evaluate(jobs, gateway, sink, progress, total=total, concurrency=concurrency,
                           use_cache=use_cache, failure_threshold=settings.defaults.failure_threshold,
                           failure_min_items=settings.defaults.failure_min_items)
+
+
+def bind_metrics(plans: list[RunPlan], gateway: Gateway) -> None:
+    """Give metrics that call a model (judge, embedding) the gateway the runner uses.
+
+    Their calls then share its cache (in the store), retries and rate limits.
+    """
+    for plan in plans:
+        for metric in plan.metrics:
+            bind = getattr(metric, "bind", None)
+            if callable(bind):
+                bind(gateway)
 
 
 def make_gateway(store: Store, settings: Settings) -> Gateway:

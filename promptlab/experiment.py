@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from promptlab.caseio import load_rows, rows_to_cases
 from promptlab.config import ModelConfig, Settings
 from promptlab.errors import UsageError
-from promptlab.evaluation import RunPlan, build_metrics, plan_run
+from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run
 from promptlab.models import Case, Demo, PromptContent, Signature
+from promptlab.scorers import MetricContext
 from promptlab.render import check_prompt
 from promptlab.store import Store
 
@@ -76,6 +77,8 @@ class ExperimentSpec(BaseModel):
     eval: EvalSpec = EvalSpec()
     gates: dict[str, Any] = Field(default_factory=dict)
     optimize: dict[str, Any] | None = None
+    # Let metrics run model-written code (python_tests); saved on the project.
+    allow_code_execution: bool = False
 
     @field_validator("prompts")
     @classmethod
@@ -91,8 +94,11 @@ class Experiment:
     """A checked experiment file, ready to be set up in a store."""
 
     def __init__(self, path: Path, spec: ExperimentSpec, models: list[ModelConfig],
-                 cases: list[Case]):
+                 cases: list[Case], context: MetricContext | None = None):
         self.path, self.spec, self.models, self.cases = path, spec, models, cases
+        # Metrics resolve judge/embedding models with the settings and find custom
+        # `module:function` metrics in the experiment file's folder.
+        self.context = context or MetricContext(base_dir=path.parent.resolve())
 
 
 def load_experiment(path: Path, settings: Settings) -> Experiment:
@@ -121,14 +127,15 @@ def load_experiment(path: Path, settings: Settings) -> Experiment:
     for i, prompt in enumerate(spec.prompts):
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
     models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
-    build_metrics(spec.metrics, f"{path}: metrics")
+    context = metric_context(settings, path.parent)
+    build_metrics(spec.metrics, f"{path}: metrics", context)
     cases = _cases(spec, path)
     if spec.eval.split or spec.eval.tags:
         cases = [c for c in cases if (not spec.eval.split or c.split == spec.eval.split)
                  and set(spec.eval.tags) <= set(c.tags)]
     if not cases:
         raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags)")
-    return Experiment(path, spec, models, cases)
+    return Experiment(path, spec, models, cases, context)
 
 
 def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
@@ -154,6 +161,8 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[in
     spec = experiment.spec
     with store.db.atomic():
         project_id = store.ensure_project(spec.project, spec.description)
+        if spec.allow_code_execution:
+            store.update_project_settings(project_id, allow_code_execution=True)
         signature_id = store.upsert_signature(project_id, spec.signature)
         prompts = [store.add_prompt(project_id, p.name, p.content(), signature_id=signature_id,
                                     message=p.message or f"from {experiment.path.name}")
@@ -162,6 +171,7 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[in
         cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.cases])
         plans = [plan_run(store, project_id, prompt, model, cases, name=None,
                           metric_specs=spec.metrics, repeat=spec.eval.repeat,
-                          concurrency=concurrency, where=str(experiment.path))
+                          concurrency=concurrency, where=str(experiment.path),
+                          context=experiment.context)
                  for prompt in prompts for model in experiment.models]
     return project_id, plans

@@ -12,14 +12,14 @@ import asyncio
 import time
 from json import dumps
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError
 from promptlab.lm import CallError, Gateway
 from promptlab.models import Case, Signature
 from promptlab.outputs import parse_output
-from promptlab.scorers import Metric, Score, ScoreInput
+from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 
 
 @dataclass(frozen=True)
@@ -104,22 +104,48 @@ class Outcome:
     interrupted: bool = False
 
 
-async def score_reply(job: Job, text: str) -> tuple[dict | None, str | None, dict[str, dict], float | None, bool]:
+class Scored(NamedTuple):
+    parsed: dict | None
+    parse_error: str | None
+    scores: dict[str, dict]
+    score: float | None
+    passed: bool
+    error: str | None = None  # why a metric could not score this item (the item is then an error)
+
+
+async def score_reply(job: Job, text: str) -> Scored:
+    """Parse and score one reply with every metric.
+
+    A metric that raises (`ScoringError`: a judge that never gave a valid
+    verdict, a failed embedding call, a custom metric returning a non-score;
+    or a bug) gets value None with the message in its detail, and the item an
+    error message; the other metrics still score. 401/403 (AuthError) stops
+    the run.
+    """
     parsed, parse_error = parse_output(text, job.signature)
     item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
                       expected=job.case.expected, inputs=job.case.inputs,
                       outputs=job.signature.outputs if job.signature else ())
     scores: dict[str, dict] = {}
     values: list[float] = []
+    errors: list[str] = []
     passed = True
     for metric in job.metrics:
-        result: Score = await metric.score(item)
+        try:
+            result: Score = await metric.score(item)
+        except AuthError:
+            raise
+        except Exception as exc:  # the item becomes an error, never a crash
+            message = str(exc) if isinstance(exc, ScoringError) else f"{metric.name}: {type(exc).__name__}: {exc}"
+            result = Score(None, False, {**getattr(exc, "detail", {}), "error": message})
+            errors.append(message)
         scores[metric.name] = {"value": result.value, "passed": result.passed, "detail": result.detail}
         passed = passed and result.passed
         if result.value is not None:
             values.append(result.value)
     score = values[0] if values else None
-    return parsed, parse_error, scores, score, passed and bool(job.metrics)
+    return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
+                  "; ".join(errors) or None)
 
 
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
@@ -132,15 +158,18 @@ async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
         return ItemResult(**base, error_kind=exc.kind, error=str(exc), attempts=exc.attempts,
                           latency_ms=(time.perf_counter() - started) * 1000)
     try:
-        parsed, parse_error, scores, score, passed = await score_reply(job, reply.text)
-    except Exception as exc:  # a scorer that fails makes this item an error, never a crash
+        scored = await score_reply(job, reply.text)
+    except AuthError:
+        raise
+    except Exception as exc:  # a parser bug makes this item an error, never a crash
         return ItemResult(**base, output=reply.text, error_kind="scorer",
                           error=f"{type(exc).__name__}: {exc}", attempts=reply.attempts,
                           prompt_tokens=reply.usage.prompt_tokens,
                           completion_tokens=reply.usage.completion_tokens,
                           cost=reply.usage.cost, cached=reply.cached)
-    return ItemResult(**base, output=reply.text, parsed=parsed, parse_error=parse_error,
-                      scores=scores, score=score, passed=passed,
+    return ItemResult(**base, output=reply.text, parsed=scored.parsed, parse_error=scored.parse_error,
+                      scores=scored.scores, score=scored.score, passed=scored.passed,
+                      error_kind="scorer" if scored.error else None, error=scored.error,
                       latency_ms=reply.latency_ms if not reply.cached else 0.0,
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,

@@ -78,6 +78,15 @@ class Store:
     def set_project_settings(self, project_id: int, settings: dict) -> None:
         self.db["projects"].update(project_id, {"settings": dumps(settings)})
 
+    def project_settings(self, project_id: int) -> dict:
+        """The project's settings (e.g. allow_code_execution), {} when none."""
+        return loads(self.db["projects"].get(project_id)["settings"], {}) or {}
+
+    def update_project_settings(self, project_id: int, **changes: Any) -> dict:
+        settings = {**self.project_settings(project_id), **changes}
+        self.set_project_settings(project_id, settings)
+        return settings
+
     # ---- signatures -----------------------------------------------------
     def upsert_signature(self, project_id: int, sig: Signature) -> int:
         data = sig.model_dump(mode="json")

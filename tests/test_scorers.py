@@ -12,7 +12,7 @@ import pytest
 
 from promptlab.models import FieldSpec
 from promptlab.scorers import (
-    MetricError, Score, ScoreInput, UnknownMetricError, bootstrap_ci, get_metric,
+    MetricError, Score, ScoreInput, ScoringError, UnknownMetricError, bootstrap_ci, get_metric,
     list_metrics, mcnemar, paired_bootstrap, register_metric,
 )
 
@@ -152,8 +152,9 @@ def test_custom_module_function_metric(monkeypatch):
     assert not score("my_custom_metrics:starts_with", item("Bob")).passed
     s = score({"name": "my_custom_metrics:half", "threshold": 0.6}, item("x"))
     assert s.value == 0.5 and not s.passed
-    s = score("my_custom_metrics:boom", item("x"))
-    assert s.value is None and "bad" in s.detail["error"]
+    # a custom metric that raises makes the item an error (the runner records it), not a silent None
+    with pytest.raises(ScoringError, match="bad"):
+        score("my_custom_metrics:boom", item("x"))
     with pytest.raises(MetricError):
         get_metric("my_custom_metrics:missing")
 

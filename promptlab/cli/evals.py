@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate a prompt version on a model (or --resume an interrupted run)."""
         from promptlab.cli.common import parse_pairs, run_plans
         from promptlab.errors import UsageError
-        from promptlab.evaluation import plan_run, resume_plan
+        from promptlab.evaluation import metric_context, plan_run, resume_plan
         from promptlab.gates import check_baseline, validate_gates
 
         state = ctx.obj
@@ -63,7 +63,8 @@ def register(app: typer.Typer) -> None:
                 plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
                                   name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
                                   repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
-                                  params=parse_pairs(param, "--param"))]
+                                  params=parse_pairs(param, "--param"),
+                                  context=metric_context(settings))]
         run_plans(state, plans, concurrency=concurrency or settings.defaults.concurrency,
                   use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md)
 

@@ -14,10 +14,19 @@ app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs
 @app.command("add")
 def add(ctx: typer.Context, name: str,
         description: Annotated[Optional[str], typer.Option(help="What the project is for.")] = None,
-        model: Annotated[Optional[str], typer.Option(help="Default model alias.")] = None) -> None:
-    """Create a project (or update its description and default model)."""
-    project_id = ctx.obj.store.ensure_project(name, description, model)
-    typer.echo(f"project {name} (id {project_id})")
+        model: Annotated[Optional[str], typer.Option(help="Default model alias.")] = None,
+        allow_code_execution: Annotated[Optional[bool], typer.Option(
+            "--allow-code-execution/--no-allow-code-execution",
+            help="Let metrics run model-written code in the sandbox (python_tests).")] = None) -> None:
+    """Create a project (or update its description, default model and settings)."""
+    store = ctx.obj.store
+    with store.db.atomic():
+        project_id = store.ensure_project(name, description, model)
+        if allow_code_execution is not None:
+            store.update_project_settings(project_id, allow_code_execution=allow_code_execution)
+    note = {None: "", True: "; metrics may run model-written code (sandboxed)",
+            False: "; metrics may not run model-written code"}[allow_code_execution]
+    typer.echo(f"project {name} (id {project_id}){note}")
 
 
 @app.command("list")

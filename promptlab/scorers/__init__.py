@@ -5,12 +5,14 @@
     summary = metric.summarize(scores)   # n, errors, mean, ci_low, ci_high, pass_rate, ...
 """
 
-from promptlab.scorers.base import Metric, MetricError, Score, ScoreInput, UnknownMetricError
+from promptlab.scorers.base import (Metric, MetricContext, MetricError, Score, ScoreInput, ScoringError,
+                                    UnknownMetricError)
 from promptlab.scorers.registry import BaseMetric, get_metric, list_metrics, register_metric
 from promptlab.scorers.stats import bootstrap_ci, mcnemar, paired_bootstrap, summarize_scores
 
 __all__ = [
-    "BaseMetric", "Metric", "MetricError", "Score", "ScoreInput", "UnknownMetricError",
+    "BaseMetric", "Metric", "MetricContext", "MetricError", "Score", "ScoreInput", "ScoringError",
+    "UnknownMetricError",
     "bootstrap_ci", "get_metric", "list_metrics", "mcnemar", "paired_bootstrap",
     "register_metric", "summarize_scores",
 ]

@@ -5,7 +5,12 @@ The registry maps names to factories, either callables or lazily imported
 ``"module:attr"`` strings (so heavy metrics cost nothing until used). A name
 that is not registered but looks like ``"package.module:function"`` is a custom
 metric: ``function(item: ScoreInput, **args)`` returning a Score, a number or a
-bool (sync or async).
+bool (sync or async). Its module is looked for first in the context's
+``base_dir`` (the experiment file's folder), then on the Python path.
+
+A factory that needs more than its arguments (a model, the experiment's
+folder, the project's permission to run code) declares a keyword-only
+``context`` parameter and receives the `MetricContext` given to `get_metric`.
 
 Value conventions shared by the built-in metrics (see `BaseMetric`):
 - the compared field is ``field`` if given, else the signature's first output
@@ -18,16 +23,21 @@ Value conventions shared by the built-in metrics (see `BaseMetric`):
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
+import sys
+from pathlib import Path
 from types import UnionType
 from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 
 from promptlab.models import FieldSpec
-from promptlab.scorers.base import Metric, MetricError, Score, ScoreInput, UnknownMetricError
+from promptlab.scorers.base import (Metric, MetricContext, MetricError, Score, ScoreInput, ScoringError,
+                                    UnknownMetricError)
 from promptlab.scorers.stats import summarize_scores
 
 # ---------------------------------------------------------------------------
@@ -241,10 +251,11 @@ def _check_args(name: str, factory: Callable[..., Any], args: dict[str, Any]) ->
         hints = get_type_hints(factory)
     except Exception:
         hints = {}
-    known = [p for p in params if params[p].kind in (params[p].KEYWORD_ONLY, params[p].POSITIONAL_OR_KEYWORD)]
+    known = [p for p in params if params[p].kind in (params[p].KEYWORD_ONLY, params[p].POSITIONAL_OR_KEYWORD)
+             and p != CONTEXT]
     out: dict[str, Any] = {}
     for key, value in args.items():
-        if key not in params and not takes_any:
+        if key == CONTEXT or (key not in params and not takes_any):
             options = ", ".join(known) or "none"
             raise MetricError(f"metric '{name}' has no argument '{key}' (its arguments: {options})")
         hint = hints.get(key)
@@ -261,18 +272,34 @@ def _check_args(name: str, factory: Callable[..., Any], args: dict[str, Any]) ->
     return out
 
 
-def get_metric(spec: str | dict[str, Any]) -> Metric:
-    """Build a metric from its spec; unknown names and bad arguments raise MetricError."""
+CONTEXT = "context"  # the reserved factory parameter that receives the MetricContext
+
+
+def wants_context(factory: Callable[..., Any]) -> bool:
+    try:
+        return CONTEXT in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def get_metric(spec: str | dict[str, Any], context: MetricContext | None = None) -> Metric:
+    """Build a metric from its spec; unknown names and bad arguments raise MetricError.
+
+    `context` goes to factories that declare a ``context`` parameter (and to
+    custom metrics, for the folder their module is in); without one they get
+    an empty `MetricContext` (config-less model aliases, the cwd).
+    """
     name, args = _parse_spec(spec)
+    context = context or MetricContext()
     entry = _REGISTRY.get(name)
     if entry is None:
         if ":" in name:
-            return _custom_metric(name, args)
+            return _custom_metric(name, args, context)
         raise UnknownMetricError(f"unknown metric '{name}': known metrics are {', '.join(list_metrics())}")
     factory = _import(name, entry) if isinstance(entry, str) else entry
     args = _check_args(name, factory, args)
     try:
-        metric = factory(**args)
+        metric = factory(**args, **({CONTEXT: context} if wants_context(factory) else {}))
     except MetricError:
         raise
     except (TypeError, ValueError) as exc:
@@ -289,14 +316,17 @@ class FunctionMetric:
     """A custom metric: ``fn(item, **args) -> Score | float | bool`` (sync or async).
 
     A number passes when it is >= ``threshold`` (an optional spec argument,
-    default 0.5, not passed on to the function).
+    default 0.5, not passed on to the function). A function that raises, or
+    returns anything else (None, a string, NaN...), makes that item an error
+    (`ScoringError`: kind "scorer", message kept, counted in the run's errors);
+    the run goes on.
     """
 
     def __init__(self, name: str, fn: Callable[..., Any], args: dict[str, Any]):
         self.name, self.spec = name, {"name": name, **args}
         self._fn = fn
         self._threshold = args.get("threshold", 0.5)
-        self._args = {k: v for k, v in args.items() if k != "threshold"}
+        self._args = {k: v for k, v in args.items() if k not in _RESERVED}
 
     async def score(self, item: ScoreInput) -> Score:
         name = self.name
@@ -305,21 +335,94 @@ class FunctionMetric:
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            return Score(None, False, {"error": f"{name}: {type(exc).__name__}: {exc}"})
+            raise ScoringError(f"{name} raised {type(exc).__name__}: {exc}") from None
         if isinstance(result, Score):
             return result
         if isinstance(result, bool):
             return Score(1.0 if result else 0.0, result)
-        if isinstance(result, (int, float)):
+        if isinstance(result, (int, float)) and result == result:  # not NaN
             return Score(float(result), float(result) >= self._threshold)
-        return Score(None, False, {"error": f"{name} returned {type(result).__name__}, not a Score, number or bool"})
+        raise ScoringError(f"{name} returned {type(result).__name__} {str(result)[:40]!r}, "
+                           f"not a Score, number or bool")
 
     def summarize(self, scores: list[Score]) -> dict[str, Any]:
         return summarize_scores(scores)
 
+    def __repr__(self) -> str:
+        return f"<metric {self.spec}>"
 
-def _custom_metric(name: str, args: dict[str, Any]) -> Metric:
-    fn = _import(name, name)
+
+# Spec keys of a custom metric that are not passed to its function.
+# module_dir: the folder its module was loaded from, recorded so a resumed run
+# (from another working directory) finds the same module.
+_RESERVED = ("threshold", "module_dir")
+_LOADED: dict[Path, Any] = {}
+
+
+def _module_file(module_name: str, folder: Path) -> Path | None:
+    parts = module_name.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return None
+    for path in (folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")):
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+def _load_file(name: str, module_name: str, path: Path) -> Any:
+    """Import a module file under a private name, its folder on sys.path only meanwhile.
+
+    Two experiments with a `metrics.py` each get two distinct modules; sys.path
+    is left as it was (modules the file itself imports stay importable).
+    """
+    if path in _LOADED:
+        return _LOADED[path]
+    private = f"_promptlab_custom_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}_{module_name.replace('.', '_')}"
+    spec = importlib.util.spec_from_file_location(private, path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.parent)
+    sys.modules[private] = module  # dataclasses and pickling look the module up
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(private, None)
+        raise MetricError(f"metric '{name}': cannot import {path} ({type(exc).__name__}: {exc})") from None
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+    _LOADED[path] = module
+    return module
+
+
+def _custom_metric(name: str, args: dict[str, Any], context: MetricContext) -> Metric:
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise MetricError(f"metric '{name}': a custom metric is named MODULE:FUNCTION")
+    folders = [Path(d) for d in (args.get("module_dir"), context.base_dir) if d]
+    found = next(((f, p) for f in folders if (p := _module_file(module_name, f))), None)
+    if found is not None:
+        module = _load_file(name, module_name, found[1])
+        args = {**args, "module_dir": str(found[0].resolve())}
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            where = f"in {folders[-1]} or " if folders else ""
+            missing = f" (missing: {exc.name})" if exc.name and exc.name != module_name else ""
+            raise MetricError(f"metric '{name}': no module '{module_name}' {where}on the Python path"
+                              f"{missing}; put {module_name.replace('.', '/')}.py next to the "
+                              f"experiment file or fix the name") from None
+        except Exception as exc:
+            raise MetricError(f"metric '{name}': cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        raise MetricError(f"metric '{name}': module '{module_name}' has no function '{attr}'"
+                          f" (it has: {', '.join(found) or 'none'})")
     if not callable(fn):
         raise MetricError(f"metric '{name}': {name} is not a function")
     threshold = args.get("threshold", 0.5)

@@ -1,0 +1,126 @@
+"""Ask a model for a structured (JSON) reply: validated with pydantic, retried when invalid.
+
+    answer = await ask_json(gateway, model, messages, Verdict, attempts=3)
+    answer.value      # a validated Verdict
+    answer.attempts   # replies it took
+
+Attempt i (from 0) is the cached sample i (`Gateway.complete(sample=i)`) of a
+conversation that, from the second attempt on, also holds the previous invalid
+reply and what was wrong with it. So a retry is never answered from the cache
+with the same bad reply, and a re-run replays every attempt from the cache
+(no new calls). When no attempt is valid, `InvalidReply` says why (the last
+validation error) and keeps the last reply. Call failures stay `CallError`
+(the gateway has already retried the transient ones); 401/403 stay `AuthError`.
+
+Used by the LLM judge, case generation and the optimizers' proposer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from promptlab.models import Usage
+
+if TYPE_CHECKING:
+    from promptlab.config import ModelConfig
+    from promptlab.lm import Gateway
+
+T = TypeVar("T", bound=BaseModel)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+
+
+class InvalidReply(Exception):
+    """No attempt gave a valid structured reply."""
+
+    def __init__(self, message: str, reply: str, attempts: int, calls: int = 0):
+        super().__init__(message)
+        self.reply, self.attempts, self.calls = reply, attempts, calls
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    value: T
+    text: str           # the valid reply as the model wrote it
+    attempts: int       # replies asked for (1 = the first was valid)
+    calls: int          # of those, how many reached the provider (0 = all cached)
+    usage: Usage        # tokens and cost of the provider calls made
+
+
+def extract_json(text: str) -> Any:
+    """The JSON value in a reply: the whole text, a ``` fenced block, or the first {...}/[...]."""
+    fenced = _FENCE.search(text)
+    candidate = (fenced.group(1) if fenced else text).strip()
+    try:
+        return json.loads(candidate)
+    except json.JSONDecodeError:
+        pass
+    starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
+    if not starts:
+        raise ValueError("the reply holds no JSON object")
+    try:
+        return json.JSONDecoder().raw_decode(candidate[min(starts):])[0]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the reply is not valid JSON ({exc.msg} at character {exc.pos})") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation error in one line: "field 'score': Input should be ..."."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"field '{loc}': {err['msg']}" if loc else err["msg"]
+
+
+def validate(text: str, schema: type[T], context: dict[str, Any] | None = None) -> T:
+    """Parse and validate one reply; ValueError with a one-line reason when invalid."""
+    data = extract_json(text)
+    try:
+        return schema.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ValueError(describe(exc)) from None
+
+
+async def ask_json(gateway: "Gateway", model: "ModelConfig", messages: list[dict], schema: type[T], *,
+                   attempts: int = 3, params: dict | None = None, context: dict[str, Any] | None = None,
+                   example: str = "", use_cache: bool = True, sample: int = 0) -> Answer[T]:
+    """Ask until a reply validates against `schema` (at most `attempts` replies).
+
+    `context` is passed to pydantic validators (e.g. a score's allowed range);
+    `example` (the JSON shape wanted) is repeated in the retry message;
+    `sample`: the cached sample of the first attempt (attempt i asks for
+    sample + i), for callers that ask the same question more than once.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    calls, prompt_tokens, completion_tokens, cost = 0, 0, 0, 0.0
+    unknown_cost = False
+    convo, last_reply, reason = list(messages), "", ""
+    for attempt in range(attempts):
+        if attempt:
+            convo = [*messages, {"role": "assistant", "content": last_reply},
+                     {"role": "user", "content": f"That reply was not usable: {reason}. Reply again with "
+                                                 f"the JSON object only{': ' + example if example else ''}"}]
+        reply = await gateway.complete(model, convo, params, use_cache=use_cache, sample=sample + attempt)
+        if not reply.cached:
+            calls += 1
+            prompt_tokens += reply.usage.prompt_tokens
+            completion_tokens += reply.usage.completion_tokens
+            if reply.usage.cost is None:
+                unknown_cost = True
+            else:
+                cost += reply.usage.cost
+        last_reply = reply.text
+        try:
+            value = validate(reply.text, schema, context)
+        except ValueError as exc:
+            reason = str(exc)
+            continue
+        return Answer(value=value, text=reply.text, attempts=attempt + 1, calls=calls,
+                      usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                  cost=None if unknown_cost else cost))
+    raise InvalidReply(f"no valid reply in {attempts} attempt{'s' if attempts > 1 else ''} "
+                       f"(last: {reason})", last_reply, attempts, calls)
