@@ -302,3 +302,121 @@ def print_comparison(data: dict, show: int = 20, console: Console = out) -> None
     print_diff(data["prompt_diff"], console)
     for note in data["notes"]:
         err.print(Text(f"note: {note}", style="yellow"))
+
+
+# ---- optimize ---------------------------------------------------------------
+
+def _score(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _of(used: int, budget: int | None) -> str:
+    return f"{used:,}" if budget is None else f"{used:,}/{budget:,}"
+
+
+class RichSearchProgress:
+    """A live panel while a search runs: iteration, best so far, latest candidates, budget used."""
+
+    def __init__(self, console: Console = err):
+        self.console = console
+        self.title = "promptlab optimize"
+        self.status = None
+        self.items = 0
+        self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
+
+    def _view(self) -> Table:
+        s = self.status
+        table = Table(title=self.title, title_justify="left")
+        for col in ("candidate", "edit", "val", "train"):
+            table.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
+        if s is not None:
+            for ref, op, val, train in s.latest:
+                table.add_row(ref, op, _score(val), _score(train))
+            table.caption = (f"iteration {s.iteration} · best {s.best_ref} val {_score(s.best_val)} "
+                             f"(base {_score(s.base_val)}) · {s.candidates} candidates · calls "
+                             f"{_of(s.calls, s.budget_calls)} · tokens {_of(s.tokens, s.budget_tokens)} · "
+                             f"{self.items} replies this session" + (f" · {s.message}" if s.message else ""))
+        else:
+            table.caption = f"{self.items} replies"
+        table.caption_justify = "left"
+        return table
+
+    def start(self, title: str) -> None:
+        self.title = title
+        self.live.start()
+
+    def item(self, item: ItemResult) -> None:
+        self.items += 1
+        if self.items % 5 == 0:
+            self.live.update(self._view())
+
+    def step(self, status: Any) -> None:
+        self.status = status
+        self.live.update(self._view())
+
+    def finish(self) -> None:
+        self.live.update(self._view())
+        self.live.stop()
+
+
+class PlainSearchProgress:
+    """One line per evaluated batch on stderr, for logs and CI."""
+
+    def start(self, title: str) -> None:
+        print(f"promptlab: {title}", file=sys.stderr, flush=True)
+
+    def item(self, item: ItemResult) -> None:
+        pass
+
+    def step(self, s: Any) -> None:
+        latest = s.latest[0] if s.latest else None
+        last = f" | last {latest[0]} {latest[1]} val={_score(latest[2])}" if latest else ""
+        print(f"iter {s.iteration} | best {s.best_ref} val={_score(s.best_val)} (base {_score(s.base_val)})"
+              f"{last} | calls {_of(s.calls, s.budget_calls)} tokens {_of(s.tokens, s.budget_tokens)}"
+              + (f" | {s.message}" if s.message else ""), file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        pass
+
+
+def make_search_progress(quiet: bool = False):
+    if quiet:
+        from promptlab.optimizers.search import SilentSearchProgress
+
+        return SilentSearchProgress()
+    return RichSearchProgress() if err.is_terminal else PlainSearchProgress()
+
+
+def print_optimization(report: dict, console: Console = out, top: int = 8) -> None:
+    """Base vs winner on val, train and held-out test; the best candidates; budget; the diff."""
+    base, win = report["base"], report["winner"]
+    table = Table(title=f"optimize {report['name']} ({report['strategy']}, objective "
+                        f"{report['objective']}, model {report['model']})", title_justify="left")
+    for col in ("", "prompt", "val", "train", "test", "demos", "tokens"):
+        table.add_column(col, justify="left" if col in ("", "prompt") else "right")
+    for label, side in (("base", base), ("winner", win)):
+        table.add_row(label, side["ref"], _score(side["val"]), _score(side["train"]), _score(side["test"]),
+                      str(side["demos"]), str(side["tokens"]))
+    lift = report["lift"]
+    table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
+                  f"{lift['test']:+.3f}" if lift["test"] is not None else "-", "", "")
+    console.print(table)
+    ranked = sorted(report["candidates"], key=lambda c: (c["val"] if c["val"] is not None else -1,
+                                                         c["train"] if c["train"] is not None else -1,
+                                                         -c["tokens"]), reverse=True)[:top]
+    cands = Table(title=f"best of {len(report['candidates'])} candidates", title_justify="left")
+    for col in ("candidate", "edit", "iter", "val", "train", "tokens"):
+        cands.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
+    for c in ranked:
+        cands.add_row(c["ref"], c["operator"], str(c["iteration"]), _score(c["val"] if c["val"] is not None
+                                                                          else c["val_estimate"]),
+                      _score(c["train"]), str(c["tokens"]))
+    console.print(cands)
+    spent, budget = report["spent"], report["budget"]
+    console.print(f"splits: train {report['splits']['train']}, val {report['splits']['val']}, test "
+                  f"{report['splits']['test']} ({report['splits']['method']}) · calls "
+                  f"{_of(spent['calls'], budget.get('calls'))} (sent to the provider: {spent['provider_calls']}; "
+                  f"test scoring: {spent['test_calls']}) · tokens {_of(spent['tokens'], budget.get('tokens'))} · "
+                  f"stopped: {report['stopped']}")
+    console.print(Text(f"prompt diff ({base['ref']} → {win['ref']})", style="bold"))
+    print_diff(report["diff"], console)

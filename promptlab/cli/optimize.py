@@ -1,0 +1,105 @@
+"""`promptlab optimize`: search for a better prompt version and prove it on held-out cases."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from promptlab.optimizers import STRATEGIES, knob_help
+
+_HELP = f"""Search for a better version of a prompt and report it against the base on the held-out test split.
+
+Every candidate becomes a prompt version (lineage, made_by optimize:NAME), every evaluation a
+run (cached, resumable). The winner (best val, then train, then fewest tokens) becomes the newest
+version of the prompt. Exit codes: 0 ok, 1 a gate failed, 2 bad input, 3 provider failure.
+
+\b
+Knobs (--knob NAME=VALUE), per strategy, with their defaults:
+{knob_help()}
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("optimize", help=_HELP)
+    def optimize(ctx: typer.Context,
+                 project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+                 prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.")] = None,
+                 strategy: Annotated[str, typer.Option(help=f"One of: {', '.join(STRATEGIES)}.")] = "bootstrap",
+                 model: Annotated[Optional[str], typer.Option(help="Task model (alias or LiteLLM model).")] = None,
+                 proposer: Annotated[Optional[str], typer.Option(help="Model that writes edits (default: the task model).")] = None,
+                 budget_calls: Annotated[Optional[int], typer.Option(min=1, help="Most model calls the search may need (default 500 unless another budget is set).")] = None,
+                 budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Most tokens (prompt + completion).")] = None,
+                 budget_cost: Annotated[Optional[float], typer.Option(min=0, help="Most cost in USD.")] = None,
+                 seed: Annotated[int, typer.Option(help="Seed for splits and proposals (same seed, same search).")] = 0,
+                 name: Annotated[Optional[str], typer.Option(help="Optimization name (unique in the project).")] = None,
+                 knob: Annotated[list[str], typer.Option(help="Strategy knob NAME=VALUE (repeatable; see below).")] = [],
+                 metric: Annotated[list[str], typer.Option(help="Objective metric (repeatable; default exact_match).")] = [],
+                 weight: Annotated[list[str], typer.Option(help="Objective weight METRIC=W for a weighted mix.")] = [],
+                 splits: Annotated[Optional[str], typer.Option(help="TRAIN,VAL,TEST sizes for cases without a split: fractions (0.4,0.3,0.3) or counts (60,60,180).")] = None,
+                 concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
+                 resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
+                 min_test_score: Annotated[Optional[float], typer.Option(help="Gate: the winner's test score >= this.")] = None,
+                 min_lift: Annotated[Optional[float], typer.Option(help="Gate: winner test score - base test score >= this.")] = None,
+                 quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
+                 json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+        from datetime import datetime, timezone
+
+        from promptlab import display
+        from promptlab.cli.common import emit_json, parse_pairs
+        from promptlab.errors import GateFailed, UsageError
+        from promptlab.optimizers.base import Budget, Objective
+        from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
+        from promptlab.optimizers.splits import parse_sizes
+
+        state = ctx.obj
+        store, settings = state.store, state.settings
+        project_id = state.project_id(project)
+        progress = display.make_search_progress(quiet=quiet or json_)
+        try:
+            if resume:
+                report = resume_opt(store, settings, project_id, resume, progress=progress)
+            else:
+                if not prompt:
+                    raise UsageError("optimize: give --prompt NAME[@VERSION] (or --resume NAME)")
+                specs = [_metric_spec(m) for m in metric] or ["exact_match"]
+                weights = parse_pairs(weight, "--weight")
+                names = [s if isinstance(s, str) else s["name"] for s in specs]
+                unknown = sorted(set(weights) - set(names))
+                if unknown:
+                    raise UsageError(f"--weight {unknown[0]}: not one of the --metric names ({', '.join(names)})")
+                try:
+                    objective = Objective(tuple(specs), tuple(float(weights.get(n, 1.0)) for n in names))
+                except (TypeError, ValueError) as exc:
+                    raise UsageError(f"--weight: {exc}") from None
+                budget = Budget(calls=budget_calls if budget_calls or budget_tokens or budget_cost is not None
+                                else 500, tokens=budget_tokens, cost=budget_cost)
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                request = OptimizeRequest(
+                    name=name or f"{prompt.split('@')[0]}-{strategy}-{stamp}", strategy=strategy,
+                    prompt=prompt, model=model, proposer=proposer, budget=budget, seed=seed,
+                    knobs=parse_pairs(knob, "--knob"), objective=objective,
+                    split_sizes=parse_sizes(splits) if splits else None, concurrency=concurrency)
+                report = start(store, settings, project_id, request, progress=progress)
+        except KeyboardInterrupt:
+            which = resume or (name if name else "NAME (see `promptlab optimize --help`)")
+            print(f"promptlab: interrupted; finished evaluations are saved. Continue with "
+                  f"`promptlab optimize --resume {which}`", file=__import__("sys").stderr)
+            raise typer.Exit(130)
+        gates = check_gates(report, min_test_score=min_test_score, min_lift=min_lift)
+        passed = all(g.passed for g in gates)
+        if json_:
+            emit_json({"optimization": report, "passed": passed, "gates": [g.__dict__ for g in gates]})
+        else:
+            display.print_optimization(report)
+            display.print_gates(gates)
+        if not passed:
+            failing = [g for g in gates if not g.passed]
+            raise GateFailed(f"{len(failing)} gate(s) failed: " + "; ".join(g.message for g in failing))
+
+
+def _metric_spec(text: str):
+    """'name' or 'name:{json args}' (as `promptlab eval --metric` takes it)."""
+    from promptlab.cli.evals import _metric_spec as spec
+
+    return spec(text)

@@ -1,0 +1,58 @@
+"""Optimizers: one protocol (`base.Strategy`), shared machinery (`search.Search`), one file per strategy.
+
+The registry maps names to classes; built-ins register the same way an
+extension would. Importing this package (and the strategy modules) is cheap:
+heavy imports happen inside `optimize`, so `promptlab optimize --help` can
+list every knob.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from promptlab.optimizers.base import KnobError, knob_fields, make_knobs
+
+STRATEGIES: dict[str, str] = {
+    "iterative": "promptlab.optimizers.iterative:Iterative",
+    "bootstrap": "promptlab.optimizers.bootstrap:Bootstrap",
+    "genetic": "promptlab.optimizers.genetic:Genetic",
+    "mcts": "promptlab.optimizers.mcts:Mcts",
+}
+
+
+class UnknownStrategyError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(name: str, target: str) -> None:
+    """Add a strategy: name -> 'module:Class' (the class matches `base.Strategy`)."""
+    STRATEGIES[name] = target
+
+
+def strategy_class(name: str) -> type:
+    if name not in STRATEGIES:
+        raise UnknownStrategyError(f"unknown strategy '{name}' (strategies: {', '.join(STRATEGIES)})")
+    module, _, attr = STRATEGIES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_strategy(name: str, knobs: dict[str, Any] | None = None) -> Any:
+    """A strategy instance with its knobs set (KnobError / UnknownStrategyError on bad input)."""
+    cls = strategy_class(name)
+    return cls(make_knobs(cls.Knobs, knobs))
+
+
+def knob_help() -> str:
+    """Every strategy's knobs with defaults, for --help and the docs."""
+    lines = []
+    for name in STRATEGIES:
+        cls = strategy_class(name)
+        fields = ", ".join(f"{n}={d!r}" for n, _, d, _ in knob_fields(cls.Knobs))
+        lines.append(f"{name}: {fields}")
+    return "\n".join(lines)
+
+
+__all__ = ["STRATEGIES", "KnobError", "UnknownStrategyError", "get_strategy", "knob_help", "register",
+           "strategy_class"]

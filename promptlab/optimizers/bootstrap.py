@@ -1,0 +1,105 @@
+"""bootstrap — few-shot by bootstrapping (BootstrapFewShotWithRandomSearch-style).
+
+1. A teacher (the base prompt, given `teacher_demos` labeled demos) runs on
+   train; the cases it gets right are the bootstrapped traces.
+2. Random search on val over demo sets: each candidate carries k demos
+   (min_demos..max_demos), a `bootstrapped_share` of them from the passing
+   traces and the rest labeled train cases, label-balanced and shuffled; some
+   state the output format, and every `rewrite_every`-th one gets an
+   instruction written by the proposer from the teacher's train failures.
+3. Stop when the candidates run out, the budget does, or `patience` candidates
+   in a row bring no gain.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, knob
+
+if TYPE_CHECKING:
+    from promptlab.optimizers.search import Search
+
+
+@dataclass(frozen=True)
+class BootstrapKnobs(CommonKnobs):
+    patience: int = knob(10, "stop after this many candidates in a row without a gain")
+    candidates: int = knob(24, "demo sets to try on val")
+    min_demos: int = knob(4, "fewest demos in a candidate")
+    teacher_demos: int = knob(4, "labeled demos the teacher prompt gets (0: the base prompt teaches)")
+    bootstrapped_share: float = knob(0.5, "share of each demo set taken from passing teacher traces")
+    format_rate: float = knob(0.5, "chance a candidate also states the output format")
+    rewrite_every: int = knob(4, "every Nth candidate gets a proposer-written instruction (0: never)")
+
+
+class Bootstrap:
+    name: ClassVar[str] = "bootstrap"
+    Knobs: ClassVar[type] = BootstrapKnobs
+
+    def __init__(self, knobs: BootstrapKnobs | None = None):
+        self.knobs = knobs or BootstrapKnobs()
+
+    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
+        try:
+            stopped = await self._search(problem, search, rng)
+        except BudgetExhausted as exc:
+            stopped = f"budget: {exc}"
+        return await search.finish(stopped)
+
+    async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
+        from promptlab.optimizers import edits
+        from promptlab.optimizers import operators as ops
+        from promptlab.optimizers.search import Plateau, demo_pool
+
+        k = self.knobs
+        base = search.base
+        labeled = demo_pool(search)
+        await search.evaluate([base], "val")
+        plateau = Plateau(k.patience, k.min_gain)
+        plateau.update(base.mean(problem.val))
+
+        search.next_iteration()
+        teacher = base
+        if k.teacher_demos > 0:
+            shots = ops.sample_demos(labeled, min(k.teacher_demos, k.max_demos), rng)
+            teacher = search.candidate(ops.with_demos(base.content, shots), base, "labeled",
+                                       f"teacher with {len(shots)} labeled demos") or base
+        await search.evaluate([teacher], "train")
+        passing = [ops.demo_from_case(c, problem.signature) for c in problem.train
+                   if teacher.scores.get(c.id, 0.0) >= 1.0]
+        failures = teacher.failures(problem.train)
+        search.note("bootstrap", passing=len(passing), teacher=teacher.prompt.ref)
+        if teacher is not base:
+            await search.evaluate([teacher], "val")
+            plateau.update(search.best().mean(problem.val))
+
+        instruction: str | None = None
+        for i in range(k.candidates):
+            search.next_iteration()
+            size = rng.randint(min(k.min_demos, k.max_demos), k.max_demos)
+            n_boot = min(len(passing), round(size * k.bootstrapped_share))
+            demos = list(ops.sample_demos(passing, n_boot, rng))
+            demos += ops.sample_demos(labeled, size - len(demos), rng, exclude=demos)
+            rng.shuffle(demos)
+            content = ops.with_demos(base.content, demos)
+            operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
+            if k.rewrite_every and i % k.rewrite_every == k.rewrite_every - 1:
+                written = await edits.rewrite(search, teacher, failures, rng)
+                if written is not None:
+                    instruction = written[0].system
+            if instruction is not None and rng.random() < 0.5:
+                content, operator = ops.with_system(content, instruction), "bootstrap+rewrite"
+            if rng.random() < k.format_rate:
+                content = ops.state_format(content, problem.signature) or content
+            cand = search.candidate(content, base, operator, note)
+            if cand is None or cand.mean(problem.val) is not None:
+                continue
+            await search.evaluate([cand], "val")
+            plateau.update(search.best().mean(problem.val))
+            if plateau.stopped:
+                return f"plateau: {k.patience} candidates without a gain"
+            if search.best().mean(problem.val) >= 1.0:
+                return "done: perfect val score"
+        return "done: every candidate tried"

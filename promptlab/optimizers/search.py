@@ -1,0 +1,505 @@
+"""The machinery every strategy shares: candidates, evaluation, the proposer, the budget, the winner.
+
+- Every candidate is a prompt version in the base's family, with its parent
+  (lineage) and ``made_by = optimize:<name>``; identical content is one candidate.
+- Every evaluation goes through `promptlab.evaluation` (plan_run / execute /
+  finish): each is a run row with ``optimization_id`` set, named after the
+  candidate and its cases, so it is cached, concurrent and resumable. A replay
+  of the same search finds those runs (and the response cache) and sends
+  nothing that already finished.
+- The budget counts model calls *needed* (a cached reply counts too), so a
+  resumed search spends exactly what the uninterrupted one would and makes the
+  same decisions; `Spent.provider_calls` says how many were really sent.
+- A candidate is never scored on a case it carries as a demo (leave-one-out
+  when train and val are the same tiny pool).
+- Winner: best val score, then best train score, then fewest prompt tokens
+  (`render.prompt_tokens_estimate`), then the earliest candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
+
+from promptlab.errors import ProviderError, UsageError
+from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
+from promptlab.lm import CallError
+from promptlab.models import Case, PromptContent, PromptVersion
+from promptlab.optimizers.base import (BudgetExhausted, CandidateRecord, CommonKnobs, OptimizationResult,
+                                       Problem, Spent)
+from promptlab.optimizers.operators import inputs_key
+from promptlab.outputs import ParseError, _json_from
+from promptlab.render import check_prompt, prompt_tokens_estimate
+from promptlab.runner import ItemResult
+from promptlab.store import Store, dumps
+
+if TYPE_CHECKING:
+    from promptlab.config import Settings
+    from promptlab.lm import Gateway
+
+# error kinds that mean the provider failed (after retries), not that the candidate is bad
+PROVIDER_FAILURES = {"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"}
+
+
+@dataclass(eq=False)
+class Candidate:
+    """A prompt version under evaluation, with its per-case objective scores."""
+
+    prompt: PromptVersion
+    operator: str
+    iteration: int
+    scores: dict[int, float] = field(default_factory=dict)   # case id -> objective score
+    outputs: dict[int, str] = field(default_factory=dict)    # case id -> raw model output
+    metric_scores: dict[int, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> value
+    tokens: int = 0
+
+    @property
+    def id(self) -> int:
+        return self.prompt.id
+
+    @property
+    def content(self) -> PromptContent:
+        return self.prompt.content
+
+    def carries(self, case: Case) -> bool:
+        """True if the case is one of this prompt's demos (it is then never scored on it)."""
+        key = inputs_key(case.inputs)
+        return any(inputs_key(d.inputs) == key for d in self.prompt.content.demos)
+
+    def eligible(self, cases: Iterable[Case]) -> list[Case]:
+        return [c for c in cases if not self.carries(c)]
+
+    def mean(self, cases: Sequence[Case]) -> float | None:
+        """Mean score over the cases (those it carries as demos excluded); None unless all are scored."""
+        own = self.eligible(cases)
+        if not own or any(c.id not in self.scores for c in own):
+            return None
+        return sum(self.scores[c.id] for c in own) / len(own)
+
+    def metric_means(self, cases: Sequence[Case]) -> dict[str, float]:
+        own = [c for c in self.eligible(cases) if c.id in self.metric_scores]
+        names = {n for c in own for n in self.metric_scores[c.id]}
+        return {n: sum(self.metric_scores[c.id].get(n, 0.0) for c in own) / len(own) for n in sorted(names)}
+
+    def estimate(self, cases: Sequence[Case]) -> float | None:
+        """Mean over the cases scored so far (minibatch fitness); None if none."""
+        seen = [self.scores[c.id] for c in self.eligible(cases) if c.id in self.scores]
+        return sum(seen) / len(seen) if seen else None
+
+    def failures(self, cases: Sequence[Case], below: float = 1.0) -> list[tuple[Case, str]]:
+        return [(c, self.outputs.get(c.id, "")) for c in self.eligible(cases)
+                if c.id in self.scores and self.scores[c.id] < below]
+
+
+@dataclass(frozen=True)
+class SearchStatus:
+    """What the live display shows after each evaluation."""
+
+    strategy: str
+    iteration: int
+    best_ref: str
+    best_val: float | None
+    base_val: float | None
+    latest: tuple[tuple[str, str, float | None, float | None], ...]  # (ref, operator, val, train)
+    calls: int
+    budget_calls: int | None
+    tokens: int
+    budget_tokens: int | None
+    candidates: int
+    message: str = ""
+
+
+class SearchProgress(Protocol):
+    def start(self, title: str) -> None: ...
+
+    def item(self, item: ItemResult) -> None: ...
+
+    def step(self, status: SearchStatus) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class SilentSearchProgress:
+    def start(self, title: str) -> None:
+        pass
+
+    def item(self, item: ItemResult) -> None:
+        pass
+
+    def step(self, status: SearchStatus) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class _RunnerProgress:
+    """The runner's progress protocol, forwarding each finished item to the search display."""
+
+    def __init__(self, progress: SearchProgress):
+        self.progress = progress
+
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, item: ItemResult) -> None:
+        self.progress.item(item)
+
+    def finish(self) -> None:
+        pass
+
+
+class Plateau:
+    """Early stop: `patience` steps in a row without beating the best by more than `min_gain`."""
+
+    def __init__(self, patience: int, min_gain: float = 0.0):
+        self.patience, self.min_gain = max(1, patience), min_gain
+        self.best: float | None = None
+        self.stale = 0
+
+    def update(self, score: float | None) -> bool:
+        """Record a step's best score; True if it counted as progress."""
+        if score is not None and (self.best is None or score > self.best + self.min_gain):
+            self.best, self.stale = score, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def stopped(self) -> bool:
+        return self.stale >= self.patience
+
+
+def objective_score(result: dict, weights: Sequence[tuple[str, float]]) -> float:
+    """One result's objective: weighted mean of its metric values; an error scores 0."""
+    if result["error_kind"]:
+        return 0.0
+    total = sum(w for _, w in weights)
+    value = 0.0
+    for name, w in weights:
+        s = (result["scores"] or {}).get(name) or {}
+        value += w * float(s.get("value") or 0.0)
+    return value / total
+
+
+class Search:
+    """One optimization's shared machinery (one per run; strategies keep no state of their own)."""
+
+    def __init__(self, *, store: Store, settings: Settings, gateway: Gateway, project_id: int,
+                 optimization_id: int, name: str, strategy: str, problem: Problem,
+                 knobs: CommonKnobs, concurrency: int = 4,
+                 progress: SearchProgress | None = None):
+        self.store, self.settings, self.gateway = store, settings, gateway
+        self.project_id, self.optimization_id, self.name = project_id, optimization_id, name
+        self.strategy, self.problem, self.knobs = strategy, problem, knobs
+        self.concurrency = concurrency
+        self.progress = progress or SilentSearchProgress()
+        self.context = metric_context(settings)
+        self.metrics = build_metrics(list(problem.objective.metrics), "objective", context=self.context)
+        self.weights = tuple(zip([m.name for m in self.metrics], problem.objective.weights))
+        self.signature_id = (store.signature_id(project_id, problem.base.signature)
+                             if problem.base.signature else None)
+        self.candidates: dict[str, Candidate] = {}   # content hash -> candidate
+        self.history: list[dict] = []
+        self.iteration = 0
+        self.calls = self.tokens = 0
+        self.cost = 0.0
+        self.provider_calls_start = gateway.calls
+        self.test_calls = 0
+        self.test_provider_calls = 0
+        self.latest: list[tuple[str, str, float | None, float | None]] = []
+        self.base = self._register(problem.base, "base", parent=None)
+
+    # ---- candidates -----------------------------------------------------------
+    def _register(self, prompt: PromptVersion, operator: str, parent: Candidate | None) -> Candidate:
+        cand = Candidate(prompt=prompt, operator=operator, iteration=self.iteration,
+                         tokens=prompt_tokens_estimate(prompt.content))
+        self.candidates[prompt.content.hash()] = cand
+        self.history.append({"event": "candidate", "iteration": self.iteration, "prompt_id": prompt.id,
+                             "ref": prompt.ref, "parent_id": parent.id if parent else None,
+                             "operator": operator})
+        return cand
+
+    def known(self, content: PromptContent) -> Candidate | None:
+        return self.candidates.get(content.hash())
+
+    def candidate(self, content: PromptContent | None, parent: Candidate, operator: str,
+                  note: str = "") -> Candidate | None:
+        """Store content as a new prompt version (child of parent); None if it is not admissible.
+
+        The same content twice is the same candidate (returned as is)."""
+        if content is None:
+            return None
+        existing = self.known(content)
+        if existing is not None:
+            return existing
+        limit = self.knobs.max_prompt_tokens
+        if limit and prompt_tokens_estimate(content) > limit:
+            return None
+        try:
+            check_prompt(content, self.problem.signature, "candidate")
+        except UsageError:
+            return None
+        message = f"{operator}: {note}" if note else operator
+        version = self.store.add_prompt(self.project_id, self.problem.base.name, content,
+                                        signature_id=self.signature_id, parent_id=parent.id,
+                                        made_by=f"optimize:{self.name}", message=message[:500])
+        return self._register(version, operator, parent)
+
+    def next_iteration(self) -> int:
+        self.iteration += 1
+        return self.iteration
+
+    # ---- budget -------------------------------------------------------------------
+    def remaining_calls(self) -> int | None:
+        budget = self.problem.budget.calls
+        return None if budget is None else budget - self.calls
+
+    def can_afford(self, calls: int) -> bool:
+        left = self.remaining_calls()
+        return left is None or calls <= left
+
+    def _check_spend(self) -> None:
+        b = self.problem.budget
+        if (b.tokens is not None and self.tokens >= b.tokens) or (b.cost is not None and self.cost >= b.cost):
+            raise BudgetExhausted("token or cost budget reached")
+
+    @property
+    def spent(self) -> Spent:
+        return Spent(calls=self.calls, tokens=self.tokens, cost=round(self.cost, 6),
+                     provider_calls=self.gateway.calls - self.provider_calls_start - self.test_provider_calls)
+
+    # ---- evaluation ---------------------------------------------------------------
+    def split_cases(self, split: str) -> tuple[Case, ...]:
+        return {"train": self.problem.train, "val": self.problem.val}[split]
+
+    async def evaluate(self, candidates: Sequence[Candidate], split: str = "val",
+                       cases: Sequence[Case] | None = None, *, charge: bool = True) -> None:
+        """Score candidates on cases (default: the whole split), skipping what is already scored.
+
+        Evaluates the candidates that fit in the call budget (in order) and raises
+        BudgetExhausted after them if some did not fit."""
+        cases = list(cases if cases is not None else self.split_cases(split))
+        todo: list[tuple[Candidate, list[Case]]] = []
+        short = False
+        needed = 0
+        for cand in dict.fromkeys(candidates):
+            missing = [c for c in cand.eligible(cases) if c.id not in cand.scores]
+            if not missing:
+                continue
+            if charge and not self.can_afford(needed + len(missing)):
+                short = True
+                break
+            needed += len(missing)
+            todo.append((cand, missing))
+        if todo:
+            sent = self.gateway.calls
+            try:
+                await self._run(todo)
+            finally:
+                if not charge:
+                    self.test_provider_calls += self.gateway.calls - sent
+            if charge:
+                self.calls += needed
+            else:
+                self.test_calls += needed
+        if charge:
+            self._log_eval(todo, split)
+        if short:
+            raise BudgetExhausted("call budget reached")
+        if charge:
+            self._check_spend()
+
+    async def _run(self, todo: list[tuple[Candidate, list[Case]]]) -> None:
+        plans: list[RunPlan] = []
+        runs: list[tuple[Candidate, int, list[Case]]] = []
+        for cand, cases in todo:
+            digest = hashlib.sha256(json.dumps(sorted(c.id for c in cases)).encode()).hexdigest()[:10]
+            run_name = f"opt:{self.name}:{cand.prompt.ref}:{digest}"
+            run = self.store.find_run(self.project_id, run_name)
+            if run is not None and run["status"] in ("completed", "failed") and not any(
+                    r["error_kind"] in PROVIDER_FAILURES for r in self.store.results(run["id"])):
+                runs.append((cand, run["id"], cases))
+                continue
+            if run is not None:  # interrupted earlier: finish it (provider failures are retried)
+                self.store.drop_results(run["id"], error_kinds=PROVIDER_FAILURES)
+                self.store.update_run(run["id"], status="running", error=None)
+                plan = RunPlan(run["id"], run_name, self.project_id, cand.prompt, self.problem.signature,
+                               self.problem.task_model, cases, 1, self.metrics,
+                               {**cand.prompt.content.params})
+            else:
+                with self.store.db.atomic():
+                    plan = plan_run(self.store, self.project_id, cand.prompt, self.problem.task_model,
+                                    cases, name=run_name, metric_specs=list(self.problem.objective.metrics),
+                                    concurrency=self.concurrency, optimization_id=self.optimization_id,
+                                    where=f"optimize {self.name}", context=self.context)
+            plans.append(plan)
+            runs.append((cand, plan.run_id, cases))
+        if plans:
+            try:
+                outcome = await execute(self.store, self.gateway, plans, _RunnerProgress(self.progress),
+                                        concurrency=self.concurrency, use_cache=True,
+                                        settings=self.settings)
+            except BaseException:
+                finish(self.store, plans, None, status="interrupted")
+                raise
+            finish(self.store, plans, outcome)
+        for cand, run_id, cases in runs:
+            results = self.store.results(run_id)
+            failed = [r for r in results if r["error_kind"] in PROVIDER_FAILURES]
+            if failed:
+                self.store.update_run(run_id, status="failed", error=failed[0]["error"])
+                raise ProviderError(f"task model {self.problem.task_model.alias or self.problem.task_model.model}: "
+                                    f"{failed[0]['error_kind']}: {failed[0]['error']}; fix the provider "
+                                    f"and continue with `promptlab optimize --resume {self.name}`")
+            for r in results:
+                cand.scores[r["case_id"]] = objective_score(r, self.weights)
+                cand.metric_scores[r["case_id"]] = {
+                    name: (0.0 if r["error_kind"] else float(((r["scores"] or {}).get(name) or {}).get("value") or 0.0))
+                    for name, _ in self.weights}
+                cand.outputs[r["case_id"]] = r["output"] or (r["error"] or "")
+                self.tokens += (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+                self.cost += r["cost"] or 0.0
+            stopped = self.store.run_by_id(run_id).get("error") or "not run"
+            for case in cases:  # a run stopped by the failure threshold: the rest count as failures
+                if case.id not in cand.scores:
+                    cand.scores[case.id] = 0.0
+                    cand.metric_scores[case.id] = {name: 0.0 for name, _ in self.weights}
+                    cand.outputs[case.id] = f"(not evaluated: {stopped})"
+
+    def _log_eval(self, todo: list[tuple[Candidate, list[Case]]], split: str) -> None:
+        for cand, cases in todo:
+            val, train = cand.mean(self.problem.val), cand.mean(self.problem.train)
+            shown = val if val is not None else cand.estimate(self.problem.val)
+            self.latest = ([(cand.prompt.ref, cand.operator, shown, train)] + self.latest)[:6]
+            self.history.append({"event": "eval", "iteration": self.iteration, "ref": cand.prompt.ref,
+                                 "split": split, "n": len(cases), "val": val, "train": train,
+                                 "val_estimate": cand.estimate(self.problem.val),
+                                 "calls": self.calls})
+        self.save()
+        self.report()
+
+    def report(self, message: str = "") -> None:
+        best = self.best()
+        b = self.problem.budget
+        self.progress.step(SearchStatus(
+            strategy=self.strategy, iteration=self.iteration, best_ref=best.prompt.ref if best else "-",
+            best_val=best.mean(self.problem.val) if best else None,
+            base_val=self.base.mean(self.problem.val), latest=tuple(self.latest), calls=self.calls,
+            budget_calls=b.calls, tokens=self.tokens, budget_tokens=b.tokens,
+            candidates=len(self.candidates), message=message))
+
+    def save(self, **fields: Any) -> None:
+        self.store.update_optimization(self.optimization_id, history=self.history,
+                                       spent={**self.spent.__dict__, "test_calls": self.test_calls},
+                                       **fields)
+
+    def note(self, event: str, **data: Any) -> None:
+        self.history.append({"event": event, "iteration": self.iteration, **data})
+
+    # ---- the proposer -------------------------------------------------------------
+    async def propose(self, operator: str, messages: list[dict],
+                      validate: Callable[[Any], str | None], *, max_tokens: int = 300) -> dict | None:
+        """Ask the proposer for a JSON object; validated, re-asked up to `proposer_retries` times.
+
+        Returns None when the replies stay unusable (noted in the history). A
+        provider failure (after the gateway's retries) stops the search (exit 3)."""
+        if not self.knobs.use_proposer:
+            return None
+        model = self.problem.proposer
+        params = {"temperature": self.knobs.proposer_temperature, "max_tokens": max_tokens}
+        reason = ""
+        for attempt in range(self.knobs.proposer_retries + 1):
+            if not self.can_afford(1):
+                raise BudgetExhausted("call budget reached")
+            self.calls += 1
+            try:
+                reply = await self.gateway.complete(model, messages, params)
+            except CallError as exc:
+                if exc.transient:
+                    raise ProviderError(f"proposer {model.alias or model.model}: {exc.kind}: {exc}; "
+                                        f"continue with `promptlab optimize --resume {self.name}`") from None
+                reason = f"{exc.kind}: {exc}"
+                break
+            self.tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
+            self.cost += reply.usage.cost or 0.0
+            try:
+                obj = _json_from(reply.text)
+                reason = validate(obj) or ""
+            except ParseError as exc:
+                obj, reason = None, str(exc)
+            if not reason:
+                self.note("proposer", operator=operator, ok=True, attempts=attempt + 1)
+                return obj
+            messages = messages + [{"role": "assistant", "content": reply.text},
+                                   {"role": "user", "content": f"That reply is unusable: {reason}. "
+                                                               f"Reply with the JSON object only."}]
+        self.note("proposer", operator=operator, ok=False, reason=reason[:200])
+        return None
+
+    # ---- the winner -------------------------------------------------------------
+    def rank_key(self, cand: Candidate) -> tuple:
+        val = cand.mean(self.problem.val)
+        train = cand.mean(self.problem.train)
+        return (val if val is not None else -math.inf, train if train is not None else -math.inf,
+                -cand.tokens, -cand.id)
+
+    def best(self) -> Candidate | None:
+        scored = [c for c in self.candidates.values() if c.mean(self.problem.val) is not None]
+        return max(scored, key=self.rank_key) if scored else None
+
+    def top(self, n: int, key: Callable[[Candidate], float | None] | None = None) -> list[Candidate]:
+        """The n best candidates by a score (default: the val estimate), ties by the winner rule."""
+        key = key or (lambda c: c.estimate(self.problem.val))
+        scored = [c for c in self.candidates.values() if key(c) is not None]
+        return sorted(scored, key=lambda c: (key(c), self.rank_key(c)), reverse=True)[:n]
+
+    async def finish(self, stopped: str) -> OptimizationResult:
+        """Break val ties on train (if the budget allows), pick the winner, freeze the result."""
+        best = self.best()
+        if best is None:  # the budget ended before the base was scored on val: score it, uncharged
+            self.note("base_unscored", reason="budget ended before the base was scored on val")
+            await self.evaluate([self.base], "val", charge=False)
+            best = self.best()
+        top_val = best.mean(self.problem.val)
+        tied = [c for c in self.candidates.values() if c.mean(self.problem.val) == top_val]
+        if len(tied) > 1:
+            lacking = [c for c in tied if c.mean(self.problem.train) is None]
+            try:
+                await self.evaluate(sorted(lacking, key=self.rank_key, reverse=True), "train")
+            except BudgetExhausted:
+                self.note("tie_break", ok=False, reason="budget left no calls to score tied candidates on train")
+            best = self.best()
+        self.note("stop", reason=stopped, winner=best.prompt.ref)
+        self.save(winner_prompt_id=best.id)
+        self.report(f"stopped: {stopped}")
+        records = tuple(self.record(c) for c in self.candidates.values())
+        return OptimizationResult(strategy=self.strategy, base=self.record(self.base), best=self.record(best),
+                                  candidates=records, spent=self.spent, stopped=stopped,
+                                  iterations=self.iteration)
+
+    def record(self, cand: Candidate) -> CandidateRecord:
+        return CandidateRecord(
+            prompt_id=cand.id, ref=cand.prompt.ref, parent_id=cand.prompt.parent_id if cand is not self.base
+            else None, operator=cand.operator, iteration=cand.iteration,
+            val=cand.mean(self.problem.val), train=cand.mean(self.problem.train),
+            val_estimate=cand.estimate(self.problem.val),
+            n_val=sum(1 for c in self.problem.val if c.id in cand.scores), tokens=cand.tokens)
+
+
+def demo_pool(search: Search) -> list:
+    """Every train case as a labeled demo (what model-free demo edits draw from)."""
+    from promptlab.optimizers.operators import demo_from_case
+
+    return [demo_from_case(c, search.problem.signature) for c in search.problem.train]
+
+
+def minibatch(cases: Sequence[Case], size: int, rng: random.Random) -> list[Case]:
+    cases = list(cases)
+    if size <= 0 or size >= len(cases):
+        return cases
+    return sorted(rng.sample(cases, size), key=lambda c: c.id or 0)
