@@ -1,8 +1,9 @@
 """Throughput (and sentiment accuracy) of the embedded local model.
 
-Throughput: calls/s through promptlab's ``local`` provider (``litellm.acompletion``,
-concurrency 4) against calling ``llama_cpp.Llama.create_completion`` directly
-(sequentially) on the same loaded model, same prompts, same parameters.
+Throughput: calls/s through promptlab's gateway (retries, rate limits and the
+``local`` LiteLLM provider; cache off, concurrency 4) against calling
+``llama_cpp.Llama.create_completion`` directly (sequentially) on the same loaded
+model, same prompts, same parameters.
 
 Accuracy (``--accuracy``): zero-shot vs 8-shot binary sentiment on the UCI
 sentiment set, with the messages the product sends (system = instruction,
@@ -10,9 +11,6 @@ demo turns user "Review: <text>\\nSentiment:" / assistant "<label>").
 
     python bench/local_throughput.py                 # throughput, N=40
     python bench/local_throughput.py --accuracy      # + zero-shot / 8-shot accuracy
-
-The "through promptlab" path is one function, :func:`through_promptlab`; swap
-it for a call of ``promptlab eval`` once the gateway exists.
 """
 
 from __future__ import annotations
@@ -30,9 +28,9 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import litellm  # noqa: E402
-
 from promptlab import local_provider as lp  # noqa: E402
+from promptlab.config import ModelConfig  # noqa: E402
+from promptlab.lm import Gateway  # noqa: E402
 
 MODEL = "local/gemma-3-270m"
 DATASET = Path(os.environ.get("PROMPTLAB_SENTIMENT", "/work/shared/datasets/sentiment_binary/sentiment_binary.jsonl"))
@@ -75,13 +73,13 @@ def parse(reply: str) -> str:
 
 # --------------------------------------------------------------------------- the two paths
 async def through_promptlab(batch: list[list[dict]], concurrency: int = 4) -> list[str]:
-    """Replies via promptlab's provider (litellm.acompletion). Swap for `promptlab eval` later."""
+    """Replies via promptlab's gateway (as `promptlab eval` calls it), no cache."""
     sem = asyncio.Semaphore(concurrency)
+    gateway, model = Gateway(cache=None), ModelConfig(alias="local", model=MODEL)
 
     async def one(messages: list[dict]) -> str:
         async with sem:
-            r = await litellm.acompletion(model=MODEL, messages=messages, **PARAMS)
-            return r.choices[0].message.content
+            return (await gateway.complete(model, messages, PARAMS, use_cache=False)).text
 
     return await asyncio.gather(*[one(m) for m in batch])
 
@@ -122,7 +120,6 @@ def main() -> None:
     ap.add_argument("--accuracy", action="store_true", help="also measure zero-shot vs 8-shot accuracy")
     args = ap.parse_args()
 
-    lp.register(litellm)
     rows = load()
     evals, pool = rows[: args.n], rows[args.n :]
     zero = [build_messages(r["text"]) for r in evals]
