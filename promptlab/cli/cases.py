@@ -108,3 +108,76 @@ def golden(ctx: typer.Context, ids: Annotated[list[int], typer.Argument(help="Ca
     state = ctx.obj
     count = state.store.set_golden(state.project_id(project), ids, not unset)
     typer.echo(f"marked {count} cases {'non-golden' if unset else 'golden'}")
+
+
+@app.command("generate")
+def generate(ctx: typer.Context, project: Project = None, signature: Signature = None,
+             n: Annotated[int, typer.Option("--n", min=1, help="How many new cases to add.")] = 10,
+             model: Annotated[Optional[str], typer.Option(
+                 help="Alias or LiteLLM model (default: the project's, else [defaults] model).")] = None,
+             seed_cases: Annotated[int, typer.Option(min=0, help="Existing cases shown as examples "
+                                                                 "(golden first).")] = 3,
+             near_threshold: Annotated[float, typer.Option(
+                 min=0, max=100, help="Drop a case whose input is at least this similar (0-100) to "
+                                      "another case's.")] = 90.0,
+             per_request: Annotated[int, typer.Option(min=1, max=50, help="Cases asked for per call.")] = 5,
+             split: Annotated[Optional[str], typer.Option(help="Split for the new cases.")] = None,
+             tag: Annotated[list[str], typer.Option(help="A tag for the new cases (repeatable).")] = [],
+             seed: Annotated[int, typer.Option(help="Seed for picking the example cases.")] = 0,
+             json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Generate new cases with a model (stored non-golden until `case golden`)."""
+    import asyncio
+
+    from promptlab.ask import InvalidReply
+    from promptlab.errors import ProviderError, UsageError
+    from promptlab.evaluation import make_gateway
+    from promptlab.generate import generate_cases, pick_seeds
+    from promptlab.lm import CallError
+
+    state = ctx.obj
+    store, settings = state.store, state.settings
+    project_id = state.project_id(project)
+    sig = _signature(state, project_id, signature)
+    if sig is None:
+        names = ", ".join(s.name for s in store.signatures(project_id)) or "none yet"
+        raise UsageError(f"case generate: give --signature (signatures: {names})")
+    if split not in (None, "train", "val", "test"):
+        raise UsageError(f"case generate: --split must be train, val or test (got '{split}')")
+    default = next((p["default_model"] for p in store.projects() if p["id"] == project_id), None)
+    resolved = settings.resolve_model(model or default or None)
+    resolved.api_key()  # a missing key is bad input, found before any call
+    existing = store.cases(project_id)
+    seeds = pick_seeds(existing, seed_cases, seed)
+    gateway = make_gateway(store, settings)
+    try:
+        result = asyncio.run(generate_cases(gateway, resolved, sig, n=n, seeds=seeds, existing=existing,
+                                            near_threshold=near_threshold, per_request=per_request,
+                                            tags=tuple(tag), split=split))
+    except CallError as exc:
+        raise ProviderError(f"case generate: the call to {resolved.alias or resolved.model} failed "
+                            f"({exc.kind}: {exc})") from None
+    except InvalidReply as exc:
+        raise ProviderError(f"case generate: {resolved.alias or resolved.model}: {exc}; "
+                            f"try a stronger --model") from None
+    finally:
+        gateway.cache.flush()  # the replies it cached
+    with store.db.atomic():
+        store.add_cases(project_id, result.cases, source="generated")
+    ids = [c.id for c in store.cases_by_hash(project_id, [c.hash() for c in result.cases])]
+    data = {"added": len(ids), "ids": ids, "asked": n, "exact_duplicates": result.exact,
+            "near_duplicates": result.near, "invalid": result.invalid, "requests": result.requests,
+            "provider_calls": result.calls, "model": resolved.alias or resolved.model,
+            "unusable_replies": result.failed}
+    if len(ids) < n:
+        import sys
+
+        print(f"promptlab: warning: only {len(ids)} of {n} new cases after {result.requests} requests "
+              f"(the model repeated existing cases or gave unusable replies)", file=sys.stderr)
+    if json_:
+        return emit_json(data)
+    shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+    typer.echo(f"generated {len(ids)} cases{f' (ids {shown})' if ids else ''}; dropped {result.exact} "
+               f"exact and {result.near} near duplicates, {result.invalid} invalid")
+    if ids:
+        typer.echo("they are not golden: review them with `promptlab case list --not-golden`, then "
+                   "mark the good ones with `promptlab case golden IDS`")

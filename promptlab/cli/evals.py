@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
               split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None,
               tag: Annotated[list[str], typer.Option(help="Only cases with this tag.")] = [],
               limit: Annotated[Optional[int], typer.Option(min=1, help="At most N cases.")] = None,
+              include_generated: Annotated[bool, typer.Option(
+                  help="Also evaluate non-golden cases (generated, or imported with --not-golden); "
+                       "by default only golden cases are evaluated.")] = False,
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
               no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
               resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
@@ -58,7 +61,12 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
             version = store.prompt(project_id, prompt)
             check_baseline(store, project_id, gates, [version.name], "eval")
-            cases = store.cases(project_id, split=split, tags=tag)[:limit]
+            cases = store.cases(project_id, split=split, tags=tag,
+                                golden=None if include_generated else True)[:limit]
+            if not cases and not include_generated and store.cases(project_id, split=split, tags=tag):
+                raise UsageError("eval: the selected cases are all non-golden (e.g. generated); review "
+                                 "them and mark them with `promptlab case golden IDS`, or pass "
+                                 "--include-generated")
             with store.db.atomic():
                 plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
                                   name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
