@@ -217,6 +217,15 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
     """`runs show`: scores, per-label P/R/F1 and confusion matrices, slowest and failed cases."""
     print_runs([facts["run"]], console)
     for name, m in facts["metrics"].items():
+        if m.get("per_field"):  # field_f1: structured outputs, field by field
+            table = Table(title=f"{name}: per field (micro F1 {_num(m.get('micro_f1'))}, "
+                                f"macro F1 {_num(m.get('macro_f1'))})", title_justify="left")
+            for col in ("field", "precision", "recall", "F1", "support"):
+                table.add_column(col, justify="left" if col == "field" else "right")
+            for field_name, v in m["per_field"].items():
+                table.add_row(Text(field_name), _num(v.get("precision")), _num(v.get("recall")),
+                              _num(v.get("f1")), str(v.get("support", 0)))
+            console.print(table)
         if not m.get("per_label"):
             continue
         table = Table(title=f"{name}: per label (macro F1 {_num(m.get('macro_f1'))})", title_justify="left")
