@@ -122,8 +122,9 @@ def histogram(values: Iterable[float | None], bins: int = BINS) -> dict[str, Any
 
 # ---- optimizations ---------------------------------------------------------
 
-_STEP_KEYS = ("step", "iteration", "round", "generation", "index", "i")
-_NOTE_KEYS = ("rationale", "note", "message", "reason", "edit", "strategy")
+_STEP_KEYS = ("iteration", "step", "round", "generation", "index", "i")
+_NOTE_KEYS = ("operator", "rationale", "note", "message", "reason", "edit", "strategy")
+_SPLITS = ("train", "val", "test")
 
 
 def _number(value: Any) -> float | None:
@@ -151,10 +152,54 @@ def _split_score(record: dict, split: str) -> float | None:
 
 def _history_records(history: Any) -> list[dict]:
     if isinstance(history, dict):
-        history = next((history[k] for k in ("candidates", "history", "records") if k in history), [])
+        history = next((history[k] for k in ("candidates", "history", "records", "events") if k in history), [])
     if not isinstance(history, list):
         return []
     return [r for r in history if isinstance(r, dict)]
+
+
+def _candidates(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Candidates (in order of first appearance, scores as last recorded) and the other events.
+
+    Takes either a list of candidate records ({prompt_id, train, val, ...}) or an
+    event log ({"event": "candidate" | "eval" | ..., "prompt_id" or "ref", ...});
+    a record naming no prompt is an event (proposer failures, the stop reason…).
+    """
+    by_key: dict[Any, dict] = {}
+    ordered: list[dict] = []
+    events: list[dict] = []
+    for record in records:
+        prompt_id = record.get("prompt_id", record.get("prompt"))
+        prompt_id = prompt_id if isinstance(prompt_id, int) and not isinstance(prompt_id, bool) else None
+        ref = record.get("ref") if isinstance(record.get("ref"), str) else None
+        if prompt_id is None and ref is None:
+            events.append(record)
+            continue
+        cand = by_key.get(("id", prompt_id)) or by_key.get(("ref", ref))
+        if cand is None:
+            cand = {"index": len(ordered), "prompt_id": prompt_id, "ref": ref, "step": None, "note": "",
+                    "parent_id": None, "train": None, "val": None, "test": None, "tokens": None,
+                    "evals": []}
+            ordered.append(cand)
+        cand["prompt_id"] = cand["prompt_id"] or prompt_id
+        cand["ref"] = cand["ref"] or ref
+        for key in (("id", cand["prompt_id"]), ("ref", cand["ref"])):
+            if key[1] is not None:
+                by_key[key] = cand
+        if cand["step"] is None:
+            cand["step"] = next((record[k] for k in _STEP_KEYS if isinstance(record.get(k), (int, float))), None)
+        cand["note"] = cand["note"] or next((record[k] for k in _NOTE_KEYS if isinstance(record.get(k), str)), "")
+        if isinstance(record.get("parent_id"), int):
+            cand["parent_id"] = record["parent_id"]
+        scores = {split: _split_score(record, split) for split in _SPLITS}
+        for split, value in scores.items():
+            if value is not None:
+                cand[split] = value
+        if (n := _number(record.get("tokens"))) is not None:
+            cand["tokens"] = n
+        if any(v is not None for v in scores.values()):
+            cand["evals"].append(scores)
+    return ordered, events
 
 
 def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, Any]:
@@ -167,21 +212,15 @@ def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, An
             return None
 
     base, winner = prompt_or_none(opt.get("base_prompt_id")), prompt_or_none(opt.get("winner_prompt_id"))
-    candidates = []
-    for i, record in enumerate(_history_records(opt.get("history"))):
-        prompt_id = record.get("prompt_id", record.get("prompt"))
-        prompt = prompt_or_none(prompt_id)
-        step = next((record[k] for k in _STEP_KEYS if isinstance(record.get(k), (int, float))), i)
-        note = next((record[k] for k in _NOTE_KEYS if isinstance(record.get(k), str)), "")
-        candidates.append({
-            "index": i, "step": step, "prompt_id": prompt_id if isinstance(prompt_id, int) else None,
-            "ref": prompt.ref if prompt else (str(prompt_id) if prompt_id is not None else None),
-            "train": _split_score(record, "train"), "val": _split_score(record, "val"),
-            "test": _split_score(record, "test"),
-            "tokens": _number(record.get("tokens")), "note": note,
-            "is_base": prompt is not None and base is not None and prompt.id == base.id,
-            "is_winner": prompt is not None and winner is not None and prompt.id == winner.id,
-            "record": record})
+    candidates, events = _candidates(_history_records(opt.get("history")))
+    for cand in candidates:
+        prompt = prompt_or_none(cand["prompt_id"])
+        if prompt is not None:
+            cand["ref"] = prompt.ref
+        if cand["ref"] is None:
+            cand["ref"] = f"candidate {cand['index']}"
+        cand["is_base"] = bool(base and (cand["prompt_id"] == base.id or cand["ref"] == base.ref))
+        cand["is_winner"] = bool(winner and (cand["prompt_id"] == winner.id or cand["ref"] == winner.ref))
     runs = []
     if isinstance(opt.get("id"), int):
         for run in store.optimization_runs(opt["id"]):
@@ -201,5 +240,6 @@ def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, An
         "scores": {"base": {s: base_c[s] if base_c else None for s in ("train", "val", "test")},
                    "winner": {s: winner_c[s] if winner_c else None for s in ("train", "val", "test")}},
         "candidates": candidates,
+        "events": events,
         "runs": runs,
     }

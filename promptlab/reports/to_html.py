@@ -416,6 +416,13 @@ def render_optimization(facts: dict) -> str:
     runs_block = (f'<h2>Runs ({len(facts["runs"])})</h2><details><summary>show the runs this optimization made'
                   f'</summary><table><thead><tr><th>run</th><th>prompt</th><th>status</th><th class="n">n</th>'
                   f"<th>scores</th></tr></thead><tbody>{runs}</tbody></table></details>" if facts["runs"] else "")
+    events = "".join(
+        f'<tr><td class="n">{esc(e.get("iteration", ""))}</td><td>{esc(e.get("event", ""))}</td><td>'
+        + esc(", ".join(f"{k}={v}" for k, v in e.items() if k not in ("event", "iteration"))[:400])
+        + "</td></tr>" for e in facts.get("events") or [])
+    events_block = (f'<h2>Log ({len(facts["events"])} events)</h2><details><summary>show the events</summary>'
+                    f'<table><thead><tr><th class="n">iteration</th><th>event</th><th>detail</th></tr></thead>'
+                    f"<tbody>{events}</tbody></table></details>" if events else "")
     config = (f'<h2>Configuration</h2><pre>{esc(json.dumps(opt.get("config"), indent=2, ensure_ascii=False))}</pre>'
               if opt.get("config") else "")
     body = (head + (f'<section class="cards">{"".join(cards)}</section>' if cards else "")
@@ -425,7 +432,7 @@ def render_optimization(facts: dict) -> str:
             + f'<h2>Winner vs base</h2>{_diff_html(facts["diff"])}'
             + (f'<details><summary>show the winner\'s full text</summary><pre>{esc(winner["text"])}</pre></details>'
                if winner else "")
-            + runs_block + config)
+            + runs_block + events_block + config)
     return page(f"promptlab · {opt['name']}", body, facts["generated_at"])
 
 
