@@ -100,6 +100,12 @@ class Experiment:
         # `module:function` metrics in the experiment file's folder.
         self.context = context or MetricContext(base_dir=path.parent.resolve())
 
+    @property
+    def eval_cases(self) -> list[Case]:
+        """The cases the runs evaluate: all of them, or those of eval.split / eval.tags."""
+        split, tags = self.spec.eval.split, set(self.spec.eval.tags)
+        return [c for c in self.cases if (not split or c.split == split) and tags <= set(c.tags)]
+
 
 def load_experiment(path: Path, settings: Settings) -> Experiment:
     import yaml
@@ -129,13 +135,10 @@ def load_experiment(path: Path, settings: Settings) -> Experiment:
     models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
     context = metric_context(settings, path.parent)
     build_metrics(spec.metrics, f"{path}: metrics", context)
-    cases = _cases(spec, path)
-    if spec.eval.split or spec.eval.tags:
-        cases = [c for c in cases if (not spec.eval.split or c.split == spec.eval.split)
-                 and set(spec.eval.tags) <= set(c.tags)]
-    if not cases:
+    experiment = Experiment(path, spec, models, _cases(spec, path), context)
+    if not experiment.eval_cases:
         raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags)")
-    return Experiment(path, spec, models, cases, context)
+    return experiment
 
 
 def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
@@ -168,7 +171,7 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[in
                                     message=p.message or f"from {experiment.path.name}")
                    for p in spec.prompts]
         store.add_cases(project_id, experiment.cases, source=str(experiment.path))
-        cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.cases])
+        cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.eval_cases])
         plans = [plan_run(store, project_id, prompt, model, cases, name=None,
                           metric_specs=spec.metrics, repeat=spec.eval.repeat,
                           concurrency=concurrency, where=str(experiment.path),
