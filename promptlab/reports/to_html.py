@@ -420,7 +420,7 @@ def render_optimization(facts: dict) -> str:
         f'<tr><td class="n">{esc(e.get("iteration", ""))}</td><td>{esc(e.get("event", ""))}</td><td>'
         + esc(", ".join(f"{k}={v}" for k, v in e.items() if k not in ("event", "iteration"))[:400])
         + "</td></tr>" for e in facts.get("events") or [])
-    events_block = (f'<h2>Log ({len(facts["events"])} events)</h2><details><summary>show the events</summary>'
+    events_block = (f'<h2>Log ({len(facts["events"])} event{"" if len(facts["events"]) == 1 else "s"})</h2><details><summary>show the events</summary>'
                     f'<table><thead><tr><th class="n">iteration</th><th>event</th><th>detail</th></tr></thead>'
                     f"<tbody>{events}</tbody></table></details>" if events else "")
     config = (f'<h2>Configuration</h2><pre>{esc(json.dumps(opt.get("config"), indent=2, ensure_ascii=False))}</pre>'

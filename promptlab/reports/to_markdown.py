@@ -48,8 +48,8 @@ def _gates(gates: list[dict]) -> list[str]:
 
 def _run(facts: dict) -> list[str]:
     run, prompt, counts = facts["run"], facts["prompt"], facts["counts"]
-    ok = run["status"] == "completed" and not counts["errors"]
-    lines = [f"### {'✅' if ok else '⚠️'} promptlab run {text(run['name'], 120)}", "",
+    trouble = run["status"] != "completed" or counts["errors"]
+    lines = [f"### {'⚠️ ' if trouble else ''}promptlab run {text(run['name'], 120)}", "",
              f"prompt **{text(prompt['ref'])}** · model **{text(run['model'])}** · {text(run['status'])} · "
              f"{counts['results']} results: {counts['passed']} passed, {counts['failed']} failed, "
              f"{counts['errors']} errors", ""]
