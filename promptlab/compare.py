@@ -117,7 +117,7 @@ def _changed_cases(store: Store, project_id: int, keys: list[tuple[int, int]], r
         b_share = sum(bool(res_b[k]["passed"]) for k in case_keys) / len(case_keys)
         if a_share != b_share:
             changed.append((case_id, case_keys, a_share, b_share))
-    cases = {c.id: c for c in store.cases(project_id, ids=[c[0] for c in changed])}
+    cases = store.cases_by_id(project_id, (c[0] for c in changed))
     regressed, fixed = [], []
     for case_id, case_keys, a_share, b_share in changed:
         worse = b_share < a_share

@@ -265,6 +265,16 @@ class Store:
                 by_hash[row["content_hash"]] = _case(row)
         return [by_hash[h] for h in dict.fromkeys(hashes) if h in by_hash]
 
+    def cases_by_id(self, project_id: int, ids: Iterable[int]) -> dict[int, Case]:
+        """Stored cases by id (queried in chunks, so any number of ids works)."""
+        wanted, out = sorted(set(ids)), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for row in self.db["cases"].rows_where(
+                    f"project_id = ? and id in ({','.join('?' * len(chunk))})", [project_id, *chunk]):
+                out[row["id"]] = _case(row)
+        return out
+
     def set_golden(self, project_id: int, ids: Iterable[int], golden: bool = True) -> int:
         ids = list(ids)
         with self.db.atomic():

@@ -116,3 +116,34 @@ def test_unknown_names_are_usage_errors(workspace):
     unrun = workspace.cli("runs", "compare", "A", "p@2")
     assert unrun.code == 2 and "p@2 has no completed run" in unrun.stderr
     assert workspace.rows("select count(*) from runs") == [(1,)]  # comparing writes nothing
+
+
+def test_large_runs_compare_without_hitting_sqlite_variable_limits(tmp_path):
+    """1,200 paired results written straight to a store (no model): more ids than one SQL statement takes."""
+    from promptlab.compare import compare_runs
+    from promptlab.models import Case, PromptContent
+    from promptlab.reports import render
+    from promptlab.reports.facts import run_facts
+    from promptlab.store import dumps, open_store
+
+    store = open_store(tmp_path / "big.db")
+    project = store.ensure_project("big")
+    store.add_cases(project, [Case(inputs={"text": f"t{i}"}, expected={"label": "x"}) for i in range(1200)])
+    cases = store.cases(project)
+    runs = {}
+    for name, broken in (("A", set()), ("B", {c.id for c in cases[::7]})):
+        prompt = store.add_prompt(project, "p", PromptContent(template=f"{name} {{{{ text }}}}"))
+        runs[name] = store.create_run(project, name, prompt, model="m", metrics=[{"name": "exact_match"}])
+        store.save_results([{"run_id": runs[name], "case_id": c.id, "repeat": 0, "output": "x",
+                             "scores": dumps({"exact_match": {"value": float(c.id not in broken),
+                                                              "passed": c.id not in broken}}),
+                             "score": float(c.id not in broken), "passed": int(c.id not in broken),
+                             "latency_ms": 1.0, "cached": 0, "attempts": 1} for c in cases])
+        store.update_run(runs[name], status="completed")
+    data = compare_runs(store, project, store.run_by_id(runs["A"]), store.run_by_id(runs["B"]), n_resamples=2000)
+    assert len(data["regressed"]) == 172 and data["fixed"] == []
+    assert data["regressed"][0]["inputs"] == {"text": "t0"}
+    assert data["metrics"]["exact_match"]["p_value"] < 0.05 and data["pass"]["mcnemar"]["method"] == "chi2"
+    facts = run_facts(store, project, store.run_by_id(runs["B"]))
+    assert len(facts["failed"]) == 172 and all(r["inputs"] for r in facts["results"])
+    assert render(facts, "html").count("<article class=\"case") == 172  # a run with no summary renders too

@@ -59,7 +59,7 @@ def run_facts(store: Store, project_id: int, run: dict, *, gates: list | None = 
     prompt = store.prompt_by_id(run["prompt_id"])
     summary = run["summary"] or {}
     raw = store.results(run["id"])
-    cases = {c.id: c for c in store.cases(project_id, ids=sorted({r["case_id"] for r in raw}))}
+    cases = store.cases_by_id(project_id, (r["case_id"] for r in raw))
     results = []
     for r in raw:
         case = cases.get(r["case_id"])
