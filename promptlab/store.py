@@ -352,7 +352,7 @@ class Store:
             return None
         out = {}
         for key, value in rows[0].items():
-            if key in ("config", "splits", "budget", "history", "spent") and isinstance(value, str):
+            if key in ("config", "splits", "budget", "history", "spent", "report") and isinstance(value, str):
                 try:
                     value = json.loads(value)
                 except ValueError:

@@ -216,3 +216,27 @@ def test_html_report_needs_no_browser_to_be_escaped(workspace):
     assert "default-src &#x27;none&#x27;" in csp and "script-src &#x27;sha256-" in csp
     assert not re.search(r"<(img|svg)[^>]*\son\w+=", html)
     assert html.count("<script") == 1 and "window.__pwned" not in html.split("<script>")[1]
+
+
+def test_report_of_a_real_optimization_run(workspace, chromium):
+    """`promptlab optimize` (bootstrap, no proposer) on the fake server, then its reports."""
+    setup_project(workspace, n=24, second=False)
+    workspace.fake.configure(rules=rules(replies={3: HOSTILE[1]}, prefix=""))
+    result = workspace.cli("optimize", "--prompt", "p", "--strategy", "bootstrap", "--knob", "use_proposer=false",
+                           "--knob", "candidates=3", "--budget-calls", "150", "--name", "opt", "--quiet", "--json")
+    assert result.code == 0, result.stderr
+    assert workspace.rows("select status from optimizations where name = 'opt'") == [("completed",)]
+    made = workspace.rows("select count(*) from prompts where made_by = 'optimize:opt'")[0][0]
+
+    assert workspace.cli("report", "opt", "-o", "opt.html").code == 0
+    path = workspace.root / "opt.html"
+    page = chromium.open(path, {"pwned": PAGE_CHECKS["pwned"], "text": PAGE_CHECKS["text"],
+                                "points": "document.querySelectorAll('svg circle').length"})
+    assert_clean(page, path)
+    facts = json.loads(workspace.cli("report", "opt", "-f", "json").stdout)
+    scored = [c for c in facts["candidates"] if c["train"] is not None or c["val"] is not None]
+    assert len(facts["candidates"]) >= 1 + made and scored
+    assert page.values["points"] == sum((c["train"] is not None) + (c["val"] is not None) for c in scored)
+    assert facts["scores"]["winner"]["test"] is not None and facts["summary"]["stopped"]
+    assert sum(c["is_winner"] for c in facts["candidates"]) >= 1 and facts["runs"]
+    assert "test score" in page.values["text"].lower()

@@ -212,7 +212,15 @@ def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, An
             return None
 
     base, winner = prompt_or_none(opt.get("base_prompt_id")), prompt_or_none(opt.get("winner_prompt_id"))
-    candidates, events = _candidates(_history_records(opt.get("history")))
+    report = opt.get("report") if isinstance(opt.get("report"), dict) else {}
+    # the final report's candidate records come last: their scores are the settled ones
+    candidates, events = _candidates(_history_records(opt.get("history"))
+                                     + _history_records(report.get("candidates")))
+    side = {k: report.get(k) if isinstance(report.get(k), dict) else {} for k in ("base", "winner")}
+    # the winner may have been promoted to a new version: its candidate is the one that won
+    winner_refs = {r for r in (side["winner"].get("candidate"), side["winner"].get("ref"),
+                               winner.ref if winner else None) if isinstance(r, str)}
+    winner_ids = {i for i in (side["winner"].get("prompt_id"), winner.id if winner else None) if isinstance(i, int)}
     for cand in candidates:
         prompt = prompt_or_none(cand["prompt_id"])
         if prompt is not None:
@@ -220,13 +228,16 @@ def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, An
         if cand["ref"] is None:
             cand["ref"] = f"candidate {cand['index']}"
         cand["is_base"] = bool(base and (cand["prompt_id"] == base.id or cand["ref"] == base.ref))
-        cand["is_winner"] = bool(winner and (cand["prompt_id"] == winner.id or cand["ref"] == winner.ref))
+        cand["is_winner"] = cand["prompt_id"] in winner_ids or cand["ref"] in winner_refs
+        for flag, key in (("is_base", "base"), ("is_winner", "winner")):
+            if cand[flag] and cand["test"] is None:
+                cand["test"] = _number(side[key].get("test"))
     runs = []
     if isinstance(opt.get("id"), int):
         for run in store.optimization_runs(opt["id"]):
             runs.append(run_json(run, store.prompt_by_id(run["prompt_id"])) | {"created_at": run["created_at"]})
     known = {"id", "project_id", "name", "strategy", "config", "base_prompt_id", "winner_prompt_id",
-             "splits", "budget", "status", "history", "spent", "created_at", "finished_at"}
+             "splits", "budget", "status", "history", "spent", "created_at", "finished_at", "report"}
     base_c = next((c for c in candidates if c["is_base"]), None)
     winner_c = next((c for c in reversed(candidates) if c["is_winner"]), None)
     return {
@@ -236,10 +247,16 @@ def optimization_facts(store: Store, project_id: int, opt: dict) -> dict[str, An
                                                  "budget", "spent", "created_at", "finished_at")},
         "extra": {k: v for k, v in opt.items() if k not in known},
         "base": prompt_facts(base), "winner": prompt_facts(winner),
-        "diff": diff_text(base, winner) if base and winner else "",
-        "scores": {"base": {s: base_c[s] if base_c else None for s in ("train", "val", "test")},
-                   "winner": {s: winner_c[s] if winner_c else None for s in ("train", "val", "test")}},
+        "diff": diff_text(base, winner) if base and winner else str(report.get("diff") or ""),
+        "scores": {"base": {s: _first(side["base"].get(s), base_c and base_c[s]) for s in _SPLITS},
+                   "winner": {s: _first(side["winner"].get(s), winner_c and winner_c[s]) for s in _SPLITS}},
+        "summary": {k: report.get(k) for k in ("stopped", "iterations", "objective", "model", "proposer",
+                                               "splits", "lift", "seed") if report.get(k) is not None},
         "candidates": candidates,
         "events": events,
         "runs": runs,
     }
+
+
+def _first(*values: Any) -> float | None:
+    return next((_number(v) for v in values if _number(v) is not None), None)

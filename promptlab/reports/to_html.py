@@ -95,6 +95,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _short_num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if value else "0"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -397,9 +403,26 @@ def render_optimization(facts: dict) -> str:
         delta = f"{w - b:+.3f} vs base" if b is not None and w is not None else ""
         cards.append(f'<div class="card"><div class="k">{split} score</div><div class="v">{_num(w)}</div>'
                      f'<div class="ci">winner · base {_num(b)} · {delta}</div></div>')
+    summary = facts.get("summary") or {}
+    if summary:
+        splits = summary.get("splits") if isinstance(summary.get("splits"), dict) else {}
+        lines = [f"stopped: {summary['stopped']}" if summary.get("stopped") else "",
+                 f"{summary['iterations']} iterations" if summary.get("iterations") is not None else "",
+                 f"model {summary['model']}" if summary.get("model") else "",
+                 f"proposer {summary['proposer']}" if summary.get("proposer") else "",
+                 f"objective {summary['objective']}" if summary.get("objective") else "",
+                 " · ".join(f"{k} {v}" for k, v in splits.items() if k in ("train", "val", "test"))
+                 + (" cases" if splits else "")]
+        cards.append('<div class="card"><div class="k">search</div><div class="ci">'
+                     + "<br>".join(esc(line) for line in lines if line) + "</div></div>")
     for key in ("budget", "spent"):
-        if opt.get(key):
-            cards.append(f'<div class="card"><div class="k">{key}</div><pre>{esc(json.dumps(opt[key], indent=1, ensure_ascii=False))}'
+        value = opt.get(key)
+        if isinstance(value, dict) and any(v is not None for v in value.values()):
+            lines = "<br>".join(f"{esc(k.replace('_', ' '))} {esc(_short_num(v))}" for k, v in value.items()
+                                if v is not None)
+            cards.append(f'<div class="card"><div class="k">{key}</div><div class="ci">{lines}</div></div>')
+        elif value:
+            cards.append(f'<div class="card"><div class="k">{key}</div><pre>{esc(json.dumps(value, ensure_ascii=False))}'
                          f"</pre></div>")
     won, based = ' <span class="pill ok">winner</span>', ' <span class="pill err">base</span>'
     rows = "".join(

@@ -86,6 +86,11 @@ def _optimization(facts: dict) -> list[str]:
              f"strategy **{text(opt['strategy'])}** · {text(opt['status'])} · {len(facts['candidates'])} candidates · "
              f"base **{text(base['ref'] if base else '–')}** → winner **{text(winner['ref'] if winner else '–')}**", "",
              "| split | base | winner | delta |", "|---|---:|---:|---:|"]
+    summary = facts.get("summary") or {}
+    if summary.get("stopped") or summary.get("model"):
+        lines[4:4] = [f"stopped: {text(summary.get('stopped') or '–')} after {summary.get('iterations', '–')} "
+                      f"iterations · model {text(summary.get('model') or '–')} · proposer "
+                      f"{text(summary.get('proposer') or '–')}", ""]
     for split in ("train", "val", "test"):
         b, w = scores["base"][split], scores["winner"][split]
         if b is None and w is None:
