@@ -240,3 +240,16 @@ def test_report_of_a_real_optimization_run(workspace, chromium):
     assert facts["scores"]["winner"]["test"] is not None and facts["summary"]["stopped"]
     assert sum(c["is_winner"] for c in facts["candidates"]) >= 1 and facts["runs"]
     assert "test score" in page.values["text"].lower()
+
+
+def test_structured_outputs_get_a_per_field_table(workspace):
+    from tests.test_structured_run import EXPERIMENT
+
+    workspace.fake.configure(rules=[["Ann", '{"name": "Ann", "city": "Oslo"}'],
+                                    ["Bob", '{"name": "Bob", "city": "Paris"}'],
+                                    ["Cy", '{"name": "Cy", "city": "Lima"}']])
+    assert workspace.cli("run", workspace.write("exp.yaml", EXPERIMENT), "--json").code == 0
+    name = workspace.rows("select name from runs")[0][0]
+    html = workspace.cli("report", name, "-f", "html").stdout
+    assert "field_f1: per field" in html and "micro F1 0.833" in html
+    assert html.count('<article class="case') == 1 and "Paris" in html

@@ -271,6 +271,16 @@ def _cards(facts: dict) -> str:
 def _labels(facts: dict) -> str:
     out = []
     for name, m in facts["metrics"].items():
+        if m.get("per_field"):  # field_f1: structured outputs, field by field
+            rows = "".join(
+                f'<tr><td>{esc(field)}</td>'
+                + "".join(f'<td class="n">{_num(v.get(k))} <span class="bar" style="width:{(v.get(k) or 0) * 60:.0f}px">'
+                          f"</span></td>" for k in ("precision", "recall", "f1"))
+                + f'<td class="n">{esc(v.get("support", 0))}</td></tr>' for field, v in m["per_field"].items())
+            out.append(f'<h2>{esc(name)}: per field</h2><table><thead><tr><th>field</th><th class="n">precision</th>'
+                       f'<th class="n">recall</th><th class="n">F1</th><th class="n">support</th></tr></thead>'
+                       f'<tbody>{rows}</tbody></table><p class="muted">micro F1 {_num(m.get("micro_f1"))} · '
+                       f'macro F1 {_num(m.get("macro_f1"))}</p>')
         per_label, labels, matrix = m.get("per_label"), m.get("labels"), m.get("confusion")
         if not per_label:
             continue
