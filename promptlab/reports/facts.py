@@ -89,7 +89,7 @@ def run_facts(store: Store, project_id: int, run: dict, *, gates: list | None = 
         "project": store.db["projects"].get(project_id)["name"],
         "run": run_json(run, prompt) | {
             "id": run["id"], "created_at": run["created_at"], "finished_at": run["finished_at"],
-            "model_name": run["model_name"], "api_base": run["api_base"], "repeat": run["repeat"],
+            "model_name": run["model_name"], "repeat": run["repeat"],
             "params": run["params"], "cases": len(run["case_ids"] or []),
             "expected_results": summary.get("expected"), "error_kinds": summary.get("error_kinds") or {},
             "elapsed_s": summary.get("elapsed_s")},
