@@ -103,6 +103,19 @@ def test_invalid_judge_reply_is_retried_then_the_item_is_an_error_with_the_reaso
     assert summary["error_kinds"] == {"scorer": 4}
 
 
+def test_summary_names_the_judge_model_and_counts_verdicts(workspace):
+    config(workspace, judge_model="fake")
+    setup(workspace)
+    workspace.fake.configure(rules=[["## Rubric\nIs the label right?\n\n## Task input\ntext: awful",
+                                     '{"reason": "wrong", "score": 1}'],
+                                    ["## Rubric", GOOD_VERDICT], *SENTIMENT])
+    result = workspace.cli("eval", "--prompt", "p", "--name", "s", "--metric", JUDGE, "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(workspace.rows("select summary from runs where name = 's'")[0][0])["metrics"]["judge"]
+    assert summary["judge_model"] == "fake" and summary["judge_scores"] == {"1": 1, "4": 3}
+    assert summary["mean"] == pytest.approx((0 + 3 * 0.75) / 4) and summary["pass_rate"] == pytest.approx(0.75)
+
+
 def test_a_retry_that_gives_valid_json_scores(workspace):
     config(workspace, judge_model="fake")
     setup(workspace)

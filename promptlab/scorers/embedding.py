@@ -79,7 +79,7 @@ class EmbeddingMetric:
         return Score(value, value >= self._threshold, {"cosine": round(value, 4)})
 
     def summarize(self, scores: list[Score]) -> dict[str, Any]:
-        return summarize_scores(scores)
+        return {**summarize_scores(scores), "embedding_model": self.model.alias or self.model.model}
 
     def __repr__(self) -> str:
         return f"<metric {self.spec}>"

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from promptlab.config import ModelConfig
     from promptlab.lm import Gateway
 
-DEFAULT_PARAMS = {"temperature": 0, "max_tokens": 400}
+DEFAULT_PARAMS = {"temperature": 0, "max_tokens": 256}
 SYSTEM = ("You are a careful, impartial evaluator. You grade a response against a rubric "
           "and reply with a single JSON object and nothing else.")
 
@@ -151,6 +151,7 @@ class JudgeMetric:
                 key = f"{s.detail['judge_score']:g}"
                 counts[key] = counts.get(key, 0) + 1
         summary["judge_scores"] = dict(sorted(counts.items(), key=lambda kv: float(kv[0])))
+        summary["judge_model"] = self.model.alias or self.model.model
         return summary
 
     def __repr__(self) -> str:
@@ -178,7 +179,7 @@ def judge(rubric: str, model: str | None = None, min_score: int = 1, max_score: 
 
     reference: show the judge the case's expected output (when it has one).
     field: grade this output field instead of the whole raw output.
-    params: sampling parameters for the judge (default temperature 0, max_tokens 400).
+    params: sampling parameters for the judge (default temperature 0, max_tokens 256).
     """
     if not rubric.strip():
         raise MetricError("metric 'judge': argument 'rubric' must not be empty")
