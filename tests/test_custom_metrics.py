@@ -159,3 +159,21 @@ def test_python_tests_needs_the_projects_consent(workspace):
     assert result.code == 0, result.stderr
     settings = json.loads(workspace.rows("select settings from projects where name = 'code'")[0][0])
     assert settings == {"allow_code_execution": True}
+
+
+def test_resume_from_another_directory_finds_the_module_again(workspace, monkeypatch):
+    path = experiment(workspace, "exp", ["mymetrics:agree"])
+    result = workspace.cli("run", path, "--json")
+    assert result.code == 0, result.stderr
+    name = json.loads(result.stdout)["runs"][0]["name"]
+    with __import__("sqlite3").connect(workspace.db_path) as conn:  # as if killed before the last item
+        conn.execute("delete from results where id = (select max(id) from results)")
+        conn.execute("update runs set status = 'interrupted'")
+    elsewhere = workspace.root / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = workspace.cli("eval", "--resume", name, "--json")
+    assert resumed.code == 0, resumed.stderr
+    run = json.loads(resumed.stdout)["runs"][0]
+    assert (run["n"], run["errors"], run["status"]) == (3, 0, "completed")
+    assert run["scores"] == {"mymetrics:agree": 2 / 3}
