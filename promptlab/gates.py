@@ -57,9 +57,6 @@ def check_gates(gates: dict[str, Any], runs: list[dict],
     results: list[GateResult] = []
     for run in runs:
         label = f"{run['prompt']}@{run['version']} on {run['model']}"
-        if "max_regression" in gates:
-            results.extend(_regression(gates["max_regression"], run, label,
-                                       (baselines or {}).get(run["name"], "no baseline was resolved")))
         if "min_score" in gates:
             wanted = gates["min_score"]
             limits = wanted if isinstance(wanted, dict) else {m: wanted for m in run["scores"]}
@@ -79,6 +76,9 @@ def check_gates(gates: dict[str, Any], runs: list[dict],
             ok = rate <= limit
             results.append(GateResult(f"max_error_rate {label}", ok, rate, limit,
                                       f"error rate {rate:.3f} {'<=' if ok else '>'} {limit}"))
+        if "max_regression" in gates:
+            results.extend(_regression(gates["max_regression"], run, label,
+                                       (baselines or {}).get(run["name"], "no baseline was resolved")))
     return results
 
 
