@@ -169,6 +169,7 @@ class CommonKnobs:
     use_proposer: bool = knob(True, "let the proposer model write instructions (else model-free edits only)")
     proposer_retries: int = knob(1, "re-asks when the proposer's JSON is invalid")
     proposer_temperature: float = knob(0.7, "sampling temperature of the proposer")
+    proposer_max_tokens: int = knob(128, "longest proposer reply, in tokens")
 
 
 class KnobError(ValueError):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BootstrapKnobs(CommonKnobs):
-    patience: int = knob(10, "stop after this many candidates in a row without a gain")
+    patience: int = knob(8, "stop after this many candidates in a row without a gain")
     candidates: int = knob(24, "demo sets to try on val")
     min_demos: int = knob(4, "fewest demos in a candidate")
     teacher_demos: int = knob(4, "labeled demos the teacher prompt gets (0: the base prompt teaches)")

@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GeneticKnobs(CommonKnobs):
-    patience: int = knob(4, "stop after this many generations without a fitter best")
+    patience: int = knob(3, "stop after this many generations without a fitter best")
     population: int = knob(8, "prompts per generation")
     generations: int = knob(12, "most generations")
     elite: int = knob(2, "best prompts carried over unchanged")
     tournament: int = knob(3, "contestants per tournament selection")
     crossover_rate: float = knob(0.7, "chance a child has two parents")
     mutation_rate: float = knob(0.9, "chance a child is mutated")
-    llm_rate: float = knob(0.25, "chance a crossover or mutation is written by the proposer")
+    llm_rate: float = knob(0.15, "chance a crossover or mutation is written by the proposer")
     minibatch: int = knob(20, "val cases added to the fitness per generation (0: all of val)")
     final_top: int = knob(3, "fittest prompts scored on the whole val split at the end")
 

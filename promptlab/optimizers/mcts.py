@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MctsKnobs(CommonKnobs):
-    patience: int = knob(8, "stop after this many simulations without a gain")
+    patience: int = knob(6, "stop after this many simulations without a gain")
     simulations: int = knob(24, "select-expand-evaluate-backup rounds")
     expand_width: int = knob(3, "expansions tried per node before it is only selected through")
     max_depth: int = knob(8, "deepest chain of edits from the base")

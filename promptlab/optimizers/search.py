@@ -403,7 +403,7 @@ class Search:
 
     # ---- the proposer -------------------------------------------------------------
     async def propose(self, operator: str, messages: list[dict],
-                      validate: Callable[[Any], str | None], *, max_tokens: int = 300) -> dict | None:
+                      validate: Callable[[Any], str | None]) -> dict | None:
         """Ask the proposer for a JSON object; validated, re-asked up to `proposer_retries` times.
 
         Returns None when the replies stay unusable (noted in the history). A
@@ -411,7 +411,7 @@ class Search:
         if not self.knobs.use_proposer:
             return None
         model = self.problem.proposer
-        params = {"temperature": self.knobs.proposer_temperature, "max_tokens": max_tokens}
+        params = {"temperature": self.knobs.proposer_temperature, "max_tokens": self.knobs.proposer_max_tokens}
         reason = ""
         for attempt in range(self.knobs.proposer_retries + 1):
             if not self.can_afford(1):
