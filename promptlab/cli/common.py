@@ -87,9 +87,13 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
 
 def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
               as_json: bool, gates: dict | None = None, extra: dict | None = None,
-              junit: Path | None = None, report_md: Path | None = None) -> None:
+              junit: Path | None = None, report_md: Path | None = None,
+              then: Any = None) -> None:
     """Evaluate planned runs with live progress, record them, print, apply gates, write the
-    JUnit/Markdown files if asked, exit."""
+    JUnit/Markdown files if asked, exit.
+
+    `then()`, if given, runs after the evaluation (e.g. an experiment's optimization) and
+    returns (extra JSON keys, extra gate results, a function that prints its part)."""
     import asyncio
     import time
 
@@ -125,14 +129,18 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
 
     gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
+    later_json, later_gates, later_show = then() if then is not None else ({}, [], None)
+    gate_results = [*gate_results, *later_gates]
     write_ci_outputs(store, plans, gate_results, junit=junit, report_md=report_md)
     passed = all(g.passed for g in gate_results)
     failed_runs = [r for r in runs if r["status"] == "failed"]
     if as_json:
         emit_json({"runs": runs, "passed": passed and not failed_runs,
-                   "gates": [g.__dict__ for g in gate_results], **(extra or {})})
+                   "gates": [g.__dict__ for g in gate_results], **(extra or {}), **later_json})
     else:
         display.print_runs(runs)
+        if later_show is not None:
+            later_show()
         display.print_gates(gate_results)
     if failed_runs:
         sys.exit(3)

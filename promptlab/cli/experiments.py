@@ -36,6 +36,9 @@ def register(app: typer.Typer) -> None:
 
         state = ctx.obj
         experiment = load_experiment(file, state.settings)
+        from promptlab.optimizers import experiment as optimize_section
+
+        optimize = optimize_section.check(experiment, state.settings)
         flags = {k: v for k, v in (("min_score", min_score), ("min_pass_rate", min_pass_rate),
                                     ("max_error_rate", max_error_rate), ("max_regression", max_regression),
                                     ("baseline", baseline)) if v is not None}
@@ -45,7 +48,13 @@ def register(app: typer.Typer) -> None:
         check_baseline(state.store, project_row["id"] if project_row else None, gates,
                        [p.name for p in experiment.spec.prompts], str(file))
         workers = concurrency or experiment.spec.eval.concurrency or state.settings.defaults.concurrency
-        _, plans = setup(state.store, experiment, concurrency=workers)
+        project_id, plans = setup(state.store, experiment, concurrency=workers)
+        then = None
+        if optimize is not None:  # after the baseline eval: search, then gate on the held-out test
+            def then():
+                return optimize_section.run(state.store, state.settings, experiment, optimize, project_id,
+                                            quiet=json_)
         run_plans(state, plans, concurrency=workers,
                   use_cache=experiment.spec.eval.cache and not no_cache, as_json=json_,
-                  gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md)
+                  gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md,
+                  then=then)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from promptlab.config import ModelConfig
 from promptlab.diffing import diff_text
 from promptlab.errors import UsageError
+from promptlab.gates import GateResult
 from promptlab.evaluation import build_metrics, make_gateway, metric_context
 from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
 from promptlab.optimizers.base import Budget, Objective, Problem
@@ -42,15 +43,6 @@ class OptimizeRequest:
     objective: Objective = Objective()
     split_sizes: tuple[float, float, float] | None = None
     concurrency: int | None = None
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    passed: bool
-    actual: float | None
-    limit: float
-    message: str
 
 
 def _model(settings: Settings, name: str | None, models: dict[str, ModelConfig] | None = None) -> ModelConfig:
@@ -105,7 +97,7 @@ def resume(store: Store, settings: Settings, project_id: int, name: str, *,
         known = ", ".join(r["name"] for r in store.optimizations(project_id)) or "none yet"
         raise UsageError(f"no optimization '{name}' in this project (optimizations: {known})")
     if row["status"] == "completed" and row.get("report"):
-        return loads(row["report"])
+        return loads(row["report"]) if isinstance(row["report"], str) else row["report"]
     return asyncio.run(_run(store, settings, project_id, row["id"], progress))
 
 
@@ -193,19 +185,19 @@ def _report(name, config, budget, splits, search: Search, result, winner, final)
 
 
 def check_gates(report: dict, *, min_test_score: float | None = None,
-                min_lift: float | None = None) -> list[Gate]:
+                min_lift: float | None = None) -> list[GateResult]:
     """Gates on the held-out test split: the winner's score, and its lift over the base."""
-    gates: list[Gate] = []
+    gates: list[GateResult] = []
     if min_test_score is not None:
         actual = report["winner"]["test"]
         ok = actual is not None and actual >= min_test_score
-        gates.append(Gate(f"min_test_score {report['winner']['ref']}", ok, actual, min_test_score,
+        gates.append(GateResult(f"min_test_score {report['winner']['ref']}", ok, actual, min_test_score,
                           f"test score {_fmt(actual)} {'>=' if ok else '<'} {min_test_score}"
                           + ("" if actual is not None else " (no test split)")))
     if min_lift is not None:
         actual = report["lift"]["test"]
         ok = actual is not None and actual >= min_lift
-        gates.append(Gate(f"min_lift {report['base']['ref']} -> {report['winner']['ref']}", ok, actual,
+        gates.append(GateResult(f"min_lift {report['base']['ref']} -> {report['winner']['ref']}", ok, actual,
                           min_lift, f"test lift {_fmt(actual)} {'>=' if ok else '<'} {min_lift}"))
     return gates
 

@@ -443,10 +443,7 @@ class Search:
 
     # ---- the winner -------------------------------------------------------------
     def rank_key(self, cand: Candidate) -> tuple:
-        val = cand.mean(self.problem.val)
-        train = cand.mean(self.problem.train)
-        return (val if val is not None else -math.inf, train if train is not None else -math.inf,
-                -cand.tokens, -cand.id)
+        return rank_key(cand, self.problem.val, self.problem.train)
 
     def best(self) -> Candidate | None:
         scored = [c for c in self.candidates.values() if c.mean(self.problem.val) is not None]
@@ -489,6 +486,13 @@ class Search:
             val=cand.mean(self.problem.val), train=cand.mean(self.problem.train),
             val_estimate=cand.estimate(self.problem.val),
             n_val=sum(1 for c in self.problem.val if c.id in cand.scores), tokens=cand.tokens)
+
+
+def rank_key(cand: Candidate, val: Sequence[Case], train: Sequence[Case]) -> tuple:
+    """The winner rule as a sort key (larger is better): best val score, then best train
+    score, then fewest prompt tokens, then the earliest version."""
+    v, t = cand.mean(val), cand.mean(train)
+    return (v if v is not None else -math.inf, t if t is not None else -math.inf, -cand.tokens, -cand.id)
 
 
 def demo_pool(search: Search) -> list:
