@@ -175,7 +175,8 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     model = settings.resolve_model(run["model"])
     if model.model != run["model_name"]:  # the alias changed since: call what the run called
         model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])
-    cases = store.cases(project_id, ids=run["case_ids"])
+    by_id = store.cases_by_id(project_id, run["case_ids"])
+    cases = [by_id[i] for i in run["case_ids"] if i in by_id]
     metrics = build_metrics(run["metrics"], context=metric_context(settings))
     check_code_execution(store, project_id, prompt.project, metrics)
     store.update_run(run["id"], status="running", error=None)

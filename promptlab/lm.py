@@ -181,6 +181,7 @@ class Gateway:
             if hit is not None:
                 return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
                                   attempts=0)
+        litellm()  # its first import takes seconds: not part of this call's latency
         started = time.perf_counter()
         response, attempts = await self._call(model, "acompletion", messages=messages, **params)
         if not getattr(response, "choices", None):

@@ -238,7 +238,7 @@ class Store:
         return added, len(rows) - added
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
-              golden: bool | None = None, ids: Iterable[int] | None = None) -> list[Case]:
+              golden: bool | None = None) -> list[Case]:
         where, args = ["project_id = ?"], [project_id]
         if split:
             where.append("split = ?")
@@ -246,10 +246,6 @@ class Store:
         if golden is not None:
             where.append("golden = ?")
             args.append(int(golden))
-        if ids is not None:
-            ids = list(ids)
-            where.append(f"id in ({','.join('?' * len(ids))})" if ids else "0")
-            args.extend(ids)
         out = [_case(r) for r in self.db["cases"].rows_where(" and ".join(where), args, order_by="id")]
         wanted = set(tags)
         return [c for c in out if wanted <= set(c.tags)] if wanted else out
