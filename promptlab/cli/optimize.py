@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
         progress = display.make_search_progress(quiet=quiet or json_)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        opt_name = resume or name or f"{(prompt or '').split('@')[0]}-{strategy}-{stamp}"
         try:
             if resume:
                 report = resume_opt(store, settings, project_id, resume, progress=progress)
@@ -74,17 +76,17 @@ def register(app: typer.Typer) -> None:
                     raise UsageError(f"--weight: {exc}") from None
                 budget = Budget(calls=budget_calls if budget_calls or budget_tokens or budget_cost is not None
                                 else 500, tokens=budget_tokens, cost=budget_cost)
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
                 request = OptimizeRequest(
-                    name=name or f"{prompt.split('@')[0]}-{strategy}-{stamp}", strategy=strategy,
+                    name=opt_name, strategy=strategy,
                     prompt=prompt, model=model, proposer=proposer, budget=budget, seed=seed,
                     knobs=parse_pairs(knob, "--knob"), objective=objective,
                     split_sizes=parse_sizes(splits) if splits else None, concurrency=concurrency)
                 report = start(store, settings, project_id, request, progress=progress)
         except KeyboardInterrupt:
-            which = resume or (name if name else "NAME (see `promptlab optimize --help`)")
+            import sys
+
             print(f"promptlab: interrupted; finished evaluations are saved. Continue with "
-                  f"`promptlab optimize --resume {which}`", file=__import__("sys").stderr)
+                  f"`promptlab optimize --resume {opt_name}`", file=sys.stderr)
             raise typer.Exit(130)
         gates = check_gates(report, min_test_score=min_test_score, min_lift=min_lift)
         passed = all(g.passed for g in gates)
