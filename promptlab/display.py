@@ -333,7 +333,9 @@ class RichSearchProgress:
         self.items = 0
         self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
 
-    def _view(self) -> Table:
+    def _view(self):
+        from rich.console import Group
+
         s = self.status
         table = Table(title=self.title, title_justify="left")
         for col in ("candidate", "edit", "val", "train"):
@@ -341,14 +343,13 @@ class RichSearchProgress:
         if s is not None:
             for ref, op, val, train in s.latest:
                 table.add_row(ref, op, _score(val), _score(train))
-            table.caption = (f"iteration {s.iteration} · best {s.best_ref} val {_score(s.best_val)} "
-                             f"(base {_score(s.base_val)}) · {s.candidates} candidates · calls "
-                             f"{_of(s.calls, s.budget_calls)} · tokens {_of(s.tokens, s.budget_tokens)} · "
-                             f"{self.items} replies this session" + (f" · {s.message}" if s.message else ""))
+            line = (f"iteration {s.iteration} · best {s.best_ref} val {_score(s.best_val)} "
+                    f"(base {_score(s.base_val)}) · {s.candidates} candidates · calls "
+                    f"{_of(s.calls, s.budget_calls)} · tokens {_of(s.tokens, s.budget_tokens)} · "
+                    f"{self.items} replies this session" + (f" · {s.message}" if s.message else ""))
         else:
-            table.caption = f"{self.items} replies"
-        table.caption_justify = "left"
-        return table
+            line = f"{self.items} replies"
+        return Group(table, Text(line, style="dim"))
 
     def start(self, title: str) -> None:
         self.title = title
