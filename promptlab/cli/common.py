@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -14,6 +14,26 @@ if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.evaluation import RunPlan
     from promptlab.store import Store
+
+
+# Gate and CI-output options, shared by `eval` and `run`.
+MinScore = Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")]
+MinPassRate = Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")]
+MaxErrorRate = Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")]
+MaxRegression = Annotated[Optional[float], typer.Option(
+    help="Gate: how far each metric mean may drop below the baseline's.")]
+Baseline = Annotated[Optional[str], typer.Option(
+    help="Baseline for --max-regression: a run name, or a label of the prompt whose latest "
+         "completed run is used (default: production).")]
+JUnit = Annotated[Optional[Path], typer.Option(
+    help="Write JUnit XML here: a testcase per case result and per gate.")]
+ReportMd = Annotated[Optional[Path], typer.Option(
+    help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")]
+
+
+def gate_flags(**flags: Any) -> dict[str, Any]:
+    """The gate options that were given."""
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 @dataclass

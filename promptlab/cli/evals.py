@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+                                  ReportMd)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
@@ -28,21 +31,12 @@ def register(app: typer.Typer) -> None:
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
               no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
               resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
-              min_score: Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")] = None,
-              max_error_rate: Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")] = None,
-              min_pass_rate: Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")] = None,
-              max_regression: Annotated[Optional[float], typer.Option(
-                  help="Gate: how far each metric mean may drop below the baseline's.")] = None,
-              baseline: Annotated[Optional[str], typer.Option(
-                  help="Baseline for --max-regression: a run name, or a label of this prompt whose latest "
-                       "completed run is used (default: production).")] = None,
-              junit: Annotated[Optional[Path], typer.Option(
-                  help="Write JUnit XML here: a testcase per case result and per gate.")] = None,
-              report_md: Annotated[Optional[Path], typer.Option(
-                  help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+              min_score: MinScore = None, min_pass_rate: MinPassRate = None,
+              max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+              baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Evaluate a prompt version on a model (or --resume an interrupted run)."""
-        from promptlab.cli.common import parse_pairs, run_plans
+        from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.errors import UsageError
         from promptlab.evaluation import metric_context, plan_run, resume_plan
         from promptlab.gates import check_baseline, validate_gates
@@ -50,9 +44,8 @@ def register(app: typer.Typer) -> None:
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
-        gates = {k: v for k, v in (("min_score", min_score), ("min_pass_rate", min_pass_rate),
-                                   ("max_error_rate", max_error_rate), ("max_regression", max_regression),
-                                   ("baseline", baseline)) if v is not None}
+        gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                           max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         if resume:
             plans = [resume_plan(store, settings, project_id, resume)]

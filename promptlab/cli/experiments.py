@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+                                  ReportMd)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
@@ -14,23 +17,14 @@ def register(app: typer.Typer) -> None:
             file: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
             concurrency: Annotated[Optional[int], typer.Option(min=1, help="Override eval.concurrency.")] = None,
             no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
-            min_score: Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")] = None,
-            min_pass_rate: Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")] = None,
-            max_error_rate: Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")] = None,
-            max_regression: Annotated[Optional[float], typer.Option(
-                help="Gate: how far each metric mean may drop below the baseline's.")] = None,
-            baseline: Annotated[Optional[str], typer.Option(
-                help="Baseline for max_regression: a run name, or a label of each prompt whose latest "
-                     "completed run is used (default: production).")] = None,
-            junit: Annotated[Optional[Path], typer.Option(
-                help="Write JUnit XML here: a testcase per case result and per gate.")] = None,
-            report_md: Annotated[Optional[Path], typer.Option(
-                help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+            min_score: MinScore = None, min_pass_rate: MinPassRate = None,
+            max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+            baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
         Gate flags override the file's gates; exit 1 when a gate fails."""
-        from promptlab.cli.common import run_plans
+        from promptlab.cli.common import gate_flags, run_plans
         from promptlab.experiment import load_experiment, setup
         from promptlab.gates import check_baseline, validate_gates
 
@@ -39,9 +33,8 @@ def register(app: typer.Typer) -> None:
         from promptlab.optimizers import experiment as optimize_section
 
         optimize = optimize_section.check(experiment, state.settings)
-        flags = {k: v for k, v in (("min_score", min_score), ("min_pass_rate", min_pass_rate),
-                                    ("max_error_rate", max_error_rate), ("max_regression", max_regression),
-                                    ("baseline", baseline)) if v is not None}
+        flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                           max_regression=max_regression, baseline=baseline)
         gates = {**experiment.spec.gates, **flags}
         validate_gates(gates, f"{file}: gates")
         project_row = next((p for p in state.store.projects() if p["name"] == experiment.spec.project), None)
