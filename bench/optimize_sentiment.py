@@ -92,7 +92,7 @@ def prepare(db: Path, seed: int):
 
 
 def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int, concurrency: int,
-                 quiet: bool) -> dict:
+                 quiet: bool, tag: str = "") -> dict:
     from promptlab import display
     from promptlab.config import ModelConfig, load_settings
     from promptlab.optimizers.base import Budget
@@ -100,7 +100,7 @@ def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int,
 
     settings = load_settings(ROOT)
     local = ModelConfig(alias="local", model="local/gemma-3-270m", params={"temperature": 0})
-    name = f"{strategy}-s{seed}-b{budget}"
+    name = f"{strategy}-s{seed}-b{budget}{'-' + tag if tag else ''}"
     progress = display.make_search_progress(quiet=quiet)
     if store.find_optimization(project_id, name):
         return resume(store, settings, project_id, name, progress=progress)
@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--mipro", action="store_true", help="also run DSPy's MIPROv2")
     ap.add_argument("--setup-dspy", action="store_true", help="make the DSPy environment and exit")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix for the optimization names (a fresh search in the same --db)")
     args = ap.parse_args()
     if args.setup_dspy:
         print(setup_dspy())
@@ -151,7 +152,7 @@ def main() -> None:
     for strategy in [s for s in args.strategies.split(",") if s]:
         started = time.perf_counter()
         report = run_strategy(store, project_id, base, strategy, args.budget, args.seed, args.concurrency,
-                              args.quiet)
+                              args.quiet, args.tag)
         rows.append({"name": f"promptlab:{strategy}", "base_test": report["base"]["test"],
                      "best_test": report["winner"]["test"], "best_val": report["winner"]["val"],
                      "calls": report["spent"]["calls"], "provider_calls": report["spent"]["provider_calls"],

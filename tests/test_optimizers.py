@@ -350,6 +350,20 @@ def test_seeded_replay_makes_the_same_proposals():
     assert ops.state_format(content, SIGNATURE).system.endswith("Answer with exactly one of: positive, negative.")
 
 
+def test_proposer_replies_are_validated():
+    from promptlab.optimizers import operators as ops
+
+    assert ops.validate_instruction({"instruction": "Say positive or negative."}, "") is None
+    assert "not a JSON object" in ops.validate_instruction(["x"], "")
+    assert "missing" in ops.validate_instruction({"rationale": "x"}, "")
+    assert "template syntax" in ops.validate_instruction({"instruction": "Use {{ text }}"}, "")
+    assert "same as the current" in ops.validate_instruction({"instruction": "Be brief."}, "Be brief.")
+    assert "between 1 and 2" in ops.validate_instruction({"instruction": "x y", "demos": [3]}, "", 2)
+    copied = {"instruction": "Solve the arithmetic question, doing division before addition. Answer with "
+                             "the number only."}
+    assert "copies the worked example" in ops.validate_instruction(copied, "")
+
+
 # ---- one small run on the real local model ----------------------------------------------
 def test_bootstrap_on_the_local_model_adds_demos_and_does_not_lose_on_val(tmp_path):
     pytest.importorskip("llama_cpp")

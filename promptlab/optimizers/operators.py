@@ -290,6 +290,16 @@ def crossover_messages(signature: Signature | None, a: str, b: str) -> list[dict
 
 
 MAX_INSTRUCTION_CHARS = 800
+# the worked examples' own instructions: a weak proposer tends to copy them
+EXAMPLE_TEXTS = (json.loads(_REWRITE_EXAMPLE[1])["instruction"],
+                 "Arrange the given words in alphabetical order and list them.",
+                 "Translate the text to French, keeping names unchanged.")
+
+
+def copies_example(text: str) -> bool:
+    from rapidfuzz import fuzz
+
+    return any(fuzz.partial_ratio(text.lower(), ex.lower()) >= 80 for ex in EXAMPLE_TEXTS)
 
 
 def validate_instruction(obj: Any, current: str, n_failures: int = 0) -> str | None:
@@ -306,6 +316,8 @@ def validate_instruction(obj: Any, current: str, n_failures: int = 0) -> str | N
         return '"instruction" must not contain template syntax ({{ }} or {% %})'
     if text == current.strip():
         return '"instruction" is the same as the current one'
+    if copies_example(text):
+        return '"instruction" copies the worked example instead of addressing this task'
     demos = obj.get("demos", [])
     if demos is not None and (not isinstance(demos, list)
                               or not all(isinstance(i, int) and 1 <= i <= n_failures for i in demos)):
