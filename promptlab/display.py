@@ -319,6 +319,16 @@ def _score(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _val(side: dict) -> str:
+    """The val score; '~x (n)' when only n val cases were scored (a minibatch estimate)."""
+    if side.get("val") is not None:
+        return _score(side["val"])
+    if side.get("val_estimate") is not None:
+        n = side.get("n_val")
+        return f"~{side['val_estimate']:.3f}" + (f" ({n})" if n else "")
+    return "-"
+
+
 def _of(used: int, budget: int | None) -> str:
     return f"{used:,}" if budget is None else f"{used:,}/{budget:,}"
 
@@ -405,23 +415,26 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     for col in ("", "prompt", "val", "train", "test", "demos", "tokens"):
         table.add_column(col, justify="left" if col in ("", "prompt") else "right")
     for label, side in (("base", base), ("winner", win)):
-        table.add_row(label, side["ref"], _score(side["val"]), _score(side["train"]), _score(side["test"]),
+        table.add_row(label, side["ref"], _val(side), _score(side["train"]), _score(side["test"]),
                       str(side["demos"]), str(side["tokens"]))
     lift = report["lift"]
     table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
                   f"{lift['test']:+.3f}" if lift["test"] is not None else "-", "", "")
     console.print(table)
-    ranked = sorted(report["candidates"], key=lambda c: (c["val"] if c["val"] is not None else -1,
+    ranked = sorted(report["candidates"], key=lambda c: (c["val"] is not None, c["val"] if c["val"] is not None
+                                                         else (c["val_estimate"] or 0.0),
                                                          c["train"] if c["train"] is not None else -1,
                                                          -c["tokens"]), reverse=True)[:top]
     cands = Table(title=f"best of {len(report['candidates'])} candidates", title_justify="left")
     for col in ("candidate", "edit", "iter", "val", "train", "tokens"):
         cands.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
     for c in ranked:
-        cands.add_row(c["ref"], c["operator"], str(c["iteration"]), _score(c["val"] if c["val"] is not None
-                                                                          else c["val_estimate"]),
-                      _score(c["train"]), str(c["tokens"]))
+        cands.add_row(c["ref"], c["operator"], str(c["iteration"]), _val(c), _score(c["train"]),
+                      str(c["tokens"]))
     console.print(cands)
+    if any(c["val"] is None and c["val_estimate"] is not None for c in ranked):
+        console.print("[dim]~: estimated on the val cases scored so far (minibatches); the winner is "
+                      "picked among fully scored candidates[/]")
     spent, budget = report["spent"], report["budget"]
     console.print(f"splits: train {report['splits']['train']}, val {report['splits']['val']}, test "
                   f"{report['splits']['test']} ({report['splits']['method']}) · calls "

@@ -8,7 +8,8 @@ crossover (uniform over the parents' demos; the instruction from one parent,
 or merged by the proposer with probability `llm_rate`) and mutation (add,
 swap, drop or shuffle demos, GrIPS phrase edits, state the format, or a
 proposer paraphrase with probability `llm_rate`). After the last generation the
-`final_top` fittest are scored on the whole val split and the winner is picked.
+`final_top` fittest (and then any whose estimate still beats the best full
+score, while the budget lasts) are scored on the whole val split and the winner is picked.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class Genetic:
             stopped = await self._search(problem, search, rng)
         except BudgetExhausted as exc:
             stopped = f"budget: {exc}"
-        try:  # the fittest get a full val score (the budget permitting)
-            finalists = search.top(self.knobs.final_top)
-            await search.evaluate(finalists, "val")
+        try:  # the fittest get a full val score: the top `final_top`, then any whose estimate
+            # still beats the best full score, while the budget lasts
+            for i, cand in enumerate(search.top(len(search.candidates))):
+                best = search.best()
+                if i >= self.knobs.final_top and best is not None and \
+                        (cand.estimate(problem.val) or 0.0) <= (best.mean(problem.val) or 0.0):
+                    break
+                await search.evaluate([cand], "val")
         except BudgetExhausted:
             pass
         return await search.finish(stopped)

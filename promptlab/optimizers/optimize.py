@@ -157,6 +157,7 @@ def _promote(store: Store, project_id: int, search: Search, winner, name: str):
 
 def _side(search: Search, cand, splits) -> dict:
     return {"ref": cand.prompt.ref, "prompt_id": cand.id, "val": cand.mean(splits.val),
+            "val_estimate": cand.estimate(splits.val),
             "train": cand.mean(splits.train), "test": cand.mean(splits.test) if splits.test else None,
             "test_metrics": cand.metric_means(splits.test) if splits.test else {},
             "tokens": cand.tokens, "demos": len(cand.content.demos)}
