@@ -260,11 +260,11 @@ class Gateway:
                 return await retried(), attempts
         return await retried(), attempts
 
-    def _cost(self, response: Any) -> float | None:
-        try:
-            return float(litellm().completion_cost(completion_response=response))
-        except Exception:  # an unknown price is "n/a", never a crash
-            return None
+    @staticmethod
+    def _cost(response: Any) -> float | None:
+        """The price litellm already worked out for this reply; None ("n/a") when it is unknown."""
+        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        return None if cost is None else float(cost)
 
 
 def _estimate_tokens(kwargs: dict) -> float:

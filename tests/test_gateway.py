@@ -109,3 +109,11 @@ def test_rate_limit_spaces_requests(fake_llm):
     # 15 requests at 10/s with a burst of 10 need at least ~0.5 s: a lower bound, never an upper one
     assert time.monotonic() - started >= 0.4
     assert fake_llm.stats()["total"] == 15
+
+
+def test_cost_is_litellms_price_or_none_when_unknown(fake_llm):
+    fake_llm.configure(default_reply="ok")
+    gateway = Gateway()
+    known = ModelConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url)
+    assert ask(gateway, known, "price me").usage.cost > 0
+    assert ask(gateway, model(fake_llm), "price me").usage.cost is None  # "n/a", never a crash
