@@ -127,7 +127,10 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         if splits.test:
             await search.evaluate([search.base, winner], "test", splits.test, charge=False)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+        import asyncio
+
+        interrupted = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)  # Ctrl-C cancels the task
+        status = "interrupted" if isinstance(exc, interrupted) else "failed"
         search.save(status=status)
         raise
     finally:
