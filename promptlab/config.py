@@ -93,7 +93,9 @@ class Settings(BaseModel):
         if name == "local":  # the embedded model needs no config
             return ModelConfig(alias="local", model=LOCAL_MODEL)
         if "/" in name:
-            return ModelConfig(alias=name, model=name)
+            # a model string that an alias names gets that alias's settings (params, limits, key)
+            named = [m for m in self.models.values() if m.model == name]
+            return named[0] if len(named) == 1 else ModelConfig(alias=name, model=name)
         known = ", ".join(sorted(self.models)) or "none defined"
         raise UnknownModelError(
             f"unknown model '{name}' (aliases: {known}): add [models.{name}] to "

@@ -150,3 +150,11 @@ def test_cache_stats_and_clear(workspace):
     assert json.loads(workspace.cli("cache", "stats", "--json").stdout)["entries"] == 1
     assert "removed 1" in workspace.cli("cache", "clear").stdout
     assert json.loads(workspace.cli("cache", "stats", "--json").stdout)["entries"] == 0
+
+
+def test_a_model_string_that_an_alias_names_gets_its_settings(tmp_path):
+    from promptlab.config import Settings
+
+    settings = Settings(models={"small": {"alias": "small", "model": "openai/x", "params": {"max_tokens": 8}}})
+    assert settings.resolve_model("openai/x").params == {"max_tokens": 8}
+    assert settings.resolve_model("openai/y").params == {}
