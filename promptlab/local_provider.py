@@ -288,6 +288,10 @@ def resolve_model_path(model: str) -> str:
 
 
 def _n_threads() -> int:
+    """PROMPTLAB_LOCAL_THREADS, else every core we may use. llama.cpp's threads spin while
+    they wait, so on a machine shared with other busy processes fewer threads run faster."""
+    if os.environ.get("PROMPTLAB_LOCAL_THREADS", "").isdigit():
+        return max(1, int(os.environ["PROMPTLAB_LOCAL_THREADS"]))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

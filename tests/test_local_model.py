@@ -253,3 +253,12 @@ def test_litellm_roundtrip_with_a_fake_llama(monkeypatch, tmp_path):
     assert seen["path"] == str(gguf) and seen["prompt"] == "Review: ok\nSentiment:"
     assert (seen["temperature"], seen["max_tokens"], seen["seed"], seen["top_p"]) == (0.3, 5, 7, 0.8)
     assert seen["stop"] == ["\n\n", "\nReview:", "END"]
+
+
+def test_thread_count_can_be_set_for_shared_machines(monkeypatch):
+    from promptlab.local_provider import _n_threads
+
+    monkeypatch.setenv("PROMPTLAB_LOCAL_THREADS", "1")
+    assert _n_threads() == 1
+    monkeypatch.delenv("PROMPTLAB_LOCAL_THREADS")
+    assert _n_threads() >= 1
