@@ -13,7 +13,7 @@ import junitparser
 import pytest
 
 from tests import browser
-from tests.seeing import V1, evaluate, rules, setup_project, text
+from tests.seeing import evaluate, rules, setup_project, text
 
 HOSTILE = {
     1: "<script>window.__pwned=1</script>",

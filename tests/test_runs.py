@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 def setup_project(ws, n=20, texts=None):

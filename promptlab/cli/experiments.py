@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
         Gate flags override the file's gates; exit 1 when a gate fails."""
+        import functools
+
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.experiment import load_experiment, setup
         from promptlab.gates import check_baseline, validate_gates
@@ -44,9 +46,8 @@ def register(app: typer.Typer) -> None:
         project_id, plans = setup(state.store, experiment, concurrency=workers)
         then = None
         if optimize is not None:  # after the baseline eval: search, then gate on the held-out test
-            def then():
-                return optimize_section.run(state.store, state.settings, experiment, optimize, project_id,
-                                            quiet=json_)
+            then = functools.partial(optimize_section.run, state.store, state.settings, experiment,
+                                     optimize, project_id, quiet=json_)
         run_plans(state, plans, concurrency=workers,
                   use_cache=experiment.spec.eval.cache and not no_cache, as_json=json_,
                   gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md,

@@ -152,6 +152,35 @@ class Strategy(Protocol):
                        rng: random.Random) -> OptimizationResult: ...
 
 
+class SearchStrategy:
+    """The shape the built-in strategies share: search until a stop or the end of the
+    budget, let the finalists settle (full val scores), then finish the search."""
+
+    name: ClassVar[str]
+    Knobs: ClassVar[type]
+
+    def __init__(self, knobs: Any = None):
+        self.knobs = knobs or self.Knobs()
+
+    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
+        try:
+            stopped = await self._search(problem, search, rng)
+        except BudgetExhausted as exc:
+            stopped = f"budget: {exc}"
+        try:
+            await self._settle(problem, search)
+        except BudgetExhausted:
+            pass
+        return await search.finish(stopped)
+
+    async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
+        """Run the strategy; return why it stopped."""
+        raise NotImplementedError
+
+    async def _settle(self, problem: Problem, search: Search) -> None:
+        """Give the most promising candidates a full val score (nothing by default)."""
+
+
 # ---- knobs ------------------------------------------------------------------
 def knob(default: Any, help: str) -> Any:
     """A knob: a dataclass field with a default and one line of help."""

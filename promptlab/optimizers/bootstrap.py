@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, knob
+from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
     from promptlab.optimizers.search import Search
@@ -34,19 +34,9 @@ class BootstrapKnobs(CommonKnobs):
     rewrite_every: int = knob(4, "every Nth candidate gets a proposer-written instruction (0: never)")
 
 
-class Bootstrap:
+class Bootstrap(SearchStrategy):
     name: ClassVar[str] = "bootstrap"
     Knobs: ClassVar[type] = BootstrapKnobs
-
-    def __init__(self, knobs: BootstrapKnobs | None = None):
-        self.knobs = knobs or BootstrapKnobs()
-
-    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
-        try:
-            stopped = await self._search(problem, search, rng)
-        except BudgetExhausted as exc:
-            stopped = f"budget: {exc}"
-        return await search.finish(stopped)
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         from promptlab.optimizers import edits

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, knob
+from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
     from promptlab.optimizers.search import Candidate, Search
@@ -38,29 +38,19 @@ class GeneticKnobs(CommonKnobs):
     final_top: int = knob(3, "fittest prompts scored on the whole val split at the end")
 
 
-class Genetic:
+class Genetic(SearchStrategy):
     name: ClassVar[str] = "genetic"
     Knobs: ClassVar[type] = GeneticKnobs
 
-    def __init__(self, knobs: GeneticKnobs | None = None):
-        self.knobs = knobs or GeneticKnobs()
-
-    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
-        try:
-            stopped = await self._search(problem, search, rng)
-        except BudgetExhausted as exc:
-            stopped = f"budget: {exc}"
-        try:  # the fittest get a full val score: the top `final_top`, then any whose estimate
-            # still beats the best full score, while the budget lasts
-            for i, cand in enumerate(search.top(len(search.candidates))):
-                best = search.best()
-                if i >= self.knobs.final_top and best is not None and \
-                        (cand.estimate(problem.val) or 0.0) <= (best.mean(problem.val) or 0.0):
-                    break
-                await search.evaluate([cand], "val")
-        except BudgetExhausted:
-            pass
-        return await search.finish(stopped)
+    async def _settle(self, problem: Problem, search: Search) -> None:
+        """The fittest get a full val score: the top `final_top`, then any whose estimate
+        still beats the best full score, while the budget lasts."""
+        for i, cand in enumerate(search.top(len(search.candidates))):
+            best = search.best()
+            if i >= self.knobs.final_top and best is not None and \
+                    (cand.estimate(problem.val) or 0.0) <= (best.mean(problem.val) or 0.0):
+                break
+            await search.evaluate([cand], "val")
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         from promptlab.optimizers import edits

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, knob
+from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
     from promptlab.optimizers.search import Search
@@ -36,19 +36,9 @@ class IterativeKnobs(CommonKnobs):
     failures_shown: int = knob(5, "failures shown to the proposer")
 
 
-class Iterative:
+class Iterative(SearchStrategy):
     name: ClassVar[str] = "iterative"
     Knobs: ClassVar[type] = IterativeKnobs
-
-    def __init__(self, knobs: IterativeKnobs | None = None):
-        self.knobs = knobs or IterativeKnobs()
-
-    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
-        try:
-            stopped = await self._search(problem, search, rng)
-        except BudgetExhausted as exc:
-            stopped = f"budget: {exc}"
-        return await search.finish(stopped)
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         from promptlab.optimizers import edits

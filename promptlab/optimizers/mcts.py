@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, knob
+from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
     from promptlab.models import Case
@@ -59,24 +59,13 @@ class Node:
         return self.total / self.visits + c * math.sqrt(math.log(max(parent_visits, 1)) / self.visits)
 
 
-class Mcts:
+class Mcts(SearchStrategy):
     name: ClassVar[str] = "mcts"
     Knobs: ClassVar[type] = MctsKnobs
 
-    def __init__(self, knobs: MctsKnobs | None = None):
-        self.knobs = knobs or MctsKnobs()
-
-    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
-        try:
-            stopped = await self._search(problem, search, rng)
-        except BudgetExhausted as exc:
-            stopped = f"budget: {exc}"
+    async def _settle(self, problem: Problem, search: Search) -> None:
         if self.knobs.val_batch:  # rewards were minibatch estimates: score the most promising fully
-            try:
-                await search.evaluate(search.top(3), "val")
-            except BudgetExhausted:
-                pass
-        return await search.finish(stopped)
+            await search.evaluate(search.top(3), "val")
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         from promptlab.optimizers.search import Plateau, minibatch

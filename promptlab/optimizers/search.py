@@ -35,7 +35,7 @@ from promptlab.optimizers.operators import inputs_key
 from promptlab.outputs import ParseError, _json_from
 from promptlab.render import check_prompt, prompt_tokens_estimate
 from promptlab.runner import ItemResult
-from promptlab.store import Store, dumps
+from promptlab.store import Store
 
 if TYPE_CHECKING:
     from promptlab.config import Settings

@@ -132,7 +132,7 @@ def python_tests(
     if cpu_s is not None and cpu_s < 1:
         raise MetricError(f"metric 'python_tests': argument 'cpu_s' must be at least 1 (got {cpu_s})")
     if max_output_bytes < 0:
-        raise MetricError(f"metric 'python_tests': argument 'max_output_bytes' must not be negative")
+        raise MetricError("metric 'python_tests': argument 'max_output_bytes' must not be negative")
     if allowed_imports is not None and (
             isinstance(allowed_imports, str) or not all(isinstance(m, str) for m in allowed_imports)):
         raise MetricError("metric 'python_tests': argument 'allowed_imports' must be a list of module names")
