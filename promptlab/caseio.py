@@ -63,11 +63,7 @@ def load_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("cases"), list):
-            data = data["cases"]
-        if not isinstance(data, list):
-            raise UsageError(f"{path}: expected a JSON list of cases (or {{\"cases\": [...]}})")
-        return _check_objects(data, path)
+        return _case_list(data, path, 'a JSON list of cases (or {"cases": [...]})')
     import yaml
 
     try:
@@ -76,10 +72,15 @@ def load_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         raise UsageError(f"{path}: {where}malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    return _case_list(data, path, "a YAML list of cases (or a 'cases:' list)")
+
+
+def _case_list(data: Any, path: Path, expected: str) -> list[dict]:
+    """A parsed JSON/YAML document → its list of case rows (bare, or under 'cases')."""
     if isinstance(data, dict) and isinstance(data.get("cases"), list):
         data = data["cases"]
     if not isinstance(data, list):
-        raise UsageError(f"{path}: expected a YAML list of cases (or a 'cases:' list)")
+        raise UsageError(f"{path}: expected {expected}")
     return _check_objects(data, path)
 
 
