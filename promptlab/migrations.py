@@ -99,3 +99,14 @@ def m001_core(db: Database) -> None:
 def m002_optimization_report(db: Database) -> None:
     """The final report of an optimization: base vs winner on val, train and test, the diff."""
     db["optimizations"].add_column("report", str)
+
+
+@migrations()
+def m003_run_owner(db: Database) -> None:
+    """Who is running a run or an optimization (host, pid, heartbeat), and what a resume must keep."""
+    for table in ("runs", "optimizations"):
+        db[table].add_column("owner_host", str)
+        db[table].add_column("owner_pid", int)
+        db[table].add_column("heartbeat_at", str)
+    db["runs"].add_column("use_cache", int)
+    db["runs"].add_column("active_s", float)   # seconds spent running, summed over every session
