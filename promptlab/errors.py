@@ -37,3 +37,7 @@ class ProviderError(PromptlabError):
 
 class AuthError(ProviderError):
     """401/403: stops the whole run."""
+
+
+class StorageError(PromptlabError):
+    """The database could not be written (disk full, I/O error, read-only): exit 2."""

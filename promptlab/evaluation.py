@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from promptlab.baselines import collapse, constant_baseline
 from promptlab.config import ModelConfig, Settings
-from promptlab.errors import UsageError
-from promptlab.lm import Gateway
+from promptlab.errors import StorageError, UsageError
+from promptlab.lease import HEARTBEAT_S
+from promptlab.lm import Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.render import check_cases, check_prompt, render_messages
 from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, Score, get_metric
-from promptlab.store import Store, dumps, now
+from promptlab.store import Store, dumps, is_locked, now, storage_error
 
 DEFAULT_METRICS = ("exact_match",)
 
@@ -32,14 +35,20 @@ class StoreSink:
     """Sink and response cache over the store: buffered, committed once per loop tick.
 
     Every result finished in one turn of the event loop goes out in one commit,
-    so a kill loses at most the items still in flight.
+    so a kill loses at most the items still in flight. A commit that meets lock
+    contention keeps its rows and is retried; any other failure (disk full,
+    I/O error) is kept in `failure`, and `check()` raises it so the runner
+    stops calling the provider. Rows are never dropped before they are stored.
     """
+
+    RETRY_S = 0.2
 
     def __init__(self, store: Store):
         self.store = store
         self.rows: list[dict] = []
         self.pending_cache: dict[str, dict] = {}
         self.scheduled = False
+        self.failure: StorageError | None = None
 
     def get(self, key: str) -> dict | None:
         if key in self.pending_cache:
@@ -54,23 +63,60 @@ class StoreSink:
         self.rows.append(item.row() | {"created_at": now()})
         self._schedule()
 
-    def _schedule(self) -> None:
+    def check(self) -> None:
+        """Raise the write failure, if a commit failed: no more work should start."""
+        if self.failure is not None:
+            raise self.failure
+
+    def _schedule(self, delay: float = 0.0) -> None:
         if not self.scheduled:
             self.scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop: flush right away
                 self.flush()
+                return
+            if delay:
+                loop.call_later(delay, self.flush)
+            else:
+                loop.call_soon(self.flush)
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Commit what is buffered; False when it could not be (it stays buffered)."""
         self.scheduled = False
-        if not self.rows and not self.pending_cache:
-            return
+        if not self.rows and not self.pending_cache or self.failure is not None:
+            return self.failure is None
         cache_rows = [{"key": c["key"], "kind": c["kind"], "model": c["model"],
                        "response": dumps(c["value"]), "created_at": now()}
                       for c in self.pending_cache.values()]
-        rows, self.rows, self.pending_cache = self.rows, [], {}
-        self.store.save_results(rows, cache_rows)
+        try:
+            self.store.save_results(self.rows, cache_rows)
+        except Exception as exc:  # never lost: lock contention retries, anything else stops the run
+            if is_locked(exc):
+                self._schedule(self.RETRY_S)
+            else:
+                self.failure = storage_error(self.store.path, exc)
+            return False
+        self.rows, self.pending_cache = [], {}
+        return True
+
+    def close(self, attempts: int = 20) -> None:
+        """The last commit, retried through lock contention; a failure stays in `failure`."""
+        for _ in range(attempts):
+            if self.flush() or self.failure is not None:
+                return
+            time.sleep(self.RETRY_S)
+        if self.rows or self.pending_cache:
+            self.failure = StorageError(f"{self.store.path} stayed locked by other processes; "
+                                        f"{len(self.rows)} results could not be saved")
+
+    def beat(self, run_ids: list[int]) -> None:
+        """Heartbeat of the runs this process owns (a locked database just skips a beat)."""
+        try:
+            self.store.heartbeat("runs", run_ids)
+        except Exception as exc:
+            if not is_locked(exc) and self.failure is None:
+                self.failure = storage_error(self.store.path, exc)
 
 
 @dataclass
@@ -85,6 +131,8 @@ class RunPlan:
     repeat: int
     metrics: tuple[Metric, ...]
     params: dict
+    concurrency: int = 8
+    use_cache: bool = True
 
 
 def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
@@ -126,10 +174,12 @@ def auto_run_name(prompt: PromptVersion, model: ModelConfig) -> str:
     return f"{prompt.name}@{prompt.version}-{alias}-{stamp}"
 
 
-def check_code_execution(store: Store, project_id: int, project: str, metrics: tuple[Metric, ...]) -> None:
-    """Metrics that run model-written code (python_tests) need the project's explicit consent."""
+def check_code_execution(store: Store, project_id: int, project: str, metrics: tuple[Metric, ...],
+                         allowed: bool = False) -> None:
+    """Metrics that run model-written code (python_tests) need explicit consent: the project's,
+    or `allowed` (an experiment file's allow_code_execution, for that file's runs only)."""
     runs_code = [m.name for m in metrics if getattr(m, "runs_code", False)]
-    if runs_code and not store.project_settings(project_id).get("allow_code_execution"):
+    if runs_code and not allowed and not store.project_settings(project_id).get("allow_code_execution"):
         raise UsageError(
             f"metric '{runs_code[0]}' runs model-written code, which project '{project}' does not allow; "
             f"allow it with `promptlab project add {project} --allow-code-execution` "
@@ -140,30 +190,32 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
              cases: list[Case], *, name: str | None, metric_specs: list[Any] | None,
              repeat: int = 1, concurrency: int = 8, params: dict | None = None,
              optimization_id: int | None = None, where: str = "eval",
-             context: MetricContext | None = None) -> RunPlan:
+             context: MetricContext | None = None, use_cache: bool = True) -> RunPlan:
     """Validate everything a run needs, then create its row (nothing is written on bad input).
 
     `context`: see `build_metrics` (`metric_context(settings, base_dir)`).
     """
-    signature = store.signature(project_id, prompt.signature) if prompt.signature else None
+    signature = store.prompt_signature(prompt)
     check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")
     if not cases:
         raise UsageError(f"{where}: no cases selected; add some with `promptlab case import`")
     if signature:
         check_cases(cases, signature, where)
     metrics = build_metrics(metric_specs, context=context)
-    check_code_execution(store, project_id, prompt.project, metrics)
+    check_code_execution(store, project_id, prompt.project, metrics,
+                         allowed=context is not None and context.allow_code_execution)
     if repeat < 1:
         raise UsageError(f"{where}: --repeat must be at least 1")
-    model.api_key()  # a missing key is bad input, found before any call
+    check_credentials(model)  # a missing key is bad input, found before any call
     name = name or auto_run_name(prompt, model)
     params = {**prompt.content.params, **(params or {})}
     run_id = store.create_run(
         project_id, name, prompt, model=model.alias or model.model, model_name=model.model,
         api_base=model.api_base, params=params, metrics=[m.spec for m in metrics],
         case_ids=[c.id for c in cases], repeat=repeat, concurrency=concurrency,
-        optimization_id=optimization_id)
-    return RunPlan(run_id, name, project_id, prompt, signature, model, cases, repeat, metrics, params)
+        optimization_id=optimization_id, use_cache=int(use_cache), active_s=0.0)
+    return RunPlan(run_id, name, project_id, prompt, signature, model, cases, repeat, metrics, params,
+                   concurrency, use_cache)
 
 
 def resume_plan(store: Store, settings: Settings, project_id: int, name: str) -> RunPlan:
@@ -171,17 +223,19 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     if run["status"] == "completed":
         raise UsageError(f"run '{name}' is already completed; nothing to resume")
     prompt = store.prompt_by_id(run["prompt_id"])
-    signature = store.signature(project_id, prompt.signature) if prompt.signature else None
+    signature = store.prompt_signature(prompt)
     model = settings.resolve_model(run["model"])
     if model.model != run["model_name"]:  # the alias changed since: call what the run called
         model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])
     by_id = store.cases_by_id(project_id, run["case_ids"])
     cases = [by_id[i] for i in run["case_ids"] if i in by_id]
-    metrics = build_metrics(run["metrics"], context=metric_context(settings))
+    metrics = build_metrics(run["metrics"], f"run '{name}': metrics", context=metric_context(settings))
     check_code_execution(store, project_id, prompt.project, metrics)
-    store.update_run(run["id"], status="running", error=None)
+    check_credentials(model)
+    store.claim("runs", run["id"], f"run '{name}'", error=None)
     return RunPlan(run["id"], name, project_id, prompt, signature, model, cases, run["repeat"],
-                   metrics, run["params"] or {})
+                   metrics, run["params"] or {}, run["concurrency"] or 1,
+                   run["use_cache"] is None or bool(run["use_cache"]))
 
 
 def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int]:
@@ -202,12 +256,28 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
 
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
                   concurrency: int, use_cache: bool, settings: Settings) -> Outcome:
+    """Evaluate what the runs still need, beating their heartbeat meanwhile.
+
+    A run keeps the cache choice it was made with (`--no-cache` holds on resume too).
+    """
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
     bind_metrics(plans, gateway)
     jobs, total = pending_jobs(store, plans)
-    return await evaluate(jobs, gateway, sink, progress, total=total, concurrency=concurrency,
-                          use_cache=use_cache, failure_threshold=settings.defaults.failure_threshold,
-                          failure_min_items=settings.defaults.failure_min_items)
+    run_ids = [p.run_id for p in plans]
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            sink.beat(run_ids)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        return await evaluate(jobs, gateway, sink, progress, total=total, concurrency=concurrency,
+                              use_cache=use_cache and all(p.use_cache for p in plans),
+                              failure_threshold=settings.defaults.failure_threshold,
+                              failure_min_items=settings.defaults.failure_min_items)
+    finally:
+        beating.cancel()
 
 
 def bind_metrics(plans: list[RunPlan], gateway: Gateway) -> None:
@@ -228,14 +298,29 @@ def make_gateway(store: Store, settings: Settings) -> Gateway:
 
 
 def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, status: str | None = None,
-           elapsed_s: float | None = None) -> list[dict]:
-    """Write each run's status and summary; returns the summaries."""
+           elapsed_s: float | None = None, reason: str | None = None) -> list[dict]:
+    """Write each run's status, reason and summary; returns the summaries.
+
+    Without an explicit status a run is `completed` only when it holds a result
+    for every planned item, `failed` when it was stopped or every item failed
+    (the reason says why), else `interrupted` (resumable).
+    """
     summaries = []
     for plan in plans:
         state = outcome.states.get(plan.run_id) if outcome else None
-        run_status = status or ("failed" if state and state.stopped else "completed")
-        summary = summarize_run(store, plan, elapsed_s)
-        store.update_run(plan.run_id, status=run_status, error=state.stopped if state else None,
+        active_s = (store.run_by_id(plan.run_id).get("active_s") or 0.0) + (elapsed_s or 0.0)
+        summary = summarize_run(store, plan, active_s or None)
+        run_status, error = status, reason
+        if run_status is None:
+            if state and state.stopped:
+                run_status, error = "failed", state.stopped
+            elif summary["n"] < summary["expected"]:
+                run_status, error = "interrupted", f"{summary['n']} of {summary['expected']} results stored"
+            elif summary["n"] and summary["errors"] == summary["n"]:
+                run_status, error = "failed", f"every item failed; the first: {first_error(store, plan.run_id)}"
+            else:
+                run_status = "completed"
+        store.update_run(plan.run_id, status=run_status, error=error, active_s=round(active_s, 3),
                          summary=summary, n_results=summary["n"], n_errors=summary["errors"],
                          prompt_tokens=summary["tokens"]["prompt"],
                          completion_tokens=summary["tokens"]["completion"], cost=summary["cost"],
@@ -243,6 +328,12 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
                          latency_p95_ms=summary["latency_ms"]["p95"], finished_at=now())
         summaries.append(run_json(store.run_by_id(plan.run_id), plan.prompt))
     return summaries
+
+
+def first_error(store: Store, run_id: int) -> str | None:
+    row = store.db.execute("select error_kind, error from results where run_id = ? and error_kind is not null "
+                           "order by id limit 1", [run_id]).fetchone()
+    return None if row is None else f"{row[0]}: {row[1]}"
 
 
 def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -> dict:
@@ -259,6 +350,9 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -
     calls = sum(1 for r in results if not r["cached"])
     prompt_tokens = sum(r["prompt_tokens"] or 0 for r in results)
     completion_tokens = sum(r["completion_tokens"] or 0 for r in results)
+    # what answering one label every time would score, and whether the outputs did that
+    baseline = constant_baseline(plan.signature, (c.expected for c in plan.cases))
+    collapsed = collapse(plan.signature, (r["parsed"] for r in scored))
     return {
         "n": len(results), "expected": len(plan.cases) * plan.repeat,
         "errors": len(results) - len(scored),
@@ -273,6 +367,9 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -
                        "p95": round(float(np.percentile(latencies, 95)), 1)},
         "elapsed_s": round(elapsed_s, 3) if elapsed_s else None,
         "calls_per_s": round(len(results) / elapsed_s, 2) if elapsed_s and results else None,
+        "constant_baseline": baseline and baseline.as_json(),
+        "collapse": collapsed and collapsed.as_json(),
+        "warnings": [collapsed.warning()] if collapsed else [],
     }
 
 
@@ -296,4 +393,5 @@ def run_json(run: dict, prompt: PromptVersion) -> dict:
             "cost": summary.get("cost"), "cached": summary.get("cached"),
             "provider_calls": summary.get("provider_calls"),
             "calls_per_s": summary.get("calls_per_s"), "latency_ms": summary.get("latency_ms"),
-            "error": run.get("error")}
+            "constant_baseline": summary.get("constant_baseline"), "collapse": summary.get("collapse"),
+            "warnings": summary.get("warnings") or [], "error": run.get("error")}

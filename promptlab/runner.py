@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
-from promptlab.errors import AuthError
+from promptlab.errors import AuthError, StorageError
 from promptlab.lm import CallError, Gateway
 from promptlab.models import Case, Signature
 from promptlab.outputs import parse_output
@@ -65,9 +65,14 @@ class ItemResult:
 
 
 class Sink(Protocol):
+    """Where finished items go. `check` raises when results can no longer be stored (the run
+    must stop calling the provider); `close` commits what is left."""
+
     def add(self, item: ItemResult) -> None: ...
 
-    def flush(self) -> None: ...
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Progress(Protocol):
@@ -180,7 +185,8 @@ async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
                    total: int, concurrency: int = 8, use_cache: bool = True,
                    failure_threshold: float = 0.5, failure_min_items: int = 10) -> Outcome:
-    """Run every job; stop a run whose error share passes the threshold; 401/403 stops all."""
+    """Run every job; stop a run whose error share passes the threshold; 401/403 stops all,
+    and so does a sink that can no longer store results (only calls in flight finish)."""
     states: dict[int, RunState] = {}
     queue = iter(jobs)
     progress.start(total)
@@ -190,6 +196,7 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
             state = states.setdefault(job.run_id, RunState())
             if state.stopped:
                 continue
+            sink.check()
             item = await run_job(job, gateway, use_cache)
             sink.add(item)
             progress.update(item)
@@ -204,9 +211,10 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
         async with asyncio.TaskGroup() as group:
             for _ in range(max(1, concurrency)):
                 group.create_task(worker())
-    except* AuthError as errors:
+    except* (AuthError, StorageError) as errors:
         raise errors.exceptions[0] from None
     finally:
-        sink.flush()
+        sink.close()
         progress.finish()
+    sink.check()
     return Outcome(states)

@@ -1,12 +1,19 @@
 """The SQLite store: open (WAL, migrations) and every read and write.
 
-One unit of work = one `with db.atomic():`. The connection belongs to the
-thread that opened it; the async runner hands results back to that thread.
+One unit of work = one `with db.atomic():`, which takes the write lock up
+front (BEGIN IMMEDIATE): in WAL mode a deferred transaction that reads and
+then writes fails at once with SQLITE_BUSY when another process wrote in
+between, and the busy timeout never applies to it. Many processes can then
+share one database. The connection belongs to the thread that opened it; the
+async runner hands results back to that thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,11 +21,12 @@ from typing import Any, Iterable
 import sqlite_utils
 from sqlite_utils.db import NotFoundError as RowNotFound
 
-from promptlab.errors import NotFoundError, UsageError
+from promptlab import lease
+from promptlab.errors import NotFoundError, StorageError, UsageError
 from promptlab.migrations import migrations
-from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature
+from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
 
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_MS = 30_000
 
 
 def now() -> str:
@@ -41,8 +49,47 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, selector or None
 
 
+class Database(sqlite_utils.Database):
+    """sqlite-utils' Database whose outermost transaction takes the write lock up front."""
+
+    @contextlib.contextmanager
+    def atomic(self):
+        if self.conn.in_transaction:  # nested: sqlite-utils' savepoints
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Lock contention (worth retrying), as opposed to a write that cannot succeed."""
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in str(exc).lower() for word in ("locked", "busy"))
+
+
+def storage_error(path: Path | None, exc: BaseException) -> StorageError:
+    """One line for a failed write: what went wrong with which file, and the fix."""
+    text = str(exc).lower()
+    where = path or "the database"
+    if "full" in text or "i/o" in text or "too large" in text:
+        return StorageError(f"disk full (or file size limit reached) writing {where}: {exc}; free space")
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return StorageError(f"cannot write {where} ({exc}); make the file and its folder writable")
+    return StorageError(f"cannot write {where}: {type(exc).__name__}: {exc}")
+
+
 class Store:
-    def __init__(self, db: sqlite_utils.Database, path: Path | None = None):
+    def __init__(self, db: Database, path: Path | None = None):
         self.db = db
         self.path = path
 
@@ -88,69 +135,105 @@ class Store:
         return settings
 
     # ---- signatures -----------------------------------------------------
+    # Versioned like prompts: the instruction opens every prompt's system message,
+    # so a change adds a version and a prompt version keeps the one it was made with.
     def upsert_signature(self, project_id: int, sig: Signature) -> int:
+        """The latest version's id when its content is `sig`'s, else a new version's."""
         data = sig.model_dump(mode="json")
-        row = {"project_id": project_id, "name": sig.name, "instruction": sig.instruction,
-               "inputs": dumps(data["inputs"]), "outputs": dumps(data["outputs"]),
-               "updated_at": now()}
-        existing = list(self.db["signatures"].rows_where(
-            "project_id = ? and name = ?", [project_id, sig.name], limit=1))
-        if existing:
-            if (existing[0]["inputs"], existing[0]["outputs"], existing[0]["instruction"]) != (
-                    row["inputs"], row["outputs"], row["instruction"]):
-                self.db["signatures"].update(existing[0]["id"], row)
-            return existing[0]["id"]
-        return self.db["signatures"].insert(row).last_pk
+        content = {"instruction": sig.instruction, "inputs": dumps(data["inputs"]),
+                   "outputs": dumps(data["outputs"])}
+        latest = self._signature_row(project_id, sig.name)
+        if latest is not None and all((latest[k] or "") == v for k, v in content.items()):
+            return latest["id"]
+        return self.db["signatures"].insert({
+            **content, "project_id": project_id, "name": sig.name,
+            "version": latest["version"] + 1 if latest else 1, "updated_at": now()}).last_pk
+
+    def _signature_row(self, project_id: int, name: str, version: int | None = None) -> dict | None:
+        where, args = "project_id = ? and name = ?", [project_id, name]
+        if version is not None:
+            where, args = where + " and version = ?", args + [version]
+        rows = list(self.db["signatures"].rows_where(where, args, order_by="version desc", limit=1))
+        return rows[0] if rows else None
+
+    def signature_version(self, project_id: int, name: str, version: int | None = None) -> SignatureVersion:
+        """NAME's latest version, or the given one."""
+        row = self._signature_row(project_id, name, version)
+        if row is None:
+            latest = self._signature_row(project_id, name) if version is not None else None
+            if latest is not None:
+                raise NotFoundError(f"signature '{name}' has no version {version} (versions 1 to "
+                                    f"{latest['version']}); see `promptlab signature list`")
+            raise NotFoundError(f"no signature '{name}' in this project; add it with "
+                                f"`promptlab signature add`")
+        return _signature_version(row)
 
     def signature(self, project_id: int, name: str | None = None, *, id: int | None = None) -> Signature:
+        """By name: the latest version; by id: that version."""
+        if id is None:
+            return self.signature_version(project_id, name).signature
         try:
-            if id is not None:
-                row = self.db["signatures"].get(id)
-            else:
-                row = next(self.db["signatures"].rows_where(
-                    "project_id = ? and name = ?", [project_id, name], limit=1))
-        except (RowNotFound, StopIteration):
-            raise NotFoundError(f"no signature '{name or id}' in this project; add it with "
-                                f"`promptlab signature add`") from None
-        return _signature(row)
+            return _signature(self.db["signatures"].get(id))
+        except RowNotFound:
+            raise NotFoundError(f"no signature version with id {id}") from None
 
     def signature_id(self, project_id: int, name: str) -> int:
-        rows = list(self.db["signatures"].rows_where(
-            "project_id = ? and name = ?", [project_id, name], limit=1))
-        if not rows:
-            raise NotFoundError(f"no signature '{name}' in this project; add it first")
-        return rows[0]["id"]
+        """The latest version's id (what a new prompt version binds to)."""
+        return self.signature_version(project_id, name).id
+
+    def prompt_signature(self, prompt: PromptVersion) -> Signature | None:
+        """The signature version this prompt version was made with (never a later one)."""
+        return self.signature(0, id=prompt.signature_id) if prompt.signature_id else None
+
+    def signature_versions(self, project_id: int) -> list[SignatureVersion]:
+        """Every version of every signature, by name then version."""
+        return [_signature_version(r) for r in self.db["signatures"].rows_where(
+            "project_id = ?", [project_id], order_by="name, version")]
 
     def signatures(self, project_id: int) -> list[Signature]:
-        return [_signature(r) for r in self.db["signatures"].rows_where(
-            "project_id = ?", [project_id], order_by="name")]
+        """The latest version of each signature."""
+        latest = {v.signature.name: v.signature for v in self.signature_versions(project_id)}
+        return list(latest.values())
 
     # ---- prompt versions ------------------------------------------------
     def add_prompt(self, project_id: int, name: str, content: PromptContent, *,
                    signature_id: int | None = None, parent_id: int | None = None,
-                   made_by: str = "person", message: str = "", dedupe: bool = True) -> PromptVersion:
-        """A new immutable version; identical content returns the existing version."""
+                   made_by: str = "person", message: str = "", dedupe: bool = True,
+                   candidate: bool = False) -> PromptVersion:
+        """A new immutable version; identical content returns the existing version.
+
+        A candidate (an optimizer's trial version) takes a version number but never
+        becomes the family's latest until `promote_prompt`; it is matched only against
+        the candidates of the same `made_by`, other versions only against non-candidates."""
         digest = content.hash()
         if dedupe:
-            same = list(self.db["prompts"].rows_where(
-                "project_id = ? and name = ? and content_hash = ?", [project_id, name, digest],
-                order_by="version desc", limit=1))
+            where = "project_id = ? and name = ? and content_hash = ? and candidate = ?"
+            args: list[Any] = [project_id, name, digest, int(candidate)]
+            if candidate:
+                where, args = where + " and made_by = ?", args + [made_by]
+            same = list(self.db["prompts"].rows_where(where, args, order_by="version desc", limit=1))
             if same and same[0]["signature_id"] == signature_id:
                 return self._prompt(same[0])
         last = self.db.execute("select max(version) from prompts where project_id = ? and name = ?",
                                [project_id, name]).fetchone()[0] or 0
-        if parent_id is None and last:
-            parent_id = self.db.execute(
-                "select id from prompts where project_id = ? and name = ? and version = ?",
-                [project_id, name, last]).fetchone()[0]
+        if parent_id is None:  # the latest version people use (never a candidate)
+            latest = self.db.execute(
+                "select id from prompts where project_id = ? and name = ? and candidate = 0 "
+                "order by version desc limit 1", [project_id, name]).fetchone()
+            parent_id = latest[0] if latest else None
         data = content.model_dump(mode="json")
         pk = self.db["prompts"].insert({
             "project_id": project_id, "name": name, "version": last + 1,
             "signature_id": signature_id, "system": content.system, "template": content.template,
             "demos": dumps(data["demos"]), "params": dumps(data["params"]),
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
-            "message": message, "created_at": now()}).last_pk
+            "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
+
+    def promote_prompt(self, prompt_id: int) -> PromptVersion:
+        """A candidate stops being one: it becomes a version like any other (the latest, being newest)."""
+        self.db["prompts"].update(prompt_id, {"candidate": 0})
+        return self.prompt_by_id(prompt_id)
 
     def prompt_by_id(self, prompt_id: int) -> PromptVersion:
         try:
@@ -159,10 +242,10 @@ class Store:
             raise NotFoundError(f"no prompt version with id {prompt_id}") from None
 
     def prompt(self, project_id: int, ref: str) -> PromptVersion:
-        """Resolve NAME (latest), NAME@VERSION or NAME@LABEL."""
+        """Resolve NAME (latest), NAME@VERSION or NAME@LABEL; the latest is never a candidate."""
         name, selector = parse_ref(ref)
         if selector is None or selector == "latest":
-            where, args = "project_id = ? and name = ?", [project_id, name]
+            where, args = "project_id = ? and name = ? and candidate = 0", [project_id, name]
         elif selector.isdigit():
             where, args = "project_id = ? and name = ? and version = ?", [project_id, name, int(selector)]
         else:
@@ -181,8 +264,12 @@ class Store:
                                 f"`promptlab prompt add {name}`")
         return self._prompt(rows[0])
 
-    def prompts(self, project_id: int, name: str | None = None) -> list[PromptVersion]:
+    def prompts(self, project_id: int, name: str | None = None, *,
+                candidates: bool = False) -> list[PromptVersion]:
+        """Prompt versions by name and version; optimizer candidates only if asked."""
         where, args = "project_id = ?", [project_id]
+        if not candidates:
+            where += " and candidate = 0"
         if name:
             where, args = where + " and name = ?", args + [name]
         return [self._prompt(r) for r in self.db["prompts"].rows_where(
@@ -207,16 +294,17 @@ class Store:
         project = self.db["projects"].get(row["project_id"])["name"]
         labels = tuple(r[0] for r in self.db.execute(
             "select label from prompt_labels where prompt_id = ? order by label", [row["id"]]))
-        sig = None
-        if row["signature_id"]:
-            sig = self.db["signatures"].get(row["signature_id"])["name"]
+        sig = self.db["signatures"].get(row["signature_id"]) if row["signature_id"] else None
         content = PromptContent(system=row["system"] or "", template=row["template"],
                                 demos=tuple(Demo(**d) for d in loads(row["demos"], [])),
                                 params=loads(row["params"], {}))
         return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
-                             content=content, content_hash=row["content_hash"], signature=sig,
+                             content=content, content_hash=row["content_hash"],
+                             signature=sig and sig["name"], signature_id=sig and sig["id"],
+                             signature_version=sig and sig["version"],
                              parent_id=row["parent_id"], made_by=row["made_by"] or "person",
-                             message=row["message"] or "", labels=labels,
+                             message=row["message"] or "", candidate=bool(row.get("candidate")),
+                             labels=labels,
                              created_at=row["created_at"] or "")
 
     # ---- cases ----------------------------------------------------------
@@ -232,9 +320,10 @@ class Store:
                          "expected": dumps(case.expected), "golden": int(case.golden),
                          "tags": dumps(list(case.tags)), "split": case.split,
                          "content_hash": digest, "source": source, "created_at": now()})
-        before = self.db["cases"].count_where("project_id = ?", [project_id])
-        self.db["cases"].insert_all(rows, ignore=True, batch_size=500)
-        added = self.db["cases"].count_where("project_id = ?", [project_id]) - before
+        with self.db.atomic():  # the counts see only this import
+            before = self.db["cases"].count_where("project_id = ?", [project_id])
+            self.db["cases"].insert_all(rows, ignore=True, batch_size=500)
+            added = self.db["cases"].count_where("project_id = ?", [project_id]) - before
         return added, len(rows) - added
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
@@ -285,7 +374,7 @@ class Store:
             raise UsageError(f"a run named '{name}' already exists in this project; choose another "
                              f"--name or continue it with --resume {name}")
         row = {"project_id": project_id, "name": name, "prompt_id": prompt.id, "status": "running",
-               "created_at": now(), "n_results": 0, "n_errors": 0}
+               "created_at": now(), "n_results": 0, "n_errors": 0, **lease.mine()}
         row.update({k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()})
         return self.db["runs"].insert(row).last_pk
 
@@ -305,6 +394,26 @@ class Store:
     def update_run(self, run_id: int, **fields: Any) -> None:
         self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v
                                         for k, v in fields.items()})
+
+    def claim(self, table: str, row_id: int, what: str, **fields: Any) -> dict:
+        """Make this process the owner of a run or optimization, unless a live process owns it."""
+        with self.db.atomic():
+            row = self.db[table].get(row_id)
+            holder = lease.holder(row)
+            if holder:
+                raise UsageError(f"{what} is still running ({holder}); wait for it to finish or stop "
+                                 f"that process, then resume")
+            self.db[table].update(row_id, {"status": "running", **lease.mine(), **fields})
+        return self.db[table].get(row_id)
+
+    def heartbeat(self, table: str, ids: Iterable[int]) -> None:
+        """Tell other processes that this one still works on these rows."""
+        ids = list(ids)
+        if ids:
+            with self.db.atomic():
+                self.db.execute(
+                    f"update [{table}] set heartbeat_at = ? where owner_pid = ? and owner_host = ? "
+                    f"and id in ({','.join('?' * len(ids))})", [now(), os.getpid(), lease.HOST, *ids])
 
     def done_keys(self, run_id: int) -> set[tuple[int, int]]:
         return {(r[0], r[1]) for r in self.db.execute(
@@ -338,6 +447,12 @@ class Store:
             where, args = where + f" and id not in ({','.join('?' * len(skip))})", args + skip
         rows = list(self.db["runs"].rows_where(where, args, order_by="id desc", limit=1))
         return _run(rows[0]) if rows else None
+
+    def prompt_runs(self, project_id: int, prompt_id: int, status: str = "completed") -> list[dict]:
+        """A prompt version's runs with this status, newest first."""
+        return [_run(r) for r in self.db["runs"].rows_where(
+            "project_id = ? and prompt_id = ? and status = ?", [project_id, prompt_id, status],
+            order_by="id desc")]
 
     # ---- optimizations (read side, for reports) --------------------------
     def find_optimization(self, project_id: int, name: str) -> dict | None:
@@ -408,6 +523,11 @@ def _signature(row: dict) -> Signature:
                      inputs=loads(row["inputs"]), outputs=loads(row["outputs"]))
 
 
+def _signature_version(row: dict) -> SignatureVersion:
+    return SignatureVersion(id=row["id"], version=row["version"], signature=_signature(row),
+                            created_at=row["updated_at"] or "")
+
+
 def _case(row: dict) -> Case:
     return Case(id=row["id"], inputs=loads(row["inputs"]), expected=loads(row["expected"], {}),
                 golden=bool(row["golden"]), tags=tuple(loads(row["tags"], [])), split=row["split"])
@@ -425,19 +545,41 @@ def _result(row: dict) -> dict:
 
 
 def open_store(path: Path) -> Store:
-    """Open (creating if needed) and migrate; refuse a database from a newer promptlab."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(path)
-    db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
-    if db.journal_mode != "wal":
-        db.enable_wal()
-    db.execute("pragma synchronous = NORMAL")
-    db.execute("pragma foreign_keys = ON")
-    known = {m.name for m in migrations._migrations}
-    newer = [m.name for m in migrations.applied(db) if m.name not in known]
-    if newer:
-        raise UsageError(f"{path}: written by a newer promptlab (migration {newer[0]}); "
-                         f"upgrade promptlab (pip install -U promptlab)")
-    if migrations.pending(db):
-        migrations.apply(db)
+    """Open (creating if needed, private to this user) and migrate; refuse a newer database."""
+    _create_private(path)
+    try:
+        db = Database(path)
+        db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+        if db.journal_mode != "wal":
+            db.enable_wal()
+        db.execute("pragma synchronous = NORMAL")
+        db.execute("pragma foreign_keys = ON")
+        known = {m.name for m in migrations._migrations}
+        newer = [m.name for m in migrations.applied(db) if m.name not in known]
+        if newer:
+            raise UsageError(f"{path}: written by a newer promptlab (migration {newer[0]}); "
+                             f"upgrade promptlab (pip install -U promptlab)")
+        if migrations.pending(db):
+            with db.atomic():  # two processes opening a new database migrate it once
+                if migrations.pending(db):
+                    migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        if is_locked(exc):
+            raise StorageError(f"{path} stayed locked by another process for "
+                               f"{BUSY_TIMEOUT_MS // 1000} s; try again when it is less busy") from None
+        raise storage_error(path, exc) from None
     return Store(db, path)
+
+
+def _create_private(path: Path) -> None:
+    """A new database and its folder are readable by this user only (0600 / 0700).
+
+    SQLite gives the -wal and -shm files the database file's mode.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:  # another process created it a moment ago
+            pass

@@ -57,5 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # one line on stderr; the traceback only with --debug
         if "--debug" in argv:
-            raise
-        fail(exc)
+            import traceback
+
+            traceback.print_exc()
+        fail(exc)  # the same exit code with or without --debug

@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
                                   name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
                                   repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
                                   params=parse_pairs(param, "--param"),
-                                  context=metric_context(settings))]
-        run_plans(state, plans, concurrency=concurrency or settings.defaults.concurrency,
+                                  context=metric_context(settings), use_cache=not no_cache)]
+        # a resumed run keeps its concurrency and cache choice unless told otherwise
+        run_plans(state, plans, concurrency=concurrency or plans[0].concurrency,
                   use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md)
 
 

@@ -1,0 +1,64 @@
+"""Who is running a run or an optimization: host, pid and a heartbeat (a job lease).
+
+A process that starts or resumes work records itself as the owner and beats
+every HEARTBEAT_S seconds while it works. Another process may take the work
+over only when the owner is gone: on this host, its pid no longer exists (or
+is a zombie); elsewhere, its heartbeat is older than STALE_S.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timezone
+
+HEARTBEAT_S = 5.0
+STALE_S = 60.0
+HOST = socket.gethostname()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def mine() -> dict:
+    """The owner columns for this process."""
+    return {"owner_host": HOST, "owner_pid": os.getpid(), "heartbeat_at": now()}
+
+
+def holder(row: dict) -> str | None:
+    """Who holds this running row, when that is a live process other than this one; else None."""
+    if row.get("status") != "running" or not row.get("owner_pid"):
+        return None
+    host, pid = row.get("owner_host"), int(row["owner_pid"])
+    if host == HOST and pid == os.getpid():
+        return None
+    age = _age_s(row.get("heartbeat_at"))
+    alive = _pid_alive(pid) if host == HOST else age is not None and age < STALE_S
+    if not alive:
+        return None
+    beat = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return f"pid {pid} on {host}{beat}"
+
+
+def _age_s(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone for our purpose
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
