@@ -477,13 +477,15 @@ class Store:
 
     def create_optimization(self, project_id: int, name: str, strategy: str, *, config: dict,
                             base_prompt_id: int, splits: dict, budget: dict) -> int:
-        if self.db["optimizations"].count_where("project_id = ? and name = ?", [project_id, name]):
-            raise UsageError(f"an optimization named '{name}' already exists in this project; choose "
-                             f"another --name or continue it with `promptlab optimize --resume {name}`")
-        return self.db["optimizations"].insert({
-            "project_id": project_id, "name": name, "strategy": strategy, "config": dumps(config),
-            "base_prompt_id": base_prompt_id, "splits": dumps(splits), "budget": dumps(budget),
-            "status": "running", "history": "[]", "spent": "{}", "created_at": now()}).last_pk
+        with self.db.atomic():
+            if self.db["optimizations"].count_where("project_id = ? and name = ?", [project_id, name]):
+                raise UsageError(f"an optimization named '{name}' already exists in this project; choose "
+                                 f"another --name or continue it with `promptlab optimize --resume {name}`")
+            return self.db["optimizations"].insert({
+                "project_id": project_id, "name": name, "strategy": strategy, "config": dumps(config),
+                "base_prompt_id": base_prompt_id, "splits": dumps(splits), "budget": dumps(budget),
+                "status": "running", "history": "[]", "spent": "{}", "created_at": now(),
+                **lease.mine()}).last_pk
 
     def update_optimization(self, optimization_id: int, **fields: Any) -> None:
         self.db["optimizations"].update(optimization_id, {

@@ -10,6 +10,7 @@ the held-out test split side by side, with the prompt diff, in `report`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
 from promptlab.optimizers.base import Budget, Objective, Problem
 from promptlab.optimizers.search import Search, SearchProgress
 from promptlab.optimizers.splits import make_splits, splits_from_ids
-from promptlab.store import Store, loads, now
+from promptlab.lease import HEARTBEAT_S
+from promptlab.store import Store, is_locked, loads, now
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
@@ -58,8 +60,6 @@ def _model_json(model: ModelConfig) -> dict:
 def start(store: Store, settings: Settings, project_id: int, request: OptimizeRequest, *,
           progress: SearchProgress | None = None, models: dict[str, ModelConfig] | None = None) -> dict:
     """Validate, record and run a new optimization; returns its report."""
-    import asyncio
-
     try:
         strategy = get_strategy(request.strategy, request.knobs)
     except (KnobError, UnknownStrategyError) as exc:
@@ -90,8 +90,6 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
 def resume(store: Store, settings: Settings, project_id: int, name: str, *,
            progress: SearchProgress | None = None) -> dict:
     """Continue an interrupted optimization (a completed one just gives its report again)."""
-    import asyncio
-
     row = store.find_optimization(project_id, name)
     if row is None:
         known = ", ".join(r["name"] for r in store.optimizations(project_id)) or "none yet"
@@ -99,6 +97,17 @@ def resume(store: Store, settings: Settings, project_id: int, name: str, *,
     if row["status"] == "completed" and row.get("report"):
         return loads(row["report"]) if isinstance(row["report"], str) else row["report"]
     return asyncio.run(_run(store, settings, project_id, row["id"], progress))
+
+
+async def _heartbeat(store: Store, opt_id: int) -> None:
+    """Beat while the search runs, so a second `--resume` sees a live owner (see `promptlab.lease`)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            store.heartbeat("optimizations", [opt_id])
+        except Exception as exc:  # a busy database skips a beat; a broken one stops the runs loudly
+            if not is_locked(exc):
+                raise
 
 
 async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
@@ -109,7 +118,7 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
     cases = {c.id: c for c in store.cases(project_id)}
     splits = splits_from_ids(cases, loads(row["splits"]))
     base = store.prompt_by_id(row["base_prompt_id"])
-    signature = store.signature(project_id, base.signature) if base.signature else None
+    signature = store.prompt_signature(base)
     objective = Objective(tuple(config["objective"]["metrics"]), tuple(config["objective"]["weights"]))
     problem = Problem(base=base, signature=signature, train=splits.train, val=splits.val,
                       objective=objective, task_model=ModelConfig(**config["task_model"]),
@@ -118,7 +127,8 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
     search = Search(store=store, settings=settings, gateway=gateway, project_id=project_id,
                     optimization_id=opt_id, name=row["name"], strategy=strategy.name, problem=problem,
                     knobs=strategy.knobs, concurrency=config["concurrency"], progress=progress)
-    store.update_optimization(opt_id, status="running")
+    store.claim("optimizations", opt_id, f"optimization '{row['name']}'")
+    beating = asyncio.create_task(_heartbeat(store, opt_id))
     if progress is not None:
         progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}")
     try:
@@ -127,13 +137,12 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         if splits.test:
             await search.evaluate([search.base, winner], "test", splits.test, charge=False)
     except BaseException as exc:
-        import asyncio
-
         interrupted = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)  # Ctrl-C cancels the task
         status = "interrupted" if isinstance(exc, interrupted) else "failed"
         search.save(status=status)
         raise
     finally:
+        beating.cancel()
         if progress is not None:
             progress.finish()
     final = _promote(store, project_id, search, winner, row["name"])

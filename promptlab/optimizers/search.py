@@ -7,13 +7,21 @@
   candidate and its cases, so it is cached, concurrent and resumable. A replay
   of the same search finds those runs (and the response cache) and sends
   nothing that already finished.
-- The budget counts model calls *needed* (a cached reply counts too), so a
-  resumed search spends exactly what the uninterrupted one would and makes the
-  same decisions; `Spent.provider_calls` says how many were really sent.
+- The call budget is a cap on everything the optimization sends. The search
+  decides on calls *needed* (a cached reply counts too), so a resumed search
+  spends exactly what the uninterrupted one would and makes the same decisions;
+  scoring the base and the winner on the test split has its share set aside
+  up front (`test_reserve`). The gateway's hard cap (`Gateway.max_calls`) keeps
+  the requests really sent (retries included, earlier sessions included) within
+  the budget: past it a request is not sent and the search stops.
 - A candidate is never scored on a case it carries as a demo (leave-one-out
   when train and val are the same tiny pool).
-- Winner: best val score, then best train score, then fewest prompt tokens
-  (`render.prompt_tokens_estimate`), then the earliest candidate.
+- The base competes on equal terms: it is scored on the whole val split before
+  the search starts. Winner: the candidate with the best val score, if that beats
+  the base's by more than `min_gain`; then the best train score (tied candidates
+  are scored on train, the budget permitting; train counts only if every tied
+  one has it), then fewest prompt tokens (`render.prompt_tokens_estimate`), then
+  the earliest. Otherwise no improvement was found and the base is the winner.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ if TYPE_CHECKING:
 
 # error kinds that mean the provider failed (after retries), not that the candidate is bad
 PROVIDER_FAILURES = {"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"}
+# a request the gateway did not send because the call budget was spent
+UNSENT = "budget"
+RETRIED = PROVIDER_FAILURES | {UNSENT}  # results dropped and evaluated again on resume
 
 
 @dataclass(eq=False)
@@ -54,6 +65,7 @@ class Candidate:
     iteration: int
     scores: dict[int, float] = field(default_factory=dict)   # case id -> objective score
     outputs: dict[int, str] = field(default_factory=dict)    # case id -> raw model output
+    parsed: dict[int, dict | None] = field(default_factory=dict)  # case id -> parsed output fields
     metric_scores: dict[int, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> value
     tokens: int = 0
 
@@ -191,7 +203,7 @@ class Search:
 
     def __init__(self, *, store: Store, settings: Settings, gateway: Gateway, project_id: int,
                  optimization_id: int, name: str, strategy: str, problem: Problem,
-                 knobs: CommonKnobs, concurrency: int = 4,
+                 knobs: CommonKnobs, concurrency: int = 4, test_reserve: int = 0, sent_before: int = 0,
                  progress: SearchProgress | None = None):
         self.store, self.settings, self.gateway = store, settings, gateway
         self.project_id, self.optimization_id, self.name = project_id, optimization_id, name
@@ -201,16 +213,17 @@ class Search:
         self.context = metric_context(settings)
         self.metrics = build_metrics(list(problem.objective.metrics), "objective", context=self.context)
         self.weights = tuple(zip([m.name for m in self.metrics], problem.objective.weights))
-        self.signature_id = (store.signature_id(project_id, problem.base.signature)
-                             if problem.base.signature else None)
+        self.signature_id = problem.base.signature_id  # candidates render with the base's signature version
         self.candidates: dict[str, Candidate] = {}   # content hash -> candidate
         self.history: list[dict] = []
         self.iteration = 0
         self.calls = self.tokens = 0
         self.cost = 0.0
+        self.test_reserve = test_reserve  # calls set aside for scoring base and winner on test
+        self.sent_before = sent_before    # requests sent by earlier sessions of this optimization
         self.provider_calls_start = gateway.calls
         self.test_calls = 0
-        self.test_provider_calls = 0
+        self._cap(self.test_reserve)
         self.latest: list[tuple[str, str, float | None, float | None]] = []
         self.base = self._register(problem.base, "base", parent=None)
 
@@ -247,7 +260,8 @@ class Search:
         message = f"{operator}: {note}" if note else operator
         version = self.store.add_prompt(self.project_id, self.problem.base.name, content,
                                         signature_id=self.signature_id, parent_id=parent.id,
-                                        made_by=f"optimize:{self.name}", message=message[:500])
+                                        made_by=f"optimize:{self.name}", message=message[:500],
+                                        candidate=True)
         return self._register(version, operator, parent)
 
     def next_iteration(self) -> int:
@@ -257,7 +271,19 @@ class Search:
     # ---- budget -------------------------------------------------------------------
     def remaining_calls(self) -> int | None:
         budget = self.problem.budget.calls
-        return None if budget is None else budget - self.calls
+        return None if budget is None else budget - self.test_reserve - self.calls
+
+    def _cap(self, reserved: int) -> None:
+        """Let the gateway send at most the budget, less `reserved`, counting earlier sessions."""
+        budget = self.problem.budget.calls
+        self.gateway.max_calls = (None if budget is None else
+                                  self.provider_calls_start + budget - reserved - self.sent_before)
+
+    def projection(self) -> dict[str, int | None]:
+        """Most calls the search and the test scoring may take (None: no call budget)."""
+        budget = self.problem.budget.calls
+        return {"search": None if budget is None else budget - self.test_reserve,
+                "test": self.test_reserve if budget is not None else None, "total": budget}
 
     def can_afford(self, calls: int) -> bool:
         left = self.remaining_calls()
@@ -271,50 +297,62 @@ class Search:
     @property
     def spent(self) -> Spent:
         return Spent(calls=self.calls, tokens=self.tokens, cost=round(self.cost, 6),
-                     provider_calls=self.gateway.calls - self.provider_calls_start - self.test_provider_calls)
+                     provider_calls=self.sent_before + self.gateway.calls - self.provider_calls_start,
+                     test_calls=self.test_calls)
 
     # ---- evaluation ---------------------------------------------------------------
     def split_cases(self, split: str) -> tuple[Case, ...]:
         return {"train": self.problem.train, "val": self.problem.val}[split]
 
     async def evaluate(self, candidates: Sequence[Candidate], split: str = "val",
-                       cases: Sequence[Case] | None = None, *, charge: bool = True) -> None:
+                       cases: Sequence[Case] | None = None) -> None:
         """Score candidates on cases (default: the whole split), skipping what is already scored.
 
         Evaluates the candidates that fit in the call budget (in order) and raises
-        BudgetExhausted after them if some did not fit."""
+        BudgetExhausted after them if some did not fit, or if the gateway's cap
+        stopped requests (retries spent the budget)."""
         cases = list(cases if cases is not None else self.split_cases(split))
         todo: list[tuple[Candidate, list[Case]]] = []
         short = False
         needed = 0
-        for cand in dict.fromkeys(candidates):
-            missing = [c for c in cand.eligible(cases) if c.id not in cand.scores]
-            if not missing:
-                continue
-            if charge and not self.can_afford(needed + len(missing)):
+        for cand, missing in self._missing(candidates, cases):
+            if not self.can_afford(needed + len(missing)):
                 short = True
                 break
             needed += len(missing)
             todo.append((cand, missing))
-        if todo:
-            sent = self.gateway.calls
-            try:
-                await self._run(todo)
-            finally:
-                if not charge:
-                    self.test_provider_calls += self.gateway.calls - sent
-            if charge:
-                self.calls += needed
-            else:
-                self.test_calls += needed
-        if charge:
-            self._log_eval(todo, split)
+        unsent = bool(todo) and await self._run(todo)
+        self.calls += needed
+        self._log_eval(todo, split)
         if short:
             raise BudgetExhausted("call budget reached")
-        if charge:
-            self._check_spend()
+        if unsent:
+            raise BudgetExhausted("call budget reached: retries took the rest of the requests")
+        self._check_spend()
 
-    async def _run(self, todo: list[tuple[Candidate, list[Case]]]) -> None:
+    async def score_test(self, candidates: Sequence[Candidate], cases: Sequence[Case]) -> None:
+        """Score the base and the winner on the held-out test split, with the calls set aside for it."""
+        todo = self._missing(candidates, list(cases))
+        self._cap(0)
+        if todo and await self._run(todo):
+            self.save()
+            raise ProviderError(f"optimize {self.name}: the call budget ({self.problem.budget.calls} requests, "
+                                f"retries included) ran out before the test split was scored; the provider "
+                                f"needed retries. Start again with a larger --budget-calls: replies already "
+                                f"received are reused from the cache")
+        self.test_calls += sum(len(missing) for _, missing in todo)
+        self.save()
+
+    @staticmethod
+    def _missing(candidates: Sequence[Candidate], cases: list[Case]) -> list[tuple[Candidate, list[Case]]]:
+        """(candidate, its eligible cases not scored yet), for each candidate with any."""
+        todo = [(cand, [c for c in cand.eligible(cases) if c.id not in cand.scores])
+                for cand in dict.fromkeys(candidates)]
+        return [(cand, missing) for cand, missing in todo if missing]
+
+    async def _run(self, todo: list[tuple[Candidate, list[Case]]]) -> bool:
+        """Evaluate through the eval runner; True if the gateway's cap left requests unsent
+        (those cases stay unscored and their runs are left to finish on resume)."""
         plans: list[RunPlan] = []
         runs: list[tuple[Candidate, int, list[Case]]] = []
         for cand, cases in todo:
@@ -322,12 +360,12 @@ class Search:
             run_name = f"opt:{self.name}:{cand.prompt.ref}:{digest}"
             run = self.store.find_run(self.project_id, run_name)
             if run is not None and run["status"] in ("completed", "failed") and not any(
-                    r["error_kind"] in PROVIDER_FAILURES for r in self.store.results(run["id"])):
+                    r["error_kind"] in RETRIED for r in self.store.results(run["id"])):
                 runs.append((cand, run["id"], cases))
                 continue
             if run is not None:  # interrupted earlier: finish it (provider failures are retried)
-                self.store.drop_results(run["id"], error_kinds=PROVIDER_FAILURES)
-                self.store.update_run(run["id"], status="running", error=None)
+                self.store.drop_results(run["id"], error_kinds=RETRIED)
+                self.store.claim("runs", run["id"], f"run '{run_name}'", error=None)
                 plan = RunPlan(run["id"], run_name, self.project_id, cand.prompt, self.problem.signature,
                                self.problem.task_model, cases, 1, self.metrics,
                                {**cand.prompt.content.params})
@@ -348,8 +386,15 @@ class Search:
                 finish(self.store, plans, None, status="interrupted")
                 raise
             finish(self.store, plans, outcome)
+        capped = False
         for cand, run_id, cases in runs:
             results = self.store.results(run_id)
+            unsent = any(r["error_kind"] == UNSENT for r in results)
+            if unsent:
+                capped = True
+                self.store.drop_results(run_id, error_kinds=[UNSENT])
+                self.store.update_run(run_id, status="interrupted", error="the call budget is spent")
+                results = [r for r in results if r["error_kind"] != UNSENT]
             failed = [r for r in results if r["error_kind"] in PROVIDER_FAILURES]
             if failed:
                 self.store.update_run(run_id, status="failed", error=failed[0]["error"])
@@ -362,14 +407,16 @@ class Search:
                     name: (0.0 if r["error_kind"] else float(((r["scores"] or {}).get(name) or {}).get("value") or 0.0))
                     for name, _ in self.weights}
                 cand.outputs[r["case_id"]] = r["output"] or (r["error"] or "")
+                cand.parsed[r["case_id"]] = r["parsed"]
                 self.tokens += (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
                 self.cost += r["cost"] or 0.0
             stopped = self.store.run_by_id(run_id).get("error") or "not run"
             for case in cases:  # a run stopped by the failure threshold: the rest count as failures
-                if case.id not in cand.scores:
+                if case.id not in cand.scores and not unsent:
                     cand.scores[case.id] = 0.0
                     cand.metric_scores[case.id] = {name: 0.0 for name, _ in self.weights}
                     cand.outputs[case.id] = f"(not evaluated: {stopped})"
+        return capped
 
     def _log_eval(self, todo: list[tuple[Candidate, list[Case]]], split: str) -> None:
         for cand, cases in todo:
@@ -395,7 +442,7 @@ class Search:
 
     def save(self, **fields: Any) -> None:
         self.store.update_optimization(self.optimization_id, history=self.history,
-                                       spent={**self.spent.__dict__, "test_calls": self.test_calls},
+                                       spent=self.spent.__dict__,
                                        **fields)
 
     def note(self, event: str, **data: Any) -> None:
@@ -420,6 +467,8 @@ class Search:
             try:
                 reply = await self.gateway.complete(model, messages, params)
             except CallError as exc:
+                if exc.kind == UNSENT:
+                    raise BudgetExhausted("call budget reached: retries took the rest of the requests") from None
                 if exc.transient:
                     raise ProviderError(f"proposer {model.alias or model.model}: {exc.kind}: {exc}; "
                                         f"continue with `promptlab optimize --resume {self.name}`") from None
@@ -456,28 +505,31 @@ class Search:
         return sorted(scored, key=lambda c: (key(c), self.rank_key(c)), reverse=True)[:n]
 
     async def finish(self, stopped: str) -> OptimizationResult:
-        """Break val ties on train (if the budget allows), pick the winner, freeze the result."""
-        best = self.best()
-        if best is None:  # the budget ended before the base was scored on val: score it, uncharged
-            self.note("base_unscored", reason="budget ended before the base was scored on val")
-            await self.evaluate([self.base], "val", charge=False)
-            best = self.best()
-        top_val = best.mean(self.problem.val)
-        tied = [c for c in self.candidates.values() if c.mean(self.problem.val) == top_val]
-        if len(tied) > 1:
-            lacking = [c for c in tied if c.mean(self.problem.train) is None]
-            try:
-                await self.evaluate(sorted(lacking, key=self.rank_key, reverse=True), "train")
-            except BudgetExhausted:
-                self.note("tie_break", ok=False, reason="budget left no calls to score tied candidates on train")
-            best = self.best()
-        self.note("stop", reason=stopped, winner=best.prompt.ref)
-        self.save(winner_prompt_id=best.id)
-        self.report(f"stopped: {stopped}")
+        """Pick the winner against the base (see the module doc), freeze the result."""
+        val, train = self.problem.val, self.problem.train
+        base_val = self.base.mean(val)
+        contenders = [c for c in self.candidates.values() if c is not self.base and base_val is not None
+                      and (v := c.mean(val)) is not None and v > base_val + self.knobs.min_gain]
+        winner = self.base
+        if contenders:
+            top_val = max(c.mean(val) for c in contenders)
+            tied = [c for c in contenders if c.mean(val) == top_val]
+            if len(tied) > 1:
+                lacking = [c for c in tied if c.mean(train) is None]
+                try:
+                    await self.evaluate(sorted(lacking, key=self.rank_key, reverse=True), "train")
+                except BudgetExhausted:
+                    self.note("tie_break", ok=False, reason="budget left no calls to score tied candidates on train")
+            on_train = all(c.mean(train) is not None for c in tied)  # train decides only if all have it
+            winner = max(tied, key=lambda c: (c.mean(train) if on_train else 0.0, -c.tokens, -c.id))
+        improved = winner is not self.base
+        self.note("stop", reason=stopped, winner=winner.prompt.ref, improved=improved)
+        self.save(winner_prompt_id=winner.id)
+        self.report(f"stopped: {stopped}" + ("" if improved else "; no improvement found"))
         records = tuple(self.record(c) for c in self.candidates.values())
-        return OptimizationResult(strategy=self.strategy, base=self.record(self.base), best=self.record(best),
+        return OptimizationResult(strategy=self.strategy, base=self.record(self.base), best=self.record(winner),
                                   candidates=records, spent=self.spent, stopped=stopped,
-                                  iterations=self.iteration)
+                                  iterations=self.iteration, improved=improved)
 
     def record(self, cand: Candidate) -> CandidateRecord:
         return CandidateRecord(
