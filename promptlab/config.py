@@ -11,9 +11,11 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from promptlab import redact
 from promptlab.errors import UnknownModelError, UsageError
 
 CONFIG_NAME = "promptlab.toml"
@@ -35,9 +37,19 @@ class ModelConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("api_base")
+    @classmethod
+    def _no_credentials(cls, value: str | None, info: Any) -> str | None:
+        # user:pass@ in a URL would be stored with every run and printed in errors
+        if value and "@" in urlsplit(value).netloc:
+            alias = info.data.get("alias") or info.data.get("model") or "?"
+            raise UsageError(f"models.{alias}.api_base carries credentials; put the key in api_key_env")
+        return value
+
     def api_key(self) -> str | None:
         """The key from the environment; an error if the named variable is unset."""
         if self.api_key_env:
+            redact.remember([self.api_key_env])
             key = os.environ.get(self.api_key_env)
             if not key:
                 raise UsageError(
@@ -134,6 +146,9 @@ def load_settings(start: Path | None = None) -> Settings:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise UsageError(f"{path or CONFIG_NAME}: [{where}] {err['msg']}; fix that key") from None
+    except UsageError as exc:  # raised as is by a validator (an api_base with credentials)
+        raise UsageError(f"{path or CONFIG_NAME}: {exc}") from None
+    redact.remember(m.api_key_env for m in settings.models.values())
     if os.environ.get("PROMPTLAB_MODEL"):
         settings.defaults.model = os.environ["PROMPTLAB_MODEL"]
     if os.environ.get("PROMPTLAB_CONCURRENCY"):

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from promptlab.runner import ItemResult
+from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132
@@ -145,6 +146,11 @@ def _num(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def safe(value: Any, style: str = "") -> Text:
+    """User or model text for a table or line: never read as markup, terminal escapes dropped."""
+    return Text(printable(value), style=style)
+
+
 def print_runs(runs: list[dict], console: Console = out) -> None:
     """The score table: one row per run, one column per metric (mean [95% CI])."""
     metrics = list(dict.fromkeys(m for r in runs for m in r["scores"]))
@@ -158,18 +164,18 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             mean = r["scores"].get(m)
             cells.append("-" if mean is None else f"{mean:.3f} [{_num(low, 2)}, {_num(high, 2)}]")
         status = "" if r["status"] == "completed" else f" ({r['status']})"
-        table.add_row(f"{r['prompt']}@{r['version']} × {r['model']}{status}", str(r["n"]),
+        table.add_row(safe(f"{r['prompt']}@{r['version']} × {r['model']}{status}"), str(r["n"]),
                       f"[red]{r['errors']}[/]" if r["errors"] else "0", *cells, _num(r.get("pass_rate")),
                       str((r.get("tokens") or {}).get("per_call", "-")), _num(r.get("calls_per_s"), 1),
                       "n/a" if r.get("cost") is None else f"${r['cost']:.4f}")
     console.print(table)
     for r in runs:
         latency = r.get("latency_ms") or {}
-        console.print(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
-                      f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
-                      f"p95 {_num(latency.get('p95'), 0)} ms", highlight=False)
+        console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
+                           f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
+                           f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
         if r.get("error"):
-            err.print(f"[red]{r['name']}: {r['error']}[/]")
+            err.print(safe(f"{r['name']}: {r['error']}", "red"))
 
 
 def print_gates(gates: list, console: Console = out) -> None:
@@ -179,7 +185,7 @@ def print_gates(gates: list, console: Console = out) -> None:
     for col in ("gate", "result", "detail"):
         table.add_column(col)
     for g in gates:
-        table.add_row(Text(g.name), "[green]pass[/]" if g.passed else "[red]FAIL[/]", Text(g.message))
+        table.add_row(safe(g.name), "[green]pass[/]" if g.passed else "[red]FAIL[/]", safe(g.message))
     console.print(table)
 
 
@@ -188,7 +194,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], console: 
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))  # data, never markup
+        table.add_row(*(safe(v) for v in row))
     console.print(table)
 
 
@@ -199,7 +205,7 @@ def _one_line(value: Any, width: int) -> Text:
 
     if isinstance(value, dict):
         value = " · ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value.values())
-    text = " ".join(("" if value is None else str(value)).split())
+    text = " ".join(printable(value).split())
     return Text(text if len(text) <= width else text[:width - 1] + "…")
 
 
@@ -210,7 +216,7 @@ def print_diff(diff: str, console: Console = out) -> None:
     for line in diff.splitlines():
         style = ("cyan" if line.startswith("@@") else "bold" if line.startswith(("+++", "---"))
                  else "green" if line.startswith("+") else "red" if line.startswith("-") else "")
-        console.print(Text(line, style=style), soft_wrap=True)
+        console.print(safe(line, style), soft_wrap=True)
 
 
 def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> None:
@@ -223,7 +229,7 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
             for col in ("field", "precision", "recall", "F1", "support"):
                 table.add_column(col, justify="left" if col == "field" else "right")
             for field_name, v in m["per_field"].items():
-                table.add_row(Text(field_name), _num(v.get("precision")), _num(v.get("recall")),
+                table.add_row(safe(field_name), _num(v.get("precision")), _num(v.get("recall")),
                               _num(v.get("f1")), str(v.get("support", 0)))
             console.print(table)
         if not m.get("per_label"):
@@ -232,7 +238,7 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
         for col in ("label", "precision", "recall", "F1", "support"):
             table.add_column(col, justify="left" if col == "label" else "right")
         for label, v in m["per_label"].items():
-            table.add_row(Text(label), _num(v.get("precision")), _num(v.get("recall")), _num(v.get("f1")),
+            table.add_row(safe(label), _num(v.get("precision")), _num(v.get("recall")), _num(v.get("f1")),
                           str(v.get("support", 0)))
         console.print(table)
         labels, matrix = m.get("labels") or [], m.get("confusion") or []
@@ -240,7 +246,7 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
             heat = Table(title=f"{name}: confusion (rows expected, columns predicted)", title_justify="left")
             heat.add_column("expected \\ predicted")
             for label in labels:
-                heat.add_column(Text(label), justify="right")
+                heat.add_column(safe(label), justify="right")
             for label, row in zip(labels, matrix):
                 total = sum(row) or 1
                 cells = []
@@ -251,7 +257,7 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
                     else:
                         color = "green" if labels[j] == label else "red"
                         cells.append(Text(str(count), style=f"bold {color}" if share >= .5 else color))
-                heat.add_row(Text(label), *cells)
+                heat.add_row(safe(label), *cells)
             console.print(heat)
     failed = facts["failed"]
     if failed:
@@ -272,8 +278,8 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
 def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
     """`runs compare`: per-metric deltas with intervals and p-values, McNemar, changed cases, diff."""
     a, b = data["a"], data["b"]
-    console.print(Text.assemble(("A ", "bold"), f"{a['name']} ({a['prompt']}@{a['version']} on {a['model']})",
-                                ("\nB ", "bold"), f"{b['name']} ({b['prompt']}@{b['version']} on {b['model']})",
+    a_line, b_line = (printable(f"{r['name']} ({r['prompt']}@{r['version']} on {r['model']})") for r in (a, b))
+    console.print(Text.assemble(("A ", "bold"), a_line, ("\nB ", "bold"), b_line,
                                 f"\n{data['pairs']} paired results (case × repeat)"))
     table = Table(title="B vs A", title_justify="left")
     for col in ("metric", "A", "B", "delta", "95% CI", "p"):
@@ -310,7 +316,7 @@ def print_comparison(data: dict, show: int = 20, console: Console = out) -> None
     console.print(Text("prompt diff (A → B)", style="bold"))
     print_diff(data["prompt_diff"], console)
     for note in data["notes"]:
-        err.print(Text(f"note: {note}", style="yellow"))
+        err.print(safe(f"note: {note}", "yellow"))
 
 
 # ---- optimize ---------------------------------------------------------------
@@ -415,7 +421,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     for col in ("", "prompt", "val", "train", "test", "demos", "tokens"):
         table.add_column(col, justify="left" if col in ("", "prompt") else "right")
     for label, side in (("base", base), ("winner", win)):
-        table.add_row(label, side["ref"], _val(side), _score(side["train"]), _score(side["test"]),
+        table.add_row(label, safe(side["ref"]), _val(side), _score(side["train"]), _score(side["test"]),
                       str(side["demos"]), str(side["tokens"]))
     lift = report["lift"]
     table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
@@ -429,7 +435,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     for col in ("candidate", "edit", "iter", "val", "train", "tokens"):
         cands.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
     for c in ranked:
-        cands.add_row(c["ref"], c["operator"], str(c["iteration"]), _val(c), _score(c["train"]),
+        cands.add_row(safe(c["ref"]), c["operator"], str(c["iteration"]), _val(c), _score(c["train"]),
                       str(c["tokens"]))
     console.print(cands)
     if any(c["val"] is None and c["val_estimate"] is not None for c in ranked):
@@ -441,5 +447,5 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{_of(spent['calls'], budget.get('calls'))} (sent to the provider: {spent['provider_calls']}; "
                   f"test scoring: {spent['test_calls']}) · tokens {_of(spent['tokens'], budget.get('tokens'))} · "
                   f"stopped: {report['stopped']}")
-    console.print(Text(f"prompt diff ({base['ref']} → {win['ref']})", style="bold"))
+    console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
     print_diff(report["diff"], console)

@@ -7,6 +7,7 @@ metric and every case.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ class ExperimentSpec(BaseModel):
     eval: EvalSpec = EvalSpec()
     gates: dict[str, Any] = Field(default_factory=dict)
     optimize: dict[str, Any] | None = None
-    # Let metrics run model-written code (python_tests); saved on the project.
+    # Let metrics run model-written code (python_tests) in this file's runs; never saved on the
+    # project (that takes `promptlab project add P --allow-code-execution`).
     allow_code_execution: bool = False
 
     @field_validator("prompts")
@@ -133,7 +135,7 @@ def load_experiment(path: Path, settings: Settings) -> Experiment:
     for i, prompt in enumerate(spec.prompts):
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
     models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
-    context = metric_context(settings, path.parent)
+    context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, _cases(spec, path), context)
     if not experiment.eval_cases:
@@ -164,8 +166,6 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[in
     spec = experiment.spec
     with store.db.atomic():
         project_id = store.ensure_project(spec.project, spec.description)
-        if spec.allow_code_execution:
-            store.update_project_settings(project_id, allow_code_execution=True)
         signature_id = store.upsert_signature(project_id, spec.signature)
         prompts = [store.add_prompt(project_id, p.name, p.content(), signature_id=signature_id,
                                     message=p.message or f"from {experiment.path.name}")

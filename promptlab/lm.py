@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError
 from promptlab.models import Completion, Usage
+from promptlab.redact import redact
 
 _litellm = None
 import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
@@ -54,7 +55,7 @@ class CallError(Exception):
 
     def __init__(self, kind: str, message: str, *, status: int | None = None,
                  transient: bool = False, retry_after: float | None = None, attempts: int = 1):
-        super().__init__(message)
+        super().__init__(redact(message))  # it becomes results.error and printed errors
         self.kind, self.status, self.transient = kind, status, transient
         self.retry_after, self.attempts = retry_after, attempts
 
@@ -69,7 +70,8 @@ def classify(exc: BaseException) -> CallError:
     if isinstance(exc, CallError):
         return exc
     name = type(exc).__name__
-    message = str(exc).splitlines()[0][:300] if str(exc) else name
+    # redacted before it is cut: a key split at the cut would escape the mask
+    message = redact(str(exc)).splitlines()[0][:300] if str(exc) else name
     if isinstance(exc, asyncio.TimeoutError) or name in ("Timeout", "APITimeoutError"):
         return CallError("timeout", message or "timed out", status=408, transient=True)
     if name == "ContextWindowExceededError":

@@ -51,6 +51,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "default_reply": "OK",          # used when no rule matches (and echo is off)
     "echo": False,                  # reply with the last user message when no rule matches
     "require_api_key": None,        # if set, other bearer tokens get 401
+    "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "record_bodies": False,         # keep request bodies in stats["bodies"]
     "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
 }
@@ -253,6 +254,9 @@ def make_app(state: State):
             if sub in joined:
                 await asyncio.sleep(min(float(b["hang_seconds"]), HANG_MAX_S))
                 break
+        if b["echo_auth_in_error"]:
+            return fail(400, f"malformed request; headers were: Authorization: "
+                             f"{request.headers.get('Authorization')}")
         key = b["require_api_key"]
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
             return fail(401, "Incorrect API key provided")

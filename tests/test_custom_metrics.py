@@ -65,9 +65,9 @@ def test_custom_metric_next_to_the_experiment_scores_a_run(workspace):
     # sys.path is as it was, and no top-level "mymetrics" module shadows another experiment's
     assert sys.path == path_before and "mymetrics" not in sys.modules
     assert not {m for m in set(sys.modules) - modules_before if m == "mymetrics"}
-    # the folder is recorded with the run, so `eval --resume` from anywhere finds the same module
+    # the run stores what to compute, never where its code was imported from
     specs = json.loads(workspace.rows("select metrics from runs")[0][0])
-    assert specs[0] == {"name": "mymetrics:agree", "module_dir": str((workspace.root / "exp").resolve())}
+    assert specs[0] == {"name": "mymetrics:agree"}
 
 
 def test_two_experiments_with_the_same_module_name_get_their_own(workspace):
@@ -152,16 +152,16 @@ def test_python_tests_needs_the_projects_consent(workspace):
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["runs"][0]["scores"] == {"python_tests": 1.0}
 
-    # withdrawn again: refused; the experiment file's own key allows it (and is saved on the project)
+    # withdrawn again: refused; the experiment file's own key allows its runs (not saved on the project)
     assert workspace.cli("project", "add", "code", "--no-allow-code-execution").code == 0
     assert workspace.cli("run", path).code == 2
     result = workspace.cli("run", workspace.write("code.yaml", CODE_EXPERIMENT + "allow_code_execution: true\n"))
     assert result.code == 0, result.stderr
     settings = json.loads(workspace.rows("select settings from projects where name = 'code'")[0][0])
-    assert settings == {"allow_code_execution": True}
+    assert settings == {"allow_code_execution": False}
 
 
-def test_resume_from_another_directory_finds_the_module_again(workspace, monkeypatch):
+def test_resume_finds_the_module_the_way_a_new_run_would(workspace, monkeypatch):
     path = experiment(workspace, "exp", ["mymetrics:agree"])
     result = workspace.cli("run", path, "--json")
     assert result.code == 0, result.stderr
@@ -171,7 +171,10 @@ def test_resume_from_another_directory_finds_the_module_again(workspace, monkeyp
         conn.execute("update runs set status = 'interrupted'")
     elsewhere = workspace.root / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
+    monkeypatch.chdir(elsewhere)  # not where the module is: the database does not say where it was
+    resumed = workspace.cli("eval", "--resume", name)
+    assert resumed.code == 2 and "no module 'mymetrics'" in resumed.stderr
+    monkeypatch.chdir(workspace.root / "exp")
     resumed = workspace.cli("eval", "--resume", name, "--json")
     assert resumed.code == 0, resumed.stderr
     run = json.loads(resumed.stdout)["runs"][0]

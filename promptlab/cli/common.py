@@ -74,14 +74,17 @@ class State:
 
 
 def fail(exc: BaseException) -> NoReturn:
+    """One line on stderr, secrets masked and control characters dropped (messages quote input)."""
     from promptlab.errors import PromptlabError
+    from promptlab.redact import redact
+    from promptlab.terminal import printable
 
     if isinstance(exc, PromptlabError):
-        print(f"promptlab: error: {exc}", file=sys.stderr)
+        print(printable(redact(f"promptlab: error: {exc}")), file=sys.stderr)
         sys.exit(exc.exit_code)
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    print(f"promptlab: unexpected error: {type(exc).__name__}: {message} "
-          f"(rerun with --debug for the traceback)", file=sys.stderr)
+    message = redact(str(exc)).splitlines()[0] if str(exc) else ""
+    print(printable(f"promptlab: unexpected error: {type(exc).__name__}: {message} "
+                    f"(rerun with --debug for the traceback)"), file=sys.stderr)
     sys.exit(2)
 
 

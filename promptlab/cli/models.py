@@ -39,15 +39,18 @@ def check(ctx: typer.Context,
     """Send one tiny request (never cached) to see that a model answers."""
     import asyncio
 
-    from promptlab.lm import CallError, Gateway
     from promptlab.errors import ProviderError
+    from promptlab.lm import CallError, Gateway
+    from promptlab.redact import redact
 
     config = ctx.obj.settings.resolve_model(model)
     gateway = Gateway(cache=None, retries=1, timeout=ctx.obj.settings.defaults.timeout)
     try:
         reply = asyncio.run(gateway.complete(config, [{"role": "user", "content": "Say OK."}],
                                              {"max_tokens": 4}))
-    except CallError as exc:
+    except CallError as exc:  # its message is already redacted; fail() prints it
         raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
+    # the provider's text: masked before it is cut, repr() escapes control characters
     typer.echo(f"{config.alias or config.model}: ok ({reply.latency_ms:.0f} ms, "
-               f"{reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens): {reply.text.strip()[:40]!r}")
+               f"{reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens): "
+               f"{redact(reply.text.strip())[:40]!r}")

@@ -44,6 +44,8 @@ def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = F
 @app.command("show")
 def show(ctx: typer.Context, name: str, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Counts of what a project holds."""
+    from promptlab.terminal import printable
+
     store = ctx.obj.store
     project = store.project(name)
     counts = {table: store.db[table].count_where("project_id = ?", [project["id"]])
@@ -51,6 +53,6 @@ def show(ctx: typer.Context, name: str, json_: Annotated[bool, typer.Option("--j
     data = {**project, "counts": counts}
     if json_:
         return emit_json(data)
-    typer.echo(f"{name}: {project['description'] or ''}")
+    typer.echo(printable(f"{name}: {project['description'] or ''}"))
     for table, count in counts.items():
         typer.echo(f"  {table}: {count}")

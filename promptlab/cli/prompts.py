@@ -88,19 +88,21 @@ def show(ctx: typer.Context, ref: str, project: Project = None,
     if json_:
         return emit_json(_version_json(version))
     from promptlab.diffing import prompt_text
+    from promptlab.terminal import printable
 
-    typer.echo(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
-               f"hash={version.content_hash[:12]}")
-    typer.echo(prompt_text(version), nl=False)
+    typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
+                         f"hash={version.content_hash[:12]}"))
+    typer.echo(printable(prompt_text(version)), nl=False)
 
 
 @app.command("diff")
 def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
     """Unified diff of two versions (e.g. classifier@1 classifier@3)."""
     from promptlab.diffing import diff_text
+    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
-    text = diff_text(store.prompt(project_id, a), store.prompt(project_id, b))
+    text = printable(diff_text(store.prompt(project_id, a), store.prompt(project_id, b)))
     typer.echo(text or "(no difference)", nl=not text)
 
 
@@ -108,12 +110,14 @@ def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
 def log(ctx: typer.Context, ref: str, project: Project = None,
         json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Lineage: the version, its parent, and so on back to the first."""
+    from promptlab.terminal import printable
+
     store = ctx.obj.store
     chain = store.lineage(store.prompt(ctx.obj.project_id(project), ref))
     if json_:
         return emit_json([_version_json(v) for v in chain])
     for v in chain:
-        typer.echo(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}")
+        typer.echo(printable(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}"))
 
 
 @app.command("label")

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         facts = build_facts(state.store, state.project_id(project), name)
         text = render(facts, fmt)
         if output is None or str(output) == "-":
-            typer.echo(text, nl=False)
+            from promptlab.terminal import printable
+
+            typer.echo(printable(text), nl=False)  # model text may carry terminal escapes
             return
         write_report(output, text)
         typer.echo(f"wrote {output} ({fmt}, {len(text.encode()):,} bytes)", err=True)

@@ -1,6 +1,6 @@
 """Reports: facts gathered once from the store (facts.py), one module per output format.
 
-    render(facts, "html" | "md" | "json" | "junit") -> str
+    render(facts, "html" | "md" | "json" | "junit") -> str   (secrets masked)
 """
 
 from __future__ import annotations
@@ -12,20 +12,23 @@ FORMATS = ("html", "md", "json", "junit")
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit"}
 
 
-def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str) -> str:
-    """One run's or optimization's facts in a format (JUnit also takes a list of run facts)."""
+def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str:
+    """One run's or optimization's facts in a format (Markdown and JUnit take a list of run facts
+    and the gates too), every known secret masked (error messages quote providers)."""
+    from promptlab.redact import redact
+
     if fmt == "html":
         from promptlab.reports.to_html import render as html
-        return html(facts)
+        return redact(html(facts))
     if fmt == "md":
         from promptlab.reports.to_markdown import render as md
-        return md(facts)
+        return redact(md(facts, gates=gates))
     if fmt == "json":
         from promptlab.reports.to_json import render as js
-        return js(facts)
+        return redact(js(facts))
     if fmt == "junit":
         from promptlab.reports.to_junit import render as junit
-        return junit(facts if isinstance(facts, list) else [facts])
+        return redact(junit(facts if isinstance(facts, list) else [facts], gates=gates))
     raise ValueError(f"unknown report format '{fmt}' (formats: {', '.join(FORMATS)})")
 
 

@@ -1,7 +1,8 @@
 """Facts → a short Markdown summary for a CI step summary or a pull-request comment.
 
 Text from models and cases is escaped so that it cannot format the page, open
-an HTML block, embed a remote image or mention anyone.
+an HTML block, embed a remote image or mention anyone, nor (in a terminal) run
+escape sequences.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from promptlab.terminal import printable
 
 MAX_FAILED = 10
 _SPECIAL = re.compile(r"([\\`*_\[\]()!#~|<>])")
@@ -19,7 +22,7 @@ def text(value: Any, width: int = 80) -> str:
     """One line of inert Markdown (for table cells and inline text)."""
     if isinstance(value, dict):
         value = " · ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value.values())
-    raw = " ".join(("" if value is None else str(value)).split())
+    raw = " ".join(printable(value).split())
     if len(raw) > width:
         raw = raw[:width - 1] + "…"
     raw = raw.replace("&", "&amp;")
@@ -31,6 +34,7 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _fence(body: str, lang: str = "") -> str:
+    body = printable(body)
     longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}{lang}\n{body.rstrip()}\n{ticks}"

@@ -6,7 +6,9 @@ The registry maps names to factories, either callables or lazily imported
 that is not registered but looks like ``"package.module:function"`` is a custom
 metric: ``function(item: ScoreInput, **args)`` returning a Score, a number or a
 bool (sync or async). Its module is looked for first in the context's
-``base_dir`` (the experiment file's folder), then on the Python path.
+``base_dir`` (the experiment file's folder), then on the Python path -- never
+in a folder the spec names: specs are stored with runs, and a resumed run
+finds its module the way a new run would.
 
 A factory that needs more than its arguments (a model, the experiment's
 folder, the project's permission to run code) declares a keyword-only
@@ -353,9 +355,7 @@ class FunctionMetric:
 
 
 # Spec keys of a custom metric that are not passed to its function.
-# module_dir: the folder its module was loaded from, recorded so a resumed run
-# (from another working directory) finds the same module.
-_RESERVED = ("threshold", "module_dir")
+_RESERVED = ("threshold",)
 _LOADED: dict[Path, Any] = {}
 
 
@@ -401,16 +401,18 @@ def _custom_metric(name: str, args: dict[str, Any], context: MetricContext) -> M
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise MetricError(f"metric '{name}': a custom metric is named MODULE:FUNCTION")
-    folders = [Path(d) for d in (args.get("module_dir"), context.base_dir) if d]
-    found = next(((f, p) for f in folders if (p := _module_file(module_name, f))), None)
+    if "module_dir" in args:  # specs are stored with runs, and a database holds data, never code locations
+        raise MetricError(f"metric '{name}': 'module_dir' is not accepted (a spec cannot say where code is "
+                          f"imported from); put {module_name.replace('.', '/')}.py next to the experiment "
+                          f"file, or in the working folder for eval and --resume")
+    found = _module_file(module_name, context.base_dir) if context.base_dir else None
     if found is not None:
-        module = _load_file(name, module_name, found[1])
-        args = {**args, "module_dir": str(found[0].resolve())}
+        module = _load_file(name, module_name, found)
     else:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            where = f"in {folders[-1]} or " if folders else ""
+            where = f"in {context.base_dir} or " if context.base_dir else ""
             missing = f" (missing: {exc.name})" if exc.name and exc.name != module_name else ""
             raise MetricError(f"metric '{name}': no module '{module_name}' {where}on the Python path"
                               f"{missing}; put {module_name.replace('.', '/')}.py next to the "

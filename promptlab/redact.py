@@ -1,0 +1,49 @@
+"""Secrets out of text: every API key promptlab knows becomes `[redacted]`.
+
+Applied where text leaves the process or enters the store (call errors, printed
+errors, reports, `models check`): providers echo the bearer token they received
+in their error messages.
+
+The keys known are the values of the variables the configured models name
+(`api_key_env`, remembered as settings are loaded and keys read) and of the
+providers' standard variables present in the environment. Values shorter than
+MIN_LENGTH are left alone: they would redact ordinary words.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Iterable
+
+MASK = "[redacted]"
+MIN_LENGTH = 8
+# OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, HF_TOKEN, AZURE_CLIENT_SECRET...
+_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+_KNOWN = {"AWS_SECRET_ACCESS_KEY", "WATSONX_APIKEY"}  # standard names without such a suffix
+_named: set[str] = set()  # api_key_env of the models seen in this process
+
+
+def remember(names: Iterable[str | None]) -> None:
+    """Treat these environment variables as holding secrets (a model's api_key_env)."""
+    _named.update(n for n in names if n)
+
+
+def secrets() -> frozenset[str]:
+    """The secret values present in the environment now."""
+    return frozenset(value for name, value in os.environ.items()
+                     if len(value) >= MIN_LENGTH
+                     and (name in _named or name in _KNOWN or name.upper().endswith(_SUFFIXES)))
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(values: frozenset[str]) -> re.Pattern | None:
+    # longest first: a key that contains another is masked whole
+    return re.compile("|".join(map(re.escape, sorted(values, key=len, reverse=True)))) if values else None
+
+
+def redact(text: str) -> str:
+    """`text` with every known secret value replaced by [redacted]."""
+    pattern = _pattern(secrets())
+    return pattern.sub(MASK, text) if pattern is not None and text else text
