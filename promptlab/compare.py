@@ -5,7 +5,9 @@ error (or could not be scored by a metric) counts as score 0 and as failed:
 a case that errors in B after passing in A is a regression.
 
 Either side may be named by run name, or by a prompt reference
-(NAME@VERSION, NAME@LABEL, NAME) meaning that version's latest completed run.
+(NAME@VERSION, NAME@LABEL, NAME) meaning that version's completed run most
+like the other side's (see `resolve_runs`). `warnings` says when the two runs
+still differ in model or cases, or when one of them is all errors.
 """
 
 from __future__ import annotations
@@ -15,28 +17,75 @@ from typing import Any
 from promptlab.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.evaluation import run_json
+from promptlab.models import PromptVersion
 from promptlab.scorers.stats import mcnemar, paired_bootstrap
 from promptlab.store import Store
 
 N_RESAMPLES = 10_000
 
 
-def resolve_run(store: Store, project_id: int, ref: str, model: str | None = None) -> dict:
-    """A run name first; else a prompt reference → its latest completed run (on `model` if given)."""
+def resolve_runs(store: Store, project_id: int, a: str, b: str,
+                 model: str | None = None) -> tuple[dict, dict]:
+    """Runs A and B. A run name is that run; a prompt reference picks one of its completed runs
+    with results (on `model` if given), like the other side's: on its model, then on its cases,
+    then with scored results, then the newest. B follows A when both are references."""
+    found_a, found_b = _lookup(store, project_id, a), _lookup(store, project_id, b)
+    run_a = found_a if isinstance(found_a, dict) else None
+    run_b = found_b if isinstance(found_b, dict) else None
+    if run_a is None:
+        run_a = _pick(store, project_id, found_a, model, like=run_b)
+    if run_b is None:
+        run_b = _pick(store, project_id, found_b, model, like=run_a)
+    return run_a, run_b
+
+
+def _lookup(store: Store, project_id: int, ref: str) -> dict | PromptVersion:
+    """A run name first, else a prompt reference."""
     run = store.find_run(project_id, ref)
     if run is not None:
         return run
     try:
-        prompt = store.prompt(project_id, ref)
+        return store.prompt(project_id, ref)
     except (NotFoundError, UsageError):
         raise NotFoundError(f"no run or prompt version '{ref}' in this project; see "
                             f"`promptlab runs list` or `promptlab prompt list`") from None
-    run = store.latest_run(project_id, prompt.id, model=model)
-    if run is None:
+
+
+def _pick(store: Store, project_id: int, prompt: PromptVersion, model: str | None, like: dict | None) -> dict:
+    runs = [r for r in store.prompt_runs(project_id, prompt.id)
+            if r["n_results"] and (model is None or r["model"] == model)]
+    if not runs:
         on = f" on model '{model}'" if model else ""
         raise NotFoundError(f"prompt {prompt.ref} has no completed run{on}; evaluate it first with "
                             f"`promptlab eval --prompt {prompt.ref}`")
-    return run
+
+    def likeness(run: dict) -> tuple:
+        same_model = like is not None and run["model"] == like["model"]
+        same_cases = like is not None and _case_set(run) == _case_set(like)
+        return same_model, same_cases, run["n_results"] > run["n_errors"], run["id"]
+
+    return max(runs, key=likeness)
+
+
+def _case_set(run: dict) -> set[int]:
+    return set(run["case_ids"] or [])
+
+
+def warnings(run_a: dict, run_b: dict, res_a: dict, res_b: dict) -> list[str]:
+    """What makes the comparison unlike with unlike: models, cases, runs that are all errors."""
+    out = []
+    if run_a["model"] != run_b["model"]:
+        out.append(f"A ran on {run_a['model']} and B on {run_b['model']}: the difference mixes the "
+                   f"prompts with the models")
+    cases_a, cases_b = _case_set(run_a), _case_set(run_b)
+    if cases_a != cases_b:
+        out.append(f"A and B were evaluated on different cases ({len(cases_a)} and {len(cases_b)}, "
+                   f"{len(cases_a & cases_b)} shared): only the shared ones are compared")
+    for side, run, results in (("A", run_a, res_a), ("B", run_b, res_b)):
+        if results and all(r["error_kind"] is not None for r in results.values()):
+            out.append(f"every result of {side} ({run['name']}) is an error: its scores are 0 and say "
+                       f"nothing about the prompt")
+    return out
 
 
 def _value(result: dict, metric: str) -> float:
@@ -70,8 +119,6 @@ def compare_runs(store: Store, project_id: int, run_a: dict, run_b: dict, *,
         raise UsageError(f"runs '{run_a['name']}' and '{run_b['name']}' share no (case, repeat) results; "
                          f"compare runs evaluated on the same cases")
     notes = []
-    if run_a["model"] != run_b["model"]:
-        notes.append(f"different models: {run_a['model']} vs {run_b['model']}")
     only_a, only_b = len(res_a) - len(keys), len(res_b) - len(keys)
     if only_a or only_b:
         notes.append(f"{len(keys)} paired results; {only_a} only in A and {only_b} only in B are left out")
@@ -101,6 +148,7 @@ def compare_runs(store: Store, project_id: int, run_a: dict, run_b: dict, *,
         "regressed": regressed, "fixed": fixed,
         "same_prompt": prompt_a.id == prompt_b.id,
         "prompt_diff": diff_text(prompt_a, prompt_b),
+        "warnings": warnings(run_a, run_b, res_a, res_b),
         "notes": notes,
     }
 

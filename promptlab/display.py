@@ -174,6 +174,11 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
                            f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
+        if base := r.get("constant_baseline"):
+            console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
+                               f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
+        for warning in r.get("warnings") or []:
+            err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
 
@@ -275,6 +280,11 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
         console.print("[green]no failed cases[/]")
 
 
+def p_text(p: float) -> str:
+    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000"."""
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
 def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
     """`runs compare`: per-metric deltas with intervals and p-values, McNemar, changed cases, diff."""
     a, b = data["a"], data["b"]
@@ -290,12 +300,12 @@ def print_comparison(data: dict, show: int = 20, console: Console = out) -> None
         table.add_row(Text(name), _num(m["a_mean"]), _num(m["b_mean"]),
                       Text(f"{m['delta']:+.3f}", style=color),
                       f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]",
-                      Text(f"{m['p_value']:.4f}", style="bold" if significant else ""))
+                      Text(p_text(m["p_value"]), style="bold" if significant else ""))
     passes = data["pass"]
     mc = passes["mcnemar"]
     table.add_row("pass rate", _num(passes["a_rate"]), _num(passes["b_rate"]),
                   f"{passes['b_rate'] - passes['a_rate']:+.3f}", f"McNemar ({mc['method']})",
-                  Text(f"{mc['p_value']:.4f}", style="bold" if mc["p_value"] < 0.05 else ""))
+                  Text(p_text(mc["p_value"]), style="bold" if mc["p_value"] < 0.05 else ""))
     console.print(table)
     console.print(f"{mc['b10']} regressed (passed in A, failed in B), {mc['b01']} fixed "
                   f"(failed in A, passed in B); p < 0.05 is marked bold")

@@ -96,7 +96,7 @@ class Generated:
     invalid: int = 0      # dropped: did not fit the signature
     requests: int = 0     # questions asked (each may have taken several replies)
     calls: int = 0        # replies that reached the provider (0 when all came from the cache)
-    failed: list[str] = field(default_factory=list)  # why whole replies were unusable
+    stopped: str = ""     # why generation stopped early: a question no reply answered usably
 
 
 def input_text(inputs: dict[str, Any], signature: Signature | None = None) -> str:
@@ -161,9 +161,11 @@ async def generate_cases(gateway: "Gateway", model: "ModelConfig", signature: Si
                          split: str | None = None) -> Generated:
     """Up to `n` new cases (fewer when the model keeps repeating itself; see `Generated`).
 
-    Asks at most `max_requests` questions (default: 3 x the rounds `n` needs).
-    Raises `CallError` when a call fails (after the gateway's retries) and
-    `InvalidReply` when no reply at all was usable.
+    Asks at most `max_requests` questions (default: 3 x the rounds `n` needs),
+    and stops at the first question that `attempts` replies in a row failed to
+    answer usably: a model that cannot follow the format costs a few calls, not
+    minutes. Raises `CallError` when a call fails (after the gateway's retries)
+    and `InvalidReply` when it stopped so with no new case.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -182,9 +184,9 @@ async def generate_cases(gateway: "Gateway", model: "ModelConfig", signature: Si
                                     context={"signature": signature}, sample=sample,
                                     example='{"cases": [{"inputs": {...}, "expected": {...}}]}')
         except InvalidReply as exc:
-            result.failed.append(str(exc))
             result.calls += exc.calls
-            continue
+            result.stopped = str(exc)  # "no valid reply in 3 attempts (last: <validation error>)"
+            break
         result.calls += answer.calls
         result.invalid += len(answer.value.rejected)
         for draft in answer.value.cases:
@@ -199,9 +201,9 @@ async def generate_cases(gateway: "Gateway", model: "ModelConfig", signature: Si
             else:
                 result.cases.append(case)
                 recent.append(input_text(case.inputs, signature))
-    if not result.cases and result.failed and not (result.exact or result.near):
-        raise InvalidReply(f"the model gave no usable cases in {result.requests} requests "
-                           f"({result.failed[-1]})", "", result.requests)
+    if not result.cases and result.stopped:
+        raise InvalidReply(f"the model gave no usable cases: {result.stopped}", "", result.requests,
+                           result.calls)
     return result
 
 

@@ -110,3 +110,13 @@ def m003_run_owner(db: Database) -> None:
         db[table].add_column("heartbeat_at", str)
     db["runs"].add_column("use_cache", int)
     db["runs"].add_column("active_s", float)   # seconds spent running, summed over every session
+
+
+@migrations()
+def m004_signature_versions(db: Database) -> None:
+    """Signatures are versioned like prompts: a change adds a row, existing rows are version 1."""
+    db["signatures"].add_column("version", int, not_null_default=1)
+    for index in db["signatures"].indexes:
+        if index.unique and index.columns == ["project_id", "name"]:
+            db.execute(f"drop index [{index.name}]")
+    db["signatures"].create_index(["project_id", "name", "version"], unique=True)

@@ -69,6 +69,20 @@ class Signature(BaseModel):
         return [f.name for f in self.outputs]
 
 
+class SignatureVersion(BaseModel):
+    """One immutable version of a signature: what the prompt versions made with it send."""
+
+    model_config = ConfigDict(frozen=True)
+    id: int
+    version: int
+    signature: Signature
+    created_at: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.signature.name}@{self.version}"
+
+
 class Demo(BaseModel):
     """A few-shot example: inputs and the outputs we want to see."""
 
@@ -99,6 +113,8 @@ class PromptVersion(BaseModel):
     content: PromptContent
     content_hash: str
     signature: str | None = None
+    signature_id: int | None = None       # the signature version this prompt version renders with
+    signature_version: int | None = None
     parent_id: int | None = None
     made_by: str = "person"
     message: str = ""

@@ -127,6 +127,7 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
              json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Generate new cases with a model (stored non-golden until `case golden`)."""
     import asyncio
+    import sys
 
     from promptlab.ask import InvalidReply
     from promptlab.errors import ProviderError, UsageError
@@ -146,6 +147,10 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     default = next((p["default_model"] for p in store.projects() if p["id"] == project_id), None)
     resolved = settings.resolve_model(model or default or None)
     resolved.api_key()  # a missing key is bad input, found before any call
+    if resolved.route == "local":
+        print("promptlab: warning: case generate needs a capable instruction-following model; the embedded "
+              "270M model rarely writes usable cases (it stops after 3 unusable replies): pass --model",
+              file=sys.stderr)
     existing = store.cases(project_id)
     seeds = pick_seeds(existing, seed_cases, seed)
     gateway = make_gateway(store, settings)
@@ -157,8 +162,8 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
         raise ProviderError(f"case generate: the call to {resolved.alias or resolved.model} failed "
                             f"({exc.kind}: {exc})") from None
     except InvalidReply as exc:
-        raise ProviderError(f"case generate: {resolved.alias or resolved.model}: {exc}; "
-                            f"try a stronger --model") from None
+        raise ProviderError(f"case generate: {resolved.alias or resolved.model}: {exc}; it needs a capable "
+                            f"instruction-following model: try a stronger --model") from None
     finally:
         gateway.cache.flush()  # the replies it cached
     with store.db.atomic():
@@ -167,12 +172,11 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     data = {"added": len(ids), "ids": ids, "asked": n, "exact_duplicates": result.exact,
             "near_duplicates": result.near, "invalid": result.invalid, "requests": result.requests,
             "provider_calls": result.calls, "model": resolved.alias or resolved.model,
-            "unusable_replies": result.failed}
+            "stopped": result.stopped or None}
     if len(ids) < n:
-        import sys
-
+        why = f"stopped: {result.stopped}" if result.stopped else "the model repeated existing cases"
         print(f"promptlab: warning: only {len(ids)} of {n} new cases after {result.requests} requests "
-              f"(the model repeated existing cases or gave unusable replies)", file=sys.stderr)
+              f"({why})", file=sys.stderr)
     if json_:
         return emit_json(data)
     shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")

@@ -136,7 +136,7 @@ def revert(ctx: typer.Context, ref: str, project: Project = None,
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     old = store.prompt(project_id, ref)
     latest = store.prompt(project_id, old.name)
-    sig_id = store.signature_id(project_id, old.signature) if old.signature else None
-    new = store.add_prompt(project_id, old.name, old.content, signature_id=sig_id, parent_id=latest.id,
-                           message=message or f"revert to {old.ref}", dedupe=False)
+    # the old signature version too: a revert sends exactly what the old version sent
+    new = store.add_prompt(project_id, old.name, old.content, signature_id=old.signature_id,
+                           parent_id=latest.id, message=message or f"revert to {old.ref}", dedupe=False)
     typer.echo(f"{new.ref} (content of {old.ref})")

@@ -51,21 +51,23 @@ def show(ctx: typer.Context, name: str, project: Project = None,
 def compare(ctx: typer.Context,
             a: Annotated[str, typer.Argument(help="Run A: a run name, or a prompt version (NAME@VERSION, "
                                                   "NAME@LABEL) meaning its latest completed run.")],
-            b: Annotated[str, typer.Argument(help="Run B, compared against A (same forms).")],
+            b: Annotated[str, typer.Argument(help="Run B, compared against A (same forms; a prompt version "
+                                                  "takes its latest run on A's model and cases, if any).")],
             project: Project = None,
             model: Annotated[Optional[str], typer.Option(
-                help="When A or B is a prompt version: take its latest run on this model.")] = None,
+                help="When A or B is a prompt version: take its runs on this model only.")] = None,
             show: Annotated[int, typer.Option(help="Regressed and fixed cases to list.")] = 20,
             json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compare two runs on their shared cases: deltas with paired bootstrap intervals and p-values,
     McNemar on pass/fail, the cases that regressed and were fixed, and the prompt diff."""
     from promptlab import display
-    from promptlab.compare import compare_runs, resolve_run
+    from promptlab.compare import compare_runs, resolve_runs
 
     store = ctx.obj.store
     project_id = ctx.obj.project_id(project)
-    run_a, run_b = resolve_run(store, project_id, a, model), resolve_run(store, project_id, b, model)
-    data = compare_runs(store, project_id, run_a, run_b)
+    data = compare_runs(store, project_id, *resolve_runs(store, project_id, a, b, model))
+    for warning in data["warnings"]:  # on stderr with --json too: a script's log shows them
+        typer.echo(f"promptlab: warning: {warning}", err=True)
     if json_:
         return emit_json(data)
     display.print_comparison(data, show)

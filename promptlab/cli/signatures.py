@@ -32,11 +32,11 @@ def add(ctx: typer.Context,
         output: Annotated[list[str], typer.Option("--output", "-o",
                                                   help="Output field: NAME[:TYPE] or NAME:enum:a,b.")] = [],
         file: Annotated[Optional[Path], typer.Option(help="A YAML/JSON file with the signature.")] = None) -> None:
-    """Add or update a signature."""
+    """Add a signature, or a new version of one (identical content keeps the latest version)."""
     import yaml
     from pydantic import ValidationError
 
-    from promptlab.errors import UsageError
+    from promptlab.errors import NotFoundError, UsageError
     from promptlab.models import Signature
 
     data: dict = {}
@@ -58,30 +58,59 @@ def add(ctx: typer.Context,
         err = exc.errors()[0]
         raise UsageError(f"{file or 'signature'}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
     state = ctx.obj
-    project_id = state.project_id(project)
-    state.store.upsert_signature(project_id, signature)
-    typer.echo(f"signature {signature.name}: {', '.join(signature.input_names)} -> "
-               f"{', '.join(signature.output_names)}")
+    store, project_id = state.store, state.project_id(project)
+    try:
+        before = store.signature_version(project_id, signature.name)
+    except NotFoundError:
+        before = None
+    with store.db.atomic():
+        store.upsert_signature(project_id, signature)
+        after = store.signature_version(project_id, signature.name)
+    fields = f"{', '.join(signature.input_names)} -> {', '.join(signature.output_names)}"
+    if before is None:
+        typer.echo(f"signature {after.ref}: {fields}")
+    elif before.id == after.id:
+        typer.echo(f"signature {after.ref} unchanged: {fields}")
+    else:
+        changed = [k for k in ("instruction", "inputs", "outputs")
+                   if getattr(before.signature, k) != getattr(signature, k)]
+        typer.echo(f"signature '{signature.name}' is now version {after.version} ({', '.join(changed)} "
+                   f"changed): existing prompt versions keep the signature version they were made with; "
+                   f"prompt versions added from now on use version {after.version}")
 
 
 @app.command("list")
 def list_(ctx: typer.Context, project: Annotated[Optional[str], typer.Option()] = None,
           json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List signatures."""
+    """List every version of every signature."""
     from promptlab import display
 
-    sigs = ctx.obj.store.signatures(ctx.obj.project_id(project))
+    versions = ctx.obj.store.signature_versions(ctx.obj.project_id(project))
     if json_:
-        return emit_json([s.model_dump(mode="json") for s in sigs])
-    display.print_table("signatures", ["name", "inputs", "outputs", "instruction"],
-                        [[s.name, ", ".join(s.input_names), ", ".join(
-                            f"{f.name}:{f.type}" for f in s.outputs), s.instruction] for s in sigs])
+        return emit_json([_json(v) for v in versions])
+    display.print_table("signatures", ["ref", "inputs", "outputs", "instruction", "created"],
+                        [[v.ref, ", ".join(v.signature.input_names), ", ".join(
+                            f"{f.name}:{f.type}" for f in v.signature.outputs), v.signature.instruction,
+                          v.created_at] for v in versions])
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str, project: Annotated[Optional[str], typer.Option()] = None) -> None:
-    """Show one signature as YAML."""
+def show(ctx: typer.Context,
+         ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
+         project: Annotated[Optional[str], typer.Option()] = None) -> None:
+    """Show one signature version as YAML."""
     import yaml
 
-    sig = ctx.obj.store.signature(ctx.obj.project_id(project), name)
-    typer.echo(yaml.safe_dump(sig.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    from promptlab.errors import UsageError
+
+    name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        raise UsageError(f"signature show: bad reference '{ref}': use NAME or NAME@VERSION")
+    found = ctx.obj.store.signature_version(ctx.obj.project_id(project), name, int(version) if version else None)
+    typer.echo(yaml.safe_dump(_json(found), sort_keys=False))
+
+
+def _json(version) -> dict:
+    return {"name": version.signature.name, "version": version.version, "id": version.id,
+            "created_at": version.created_at,
+            **version.signature.model_dump(mode="json", exclude_none=True, exclude={"name"})}

@@ -256,6 +256,10 @@ def _cards(facts: dict) -> str:
                      f'<div class="ci">95% CI [{_num(m.get("ci_low"))}, {_num(m.get("ci_high"))}] · n={m.get("n", 0)}'
                      f'</div>{_interval_svg(m.get("mean"), m.get("ci_low"), m.get("ci_high"))}</div>')
     counts = facts["counts"]
+    if base := run.get("constant_baseline"):  # what learning nothing would score here
+        cards.append(f'<div class="card"><div class="k">constant baseline</div><div class="v">'
+                     f'{_num(base["score"])}</div><div class="ci">always {esc(base["field"])}='
+                     f'{esc(base["label"])} · n={base["n"]}</div></div>')
     cards.append(f'<div class="card"><div class="k">pass rate</div><div class="v">{_pct(run.get("pass_rate"))}</div>'
                  f'<div class="ci">{counts["passed"]} passed · {counts["failed"]} failed · '
                  f'{counts["errors"]} errors</div></div>')
@@ -390,6 +394,7 @@ def render_run(facts: dict) -> str:
     prompt_block = (f'<h2>Prompt {esc(prompt["ref"])}</h2><details><summary>show the prompt text</summary>'
                     f'<pre>{esc(prompt["text"])}</pre></details>')
     error = f'<p class="case error msg">{esc(run["error"])}</p>' if run.get("error") else ""
+    error += "".join(f'<p class="case error msg">warning: {esc(w)}</p>' for w in run.get("warnings") or [])
     body = (head + error + _cards(facts) + _gates(facts.get("gates")) + _labels(facts) + _distributions(facts)
             + _top_tables(facts) + _failed(facts) + prompt_block)
     return page(f"promptlab · {run['name']}", body, facts["generated_at"])

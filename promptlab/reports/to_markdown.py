@@ -64,6 +64,11 @@ def _run(facts: dict) -> list[str]:
             lines.append(f"| {text(name)} | {_num(m.get('mean'))} | [{_num(m.get('ci_low'))}, "
                          f"{_num(m.get('ci_high'))}] | {rate} |")
         lines.append("")
+    if base := run.get("constant_baseline"):
+        lines += [f"constant baseline: {_num(base['score'])} (always {text(base['field'])}="
+                  f"{text(base['label'])} on these {base['n']} cases)", ""]
+    for warning in run.get("warnings") or []:
+        lines += [f"⚠️ {text(warning, 200)}", ""]
     for name, m in facts["metrics"].items():
         if m.get("per_label"):
             worst = sorted(m["per_label"].items(), key=lambda kv: kv[1].get("f1") or 0)[:5]
