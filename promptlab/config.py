@@ -23,6 +23,17 @@ DEFAULT_DB = ".promptlab/promptlab.db"
 LOCAL_MODEL = "local/gemma-3-270m"
 
 
+# The variable each common provider reads its key from, checked before any call (a fast
+# check: litellm's own validate_environment covers the rest once litellm is loaded).
+PROVIDER_KEYS = {
+    "openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "cohere": "COHERE_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY", "openrouter": "OPENROUTER_API_KEY", "xai": "XAI_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY", "fireworks_ai": "FIREWORKS_AI_API_KEY",
+    "perplexity": "PERPLEXITYAI_API_KEY",
+}
+
+
 class ModelConfig(BaseModel):
     """One model alias: where to call it and how hard."""
 
@@ -58,7 +69,14 @@ class ModelConfig(BaseModel):
                 )
             return key
         # OpenAI-compatible local servers (vLLM, Ollama, test servers) accept any key.
-        return "none" if self.api_base else None
+        if self.api_base:
+            return "none"
+        variable = PROVIDER_KEYS.get(self.route)
+        if variable and not os.environ.get(variable):
+            raise UsageError(f"model '{self.alias or self.model}': environment variable {variable} is "
+                             f"not set; export it with the provider's API key (or name another "
+                             f"variable with api_key_env)")
+        return None
 
     @property
     def route(self) -> str:

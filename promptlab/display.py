@@ -134,12 +134,46 @@ class PlainProgress(_Tallies):
         pass
 
 
+class Guarded:
+    """A display that a closed pipe or terminal turns off instead of killing the run.
+
+    Only OSError (EPIPE, EIO, …) is caught: the run goes on without a display,
+    and the dead stream is swapped for /dev/null so later prints and the exit
+    flush cannot fail either.
+    """
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.inner is None:
+                return None
+            try:
+                return getattr(self.inner, name)(*args, **kwargs)
+            except OSError:
+                self.inner = None
+                _silence_dead_streams()
+                return None
+
+        return call
+
+
+def _silence_dead_streams() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            setattr(sys, name, open(os.devnull, "w"))
+
+
 def make_progress(runs: dict[int, tuple[str, int]], quiet: bool = False):
     from promptlab.runner import SilentProgress
 
     if quiet:
         return SilentProgress()
-    return RichProgress(runs) if err.is_terminal else PlainProgress(runs)
+    return Guarded(RichProgress(runs) if err.is_terminal else PlainProgress(runs))
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -420,7 +454,7 @@ def make_search_progress(quiet: bool = False):
         from promptlab.optimizers.search import SilentSearchProgress
 
         return SilentSearchProgress()
-    return RichSearchProgress() if err.is_terminal else PlainSearchProgress()
+    return Guarded(RichSearchProgress() if err.is_terminal else PlainSearchProgress())
 
 
 def print_optimization(report: dict, console: Console = out, top: int = 8) -> None:
@@ -433,10 +467,23 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     for label, side in (("base", base), ("winner", win)):
         table.add_row(label, safe(side["ref"]), _val(side), _score(side["train"]), _score(side["test"]),
                       str(side["demos"]), str(side["tokens"]))
+    constant = report.get("constant_baseline")
+    if constant:
+        table.add_row("constant", safe(f"always {constant['label']}"), "", "", _score(constant["score"]), "", "")
     lift = report["lift"]
     table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
                   f"{lift['test']:+.3f}" if lift["test"] is not None else "-", "", "")
     console.print(table)
+    if lift.get("test") is not None and "over" in lift:
+        over = "the best constant answer" if lift["over"] == "constant" else "the base"
+        console.print(f"test lift {lift['test']:+.3f} over {over} ({lift['over_score']:.3f}); winner vs base "
+                      f"{lift['test_over_base']:+.3f}, p = {lift['p_value']:.3g} (paired bootstrap, "
+                      f"95% CI {lift['ci_low']:+.3f} to {lift['ci_high']:+.3f})", highlight=False)
+    if report.get("improved") is False:
+        console.print(safe(f"no improvement found: no candidate beat the base's val score by more than "
+                           f"min_gain; {base['ref']} is kept and no version was added", "yellow"))
+    if report.get("collapse"):
+        err.print(safe(f"warning: winner {win['ref']} on test: {report['collapse']['warning']}", "yellow"))
     ranked = sorted(report["candidates"], key=lambda c: (c["val"] is not None, c["val"] if c["val"] is not None
                                                          else (c["val_estimate"] or 0.0),
                                                          c["train"] if c["train"] is not None else -1,
@@ -452,10 +499,12 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
         console.print("[dim]~: estimated on the val cases scored so far (minibatches); the winner is "
                       "picked among fully scored candidates[/]")
     spent, budget = report["spent"], report["budget"]
+    projected = report.get("projected_calls") or {}
     console.print(f"splits: train {report['splits']['train']}, val {report['splits']['val']}, test "
-                  f"{report['splits']['test']} ({report['splits']['method']}) · calls "
-                  f"{_of(spent['calls'], budget.get('calls'))} (sent to the provider: {spent['provider_calls']}; "
-                  f"test scoring: {spent['test_calls']}) · tokens {_of(spent['tokens'], budget.get('tokens'))} · "
-                  f"stopped: {report['stopped']}")
+                  f"{report['splits']['test']} ({report['splits']['method']}) · calls: search "
+                  f"{_of(spent['calls'], projected.get('search'))}, test {_of(spent['test_calls'], projected.get('test'))}, "
+                  f"sent to the provider {_of(spent['provider_calls'], budget.get('calls'))} (retries included) · "
+                  f"tokens {_of(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
+                  highlight=False)
     console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
     print_diff(report["diff"], console)

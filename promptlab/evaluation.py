@@ -133,6 +133,7 @@ class RunPlan:
     params: dict
     concurrency: int = 8
     use_cache: bool = True
+    done_before: int = 0  # results it held when this process took it up
 
 
 def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
@@ -243,6 +244,7 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
     todo: list[tuple[RunPlan, Case, int]] = []
     for plan in plans:
         done = store.done_keys(plan.run_id)
+        plan.done_before = len(done)
         todo.extend((plan, case, r) for r in range(plan.repeat) for case in plan.cases
                     if (case.id, r) not in done)
 
@@ -309,7 +311,7 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
     for plan in plans:
         state = outcome.states.get(plan.run_id) if outcome else None
         active_s = (store.run_by_id(plan.run_id).get("active_s") or 0.0) + (elapsed_s or 0.0)
-        summary = summarize_run(store, plan, active_s or None)
+        summary = summarize_run(store, plan, active_s or None, session_s=elapsed_s)
         run_status, error = status, reason
         if run_status is None:
             if state and state.stopped:
@@ -336,7 +338,10 @@ def first_error(store: Store, run_id: int) -> str | None:
     return None if row is None else f"{row[0]}: {row[1]}"
 
 
-def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -> dict:
+def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
+                  session_s: float | None = None) -> dict:
+    """The run's numbers. `elapsed_s`: its active time over every session; calls/s is measured
+    over this process's session (`session_s`) alone, since a killed session's time is unknown."""
     results = store.results(plan.run_id)
     scored = [r for r in results if r["error_kind"] is None]
     metrics = {}
@@ -366,7 +371,8 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None) -
         "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),
                        "p95": round(float(np.percentile(latencies, 95)), 1)},
         "elapsed_s": round(elapsed_s, 3) if elapsed_s else None,
-        "calls_per_s": round(len(results) / elapsed_s, 2) if elapsed_s and results else None,
+        "calls_per_s": (round((len(results) - plan.done_before) / session_s, 2)
+                        if session_s and len(results) > plan.done_before else None),
         "constant_baseline": baseline and baseline.as_json(),
         "collapse": collapsed and collapsed.as_json(),
         "warnings": [collapsed.warning()] if collapsed else [],

@@ -13,14 +13,15 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from promptlab.config import ModelConfig
-from promptlab.errors import AuthError
+from promptlab.config import PROVIDER_KEYS, ModelConfig
+from promptlab.errors import AuthError, UsageError
 from promptlab.models import Completion, Usage
 from promptlab.redact import redact
 
@@ -60,6 +61,9 @@ class CallError(Exception):
         self.retry_after, self.attempts = retry_after, attempts
 
 
+_MISSING_CREDENTIALS = re.compile(
+    r"missing credentials|api[_ ]?key (?:is )?(?:not set|missing|required)|no api[_ ]?key|"
+    r"(?:must|need to) (?:set|provide|pass) (?:an? |the )?api[_ ]?key|AuthenticationError", re.I)
 _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
@@ -78,6 +82,8 @@ def classify(exc: BaseException) -> CallError:
         return CallError("context_window", message, status=400)
     if name == "ContentPolicyViolationError":
         return CallError("content_policy", message, status=400)
+    if _MISSING_CREDENTIALS.search(message):  # a missing or rejected key is never transient
+        return CallError("auth", message, status=getattr(exc, "status_code", None) or 401)
     if name == "APIConnectionError":
         return CallError("connection", message, transient=True)
     status = getattr(exc, "status_code", None)
@@ -144,6 +150,20 @@ class RateLimiter:
                 await asyncio.sleep((min(amount, self.capacity) - self.tokens) / self.rate)
 
 
+def check_credentials(model: ModelConfig) -> None:
+    """Before any call: a model whose provider key is missing is bad input (exit 2).
+
+    `ModelConfig.api_key` checks named and common variables without litellm;
+    litellm's own `validate_environment` answers for every other provider.
+    """
+    if model.api_key() or model.api_base or model.route in ("local", *PROVIDER_KEYS):
+        return
+    missing = litellm().validate_environment(model=model.model).get("missing_keys") or []
+    if missing:
+        raise UsageError(f"model '{model.alias or model.model}': environment variable "
+                         f"{', '.join(missing)} is not set; export it with the provider's API key")
+
+
 def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
     body = {"kind": kind, "route": model.route, "api_base": model.api_base or "",
             "model": model.model, **payload}
@@ -160,6 +180,7 @@ class Gateway:
     backoff_base: float = 0.25
     backoff_cap: float = 15.0
     calls: int = 0  # provider requests actually sent (attempts included)
+    max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     _limits: dict[str, tuple[asyncio.Semaphore | None, RateLimiter | None, RateLimiter | None]] = \
         field(default_factory=dict)
 
@@ -189,7 +210,10 @@ class Gateway:
         if not getattr(response, "choices", None):
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
                             attempts=attempts)
-        text = response.choices[0].message.content or ""
+        text = response.choices[0].message.content
+        if text is None:  # not an empty answer: never scored as one, never cached
+            raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
+                            f"(finish_reason {response.choices[0].finish_reason!r})", attempts=attempts)
         usage = getattr(response, "usage", None)
         result = Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
@@ -236,6 +260,9 @@ class Gateway:
                 await rpm.acquire()
             if tpm:
                 await tpm.acquire(_estimate_tokens(kwargs))
+            if self.max_calls is not None and self.calls >= self.max_calls:
+                raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
+                                attempts=attempts)
             attempts += 1
             self.calls += 1
             try:

@@ -80,7 +80,7 @@ def is_locked(exc: BaseException) -> bool:
 def storage_error(path: Path | None, exc: BaseException) -> StorageError:
     """One line for a failed write: what went wrong with which file, and the fix."""
     text = str(exc).lower()
-    where = path or "the database"
+    where = path or _opened or "the database"
     if "full" in text or "i/o" in text or "too large" in text:
         return StorageError(f"disk full (or file size limit reached) writing {where}: {exc}; free space")
     if "readonly" in text or "read-only" in text or "permission" in text:
@@ -415,6 +415,10 @@ class Store:
                     f"update [{table}] set heartbeat_at = ? where owner_pid = ? and owner_host = ? "
                     f"and id in ({','.join('?' * len(ids))})", [now(), os.getpid(), lease.HOST, *ids])
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and truncate it."""
+        self.db.execute("pragma wal_checkpoint(TRUNCATE)")
+
     def done_keys(self, run_id: int) -> set[tuple[int, int]]:
         return {(r[0], r[1]) for r in self.db.execute(
             "select case_id, repeat from results where run_id = ?", [run_id])}
@@ -546,8 +550,13 @@ def _result(row: dict) -> dict:
     return {k: (loads(v) if k in ("parsed", "scores") else v) for k, v in row.items()}
 
 
+_opened: Path | None = None  # the database this process opened, named in write errors
+
+
 def open_store(path: Path) -> Store:
     """Open (creating if needed, private to this user) and migrate; refuse a newer database."""
+    global _opened
+    _opened = path
     _create_private(path)
     try:
         db = Database(path)

@@ -52,6 +52,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "echo": False,                  # reply with the last user message when no rule matches
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
+    "null_content": False,          # 200 replies whose message content is null
     "record_bodies": False,         # keep request bodies in stats["bodies"]
     "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
 }
@@ -295,7 +296,8 @@ def make_app(state: State):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": None if b["null_content"] else reply},
                          "logprobs": None, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         })

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +81,25 @@ def fail(exc: BaseException) -> NoReturn:
     from promptlab.redact import redact
     from promptlab.terminal import printable
 
+    if isinstance(exc, sqlite3.DatabaseError):  # a write that failed outside a run (disk full, I/O)
+        from promptlab.store import storage_error
+
+        exc = storage_error(None, exc)
     if isinstance(exc, PromptlabError):
-        print(printable(redact(f"promptlab: error: {exc}")), file=sys.stderr)
+        _say(printable(redact(f"promptlab: error: {exc}")))
         sys.exit(exc.exit_code)
     message = redact(str(exc)).splitlines()[0] if str(exc) else ""
-    print(printable(f"promptlab: unexpected error: {type(exc).__name__}: {message} "
-                    f"(rerun with --debug for the traceback)"), file=sys.stderr)
+    _say(printable(f"promptlab: unexpected error: {type(exc).__name__}: {message} "
+                   f"(rerun with --debug for the traceback)"))
     sys.exit(2)
+
+
+def _say(line: str) -> None:
+    """Print to stderr; a closed stderr must not turn the exit code into a traceback."""
+    try:
+        print(line, file=sys.stderr)
+    except OSError:
+        sys.stderr = open(os.devnull, "w")
 
 
 def emit_json(data: Any) -> None:
@@ -122,7 +136,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
 
     from promptlab import display, lm
     from promptlab.evaluation import execute, finish, make_gateway
-    from promptlab.errors import AuthError, GateFailed
+    from promptlab.errors import AuthError, GateFailed, StorageError
     from promptlab.gates import check_gates
 
     store, settings = state.store, state.settings
@@ -134,21 +148,33 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     progress = display.make_progress(totals)
     gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), lm.import_seconds
+    resume = " ".join(f"`promptlab eval --resume {p.name}`" for p in plans)
+
+    def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
+        return time.perf_counter() - started - (lm.import_seconds - imported_before)
+
     try:
         outcome = asyncio.run(execute(store, gateway, plans, progress, concurrency=concurrency,
                                       use_cache=use_cache, settings=settings))
     except KeyboardInterrupt:
-        finish(store, plans, None, status="interrupted")
-        names = " ".join(p.name for p in plans)
-        print(f"promptlab: interrupted; finished results are saved. Continue with "
-              f"`promptlab eval --resume {names}`", file=sys.stderr)
+        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
+        print(f"promptlab: interrupted; finished results are saved. Continue with {resume}", file=sys.stderr)
         sys.exit(130)
     except AuthError as exc:
-        finish(store, plans, None, status="failed")
+        finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed())
         raise exc
-    # litellm's import (seconds, once per process) is not the runs' throughput
-    elapsed = time.perf_counter() - started - (lm.import_seconds - imported_before)
-    runs = finish(store, plans, outcome, elapsed_s=elapsed)
+    except StorageError as exc:
+        try:  # folding the log into the database may leave room to record why the run stopped
+            store.checkpoint()
+            finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed())
+        except sqlite3.Error:  # no room even so: the run's owner is gone, so resume takes it over
+            pass
+        raise StorageError(f"{exc}, then continue with {resume}") from None
+    except Exception as exc:  # a bug must not leave the runs `running`: record it, then report it
+        finish(store, plans, None, status="interrupted", reason=f"{type(exc).__name__}: {exc}",
+               elapsed_s=elapsed())
+        raise
+    runs = finish(store, plans, outcome, elapsed_s=elapsed())
     from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
 
     gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
@@ -156,7 +182,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     gate_results = [*gate_results, *later_gates]
     write_ci_outputs(store, plans, gate_results, junit=junit, report_md=report_md)
     passed = all(g.passed for g in gate_results)
-    failed_runs = [r for r in runs if r["status"] == "failed"]
+    failed_runs = [r for r in runs if r["status"] != "completed"]
     if as_json:
         emit_json({"runs": runs, "passed": passed and not failed_runs,
                    "gates": [g.__dict__ for g in gate_results], **(extra or {}), **later_json})
@@ -166,6 +192,8 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
             later_show()
         display.print_gates(gate_results)
     if failed_runs:
+        for run in failed_runs:
+            print(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}", file=sys.stderr)
         sys.exit(3)
     if not passed:
         raise GateFailed(failure_summary(gate_results))
