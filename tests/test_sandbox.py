@@ -18,9 +18,9 @@ import uuid
 import pytest
 
 from promptlab.models import FieldSpec
-from promptlab.sandbox import extract_code, run_python
+from promptlab.sandbox import run_python
 from promptlab.scorers.base import MetricError, ScoreInput
-from promptlab.scorers.code import python_tests
+from promptlab.scorers.code import extract_code, python_tests
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="the uid drop / network namespace need root")
@@ -186,12 +186,15 @@ def test_files_inside_the_directory_are_fine():
 
 
 @root_only
-def test_uid_drop_blocks_writes_even_without_python_guards(tmp_path):
+def test_chroot_and_uid_drop_block_writes_even_without_python_guards(tmp_path):
     target = tmp_path / "pwned"
     r = run_python(f"open({str(target)!r}, 'w').write('pwned')\n", TESTS, python_guards=False)
-    assert not r.passed and "uid" in r.protections
-    assert "PermissionError" in r.message
+    assert not r.passed and "chroot" in r.protections
+    assert "FileNotFoundError" in r.message          # the host's filesystem is not in view
     assert not target.exists()
+    r = run_python("open('/pwned', 'w').write('pwned')\n", TESTS, python_guards=False)
+    assert not r.passed and "uid" in r.protections
+    assert "PermissionError" in r.message            # the chroot's own root belongs to root
 
 
 def test_environment_is_not_inherited(monkeypatch):

@@ -4,7 +4,7 @@
 
 The code is the output field ``field`` (default: the signature's first output
 field; the raw output when there is no signature), with the first fenced code
-block extracted (`promptlab.sandbox.extract_code`). The tests are
+block extracted (`extract_code`; answers over 200,000 characters score 0). The tests are
 ``expected[tests_field]``, else ``inputs[tests_field]``: Python source (or a
 list of lines), usually ``assert`` statements, run after the code.
 
@@ -18,16 +18,53 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections import Counter
 from typing import Any
 
-from promptlab.sandbox import DEFAULT_ALLOWED, STATUSES, extract_code, run_python
+from promptlab.sandbox import DEFAULT_ALLOWED, STATUSES, run_python
 from promptlab.scorers.base import MetricError, Score, ScoreInput
+
+MAX_REPLY_CHARS = 200_000   # a longer code answer is refused, unread (a wall of text is not code)
+_PY_TAGS = {"python", "py", "python3", "py3"}
+_TAG = re.compile(r"[ \t]*([\w+.#-]*)")
 
 # Sandboxes are CPU-bound and have wall-clock limits: running more at once than
 # there are cores would turn a slow machine into spurious timeouts.
 _SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+def extract_code(text: str) -> str:
+    """The code in a model reply, found in one pass over its lines.
+
+    The first fenced block (```` ``` ```` or ``~~~``, three or more) tagged
+    python/py/python3 wins; else the first untagged one; else the first of any
+    language; else the whole text (stripped).  A fence is closed by a line of
+    the same character at least as long; an unclosed one (a truncated reply)
+    runs to the end.  No attempt is made to strip prose from unfenced text: if
+    it is not valid Python the run reports a SyntaxError, the honest result.
+    """
+    lines = text.split("\n")
+    blocks: list[tuple[str, str]] = []
+    fence, tag, start = "", "", 0
+    for i, line in enumerate(lines):
+        stripped = line.strip(" \t\r")
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                blocks.append((tag, "\n".join(lines[start:i])))
+                fence = ""
+        elif stripped[:3] in ("```", "~~~"):
+            run = len(stripped) - len(stripped.lstrip(stripped[0]))
+            fence, start = stripped[:run], i + 1
+            tag = _TAG.match(stripped, run).group(1).lower()
+    if fence:
+        blocks.append((tag, "\n".join(lines[start:])))
+    for want in (lambda t: t in _PY_TAGS, lambda t: t == "", lambda t: True):
+        for tag, body in blocks:
+            if want(tag):
+                return body.strip("\n")
+    return text.strip()
+
 
 _ARGS = ("field", "tests_field", "timeout_s", "cpu_s", "memory_mb", "allowed_imports", "max_output_bytes")
 
@@ -68,7 +105,8 @@ class PythonTestsMetric:
             return str(tests)
         return None
 
-    def _run(self, code: str, tests: str):
+    def _run(self, reply: str, tests: str):
+        code = extract_code(reply)
         with _SLOTS:
             return run_python(code, tests, **self._run_args)
 
@@ -79,8 +117,11 @@ class PythonTestsMetric:
         tests = self._tests(item)
         if tests is None or not tests.strip():
             return Score(None, False, {"error": f"the case has no tests in '{self._tests_field}'"})
-        try:
-            result = await asyncio.to_thread(self._run, extract_code(code), tests)
+        if len(code) > MAX_REPLY_CHARS:
+            return Score(0.0, False, {"status": "crashed", "message": (
+                f"the answer is {len(code):,} characters; python_tests reads at most {MAX_REPLY_CHARS:,}")})
+        try:   # off the event loop: other items keep flowing while this one runs
+            result = await asyncio.to_thread(self._run, code, tests)
         except ValueError as exc:          # the case's tests are not valid Python
             return Score(None, False, {"error": str(exc)})
         except OSError as exc:             # could not start the sandbox at all
