@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 MASK = "[redacted]"
 MIN_LENGTH = 8
@@ -47,3 +47,22 @@ def redact(text: str) -> str:
     """`text` with every known secret value replaced by [redacted]."""
     pattern = _pattern(secrets())
     return pattern.sub(MASK, text) if pattern is not None and text else text
+
+
+def redact_all(value: Any) -> Any:
+    """`value` with every string in it (nested dicts and lists) redacted: for records that are
+    formatted afterwards, since a key cut short by the formatting would escape the mask."""
+    pattern = _pattern(secrets())
+    if pattern is None:
+        return value
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return pattern.sub(MASK, v)
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)

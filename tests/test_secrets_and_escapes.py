@@ -3,7 +3,11 @@ to import, an experiment's code-execution consent stays with its file, terminal 
 from cases and models never reach the terminal."""
 
 import json
+import sqlite3
 
+import pytest
+
+from promptlab.cli.common import fail
 from promptlab.redact import redact
 
 KEY_ENV = "PROMPTLAB_TEST_PROVIDER_KEY"  # no standard suffix: known because a model names it
@@ -69,8 +73,29 @@ def test_a_provider_echoing_the_key_leaks_it_nowhere(workspace, monkeypatch):
     outputs += [(workspace.root / f).read_text() for f in ("ci.xml", "summary.md")]
 
     assert "[redacted]" in (workspace.root / "report.html").read_text()
-    assert all(KEY not in text for text in outputs)
-    assert KEY not in all_db_text(workspace)
+    # not even a prefix: text cut short after masking would leave one
+    assert all(KEY[:12] not in text for text in outputs)
+    assert KEY[:12] not in all_db_text(workspace)
+
+
+def test_reports_mask_a_key_that_an_older_database_still_holds(workspace, monkeypatch):
+    monkeypatch.setenv("ACME_API_KEY", KEY)
+    assert workspace.cli("run", workspace.write("exp.yaml", EXPERIMENT)).code == 0
+    (name,), = workspace.rows("select name from runs")
+    with sqlite3.connect(workspace.db_path) as conn:
+        conn.execute("update results set error_kind = 'bad_request', passed = 0, error = ?",
+                     (f"Authorization: Bearer {KEY}",))
+    for fmt in ("html", "md", "json", "junit"):
+        report = workspace.cli("report", name, "-f", fmt)
+        assert report.code == 0 and "redacted" in report.stdout and KEY[:12] not in report.stdout, fmt
+
+
+def test_an_unexpected_error_is_printed_masked_and_inert(monkeypatch, capsys):
+    monkeypatch.setenv("ACME_API_KEY", KEY)
+    with pytest.raises(SystemExit) as exit_:
+        fail(RuntimeError(f"boom {KEY}\x1b]0;title\x07 done"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("promptlab: unexpected error: RuntimeError: boom [redacted] done")
 
 
 def test_standard_key_variables_are_masked_and_short_values_left_alone(monkeypatch):
@@ -117,7 +142,7 @@ def test_a_metric_spec_never_says_where_to_import_code_from(workspace):
     name = json.loads(ran.stdout)["runs"][0]["name"]
     # a database edited (or handed over) to point a run's metric at a folder of code
     spec = [{"name": "evilmetrics:score", "module_dir": str(workspace.root / "evil")}]
-    with __import__("sqlite3").connect(workspace.db_path) as conn:
+    with sqlite3.connect(workspace.db_path) as conn:
         conn.execute("update runs set metrics = ?, status = 'interrupted'", (json.dumps(spec),))
         conn.execute("delete from results where id = (select max(id) from results)")
     before = workspace.fake.requests_total()

@@ -14,21 +14,22 @@ SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".j
 
 def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str:
     """One run's or optimization's facts in a format (Markdown and JUnit take a list of run facts
-    and the gates too), every known secret masked (error messages quote providers)."""
-    from promptlab.redact import redact
+    and the gates too). Every known secret is masked first (error messages quote providers)."""
+    from promptlab.redact import redact_all
 
+    facts, gates = redact_all(facts), redact_all(gates)
     if fmt == "html":
         from promptlab.reports.to_html import render as html
-        return redact(html(facts))
+        return html(facts)
     if fmt == "md":
         from promptlab.reports.to_markdown import render as md
-        return redact(md(facts, gates=gates))
+        return md(facts, gates=gates)
     if fmt == "json":
         from promptlab.reports.to_json import render as js
-        return redact(js(facts))
+        return js(facts)
     if fmt == "junit":
         from promptlab.reports.to_junit import render as junit
-        return redact(junit(facts if isinstance(facts, list) else [facts], gates=gates))
+        return junit(facts if isinstance(facts, list) else [facts], gates=gates)
     raise ValueError(f"unknown report format '{fmt}' (formats: {', '.join(FORMATS)})")
 
 
