@@ -3,6 +3,10 @@
 A row either has the explicit shape {inputs: {...}, expected: {...}} or is
 flat, its keys named after the signature's input and output fields. Optional
 keys: split, tags, golden.
+
+Case files are untrusted: YAML aliases, NaN/Infinity, non-JSON values and deep
+nesting are refused, and with a signature every value must have its field's
+declared type (CSV cells, being text, are converted to it first).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
 from pydantic import ValidationError
 
 from promptlab.errors import UsageError
-from promptlab.models import Case, Signature
+from promptlab.models import MAX_DEPTH, Case, FieldSpec, Signature, check_values
 
 FORMATS = ("csv", "json", "jsonl", "yaml")
-_META = ("split", "tags", "golden", "id")
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_CELL_EXAMPLES = {"int": "3", "float": "0.5", "list": '["a", "b"]', "json": '{"a": 1}'}
 
 
 def detect_format(path: Path, fmt: str | None = None) -> str:
@@ -31,48 +37,90 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     return fmt
 
 
+def read_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
+               split: str | None = None) -> list[Case]:
+    """A cases file → checked cases."""
+    fmt = detect_format(path, fmt)
+    return rows_to_cases(load_rows(path, fmt), signature, str(path), golden=golden, split=split,
+                         text_cells=fmt == "csv")
+
+
 def load_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
     fmt = detect_format(path, fmt)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
     except FileNotFoundError:
         raise UsageError(f"{path}: cases file not found; check the path") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
     if fmt == "csv":
-        try:
-            rows = list(csv.DictReader(io.StringIO(text), strict=True))
-        except csv.Error as exc:
-            raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
-        for number, row in enumerate(rows, start=2):
-            if None in row or any(v is None for v in row.values()):
-                raise UsageError(f"{path}: line {number} has a different number of columns "
-                                 f"than the header; fix that row")
-        return rows
-    if fmt == "jsonl":
-        rows = []
+        return _csv_rows(text, path)
+    if fmt == "yaml":
+        return _case_list(load_yaml(text, path), path, "a YAML list of cases (or a 'cases:' list)")
+    try:
+        if fmt == "json":
+            return _case_list(json.loads(text), path, 'a JSON list of cases (or {"cases": [...]})')
+        rows, number = [], 0
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}: line {number}: invalid JSON ({exc.msg}); fix that line") from None
+                rows.append(json.loads(line))
         return _check_objects(rows, path)
-    if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-        return _case_list(data, path, 'a JSON list of cases (or {"cases": [...]})')
-    import yaml
+    except json.JSONDecodeError as exc:
+        line = number if fmt == "jsonl" else exc.lineno
+        raise UsageError(f"{path}: line {line}: invalid JSON ({exc.msg}); fix that line") from None
+    except RecursionError:
+        raise UsageError(_too_deep(path)) from None
 
+
+def _too_deep(path: Path | str) -> str:
+    return f"{path}: nested more than {MAX_DEPTH} levels deep; flatten the data"
+
+
+def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(text), strict=True)
     try:
-        data = yaml.safe_load(text)
+        header = reader.fieldnames or []
+        duplicate = next((h for h in header if header.count(h) > 1), None)
+        if duplicate is not None:  # DictReader would silently keep only the last such column
+            raise UsageError(f"{path}: the header has column '{duplicate}' twice; rename or remove one")
+        rows = list(reader)
+    except csv.Error as exc:
+        raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
+    for number, row in enumerate(rows, start=2):
+        if None in row or any(v is None for v in row.values()):
+            raise UsageError(f"{path}: line {number} has a different number of columns "
+                             f"than the header; fix that row")
+    return rows
+
+
+class _AliasRefused(yaml.MarkedYAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses aliases: a few hundred bytes of nested aliases (a "billion
+    laughs" file) expand to gigabytes as soon as anything walks the data."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(problem="alias", problem_mark=self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, path: Path | str) -> Any:
+    """An untrusted YAML document → plain data (no aliases, no recursion blow-up)."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise UsageError(f"{path}: {where}malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    return _case_list(data, path, "a YAML list of cases (or a 'cases:' list)")
+        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        if isinstance(exc, _AliasRefused):
+            raise UsageError(f"{where}: YAML aliases (*name) are not supported; write the value "
+                             f"out") from None
+        raise UsageError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or exc}); "
+                         f"fix the syntax") from None
+    except RecursionError:
+        raise UsageError(_too_deep(path)) from None
 
 
 def _case_list(data: Any, path: Path, expected: str) -> list[dict]:
@@ -91,41 +139,83 @@ def _check_objects(rows: list, path: Path | str) -> list[dict]:
     return rows
 
 
-def rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None,
-                  where: str, *, golden: bool = True, split: str | None = None) -> list[Case]:
-    """Map rows to cases by field name; every input field must be present."""
+def _from_cells(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) -> dict[str, Any]:
+    """CSV cells (text) in their fields' declared types; export writes non-text values as JSON."""
+    out = dict(values)
+    for spec in fields:
+        text = out.get(spec.name)
+        if not isinstance(text, str) or spec.type in ("string", "enum"):
+            continue
+        if spec.type == "bool":
+            if text.strip().lower() not in _BOOL_WORDS:
+                raise ValueError(f"{kind} '{spec.name}': '{text[:40]}' is not true or false")
+            out[spec.name] = _BOOL_WORDS[text.strip().lower()]
+            continue
+        try:
+            out[spec.name] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError(f"{kind} '{spec.name}': '{text[:40]}' is not "
+                             f"{'JSON' if spec.type == 'json' else 'a ' + spec.type}; write it as "
+                             f"JSON, e.g. {_CELL_EXAMPLES[spec.type]}") from None
+    return out
+
+
+def rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
+                  golden: bool = True, split: str | None = None,
+                  text_cells: bool = False) -> list[Case]:
+    """Map rows to cases by field name; every input field must be present.
+
+    text_cells: the values are CSV text, converted to the signature's types first."""
     cases = []
     for i, row in enumerate(rows, start=1):
-        if "inputs" in row and isinstance(row["inputs"], dict):
-            inputs, expected = row["inputs"], row.get("expected") or {}
-        elif signature is None:
-            raise UsageError(f"{where}: case {i} is flat but the prompt has no signature; "
-                             f"use {{inputs: ..., expected: ...}} or give a signature")
-        else:
-            inputs = {n: row[n] for n in signature.input_names if n in row}
-            expected = {n: row[n] for n in signature.output_names if n in row and row[n] not in ("", None)}
-        if signature is not None:
-            missing = [n for n in signature.input_names if n not in inputs]
-            if missing:
-                raise UsageError(f"{where}: case {i} lacks input field '{missing[0]}' "
-                                 f"(signature '{signature.name}' needs {', '.join(signature.input_names)})")
-        tags = row.get("tags") or []
-        if isinstance(tags, str):
-            tags = [t.strip() for t in tags.split(",") if t.strip()]
-        row_golden = row.get("golden", golden)
-        if isinstance(row_golden, str):
-            row_golden = row_golden.strip().lower() in ("1", "true", "yes")
         try:
-            cases.append(Case(inputs=inputs, expected=expected, tags=tuple(tags),
-                              split=row.get("split") or split, golden=bool(row_golden)))
+            cases.append(_row_to_case(row, signature, golden=golden, split=split,
+                                      text_cells=text_cells))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UsageError(f"{where}: case {i}: field '{'.'.join(map(str, err['loc']))}': "
                              f"{err['msg']}") from None
+        except ValueError as exc:
+            raise UsageError(f"{where}: case {i}: {exc}") from None
     return cases
 
 
-def dump_cases(cases: list[Case], fmt: str) -> str:
+def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bool,
+                 split: str | None, text_cells: bool) -> Case:
+    if "inputs" in row and isinstance(row["inputs"], dict):
+        inputs, expected = row["inputs"], row.get("expected") or {}
+    elif signature is None:
+        raise ValueError("is flat but there is no signature; use {inputs: ..., expected: ...} "
+                         "or give a signature")
+    else:
+        inputs = {n: row[n] for n in signature.input_names if n in row}
+        expected = {n: row[n] for n in signature.output_names if n in row and row[n] not in ("", None)}
+    in_fields, out_fields = (signature.inputs, signature.outputs) if signature else ((), ())
+    if signature is not None:
+        missing = [n for n in signature.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"lacks input field '{missing[0]}' (signature '{signature.name}' "
+                             f"needs {', '.join(signature.input_names)})")
+        if text_cells:
+            inputs = _from_cells(inputs, in_fields, "input")
+            expected = _from_cells(expected, out_fields, "expected")
+    if not isinstance(expected, dict):
+        raise ValueError("'expected' must be an object of output fields")
+    check_values(inputs, in_fields, "input")
+    check_values(expected, out_fields, "expected")
+    tags = row.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    row_golden = row.get("golden", golden)
+    if isinstance(row_golden, str):
+        row_golden = row_golden.strip().lower() in ("1", "true", "yes")
+    return Case(inputs=inputs, expected=expected, tags=tuple(tags), split=row.get("split") or split,
+                golden=bool(row_golden))
+
+
+def dump_cases(cases: list[Case], fmt: str, signature: Signature | None = None) -> str:
+    """Cases as text; with a signature, CSV writes its json fields as JSON even when they hold text
+    (so that importing reads them back as the same values)."""
     rows = [{"id": c.id, "inputs": c.inputs, "expected": c.expected, "split": c.split,
              "tags": list(c.tags), "golden": c.golden} for c in cases]
     if fmt == "jsonl":
@@ -133,20 +223,19 @@ def dump_cases(cases: list[Case], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
     if fmt == "yaml":
-        import yaml
-
         return yaml.safe_dump(rows, allow_unicode=True, sort_keys=False)
+    as_json = {f.name for f in (*signature.inputs, *signature.outputs) if f.type == "json"} if signature else set()
     out = io.StringIO()
     inputs = sorted({k for c in cases for k in c.inputs})
     outputs = sorted({k for c in cases for k in c.expected} - set(inputs))
     writer = csv.DictWriter(out, fieldnames=[*inputs, *outputs, "split", "tags", "golden"])
     writer.writeheader()
     for c in cases:
-        writer.writerow({**{k: _cell(v) for k, v in c.inputs.items()},
-                         **{k: _cell(v) for k, v in c.expected.items()},
+        writer.writerow({**{k: _cell(v, k in as_json) for k, v in c.inputs.items()},
+                         **{k: _cell(v, k in as_json) for k, v in c.expected.items()},
                          "split": c.split or "", "tags": ",".join(c.tags), "golden": int(c.golden)})
     return out.getvalue()
 
 
-def _cell(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+def _cell(value: Any, as_json: bool) -> str:
+    return value if isinstance(value, str) and not as_json else json.dumps(value, ensure_ascii=False)

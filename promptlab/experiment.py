@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from promptlab.caseio import load_rows, rows_to_cases
+from promptlab.caseio import load_yaml, read_cases, rows_to_cases
 from promptlab.config import ModelConfig, Settings
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run
@@ -110,19 +110,11 @@ class Experiment:
 
 
 def load_experiment(path: Path, settings: Settings) -> Experiment:
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: experiment file not found; check the path") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UsageError(f"{path}: {where}malformed YAML ({getattr(exc, 'problem', None) or exc}); "
-                         f"fix the syntax") from None
+    data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with project, signature, prompts, cases")
     try:
@@ -156,8 +148,7 @@ def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:
     if isinstance(spec.cases, CasesFile):
         file = Path(spec.cases.file)
         file = file if file.is_absolute() else path.parent / file
-        rows = load_rows(file, spec.cases.format)
-        return rows_to_cases(rows, spec.signature, str(file), split=spec.cases.split)
+        return read_cases(file, spec.cases.format, spec.signature, split=spec.cases.split)
     return rows_to_cases(spec.cases, spec.signature, f"{path}: cases")
 
 

@@ -4,18 +4,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+import math
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FieldType = Literal["string", "int", "float", "bool", "list", "json", "enum"]
 SPLITS = ("train", "val", "test")
+MAX_DEPTH = 32  # nesting levels a case or demo value may have
+_PY_TYPES = {"int": int, "float": (int, float), "bool": bool, "list": list}
 
 
 def content_hash(obj: Any) -> str:
     """Stable hash of a JSON-able value (key order does not matter)."""
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_data(value: Any) -> None:
+    """ValueError unless value is plain JSON data: string keys, finite numbers, bounded nesting.
+
+    Case and demo values come from files and databases; anything else breaks hashing,
+    scoring or the recursion limit later, far from its source."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"is nested more than {MAX_DEPTH} levels deep; flatten it")
+            if isinstance(item, dict) and not all(isinstance(k, str) for k in item):
+                raise ValueError("has a key that is not a string; quote the key")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"holds {item}, which is not a finite number; give a number")
+        elif not (item is None or isinstance(item, (str, int, float))):
+            raise ValueError(f"holds a {type(item).__name__} ({str(item)[:40]}), which is not "
+                             f"JSON data; quote it")
 
 
 class FieldSpec(BaseModel):
@@ -34,6 +58,33 @@ class FieldSpec(BaseModel):
         if not self.name.isidentifier():
             raise ValueError(f"field name '{self.name}' must be an identifier (letters, digits, _)")
         return self
+
+    def check(self, value: Any) -> None:
+        """ValueError unless value has this field's declared type ('string' and 'json' take any)."""
+        if self.type == "enum":
+            if value not in (self.choices or ()):
+                raise ValueError(f"{json.dumps(value, ensure_ascii=False)[:40]} is not one of "
+                                 f"{', '.join(self.choices or ())}")
+        elif self.type in _PY_TYPES and (isinstance(value, bool) != (self.type == "bool")
+                                         or not isinstance(value, _PY_TYPES[self.type])):
+            article = "an" if self.type == "int" else "a"
+            raise ValueError(f"{json.dumps(value, ensure_ascii=False)[:40]} is not {article} {self.type}")
+
+
+def check_values(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) -> None:
+    """ValueError naming the first value that is not plain data of its field's declared type."""
+    for name, value in values.items():
+        try:
+            check_data(value)
+        except ValueError as exc:
+            raise ValueError(f"{kind} '{name}' {exc}") from None
+    for spec in fields:
+        if spec.name in values:
+            try:
+                spec.check(values[spec.name])
+            except ValueError as exc:
+                raise ValueError(f"{kind} '{spec.name}': {exc}; fix the value") from None
+
 
 
 class Signature(BaseModel):

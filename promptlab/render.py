@@ -3,6 +3,10 @@
 The signature's instruction opens the system message and the prompt's system
 text follows it; each demo is a user turn (the template filled with the demo's
 inputs) and an assistant turn (the demo's outputs as the model should write them).
+
+Templates are untrusted (experiment files, databases, optimizer proposals): they
+are checked statically before they are stored or rendered, and render in jinja2's
+immutable sandbox with no globals but `range`, so a template can never run code.
 """
 
 from __future__ import annotations
@@ -12,39 +16,88 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
+from jinja2.defaults import DEFAULT_NAMESPACE
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from promptlab.errors import UsageError
-from promptlab.models import Case, PromptContent, Signature
+from promptlab.models import Case, PromptContent, Signature, check_values
 
-_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                          keep_trailing_newline=False)
+_env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                     keep_trailing_newline=False)
+# cycler, joiner, lipsum, namespace, dict serve no prompt; their __globals__ are the usual
+# first step of a template-injection payload.
+_env.globals = {"range": _env.globals["range"]}  # the sandbox's range, capped in length
+_DROPPED_GLOBALS = set(DEFAULT_NAMESPACE) - set(_env.globals)
+# str.format/format_map reach attributes from inside the format string; mro reaches classes.
+_FORBIDDEN_ATTRIBUTES = {"format", "format_map", "mro"}
+_TAGS = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from",
+         nodes.Extends: "extends"}
+
+
+def _refusal(node: nodes.Node) -> str | None:
+    """Why a template node reaches beyond the values it is given, if it does."""
+    if type(node) in _TAGS:
+        return f"{{% {_TAGS[type(node)]} %}} is not supported (a prompt is a single template)"
+    if isinstance(node, nodes.Getattr) and (node.attr.startswith("_") or node.attr in _FORBIDDEN_ATTRIBUTES):
+        return f"'.{node.attr}' reaches beyond the template's values"
+    if isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+        return f"the string '{node.value[:40]}' names a private attribute"
+    if (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str) and node.arg.value.startswith("_")):
+        return f"'[{node.arg.value!r}]' reaches beyond the template's values"
+    if isinstance(node, nodes.Filter) and node.name == "attr" and not (
+            node.args and isinstance(node.args[0], nodes.Const)):
+        return "the attr filter needs a constant attribute name"
+    return None
 
 
 @lru_cache(maxsize=256)
-def _compile(template: str) -> jinja2.Template:
-    return _env.from_string(template)
+def _checked(template: str) -> tuple[jinja2.Template, frozenset[str]]:
+    """The compiled template and the variables it reads; ValueError if it is refused."""
+    ast = _env.parse(template)
+    for node in ast.find_all(nodes.Node):
+        reason = _refusal(node)
+        if reason:
+            raise ValueError(f"{reason}; templates may only use the signature's inputs, filters "
+                             f"and tests")
+    return _env.from_string(template), frozenset(meta.find_undeclared_variables(ast))
 
 
-def template_variables(template: str, where: str = "template") -> set[str]:
+def _compile(template: str, where: str) -> tuple[jinja2.Template, frozenset[str]]:
     try:
-        return meta.find_undeclared_variables(_env.parse(template))
+        return _checked(template)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(f"{where}: template syntax error on line {exc.lineno}: {exc.message}") from None
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def check_prompt(content: PromptContent, signature: Signature | None, where: str = "prompt") -> None:
-    """Fail before any call if the template names a variable the signature lacks."""
-    variables = template_variables(content.template, f"{where}.template")
-    variables |= template_variables(content.system, f"{where}.system")
-    if signature is None:
-        return
-    unknown = sorted(variables - set(signature.input_names))
-    if unknown:
-        raise UsageError(
-            f"{where}: template variable '{unknown[0]}' is not an input of signature "
-            f"'{signature.name}' (inputs: {', '.join(signature.input_names)}); fix the template "
-            f"or add the input to the signature")
+    """Fail before any call if a template reaches beyond its inputs (a variable the signature
+    lacks, a private attribute, a jinja2 global) or a demo does not fit the signature."""
+    for field in ("template", "system"):
+        variables = _compile(getattr(content, field), f"{where}.{field}")[1]
+        if signature is not None:
+            unknown = sorted(variables - set(signature.input_names))
+            if unknown:
+                raise UsageError(
+                    f"{where}.{field}: template variable '{unknown[0]}' is not an input of signature "
+                    f"'{signature.name}' (inputs: {', '.join(signature.input_names)}); fix the template "
+                    f"or add the input to the signature")
+        elif variables & _DROPPED_GLOBALS:
+            raise UsageError(f"{where}.{field}: '{sorted(variables & _DROPPED_GLOBALS)[0]}' is a jinja2 "
+                             f"global that promptlab templates do not have; use the prompt's inputs")
+    for i, demo in enumerate(content.demos, start=1):
+        missing = [n for n in signature.input_names if n not in demo.inputs] if signature else []
+        if missing:
+            raise UsageError(f"{where}: demo {i} lacks input '{missing[0]}' (signature "
+                             f"'{signature.name}' needs {', '.join(signature.input_names)})")
+        try:
+            check_values(demo.inputs, signature.inputs if signature else (), "input")
+            check_values(demo.outputs, signature.outputs if signature else (), "output")
+        except ValueError as exc:
+            raise UsageError(f"{where}: demo {i}: {exc}") from None
 
 
 def check_cases(cases: list[Case], signature: Signature, where: str = "cases") -> None:
@@ -65,16 +118,25 @@ def format_output(outputs: dict[str, Any], signature: Signature | None) -> str:
     return json.dumps({n: outputs.get(n) for n in names}, ensure_ascii=False)
 
 
+def _render(template: str, values: dict[str, Any], where: str) -> str:
+    compiled = _compile(template, where)[0]
+    try:
+        return compiled.render(values)
+    except SecurityError as exc:  # a template stored before these checks existed
+        raise UsageError(f"{where}: the sandbox refused the template ({exc}); fix the template") from None
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"{where}: the template failed to render ({exc}); fix the template") from None
+
+
 def render_messages(content: PromptContent, signature: Signature | None,
                     inputs: dict[str, Any]) -> list[dict[str, str]]:
-    own = _compile(content.system).render(**inputs) if content.system else ""
+    own = _render(content.system, inputs, "prompt system text") if content.system else ""
     system = "\n".join(p for p in (signature.instruction if signature else "", own) if p).strip()
     messages = [{"role": "system", "content": system}] if system else []
-    template = _compile(content.template)
     for demo in content.demos:
-        messages.append({"role": "user", "content": template.render(**demo.inputs)})
+        messages.append({"role": "user", "content": _render(content.template, demo.inputs, "prompt template")})
         messages.append({"role": "assistant", "content": format_output(demo.outputs, signature)})
-    messages.append({"role": "user", "content": template.render(**inputs)})
+    messages.append({"role": "user", "content": _render(content.template, inputs, "prompt template")})
     return messages
 
 

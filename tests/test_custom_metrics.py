@@ -100,9 +100,10 @@ def test_missing_module_or_function_exits_2_with_one_line_and_writes_nothing(wor
 def test_a_non_score_return_is_an_item_error_and_the_run_goes_on(workspace):
     path = experiment(workspace, "exp", ["exact_match", "mymetrics:not_a_score"])
     result = workspace.cli("run", path, "--json")
-    assert result.code == 0, result.stderr
+    assert result.code == 3, result.stderr  # every item is an error: the run failed, loudly
     run = json.loads(result.stdout)["runs"][0]
-    assert (run["n"], run["errors"], run["status"]) == (3, 3, "completed")
+    assert (run["n"], run["errors"], run["status"]) == (3, 3, "failed")
+    assert "every item failed" in run["error"] and "not_a_score" in result.stderr
     errors = workspace.rows("select error_kind, error from results")
     assert {e for e in errors} == {("scorer", "mymetrics:not_a_score returned str 'sure', not a Score, number or bool")}
     assert all(s["exact_match"]["value"] is not None for s in scores_of(workspace))

@@ -123,5 +123,6 @@ def test_bad_input_exits_2_with_one_line_and_db_unchanged(workspace, case):
 
 def test_debug_shows_traceback(workspace):
     workspace.write("exp.yaml", "project: [")
-    with pytest.raises(Exception):
-        workspace.cli("--debug", "run", "exp.yaml")
+    result = workspace.cli("--debug", "run", "exp.yaml")
+    assert "Traceback" in result.stderr
+    assert result.code == 2  # the same exit code as without --debug

@@ -48,12 +48,12 @@ def import_(ctx: typer.Context, file: Path, project: Project = None, signature: 
             split: Annotated[Optional[str], typer.Option(help="Split for rows that lack one.")] = None,
             not_golden: Annotated[bool, typer.Option(help="Import as non-golden.")] = False) -> None:
     """Import cases (re-importing the same rows adds nothing)."""
-    from promptlab.caseio import load_rows, rows_to_cases
+    from promptlab.caseio import read_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
-    cases = rows_to_cases(load_rows(file, format), _signature(state, project_id, signature), str(file),
-                          golden=not not_golden, split=split)
+    cases = read_cases(file, format, _signature(state, project_id, signature), golden=not not_golden,
+                       split=split)
     with state.store.db.atomic():
         added, skipped = state.store.add_cases(project_id, cases, source=str(file))
     typer.echo(f"imported {added} cases ({skipped} already present)")
@@ -61,16 +61,17 @@ def import_(ctx: typer.Context, file: Path, project: Project = None, signature: 
 
 @app.command("export")
 def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output file, or - for stdout.")],
-           project: Project = None,
+           project: Project = None, signature: Signature = None,
            format: Annotated[Optional[str], typer.Option(help="csv, json, jsonl or yaml.")] = None,
            split: Annotated[Optional[str], typer.Option()] = None) -> None:
-    """Export cases."""
+    """Export cases (`case import` reads every format back to the same cases)."""
     from promptlab.caseio import detect_format, dump_cases
 
     state = ctx.obj
-    cases = state.store.cases(state.project_id(project), split=split)
+    project_id = state.project_id(project)
+    cases = state.store.cases(project_id, split=split)
     fmt = detect_format(file, format or ("jsonl" if str(file) == "-" else None))
-    text = dump_cases(cases, fmt)
+    text = dump_cases(cases, fmt, _signature(state, project_id, signature))
     if str(file) == "-":
         typer.echo(text, nl=False)
     else:

@@ -138,6 +138,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     from promptlab.evaluation import execute, finish, make_gateway
     from promptlab.errors import AuthError, GateFailed, StorageError
     from promptlab.gates import check_gates
+    from promptlab.terminal import printable
 
     store, settings = state.store, state.settings
     totals = {}
@@ -193,7 +194,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
         display.print_gates(gate_results)
     if failed_runs:
         for run in failed_runs:
-            print(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}", file=sys.stderr)
+            _say(printable(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}"))
         sys.exit(3)
     if not passed:
         raise GateFailed(failure_summary(gate_results))
