@@ -391,6 +391,40 @@ class Store:
         return [_run(r) for r in self.db["runs"].rows_where(
             "project_id = ?", [project_id], order_by="id desc", limit=limit)]
 
+    def run_rows(self, project_id: int, *, prompt_id: int | None = None, prompt_name: str | None = None,
+                 model: str | None = None, status: str | None = None, optimizer_runs: bool = False,
+                 limit: int | None = None) -> list[dict]:
+        """Runs for a listing, newest first: only the shown columns (the main score is the first
+        metric's mean, read inside SQLite; a running run's n counts its stored results)."""
+        where, args = ["r.project_id = ?"], [project_id]
+        if prompt_id is not None:
+            where.append("r.prompt_id = ?")
+            args.append(prompt_id)
+        if prompt_name is not None:
+            where.append("p.name = ?")
+            args.append(prompt_name)
+        if model is not None:
+            where.append("(r.model = ? or r.model_name = ?)")
+            args += [model, model]
+        if status is not None:
+            where.append("r.status = ?")
+            args.append(status)
+        if not optimizer_runs:
+            where.append("r.optimization_id is null")
+        sql = f"""
+            select r.name, r.status, p.name as prompt, p.version, r.model,
+                   case when r.status = 'running'
+                        then (select count(*) from results where run_id = r.id) else r.n_results end as n,
+                   r.n_errors as errors, json_extract(r.metrics, '$[0].name') as metric,
+                   json_extract(r.summary, '$.metrics."' || json_extract(r.metrics, '$[0].name') || '".mean')
+                       as score,
+                   r.optimization_id is not null as optimizer, r.created_at
+            from runs r join prompts p on p.id = r.prompt_id
+            where {' and '.join(where)} order by r.id desc"""
+        if limit is not None:
+            sql, args = sql + " limit ?", args + [limit]
+        return [dict(row) for row in self.db.query(sql, args)]
+
     def update_run(self, run_id: int, **fields: Any) -> None:
         self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v
                                         for k, v in fields.items()})

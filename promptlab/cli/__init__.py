@@ -22,11 +22,21 @@ app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prom
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"promptlab {version('promptlab')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(ctx: typer.Context,
          db: Annotated[Optional[Path], typer.Option(help="Database file (default from promptlab.toml).",
                                                     envvar="PROMPTLAB_DB")] = None,
-         debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False) -> None:
+         debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
     ctx.obj = State(db=db, debug=debug)
 
 

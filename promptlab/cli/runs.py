@@ -12,20 +12,43 @@ app = typer.Typer(help="Runs: list them, show one, compare two.", no_args_is_hel
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+
+
 @app.command("list")
 def list_(ctx: typer.Context, project: Project = None,
+          prompt: Annotated[Optional[str], typer.Option(
+              metavar="REF", help="Only runs of this prompt: NAME (any version), NAME@VERSION or NAME@LABEL.")] = None,
+          model: Annotated[Optional[str], typer.Option(metavar="MODEL", help="Only runs on this model alias.")] = None,
+          status: Annotated[Optional[str], typer.Option(
+              metavar="STATUS", help=f"Only runs with this status ({', '.join(RUN_STATUSES)}).")] = None,
           limit: Annotated[int, typer.Option(help="Newest N runs.")] = 30,
-          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List runs, newest first."""
+          all_: Annotated[bool, typer.Option("--all", help="Also list optimizer runs (hidden by default).")] = False,
+          json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False) -> None:
+    """List runs, newest first: name, status, prompt, model, n, main score, errors, created."""
     from promptlab import display
-    from promptlab.evaluation import run_json
+    from promptlab.errors import UsageError
+    from promptlab.store import parse_ref
 
-    store = ctx.obj.store
-    runs = store.runs(ctx.obj.project_id(project), limit=limit)
-    data = [run_json(r, store.prompt_by_id(r["prompt_id"])) | {"created_at": r["created_at"]} for r in runs]
+    if status is not None and status not in RUN_STATUSES:
+        raise UsageError(f"--status: unknown status '{status}' (one of {', '.join(RUN_STATUSES)})")
+    state = ctx.obj
+    store, project_id = state.store, state.project_id(project)
+    filters = {}
+    if prompt is not None:  # a bare name means every version; a selector means that one version
+        name, selector = parse_ref(prompt)
+        filters = ({"prompt_id": store.prompt(project_id, prompt).id} if selector
+                   else {"prompt_name": name})
+    rows = store.run_rows(project_id, model=model, status=status, optimizer_runs=all_, limit=limit, **filters)
     if json_:
-        return emit_json(data)
-    display.print_runs(data)
+        return emit_json([{"name": r["name"], "status": r["status"], "prompt": r["prompt"],
+                           "version": r["version"], "ref": f"{r['prompt']}@{r['version']}", "model": r["model"],
+                           "n": r["n"], "errors": r["errors"], "metric": r["metric"], "score": r["score"],
+                           "optimizer": bool(r["optimizer"]), "created_at": r["created_at"]} for r in rows])
+    display.print_table("runs", ["name", "status", "prompt", "model", "n", "main score", "errors", "created"],
+                        [[r["name"], r["status"], f"{r['prompt']}@{r['version']}", r["model"], r["n"],
+                          "-" if r["score"] is None else f"{r['score']:.3f} {r['metric']}", r["errors"],
+                          (r["created_at"] or "")[:16].replace("T", " ")] for r in rows])
 
 
 @app.command("show")

@@ -1,0 +1,81 @@
+"""The everyday commands: --version, runs list, delete/edit, help, clear messages (issue 13)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def evaluated(workspace):
+    """A project with two prompt versions and three runs (r1, r2 on p@1; r3 on p@2)."""
+    workspace.write("c.jsonl", '{"text": "great", "label": "positive"}\n'
+                               '{"text": "awful", "label": "positive"}\n')
+    for args in (("project", "add", "demo"),
+                 ("signature", "add", "s", "-i", "text", "-o", "label:enum:positive,negative"),
+                 ("case", "import", "c.jsonl"),
+                 ("prompt", "add", "p", "--signature", "s", "--template", "{{ text }}"),
+                 ("eval", "--prompt", "p", "--name", "r1"),
+                 ("eval", "--prompt", "p", "--name", "r2"),
+                 ("prompt", "add", "p", "--signature", "s", "--template", "Review: {{ text }}"),
+                 ("eval", "--prompt", "p@2", "--name", "r3")):
+        result = workspace.cli(*args)
+        assert result.code == 0, (args, result.stderr)
+    return workspace
+
+
+def test_version(workspace):
+    from importlib.metadata import version
+
+    result = workspace.cli("--version")
+    assert result.code == 0 and result.stdout.strip() == f"promptlab {version('promptlab')}"
+
+
+def test_runs_list_json_and_filters(evaluated):
+    def names(*args):
+        result = evaluated.cli("runs", "list", "--json", *args)
+        assert result.code == 0, result.stderr
+        return [r["name"] for r in json.loads(result.stdout)]
+
+    listed = json.loads(evaluated.cli("runs", "list", "--json").stdout)
+    assert [r["name"] for r in listed] == ["r3", "r2", "r1"]
+    r1 = listed[-1]
+    assert (r1["status"], r1["prompt"], r1["version"], r1["ref"], r1["model"], r1["n"], r1["errors"]) == \
+        ("completed", "p", 1, "p@1", "fake", 2, 0)
+    assert r1["metric"] == "exact_match" and r1["score"] == 0.5 and r1["created_at"]
+
+    assert names("--prompt", "p@2") == ["r3"]
+    assert names("--prompt", "p") == ["r3", "r2", "r1"]
+    assert names("--limit", "1") == ["r3"]
+    assert names("--model", "fake") == ["r3", "r2", "r1"] and names("--model", "other") == []
+    evaluated.rows("update runs set status = 'failed' where name = 'r2'")
+    assert names("--status", "failed") == ["r2"]
+    bad = evaluated.cli("runs", "list", "--status", "done")
+    assert bad.code == 2 and "completed" in bad.stderr
+
+
+def test_runs_list_hides_optimizer_runs_unless_all(evaluated):
+    evaluated.rows("update runs set optimization_id = 1 where name = 'r2'")
+    shown = json.loads(evaluated.cli("runs", "list", "--json").stdout)
+    assert [r["name"] for r in shown] == ["r3", "r1"]
+    every = json.loads(evaluated.cli("runs", "list", "--json", "--all").stdout)
+    assert [r["name"] for r in every] == ["r3", "r2", "r1"] and every[1]["optimizer"]
+
+
+def test_runs_list_table_shows_the_columns(evaluated):
+    result = evaluated.cli("runs", "list")
+    assert result.code == 0, result.stderr
+    for column in ("name", "status", "prompt", "model", "main score", "errors", "created"):
+        assert column in result.stdout
+    assert "p@2" in result.stdout and "0.500" in result.stdout and "completed" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["prompt", "list"]])
+def test_listing_does_not_import_litellm(evaluated, command):
+    code = ("import sys; from promptlab.cli import main\n"
+            f"try:\n    main({command!r})\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print('LITELLM=' + str('litellm' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=evaluated.root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LITELLM=False"
