@@ -387,10 +387,6 @@ class Store:
     def run_by_id(self, run_id: int) -> dict:
         return _run(self.db["runs"].get(run_id))
 
-    def runs(self, project_id: int, limit: int | None = None) -> list[dict]:
-        return [_run(r) for r in self.db["runs"].rows_where(
-            "project_id = ?", [project_id], order_by="id desc", limit=limit)]
-
     def run_rows(self, project_id: int, *, prompt_id: int | None = None, prompt_name: str | None = None,
                  model: str | None = None, status: str | None = None, optimizer_runs: bool = False,
                  limit: int | None = None) -> list[dict]:
