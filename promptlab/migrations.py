@@ -120,3 +120,9 @@ def m004_signature_versions(db: Database) -> None:
         if index.unique and index.columns == ["project_id", "name"]:
             db.execute(f"drop index [{index.name}]")
     db["signatures"].create_index(["project_id", "name", "version"], unique=True)
+
+
+@migrations()
+def m005_prompt_candidates(db: Database) -> None:
+    """Optimizer candidates are prompt versions kept out of the way: never the family's latest."""
+    db["prompts"].add_column("candidate", int, not_null_default=0)

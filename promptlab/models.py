@@ -169,6 +169,7 @@ class PromptVersion(BaseModel):
     parent_id: int | None = None
     made_by: str = "person"
     message: str = ""
+    candidate: bool = False               # an optimizer's candidate: never the family's latest
     labels: tuple[str, ...] = ()
     created_at: str = ""
 

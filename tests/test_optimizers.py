@@ -154,14 +154,29 @@ def test_each_strategy_lifts_the_base_within_budget_with_lineage(workspace, stra
     report = data["optimization"]
     assert report["base"]["val"] == 0.0 and report["base"]["test"] == 0.0
     assert report["winner"]["val"] == 1.0 and report["winner"]["test"] == 1.0
-    assert report["spent"]["calls"] <= 150
-    assert chat_calls(ws) <= 150 + report["spent"]["test_calls"]
+    assert report["improved"] is True and report["outcome"] == "improved"
+    assert report["spent"]["calls"] + report["spent"]["test_calls"] <= 150
+    assert chat_calls(ws) == report["spent"]["provider_calls"] <= 150
+    assert report["projected_calls"] == {"search": 150 - 14, "test": 14, "total": 150}  # 7 test cases
+    constant = report["constant_baseline"]           # the test split's majority label, always answered
+    assert constant["field"] == "label" and 0.5 <= constant["score"] < 1.0
+    assert report["lift"]["over"] == "constant" and report["lift"]["test"] == round(1.0 - constant["score"], 6)
+    assert report["lift"]["test_over_base"] == 1.0 and report["lift"]["p_value"] < 0.05
+    assert report["collapse"] is None
 
     made = ws.rows("select id, parent_id, made_by from prompts where made_by = ?", (f"optimize:o-{strategy}",))
     assert made and all(parent is not None for _, parent, _ in made)
     opt = ws.rows("select id, status, winner_prompt_id, strategy from optimizations where name = ?",
                   (f"o-{strategy}",))[0]
     assert opt[1] == "completed" and opt[3] == strategy
+    # one winner name everywhere: the winning candidate itself is promoted, not a copy of it
+    assert report["winner"]["prompt_id"] == opt[2]
+    latest = json.loads(ws.cli("prompt", "show", "clf", "--project", "p", "--json").stdout)
+    assert latest["id"] == opt[2] and f"clf@{latest['version']}" == report["winner"]["ref"]
+    assert latest["candidate"] is False
+    assert ws.rows("select count(*) from prompts where content_hash = ?", (latest["content_hash"],)) == [(1,)]
+    listed = json.loads(ws.cli("prompt", "list", "--project", "p", "--json").stdout)
+    assert [v["id"] for v in listed] == [report["base"]["prompt_id"], opt[2]]   # the other candidates hidden
     runs = ws.rows("select count(*), count(distinct prompt_id) from runs where optimization_id = ?", (opt[0],))[0]
     assert runs[0] >= 2 and runs[1] >= 2  # every candidate evaluation is a run of this optimization
 
@@ -193,8 +208,8 @@ def test_budget_is_a_hard_limit(workspace):
                             "--knob", "minibatch=4")
     assert result.code == 0, result.stderr
     spent = data["optimization"]["spent"]
-    assert spent["calls"] <= 40 and spent["provider_calls"] <= 40
-    assert chat_calls(ws) == spent["provider_calls"] + spent["test_calls"]
+    assert spent["calls"] + spent["test_calls"] <= 40
+    assert chat_calls(ws) == spent["provider_calls"] <= 40   # test scoring is inside the budget
 
 
 def test_early_stop_on_a_plateau(workspace):
@@ -208,6 +223,137 @@ def test_early_stop_on_a_plateau(workspace):
     assert report["stopped"].startswith("plateau")
     assert report["spent"]["calls"] < 400
     assert report["winner"]["ref"] == "clf@1"  # no candidate beat the base: it stays the winner
+
+
+# ---- honest results ------------------------------------------------------------------
+def _versions(ws, *flags: str) -> list[dict]:
+    return json.loads(ws.cli("prompt", "list", "clf", "--project", "p", "--json", *flags).stdout)
+
+
+@pytest.mark.parametrize("strategy", ["iterative", "bootstrap", "genetic", "mcts"])
+def test_no_edit_helps_keeps_the_base_and_adds_no_version(workspace, strategy):
+    ws = workspace
+    world(ws)
+    # the reply depends on the case only: every prompt scores what the base scores
+    ws.fake.configure(rules=[["good", "positive"]], default_reply="maybe")
+    result, data = optimize(ws, "--strategy", strategy, "--budget-calls", "200", "--name", "flat")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert report["improved"] is False and report["outcome"] == "no improvement found"
+    assert report["winner"]["ref"] == report["base"]["ref"] == "clf@1"
+    assert report["lift"]["test_over_base"] == 0.0 and report["lift"]["p_value"] == 1.0
+    candidates = [c for c in report["candidates"] if c["ref"] != "clf@1"]
+    assert candidates and all(c["val"] in (None, report["base"]["val"]) for c in candidates)  # tied at best
+    assert ws.rows("select winner_prompt_id from optimizations where name = 'flat'") == [(report["base"]["prompt_id"],)]
+
+    assert [v["version"] for v in _versions(ws)] == [1]                # nothing new in the user's list
+    assert ws.rows("select count(*) from prompts where candidate = 0") == [(1,)]
+    hidden = _versions(ws, "--candidates")
+    assert len(hidden) == 1 + len(candidates)
+    assert all(v["candidate"] and v["made_by"] == "optimize:flat" for v in hidden[1:])
+    assert json.loads(ws.cli("prompt", "show", "clf", "--project", "p", "--json").stdout)["version"] == 1
+    assert json.loads(ws.cli("prompt", "show", "clf@latest", "--project", "p", "--json").stdout)["version"] == 1
+
+    # the terminal says so, and a lift gate fails (exit 1) when nothing was lifted
+    again = ws.cli("optimize", "--project", "p", "--prompt", "clf@1", "--strategy", strategy, "--budget-calls",
+                   "200", "--name", "flat-gated", "--quiet", "--min-lift", "0")
+    assert again.code == 1
+    assert "no improvement found" in again.stdout and "FAIL" in again.stdout
+
+
+def test_min_gain_is_the_margin_a_winner_needs_over_the_base(workspace):
+    ws = workspace
+    world(ws)
+    result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "150", "--name", "margin",
+                            "--knob", "min_gain=1.0")   # candidates reach 1.0 on val, the base 0.0
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert max(c["val"] or 0 for c in report["candidates"]) == 1.0
+    assert report["improved"] is False and report["winner"]["ref"] == "clf@1"
+    assert [v["version"] for v in _versions(ws)] == [1]
+
+
+def test_a_winner_that_answers_one_label_shows_no_lift_over_the_constant_answer(workspace):
+    ws = workspace
+    world(ws)
+    # any prompt naming a label (a demo, a format line) makes the model answer "positive" to everything
+    ws.fake.configure(rules=[RULES[0], ["positive", "", "positive"]], default_reply="maybe")
+    result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "150", "--name", "one",
+                            "--min-lift", "0.05")
+    assert result.code == 1 and data["passed"] is False
+    report = data["optimization"]
+    assert report["improved"] is True and report["winner"]["val"] > report["base"]["val"] == 0.0
+    assert report["lift"]["test_over_base"] > 0                   # it does beat the base...
+    assert report["lift"]["over"] == "constant" and report["lift"]["test"] <= 0  # ...not the constant answer
+    assert report["constant_baseline"]["score"] == report["lift"]["over_score"]
+    collapse = report["collapse"]
+    assert collapse["label"] == "positive" and collapse["share"] == 1.0 and "collapsed" in collapse["warning"]
+    gate = data["gates"][0]
+    assert not gate["passed"] and "over the best constant answer" in gate["message"]
+
+    shown = ws.cli("optimize", "--project", "p", "--resume", "one")   # the saved report, on the terminal
+    assert "over the best constant answer" in shown.stdout and "collapsed" in shown.stderr
+
+
+@pytest.mark.parametrize("strategy,budgets", [("bootstrap", (21, 45)), ("iterative", (33, 90)),
+                                              ("genetic", (60, 120)), ("mcts", (40, 75))])
+def test_budget_calls_caps_every_request_the_provider_sees(workspace, strategy, budgets):
+    ws = workspace
+    world(ws)
+    seen = 0
+    for i, budget in enumerate(budgets + budgets[:1]):   # cold cache, then warm
+        result, data = optimize(ws, "--strategy", strategy, "--budget-calls", str(budget), "--name", f"b{i}")
+        assert result.code == 0, result.stderr
+        sent = chat_calls(ws) - seen
+        seen += sent
+        spent = data["optimization"]["spent"]
+        assert sent == spent["provider_calls"] <= budget
+        assert spent["calls"] + spent["test_calls"] <= budget
+        assert data["optimization"]["projected_calls"]["total"] == budget
+    assert sent == 0   # the repeat found every reply in the cache
+
+
+@pytest.mark.parametrize("budget", [60, 80])
+def test_retries_count_against_the_call_budget(workspace, budget):
+    ws = workspace
+    world(ws)
+    ws.fake.configure(fail_first_n=1, fail_first_n_status=500)   # every request needs one retry
+    result, data = optimize(ws, "--strategy", "iterative", "--budget-calls", str(budget), "--name", "flaky")
+    assert chat_calls(ws) == budget and ws.fake.stats()["by_status"]["500"] > 0
+    if budget == 60:   # the retries ended the search early; the test split still got its share
+        assert result.code == 0, result.stderr
+        report = data["optimization"]
+        assert "retries" in report["stopped"] and report["spent"]["provider_calls"] == budget
+        assert report["base"]["test"] is not None
+    else:              # the search found a winner, but retries left too little to score it on test
+        assert result.code == 3 and "larger --budget-calls" in result.stderr
+        assert ws.rows("select status from optimizations") == [("failed",)]
+        assert ws.rows("select count(*) from prompts where candidate = 0") == [(1,)]   # nothing promoted
+
+
+def test_candidates_never_become_the_latest_version(tmp_path):
+    from promptlab.store import open_store
+
+    store = open_store(tmp_path / "s.db")
+    project_id = store.ensure_project("p")
+    base = store.add_prompt(project_id, "clf", PromptContent(template="{{ text }}"))
+    cand = store.add_prompt(project_id, "clf", PromptContent(system="Be brief.", template="{{ text }}"),
+                            parent_id=base.id, made_by="optimize:o", candidate=True)
+    assert cand.version == 2 and cand.candidate
+    assert store.prompt(project_id, "clf").id == store.prompt(project_id, "clf@latest").id == base.id
+    assert store.prompt(project_id, "clf@2").id == cand.id           # still reachable by its number
+    assert [v.id for v in store.prompts(project_id, "clf")] == [base.id]
+    assert [v.id for v in store.prompts(project_id, "clf", candidates=True)] == [base.id, cand.id]
+    # a person adding the same content gets a version of their own, child of the latest non-candidate
+    mine = store.add_prompt(project_id, "clf", cand.content)
+    assert mine.id != cand.id and mine.version == 3 and mine.parent_id == base.id and not mine.candidate
+    assert store.prompt(project_id, "clf").id == mine.id
+    # a promoted candidate is a version like any other; its lineage is kept
+    later = store.add_prompt(project_id, "clf", PromptContent(system="Be kind.", template="{{ text }}"),
+                             parent_id=cand.id, made_by="optimize:o", candidate=True)
+    store.promote_prompt(later.id)
+    assert store.prompt(project_id, "clf").id == later.id
+    assert [v.id for v in store.lineage(store.prompt(project_id, "clf"))] == [later.id, cand.id, base.id]
 
 
 def test_gates_exit_1_and_bad_input_exit_2(workspace):

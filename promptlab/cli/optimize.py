@@ -10,9 +10,13 @@ from promptlab.optimizers import STRATEGIES, knob_help
 
 _HELP = f"""Search for a better version of a prompt and report it against the base on the held-out test split.
 
-Every candidate becomes a prompt version (lineage, made_by optimize:NAME), every evaluation a
-run (cached, resumable). The winner (best val, then train, then fewest tokens) becomes the newest
-version of the prompt. Exit codes: 0 ok, 1 a gate failed, 2 bad input, 3 provider failure.
+Every candidate becomes a prompt version (lineage, made_by optimize:NAME) kept out of the way
+(`prompt list --candidates` shows them), every evaluation a run (cached, resumable). A candidate
+wins only by beating the base's val score by more than min_gain (then best train, then fewest
+tokens); the winner becomes the latest version of the prompt. Otherwise: "no improvement found",
+the base is kept and no version is added. --budget-calls caps every request sent to the provider
+(test scoring, proposer calls and retries included). Exit codes: 0 ok, 1 a gate failed,
+2 bad input, 3 provider failure.
 
 \b
 Knobs (--knob NAME=VALUE), per strategy, with their defaults:
@@ -28,7 +32,7 @@ def register(app: typer.Typer) -> None:
                  strategy: Annotated[str, typer.Option(help=f"One of: {', '.join(STRATEGIES)}.")] = "bootstrap",
                  model: Annotated[Optional[str], typer.Option(help="Task model (alias or LiteLLM model).")] = None,
                  proposer: Annotated[Optional[str], typer.Option(help="Model that writes edits (default: the task model).")] = None,
-                 budget_calls: Annotated[Optional[int], typer.Option(min=1, help="Most model calls the search may need (default 500 unless another budget is set).")] = None,
+                 budget_calls: Annotated[Optional[int], typer.Option(min=1, help="Most requests sent to the provider in all: search, proposer, test scoring, retries (default 500 unless another budget is set).")] = None,
                  budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Most tokens (prompt + completion).")] = None,
                  budget_cost: Annotated[Optional[float], typer.Option(min=0, help="Most cost in USD.")] = None,
                  seed: Annotated[int, typer.Option(help="Seed for splits and proposals (same seed, same search).")] = 0,
@@ -40,7 +44,7 @@ def register(app: typer.Typer) -> None:
                  concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
                  resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(help="Gate: the winner's test score >= this.")] = None,
-                 min_lift: Annotated[Optional[float], typer.Option(help="Gate: winner test score - base test score >= this.")] = None,
+                 min_lift: Annotated[Optional[float], typer.Option(help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
                  quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         from datetime import datetime, timezone

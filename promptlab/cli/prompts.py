@@ -16,7 +16,7 @@ Project = Annotated[Optional[str], typer.Option(help="Project name (optional whe
 
 def _version_json(p) -> dict:
     return {"id": p.id, "name": p.name, "version": p.version, "signature": p.signature,
-            "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by,
+            "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by, "candidate": p.candidate,
             "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
             **p.content.model_dump(mode="json")}
 
@@ -68,16 +68,18 @@ def add(ctx: typer.Context, name: str, project: Project = None,
 
 @app.command("list")
 def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] = None, project: Project = None,
+          candidates: Annotated[bool, typer.Option("--candidates", "--all",
+                                                   help="Also list optimizer candidates (hidden by default).")] = False,
           json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List prompt versions."""
+    """List prompt versions (an optimization's candidates only with --candidates)."""
     from promptlab import display
 
-    versions = ctx.obj.store.prompts(ctx.obj.project_id(project), name)
+    versions = ctx.obj.store.prompts(ctx.obj.project_id(project), name, candidates=candidates)
     if json_:
         return emit_json([_version_json(v) for v in versions])
     display.print_table("prompts", ["ref", "labels", "signature", "made by", "parent", "message", "created"],
-                        [[v.ref, ",".join(v.labels), v.signature, v.made_by, v.parent_id, v.message,
-                          v.created_at] for v in versions])
+                        [[v.ref + (" (candidate)" if v.candidate else ""), ",".join(v.labels), v.signature,
+                          v.made_by, v.parent_id, v.message, v.created_at] for v in versions])
 
 
 @app.command("show")

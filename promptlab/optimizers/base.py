@@ -56,14 +56,17 @@ class Budget:
 
 @dataclass(frozen=True)
 class Spent:
-    """What a search spent. `calls` counts every model request the search needed
-    (a cached reply included: the count replays exactly on resume); `provider_calls`
-    counts the requests actually sent to a provider by this process."""
+    """What an optimization spent. `calls` counts every model request the search needed
+    (a cached reply included: the count replays exactly on resume); `test_calls` those
+    of scoring the base and the winner on the test split; `provider_calls` the requests
+    actually sent to a provider, retries, test scoring and earlier sessions included
+    (what the call budget caps)."""
 
     calls: int = 0
     tokens: int = 0
     cost: float = 0.0
     provider_calls: int = 0
+    test_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,17 +130,18 @@ class CandidateRecord:
 class OptimizationResult:
     strategy: str
     base: CandidateRecord
-    best: CandidateRecord
+    best: CandidateRecord      # the winner: the base when no candidate beat it by more than min_gain
     candidates: tuple[CandidateRecord, ...]
     spent: Spent
     stopped: str               # why the search ended (budget, plateau, done, …)
     iterations: int
+    improved: bool             # a candidate beat the base on val by more than min_gain
 
     def as_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "base": self.base.as_dict(), "best": self.best.as_dict(),
                 "candidates": [c.as_dict() for c in self.candidates],
                 "spent": dataclasses.asdict(self.spent), "stopped": self.stopped,
-                "iterations": self.iterations}
+                "iterations": self.iterations, "improved": self.improved}
 
 
 @runtime_checkable
@@ -192,7 +196,7 @@ class CommonKnobs:
     """Knobs every strategy has."""
 
     patience: int = knob(4, "stop after this many steps without a gain of at least min_gain")
-    min_gain: float = knob(0.0, "a step must beat the best val score by more than this to count")
+    min_gain: float = knob(0.0, "a gain on val must exceed this to count (a step; the winner over the base)")
     max_demos: int = knob(8, "most few-shot demos a candidate may carry")
     max_prompt_tokens: int = knob(0, "skip candidates whose prompt is larger (0: no limit)")
     use_proposer: bool = knob(True, "let the proposer model write instructions (else model-free edits only)")

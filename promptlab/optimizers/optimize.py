@@ -6,6 +6,13 @@ rebuilds the same search from that row and replays it with the same seed: the
 same proposals come out, and evaluations already in the store or the response
 cache are not sent again. Both end with the winner's and the base's scores on
 the held-out test split side by side, with the prompt diff, in `report`.
+
+The winner is a candidate that beat the base on val by more than `min_gain`;
+it is promoted (it stops being a candidate and becomes the family's latest
+version). Otherwise no improvement was found: the base is kept and no version
+is added. The lift on test is measured over the stronger of the base and the
+best constant answer (`promptlab.baselines`), with a paired p-value against the
+base, and a winner whose test outputs are nearly all one label is flagged.
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from promptlab import baselines
 from promptlab.config import ModelConfig
 from promptlab.diffing import diff_text
 from promptlab.errors import UsageError
 from promptlab.gates import GateResult
 from promptlab.evaluation import build_metrics, make_gateway, metric_context
 from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, Objective, Problem
+from promptlab.optimizers.base import Budget, BudgetExhausted, Objective, Problem
 from promptlab.optimizers.search import Search, SearchProgress
 from promptlab.optimizers.splits import make_splits, splits_from_ids
+from promptlab.scorers.stats import paired_bootstrap
 from promptlab.lease import HEARTBEAT_S
 from promptlab.store import Store, is_locked, loads, now
 
@@ -72,9 +81,11 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
     build_metrics(list(request.objective.metrics), "optimize --metric", context=metric_context(settings))
     cases = store.cases(project_id, golden=True)
     splits = make_splits(cases, request.seed, request.split_sizes)
-    if request.budget.calls is not None and request.budget.calls < len(splits.val):
-        raise UsageError(f"optimize: a budget of {request.budget.calls} calls cannot even score the base "
-                         f"on the {len(splits.val)} val cases; raise --budget-calls")
+    least = len(splits.val) + test_reserve(splits)
+    if request.budget.calls is not None and request.budget.calls < least:
+        raise UsageError(f"optimize: a budget of {request.budget.calls} calls cannot score the base on the "
+                         f"{len(splits.val)} val cases and the base and the winner on the {len(splits.test)} "
+                         f"test cases ({least} calls); raise --budget-calls")
     config = {"strategy": request.strategy, "knobs": dataclasses.asdict(strategy.knobs), "seed": request.seed,
               "prompt": request.prompt, "base_prompt_id": base.id, "task_model": _model_json(task_model),
               "proposer": _model_json(proposer), "objective": {"metrics": list(request.objective.metrics),
@@ -126,16 +137,23 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
     gateway = make_gateway(store, settings)
     search = Search(store=store, settings=settings, gateway=gateway, project_id=project_id,
                     optimization_id=opt_id, name=row["name"], strategy=strategy.name, problem=problem,
-                    knobs=strategy.knobs, concurrency=config["concurrency"], progress=progress)
+                    knobs=strategy.knobs, concurrency=config["concurrency"], progress=progress,
+                    test_reserve=test_reserve(splits) if budget.calls is not None else 0,
+                    sent_before=(loads(row["spent"]) or {}).get("provider_calls", 0))
     store.claim("optimizations", opt_id, f"optimization '{row['name']}'")
     beating = asyncio.create_task(_heartbeat(store, opt_id))
     if progress is not None:
-        progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}")
+        progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}"
+                       + _projected(search.projection(), splits))
     try:
+        try:  # the base competes on the same val cases as every candidate
+            await search.evaluate([search.base], "val")
+        except BudgetExhausted:
+            pass  # the strategy meets the same limit at its first step
         result = await strategy.optimize(problem, search, random.Random(config["seed"]))
         winner = next(c for c in search.candidates.values() if c.id == result.best.prompt_id)
         if splits.test:
-            await search.evaluate([search.base, winner], "test", splits.test, charge=False)
+            await search.score_test([search.base, winner], splits.test)
     except BaseException as exc:
         interrupted = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)  # Ctrl-C cancels the task
         status = "interrupted" if isinstance(exc, interrupted) else "failed"
@@ -145,26 +163,25 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         beating.cancel()
         if progress is not None:
             progress.finish()
-    final = _promote(store, project_id, search, winner, row["name"])
-    report = _report(row["name"], config, budget, splits, search, result, winner, final)
-    search.save(status="completed", winner_prompt_id=final.id, report=report, finished_at=now())
+    report = _report(row["name"], config, budget, splits, search, result, winner)
+    with store.db.atomic():  # the winner itself stops being a candidate: NAME means it from now on
+        if result.improved:
+            store.promote_prompt(winner.id)
+        search.save(status="completed", winner_prompt_id=winner.id, report=report, finished_at=now())
     return report
 
 
-def _promote(store: Store, project_id: int, search: Search, winner, name: str):
-    """Make the winner the newest version of the family (so NAME means the winner from now on).
+def test_reserve(splits) -> int:
+    """Calls set aside for the held-out test: the base and the winner on every test case."""
+    return 2 * len(splits.test)
 
-    Its content is added again, as a child of the winning candidate, unless it
-    already is the newest version; a base that won stays as it is."""
-    if winner is search.base:
-        return winner.prompt
-    latest = store.prompt(project_id, search.base.prompt.name)
-    if latest.content_hash == winner.prompt.content_hash:
-        return latest
-    return store.add_prompt(project_id, search.base.prompt.name, winner.content,
-                            signature_id=search.signature_id, parent_id=winner.id,
-                            made_by=f"optimize:{name}", message=f"winner of optimization {name}",
-                            dedupe=False)
+
+def _projected(projection: dict, splits) -> str:
+    if projection["total"] is None:
+        return ""
+    return (f": at most {projection['search']} calls for the search (the base on the {len(splits.val)} val "
+            f"cases first) and {projection['test']} for the base and the winner on the {len(splits.test)} "
+            f"test cases")
 
 
 def _side(search: Search, cand, splits) -> dict:
@@ -175,26 +192,48 @@ def _side(search: Search, cand, splits) -> dict:
             "tokens": cand.tokens, "demos": len(cand.content.demos)}
 
 
-def _report(name, config, budget, splits, search: Search, result, winner, final) -> dict:
-    base = _side(search, search.base, splits)
-    best = {**_side(search, winner, splits), "ref": final.ref, "prompt_id": final.id,
-            "candidate": winner.prompt.ref}
-
-    def lift(key: str) -> float | None:
-        return None if base[key] is None or best[key] is None else round(best[key] - base[key], 6)
-
+def _report(name, config, budget, splits, search: Search, result, winner) -> dict:
+    base, best = _side(search, search.base, splits), _side(search, winner, splits)
+    constant = (baselines.constant_baseline(search.problem.signature, [c.expected for c in splits.test])
+                if splits.test else None)
+    collapse = baselines.collapse(search.problem.signature,
+                                  [winner.parsed.get(c.id) for c in winner.eligible(splits.test)])
     return {"name": name, "strategy": result.strategy, "status": "completed", "stopped": result.stopped,
+            "improved": result.improved,
+            "outcome": "improved" if result.improved else "no improvement found",
             "seed": config["seed"], "iterations": result.iterations,
             "objective": search.problem.objective.describe([n for n, _ in search.weights]),
             "model": config["task_model"].get("alias") or config["task_model"]["model"],
             "proposer": config["proposer"].get("alias") or config["proposer"]["model"],
             "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                        "method": splits.method},
-            "base": base, "winner": best, "lift": {"val": lift("val"), "test": lift("test")},
-            "budget": dataclasses.asdict(budget),
-            "spent": {**dataclasses.asdict(search.spent), "test_calls": search.test_calls},
+            "base": base, "winner": best, "lift": _lift(search.base, winner, base, best, constant, splits),
+            "constant_baseline": constant.as_json() if constant else None,
+            "collapse": {**collapse.as_json(), "warning": collapse.warning()} if collapse else None,
+            "budget": dataclasses.asdict(budget), "projected_calls": search.projection(),
+            "spent": dataclasses.asdict(search.spent),
             "candidates": [c.as_dict() for c in sorted(result.candidates, key=lambda c: c.prompt_id)],
-            "diff": diff_text(search.base.prompt, final)}
+            "diff": diff_text(search.base.prompt, winner.prompt)}
+
+
+def _lift(base, winner, base_side: dict, best: dict, constant, splits) -> dict:
+    """The winner's lift on val over the base, and on test over the stronger of the base and the
+    best constant answer, with a paired bootstrap p-value for winner vs base on test."""
+    def diff(a: float | None, b: float | None) -> float | None:  # at the 6 digits shown (4/7 - 4/7 is 0)
+        return None if a is None or b is None else round(round(a, 6) - round(b, 6), 6) + 0.0
+
+    out = {"val": diff(best["val"], base_side["val"]), "test": None, "over": "base", "over_score": None,
+           "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None}
+    if best["test"] is None or base_side["test"] is None:
+        return out
+    over, over_score = "base", base_side["test"]
+    if constant is not None and constant.score > over_score:
+        over, over_score = "constant", constant.score
+    paired = [c.id for c in splits.test if c.id in base.scores and c.id in winner.scores]
+    stats = paired_bootstrap([base.scores[i] for i in paired], [winner.scores[i] for i in paired])
+    return {**out, "test": diff(best["test"], over_score), "over": over, "over_score": over_score,
+            "test_over_base": diff(best["test"], base_side["test"]), "p_value": round(stats["p_value"], 6),
+            "ci_low": round(stats["ci_low"], 6), "ci_high": round(stats["ci_high"], 6)}
 
 
 def check_gates(report: dict, *, min_test_score: float | None = None,
@@ -207,11 +246,13 @@ def check_gates(report: dict, *, min_test_score: float | None = None,
         gates.append(GateResult(f"min_test_score {report['winner']['ref']}", ok, actual, min_test_score,
                           f"test score {_fmt(actual)} {'>=' if ok else '<'} {min_test_score}"
                           + ("" if actual is not None else " (no test split)")))
-    if min_lift is not None:
-        actual = report["lift"]["test"]
-        ok = actual is not None and actual >= min_lift
+    if min_lift is not None:  # over the stronger of the base and the best constant answer
+        actual, improved = report["lift"]["test"], report.get("improved", True)
+        ok = improved and actual is not None and actual >= min_lift
+        over = "the best constant answer" if report["lift"].get("over") == "constant" else "the base"
         gates.append(GateResult(f"min_lift {report['base']['ref']} -> {report['winner']['ref']}", ok, actual,
-                          min_lift, f"test lift {_fmt(actual)} {'>=' if ok else '<'} {min_lift}"))
+                          min_lift, f"test lift {_fmt(actual)} over {over} {'>=' if ok else '<'} {min_lift}"
+                          + ("" if improved else " (no improvement found: the base was kept)")))
     return gates
 
 

@@ -437,7 +437,7 @@ class Search:
             strategy=self.strategy, iteration=self.iteration, best_ref=best.prompt.ref if best else "-",
             best_val=best.mean(self.problem.val) if best else None,
             base_val=self.base.mean(self.problem.val), latest=tuple(self.latest), calls=self.calls,
-            budget_calls=b.calls, tokens=self.tokens, budget_tokens=b.tokens,
+            budget_calls=self.projection()["search"], tokens=self.tokens, budget_tokens=b.tokens,
             candidates=len(self.candidates), message=message))
 
     def save(self, **fields: Any) -> None:
