@@ -79,3 +79,47 @@ def test_listing_does_not_import_litellm(evaluated, command):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=evaluated.root)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "LITELLM=False"
+
+
+@pytest.fixture
+def empty(workspace, tmp_path, monkeypatch):
+    """A folder outside any workspace: no promptlab.toml upward, no PROMPTLAB_CONFIG or PROMPTLAB_DB."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("PROMPTLAB_CONFIG")
+    (tmp_path / "promptlab.toml").unlink()
+    return folder
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["runs", "show", "r1"], ["prompt", "list"],
+                                     ["project", "show"], ["case", "list"], ["cache", "stats"],
+                                     ["signature", "list"], ["report", "r1"]])
+def test_read_only_commands_outside_a_workspace_create_nothing(workspace, empty, command):
+    result = workspace.cli(*command)
+    assert result.code == 2
+    assert "no promptlab database here; run `promptlab init` (or set PROMPTLAB_DB)" in result.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_init_prints_next_commands_that_work(workspace, empty):
+    import shlex
+
+    result = workspace.cli("init")
+    assert result.code == 0, result.stderr
+    lines = result.stdout.split("next:\n", 1)[1].splitlines()
+    commands = [shlex.split(line)[1:] for line in lines[:3]]
+    assert [c[:2] for c in commands] == [["project", "add"], ["signature", "add"], ["prompt", "add"]]
+    for command in commands:
+        ran = workspace.cli(*command)
+        assert ran.code == 0, (command, ran.stderr)
+    assert (empty / ".promptlab" / "promptlab.db").exists()
+
+
+def test_project_show_without_a_name_when_there_is_one(workspace):
+    workspace.cli("project", "add", "demo", "--description", "the demo")
+    shown = workspace.cli("project", "show", "--json")
+    assert shown.code == 0 and json.loads(shown.stdout)["name"] == "demo"
+    workspace.cli("project", "add", "other")
+    ambiguous = workspace.cli("project", "show")
+    assert ambiguous.code == 2 and "demo, other" in ambiguous.stderr

@@ -6,13 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json
+from promptlab.cli.common import emit_json, read_only
 
 app = typer.Typer(help="The response cache (replies and embeddings, keyed by their full request).",
                   no_args_is_help=True)
 
 
 @app.command("stats")
+@read_only
 def stats(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Entries and size."""
     data = ctx.obj.store.cache_stats()
@@ -23,6 +24,7 @@ def stats(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = F
 
 
 @app.command("clear")
+@read_only
 def clear(ctx: typer.Context,
           model: Annotated[Optional[str], typer.Option(help="Only this LiteLLM model's entries.")] = None) -> None:
     """Delete cached replies."""

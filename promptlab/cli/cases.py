@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, parse_pairs
+from promptlab.cli.common import emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Test cases: inputs, expected outputs, split, tags, golden flag.",
                   no_args_is_help=True)
@@ -60,6 +60,7 @@ def import_(ctx: typer.Context, file: Path, project: Project = None, signature: 
 
 
 @app.command("export")
+@read_only
 def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output file, or - for stdout.")],
            project: Project = None, signature: Signature = None,
            format: Annotated[Optional[str], typer.Option(help="csv, json, jsonl or yaml.")] = None,
@@ -80,6 +81,7 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
 
 
 @app.command("list")
+@read_only
 def list_(ctx: typer.Context, project: Project = None,
           split: Annotated[Optional[str], typer.Option()] = None,
           tag: Annotated[list[str], typer.Option()] = [],

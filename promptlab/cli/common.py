@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -42,6 +43,7 @@ def gate_flags(**flags: Any) -> dict[str, Any]:
 class State:
     db: Path | None = None
     debug: bool = False
+    read_only: bool = False  # set by @read_only: the command must not create a database
     _settings: Any = field(default=None, repr=False)
     _store: Any = field(default=None, repr=False)
 
@@ -58,7 +60,12 @@ class State:
         if self._store is None:
             from promptlab.store import open_store
 
-            self._store = open_store(Path(self.db) if self.db else self.settings.db_path)
+            path = Path(self.db) if self.db else self.settings.db_path
+            if self.read_only and not self.db and self.settings.source is None and not path.exists():
+                from promptlab.errors import UsageError
+
+                raise UsageError("no promptlab database here; run `promptlab init` (or set PROMPTLAB_DB)")
+            self._store = open_store(path)
         return self._store
 
     def project_id(self, name: str | None) -> int:
@@ -73,6 +80,15 @@ class State:
 
         names = ", ".join(p["name"] for p in projects) or "none yet"
         raise UsageError(f"--project is required (projects: {names})")
+
+
+def read_only(command: Any) -> Any:
+    """Mark a command that only reads: outside a workspace it refuses rather than create a database."""
+    @functools.wraps(command)
+    def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> Any:
+        ctx.obj.read_only = True
+        return command(ctx, *args, **kwargs)
+    return wrapper
 
 
 def fail(exc: BaseException) -> NoReturn:

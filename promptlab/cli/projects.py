@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json
+from promptlab.cli.common import emit_json, read_only
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
 
@@ -30,6 +30,7 @@ def add(ctx: typer.Context, name: str,
 
 
 @app.command("list")
+@read_only
 def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List projects."""
     from promptlab import display
@@ -42,17 +43,21 @@ def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = F
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+@read_only
+def show(ctx: typer.Context,
+         name: Annotated[Optional[str], typer.Argument(
+             metavar="[NAME]", help="The project (optional when there is one).")] = None,
+         json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False) -> None:
     """Counts of what a project holds."""
     from promptlab.terminal import printable
 
     store = ctx.obj.store
-    project = store.project(name)
+    project = store.db["projects"].get(ctx.obj.project_id(name))
     counts = {table: store.db[table].count_where("project_id = ?", [project["id"]])
               for table in ("signatures", "prompts", "cases", "runs", "optimizations")}
     data = {**project, "counts": counts}
     if json_:
         return emit_json(data)
-    typer.echo(printable(f"{name}: {project['description'] or ''}"))
+    typer.echo(printable(f"{project['name']}: {project['description'] or ''}"))
     for table, count in counts.items():
         typer.echo(f"  {table}: {count}")

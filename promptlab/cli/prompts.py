@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, parse_pairs
+from promptlab.cli.common import emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
@@ -68,6 +68,7 @@ def add(ctx: typer.Context, name: str, project: Project = None,
 
 @app.command("list")
 def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] = None, project: Project = None,
+@read_only
           candidates: Annotated[bool, typer.Option("--candidates", "--all",
                                                    help="Also list optimizer candidates (hidden by default).")] = False,
           json_: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -84,6 +85,7 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] =
 
 @app.command("show")
 def show(ctx: typer.Context, ref: str, project: Project = None,
+@read_only
          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show a version: NAME, NAME@VERSION or NAME@LABEL."""
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
@@ -99,6 +101,7 @@ def show(ctx: typer.Context, ref: str, project: Project = None,
 
 @app.command("diff")
 def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
+@read_only
     """Unified diff of two versions (e.g. classifier@1 classifier@3)."""
     from promptlab.diffing import diff_text
     from promptlab.terminal import printable
@@ -110,6 +113,7 @@ def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
 
 @app.command("log")
 def log(ctx: typer.Context, ref: str, project: Project = None,
+@read_only
         json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Lineage: the version, its parent, and so on back to the first."""
     from promptlab.terminal import printable

@@ -7,9 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from promptlab.cli.common import read_only
+
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
+    @read_only
     def report(ctx: typer.Context,
                name: Annotated[str, typer.Argument(help="A run name, else an optimization name.")],
                format: Annotated[Optional[str], typer.Option(

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json
+from promptlab.cli.common import emit_json, read_only
 
 app = typer.Typer(help="Runs: list them, show one, compare two.", no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
@@ -16,6 +16,7 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
 @app.command("list")
+@read_only
 def list_(ctx: typer.Context, project: Project = None,
           prompt: Annotated[Optional[str], typer.Option(
               metavar="REF", help="Only runs of this prompt: NAME (any version), NAME@VERSION or NAME@LABEL.")] = None,
@@ -52,6 +53,7 @@ def list_(ctx: typer.Context, project: Project = None,
 
 
 @app.command("show")
+@read_only
 def show(ctx: typer.Context, name: str, project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -71,6 +73,7 @@ def show(ctx: typer.Context, name: str, project: Project = None,
 
 
 @app.command("compare")
+@read_only
 def compare(ctx: typer.Context,
             a: Annotated[str, typer.Argument(help="Run A: a run name, or a prompt version (NAME@VERSION, "
                                                   "NAME@LABEL) meaning its latest completed run.")],

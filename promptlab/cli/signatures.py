@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json
+from promptlab.cli.common import emit_json, read_only
 
 app = typer.Typer(help="Signatures: the inputs a prompt gets and the outputs it must give.",
                   no_args_is_help=True)
@@ -83,6 +83,7 @@ def add(ctx: typer.Context,
 def list_(ctx: typer.Context, project: Annotated[Optional[str], typer.Option()] = None,
           json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List every version of every signature."""
+@read_only
     from promptlab import display
 
     versions = ctx.obj.store.signature_versions(ctx.obj.project_id(project))
@@ -98,6 +99,7 @@ def list_(ctx: typer.Context, project: Annotated[Optional[str], typer.Option()] 
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
          project: Annotated[Optional[str], typer.Option()] = None) -> None:
+@read_only
     """Show one signature version as YAML."""
     import yaml
 

@@ -28,6 +28,14 @@ params = {temperature = 0, max_tokens = 16}
 '''
 
 
+NEXT = """next:
+  promptlab project add my-project
+  promptlab signature add sentiment -i text -o label:enum:positive,negative --instruction "Classify the review."
+  promptlab prompt add one-word --signature sentiment --template "Review: {{ text }}"
+then `promptlab case import cases.jsonl` and `promptlab eval --prompt one-word`, or all of it from one
+experiment file: `promptlab run experiment.yaml` (see examples/quickstart/experiment.yaml)"""
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def init(ctx: typer.Context,
@@ -44,3 +52,4 @@ def register(app: typer.Typer) -> None:
         state = ctx.obj
         state._settings = None
         typer.echo(f"database: {state.store.path}")
+        typer.echo(NEXT)
