@@ -179,6 +179,11 @@ def _procs_of_uid(uid: int) -> list[int]:
     return pids
 
 
+def _is_root() -> bool:
+    """Whether each run gets fresh uids (root), or a user namespace (anyone else)."""
+    return os.geteuid() == 0
+
+
 def _pick_uid() -> int:
     with _uid_lock:
         while True:
@@ -303,11 +308,10 @@ def run_python(
         os.mkdir(jail, 0o711)
         work = os.path.join(jail, "work")
         os.mkdir(work, 0o700)
-        if os.geteuid() == 0:
+        if _is_root():
             uids = {"code": _pick_uid(), "tests": _pick_uid()}
             os.chown(work, uids["code"], uids["tests"])   # the code owns it, the tests share its group
             os.chmod(work, 0o770)
-        view = "/work" if uids else work     # the working directory as the sandbox sees it
         allowed = None if allowed_imports is None else set(allowed_imports)
         preimport = set(_BROAD_PREIMPORT if allowed is None else allowed)
         for name in list(preimport):
@@ -316,14 +320,14 @@ def run_python(
             if allowed is not None:
                 allowed.update(deps)          # C code imports these with no importer to check
         config = {
-            "jail": jail, "work": view, "uids": uids or None, "guards": python_guards,
+            "jail": jail, "work": work, "uids": uids or None, "guards": python_guards,
             "allowed": None if allowed is None else sorted(allowed),
             "preimport": sorted(preimport), "cpu_s": int(max(1, cpu_s)), "memory_mb": int(memory_mb),
             "fsize": max(4 * max_output_bytes, 1 << 20), "nproc": int(max_processes),
         }
         for name, text in (("config.json", json.dumps(config)), ("solution.py", code), ("tests.py", tests)):
             _private(os.path.join(root, name), text)
-        env = {"PATH": "/usr/bin:/bin", "HOME": view, "TMPDIR": view, "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}    # the harness adds HOME and TMPDIR
         # Unlinked files: no path leads to them; the verdict's fd goes to the tests process alone.
         with tempfile.TemporaryFile() as verdict_file, tempfile.TemporaryFile() as code_out, \
                 tempfile.TemporaryFile() as code_err, tempfile.TemporaryFile() as tests_out, \

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import ctypes
+import errno
 import io
 import json
 import operator
 import os
 import resource
+import struct
 import sys
 import traceback
 
@@ -193,14 +196,24 @@ class Channel:
 def confine(cfg: dict, role: str) -> list[str]:
     """Put this process in its sandbox; returns the protections that applied.
 
-    Order matters: the network namespace and the pre-imports need root (or the
-    readable stdlib), chroot needs root, the uid drop ends being root, and the
-    seccomp filter forbids the calls made before it.
+    As root: a new network namespace, then chroot and a drop to the role's
+    fresh uid.  Not root: a user namespace gives the same network namespace and
+    chroot, then every capability is dropped.  Order matters: namespaces and
+    pre-imports need the host's filesystem, chroot needs privilege, and the
+    seccomp filter forbids what came before it.
     """
     protections = []
-    if _unshare_network():
-        protections.append("netns")
-    import socket, _socket  # noqa: F401,E401  -- the guards patch them; unreadable after the drop
+    uid = cfg["uids"][role] if cfg["uids"] else None
+    in_userns = False
+    if uid is not None:
+        if _unshare(0x40000000):                            # CLONE_NEWNET
+            protections.append("netns")
+    else:
+        own = os.getuid(), os.getgid()                      # they read as "overflow" once unshared
+        if _unshare(0x10000000 | 0x00020000 | 0x40000000):  # CLONE_NEWUSER | NEWNS | NEWNET
+            protections.append("netns")
+            in_userns = _map_ids(*own)
+    import socket, _socket  # noqa: F401,E401  -- the guards patch them; out of reach after the chroot
     for name in cfg["preimport"]:
         try:
             __import__(name)
@@ -210,7 +223,6 @@ def confine(cfg: dict, role: str) -> list[str]:
     limits = [("RLIMIT_CPU", cfg["cpu_s"], cfg["cpu_s"] + 1), ("RLIMIT_AS", mem, mem),
               ("RLIMIT_DATA", mem, mem), ("RLIMIT_FSIZE", cfg["fsize"], cfg["fsize"]),
               ("RLIMIT_NOFILE", 64, 64), ("RLIMIT_CORE", 0, 0)]
-    uid = cfg["uids"][role] if cfg["uids"] else None
     if uid is not None:
         limits.append(("RLIMIT_NPROC", cfg["nproc"], cfg["nproc"]))
     for name, soft, hard in limits:           # hard = soft: they cannot be raised again
@@ -219,37 +231,65 @@ def confine(cfg: dict, role: str) -> list[str]:
             protections.append(name)
         except (ValueError, OSError, AttributeError):
             pass
-    if uid is not None and os.geteuid() == 0:
+    if uid is not None or in_userns:
         os.chroot(cfg["jail"])                # nothing of the host's filesystem is left in view
+        cfg["work"] = "/work"
         protections.append("chroot")
+    if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)           # as a non-root uid the chroot cannot be left
+        os.setresuid(uid, uid, uid)           # a non-root uid cannot leave a chroot
         protections.append("uid")
+    elif in_userns and _drop_capabilities():  # nor can a process without capabilities
+        protections.append("nocaps")
     os.chdir(cfg["work"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = cfg["work"]
     sys.path[:] = [p for p in sys.path if p]  # never import from the cwd
     if _seccomp():
         protections.append("seccomp")
     return protections
 
 
-def _unshare_network() -> bool:
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> bool:
     try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        flags = 0x40000000                    # CLONE_NEWNET
-        if os.geteuid() != 0:
-            flags |= 0x10000000               # CLONE_NEWUSER: lets an unprivileged user do it
-        return libc.unshare(flags) == 0
+        return _libc().unshare(flags) == 0
+    except Exception:
+        return False
+
+
+def _map_ids(uid: int, gid: int) -> bool:
+    """In a fresh user namespace: map our own uid and gid (the only ones we may) to themselves."""
+    try:
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                           ("/proc/self/gid_map", f"{gid} {gid} 1")):
+            with open(path, "w") as f:
+                f.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def _drop_capabilities() -> bool:
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)      # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()                      # effective, permitted, inheritable: none
+    try:
+        return _libc().capset(header, data) == 0
     except Exception:
         return False
 
 
 # x86_64 syscall numbers refused with EPERM: sockets of any family (so AF_UNIX
-# too), reaching into other processes, io_uring (it can connect without a
-# socket() call), namespaces and mounts, and kernel facilities sandboxes never need.
-_DENIED_X86_64 = (41, 101, 310, 311, 425, 426, 427, 272, 308, 165, 166, 155, 161,
-                  428, 429, 430, 431, 432, 433, 442, 321, 298, 323, 250, 248, 249)
+# too); reaching into other processes (ptrace, process_vm_*, pidfd_getfd) or
+# signalling them (kill, tkill, tgkill, rt_(tg)sigqueueinfo, pidfd_send_signal);
+# io_uring (it can connect without a socket() call); namespaces, mounts and
+# chroot; kernel facilities a sandbox never needs (bpf, perf, userfaultfd, keys).
+_DENIED_X86_64 = (41, 101, 310, 311, 438, 62, 200, 234, 129, 297, 424, 425, 426, 427,
+                  272, 308, 165, 166, 155, 161, 428, 429, 430, 431, 432, 433, 442,
+                  321, 298, 323, 250, 248, 249)
 _CLONE_X86_64, _CLONE3_X86_64 = 56, 435
 _CLONE_NAMESPACES = 0x7E020000             # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 
@@ -258,9 +298,6 @@ def _seccomp() -> bool:
     """Install a seccomp filter (x86_64 only); False where that is not possible."""
     if os.uname().machine != "x86_64":
         return False
-    import ctypes
-    import errno
-    import struct
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, kill = 0x7FFF0000, 0x80000000
     eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
@@ -281,7 +318,7 @@ def _seccomp() -> bool:
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
     fprog = SockFprog(len(prog), code)
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.prctl(38, 1, 0, 0, 0) != 0:               # PR_SET_NO_NEW_PRIVS
         return False
     return libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0   # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
@@ -632,8 +669,7 @@ def run_tests(cfg: dict, root: str, rfd: int, wfd: int, verdict_fd: int) -> None
 
     confine(cfg, "tests")
     try:                                           # our pipes and memory are out of the code's reach
-        import ctypes
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)    # PR_SET_DUMPABLE = 0
+        _libc().prctl(4, 0, 0, 0, 0)              # PR_SET_DUMPABLE = 0
     except Exception:
         pass
     plan = test_plan(ast.parse(tests))
@@ -664,17 +700,15 @@ def run_tests(cfg: dict, root: str, rfd: int, wfd: int, verdict_fd: int) -> None
         if cfg["guards"]:
             install_guards(cfg)
         loaded = link.receive()
-        if loaded.get("loaded") is not True:
-            e = _rebuild(loaded.get("error"))
-            error = loaded.get("error") if type(loaded.get("error")) is dict else {}
+        error, names = loaded.get("error"), loaded.get("names")
+        if loaded.get("loaded") is False and type(error) is dict:
             line = error.get("line")
-            status, message = fatal(e, "solution") or (
+            status, message = fatal(_rebuild(error), "solution") or (
                 "crashed", f"{error.get('type')}: {error.get('text')}" + (f" (solution line {line})" if line else ""))
             done(status, message, 0)
             return
-        names = loaded.get("names")
-        if type(names) is not dict:
-            raise LinkBroken("the code's process sent no names", lost=False)
+        if loaded.get("loaded") is not True or type(names) is not dict:
+            raise LinkBroken("the code's process sent something else than its names", lost=False)
         ns = {"__name__": "__sandbox__", "__builtins__": builtins}
         for name, data in names.items():
             if hasattr(builtins, name):           # the tests always see the real builtins

@@ -333,3 +333,234 @@ def test_metric_rejects_unknown_arguments():
     with pytest.raises(MetricError):
         get_metric({"name": "python_tests", "bogus": 1})
     assert get_metric({"name": "python_tests", "timeout_s": 2}).spec["timeout_s"] == 2
+
+
+# --------------------------------------------------------------------------- the verdict cannot be forged
+
+FORGE_TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 5\nassert add(0, 0) == 0\n"   # honest: 2 of 3
+FORGED = '{"event": "done", "status": "passed", "message": "all good", "passed": 3, "total": 3, "lost": false}'
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(params=["uids", "userns"])
+def isolation(request, monkeypatch):
+    """Both ways the sandbox confines: fresh uids (root), and a user namespace (anyone else)."""
+    if request.param == "uids" and not IS_ROOT:
+        pytest.skip("fresh uids need root")
+    if request.param == "userns":
+        monkeypatch.setattr("promptlab.sandbox._is_root", lambda: False)
+    return request.param
+
+
+@pytest.mark.parametrize("payload", [
+    f"open(3, 'w').write({FORGED!r} + '\\n')\n" + ADD,
+    f"import os\nfor fd in range(3, 21):\n    try:\n        os.write(fd, {FORGED!r}.encode() + b'\\n')\n"
+    "    except OSError:\n        pass\n" + ADD,
+    "__builtins__.exec = lambda *a, **k: None\n__builtins__.compile = lambda *a, **k: None\n"
+    "__builtins__.AssertionError = type('Nope', (Exception,), {})\n" + ADD,
+    "import sys\nmain = sys.modules['__main__']\nmain.encode = lambda value, ref: True\n"
+    "sys.modules['json'].loads = lambda *a, **k: {'id': 1, 'value': True}\n" + ADD,
+    "def len(x):\n    return 3\n" + ADD,                       # the tests' builtins stay the real ones
+    f"print({FORGED!r})\n" + ADD,
+    "import os\n" + ADD + "os._exit(0)\n",
+    "import os\ndef add(a, b):\n    os._exit(0)\n",
+])
+def test_code_cannot_forge_its_verdict(payload, isolation):
+    r = run_python(payload, FORGE_TESTS + "assert len([]) == 0\n", allowed_imports=None, python_guards=False)
+    assert r.status in ("failed", "crashed"), r
+    assert r.tests_passed <= 3 and r.tests_total == 4, r     # never more than honest code: add(2, 2) != 5
+
+
+def test_honest_code_still_scores_full_marks(isolation):
+    metric = python_tests()
+    score = asyncio.run(metric.score(_item(f"```python\n{ADD}```", tests="assert add(1, 2) == 3\nassert add(0, 0) == 0")))
+    assert (score.value, score.passed, score.detail["status"]) == (1.0, True, "passed")
+
+
+@pytest.mark.parametrize("forged", [
+    FORGED,                                                          # a second final verdict
+    FORGED.replace('"passed": 3', '"passed": -300'),
+    FORGED.replace('"passed": 3', '"passed": 1e999'),
+    FORGED.replace('"passed": 3', '"passed": "3"'),
+    FORGED.replace('"passed": 3', '"passed": true'),
+    FORGED.replace('"passed": 3', '"passed": 5'),
+    FORGED.replace('"total": 3', '"total": 7'),
+    FORGED.replace('"passed": 3', '"passed": 2'),                  # "passed" with a test failing
+    FORGED.replace('"passed"', '"excellent"', 1),
+    "not json at all",
+])
+def test_impossible_verdicts_are_crashes(forged):
+    """The tests process holds the verdict fd; even tests that write forged lines to it get 'crashed'."""
+    tests = ("import os\nfor fd in range(3, 21):\n    try:\n"
+             f"        os.write(fd, {forged!r}.encode() + b'\\n')\n    except OSError:\n        pass\n"
+             "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(0, 0) == 0\n")
+    r = run_python(ADD, tests, allowed_imports=frozenset({"os"}))
+    assert (r.status, r.passed) == ("crashed", False), r
+    assert 0 <= r.tests_passed <= r.tests_total == 3
+
+
+def test_values_cross_as_data_and_objects_as_proxies():
+    code = ("class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n"
+            "        self.items.append(x)\n    def pop(self):\n        return self.items.pop()\n"
+            "def squares(n):\n    for i in range(n):\n        yield i * i\n"
+            "def sort_in_place(xs):\n    xs.sort()\n"
+            "def check_positive(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
+            "def big():\n    return 2 ** 20000, {1: (2.5, b'x', None)}, frozenset({3}), 1 + 2j\n")
+    tests = ("s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2 and s.items == [1] and isinstance(s, Stack)\n"
+             "assert list(squares(4)) == [0, 1, 4, 9] and sum(squares(3)) == 5\n"
+             "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
+             "try:\n    check_positive(-1)\n    assert False\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
+             "assert big() == (2 ** 20000, {1: (2.5, b'x', None)}, frozenset({3}), 1 + 2j)\n"
+             "assert sort_in_place(lambda: 1) is None\n")
+    r = run_python(code, tests)
+    assert (r.status, r.tests_passed, r.tests_total) == ("failed", 5, 6), r
+    assert "TypeError" in r.message and "cannot be passed to the code under test" in r.message
+
+
+# --------------------------------------------------------------------------- what the code can reach
+
+
+@pytest.fixture
+def secret_db(tmp_path):
+    """A database holding another case's hidden answer: one private copy, one world-readable."""
+    paths = []
+    for name, mode in (("private.db", 0o600), ("open.db", 0o644)):
+        path = tmp_path / name
+        path.write_text("expected: hidden-answer-4242")
+        path.chmod(mode)
+        paths.append(str(path))
+    tmp_path.chmod(0o755)
+    return paths
+
+
+def test_the_database_is_out_of_reach(secret_db, isolation):
+    code = ("import os\nfound = []\nfor p in %r:\n    try:\n        found.append(open(p).read())\n"
+            "    except OSError as e:\n        found.append(type(e).__name__)\nprint(found, os.path.exists('/etc/passwd'))\n") % secret_db
+    r = run_python(code, "assert 'hidden-answer-4242' not in str(found)", allowed_imports=None, python_guards=False)
+    assert "chroot" in r.protections
+    assert (r.status, r.passed) == ("passed", True), r
+    assert "hidden-answer" not in r.stdout
+    assert r.stdout.strip() == "['FileNotFoundError', 'FileNotFoundError'] False"   # the host is out of view
+
+
+def test_the_database_is_refused_by_the_guard(secret_db):
+    r = run_python(f"text = open({secret_db[1]!r}).read()\n", "assert True")
+    assert (r.status, r.passed) == ("forbidden", False), r
+
+
+def test_the_code_cannot_read_the_tests(isolation):
+    """The hidden expected answer lives in the tests process only."""
+    code = ("import os\nfound = ''\nfor top, dirs, files in os.walk('/'):\n    for f in files:\n        try:\n"
+            "            found += open(os.path.join(top, f), errors='replace').read()\n        except OSError:\n"
+            "            pass\ndef answer():\n    i = found.find('hidden-')\n    return found[i:i + 11]\n")
+    r = run_python(code, "assert answer() == 'hidden-4242'", allowed_imports=None, python_guards=False)
+    assert (r.status, r.tests_passed) == ("failed", 0), r
+
+
+@pytest.fixture
+def unix_listeners(tmp_path):
+    """A Unix socket on the host's filesystem and one in the abstract namespace, listening."""
+    tmp_path.chmod(0o755)
+    path = str(tmp_path / "host.sock")
+    abstract = f"\0promptlab-test-{uuid.uuid4().hex}"
+    servers = []
+    for address in (path, abstract):
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(address)
+        srv.listen(5)
+        srv.setblocking(False)
+        servers.append(srv)
+    os.chmod(path, 0o777)
+    yield (path, abstract), servers
+    for srv in servers:
+        srv.close()
+
+
+def test_unix_sockets_on_the_host_are_out_of_reach(unix_listeners, isolation):
+    addresses, servers = unix_listeners
+    code = ("import socket\nerrors = []\nfor address in %r:\n    try:\n"
+            "        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n        s.connect(address)\n"
+            "        s.sendall(b'pwned')\n        errors.append(None)\n    except OSError as e:\n"
+            "        errors.append(type(e).__name__)\n") % (addresses,)
+    r = run_python(code, "assert None not in errors", allowed_imports=None, python_guards=False)
+    assert (r.status, r.passed) == ("passed", True), r
+    assert all(_nothing_arrived(srv) for srv in servers)
+    guarded = run_python(f"import socket\nsocket.socket(socket.AF_UNIX).connect({addresses[0]!r})\n", "assert True",
+                         allowed_imports=frozenset({"socket"}))
+    assert guarded.status == "forbidden", guarded
+    assert all(_nothing_arrived(srv) for srv in servers)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter is x86_64 only")
+def test_seccomp_refuses_sockets_signals_and_chroot(isolation):
+    code = ("import os, socket\nrefused = []\nfor attempt in (lambda: socket.socket(socket.AF_UNIX),\n"
+            "                lambda: socket.socketpair() and socket.socket(socket.AF_INET),\n"
+            "                lambda: os.kill(os.getpid(), 0), lambda: os.chroot('/work')):\n"
+            "    try:\n        attempt()\n        refused.append(False)\n    except PermissionError:\n"
+            "        refused.append(True)\n")
+    r = run_python(code, "assert refused == [True, True, True, True]", allowed_imports=None, python_guards=False)
+    assert "seccomp" in r.protections
+    assert (r.status, r.passed) == ("passed", True), r
+
+
+# --------------------------------------------------------------------------- huge or hostile replies
+
+
+def test_extract_code_is_linear_on_unclosed_fences():
+    text = "```a\n" * 120_000                        # 600 kB; the old regex took minutes on this
+    started = time.perf_counter()
+    extract_code(text)
+    assert time.perf_counter() - started < 1.0     # the bound the issue demands, on extraction alone
+
+
+def test_extract_code_closing_fences_and_truncated_blocks():
+    assert extract_code("```bash\nls\n```\n```python\nx = 1") == "x = 1"       # a truncated block still counts
+    assert extract_code("````python\na = '```'\n```\nb = 2\n`````\n") == "a = '```'\n```\nb = 2"
+    assert extract_code("~~~\nx = 1\n```\ny = 2\n~~~") == "x = 1\n```\ny = 2"
+
+
+def test_metric_refuses_a_huge_reply():
+    metric = python_tests()
+    score = asyncio.run(metric.score(_item("```python\n" + "x = 1\n" * 40_000, tests="assert x == 1")))
+    assert (score.value, score.passed, score.detail["status"]) == (0.0, False, "crashed")
+    assert "240,010 characters" in score.detail["message"] and "200,000" in score.detail["message"]
+
+
+def test_other_items_keep_flowing_while_code_runs():
+    """A cheap item finishes while a slow code item is still in its sandbox."""
+    from promptlab.config import ModelConfig
+    from promptlab.models import Case, Completion
+    from promptlab.runner import Job, SilentProgress, evaluate
+    from promptlab.scorers import get_metric
+
+    class Gateway:
+        async def complete(self, model, messages, params, use_cache=True, sample=0):
+            return Completion(text=messages[0]["content"])
+
+    class Sink:
+        def __init__(self):
+            self.items = []
+
+        def add(self, item):
+            self.items.append(item.case_id)
+
+        def check(self):
+            pass
+
+        def close(self):
+            pass
+
+    slow = python_tests(timeout_s=3)
+    cheap = get_metric("exact_match")
+    model = ModelConfig(model="fake/model")
+
+    def job(case_id, text, metric, expected):
+        case = Case(id=case_id, inputs={}, expected=expected)
+        return Job(run_id=1, case=case, repeat=0, messages=[{"role": "user", "content": text}], model=model,
+                   params={}, signature=None, metrics=(metric,))
+
+    jobs = [job(1, "```python\nwhile True:\n    pass\n```", slow, {"tests": "assert True"})]
+    jobs += [job(i, "yes", cheap, {"output": "yes"}) for i in range(2, 6)]
+    sink = Sink()
+    asyncio.run(evaluate(jobs, Gateway(), sink, SilentProgress(), total=len(jobs), concurrency=2))
+    assert sink.items == [2, 3, 4, 5, 1]
