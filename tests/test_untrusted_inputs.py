@@ -150,10 +150,10 @@ def test_check_prompt_refuses_jinja_globals_and_keeps_range():
 
 # ---- case files --------------------------------------------------------------------------
 def billion_laughs(levels: int = 9) -> str:
-    """One case whose 'items' holds nine levels of nine-fold aliases: ~500 bytes, 9**9 strings."""
+    """A YAML flow list of nine levels of nine-fold aliases: ~500 bytes, 9**9 strings."""
     nested = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     nested += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
-    return f"cases:\n  - {{text: great, items: [{', '.join(nested)}], label: positive}}\n"
+    return f"[{', '.join(nested)}]"
 
 
 def run_limited(ws, *args: str) -> subprocess.CompletedProcess:
@@ -167,22 +167,28 @@ def run_limited(ws, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=10, preexec_fn=limit)
 
 
-@pytest.mark.parametrize("target", ["cases", "experiment"])
+BOMBS = {  # file name, its text, the command that reads it
+    "cases": ("bomb.yaml", f"cases:\n  - {{text: great, items: {billion_laughs()}, label: positive}}\n",
+              ("case", "import", "bomb.yaml")),
+    "experiment": ("exp.yaml", SENTIMENT_EXPERIMENT.replace("inputs: [text]", "inputs: [text, items]").replace(
+        "cases: {file: cases.jsonl}", f"cases: [{{text: great, label: positive, items: {billion_laughs()}}}]"),
+        ("run", "exp.yaml")),
+    "demos": ("demos.yaml", f"- {{inputs: {{text: a, items: {billion_laughs()}}}, outputs: {{label: positive}}}}\n",
+              ("prompt", "add", "p", "--signature", "s", "--template", "{{ text }}", "--demos-file", "demos.yaml")),
+    "signature": ("sig.yaml", f"name: t\ninstruction: {billion_laughs()}\ninputs: [a]\noutputs: [b]\n",
+                  ("signature", "add", "t", "--file", "sig.yaml")),
+}
+
+
+@pytest.mark.parametrize("target", sorted(BOMBS))
 def test_yaml_alias_bomb_is_refused(project, target):
-    bomb = billion_laughs()
-    if target == "cases":
-        project.write("bomb.yaml", bomb)
-        args, named = ("case", "import", "bomb.yaml"), "bomb.yaml"
-    else:
-        exp = SENTIMENT_EXPERIMENT.replace("cases: {file: cases.jsonl}\n", "").replace("inputs: [text]",
-                                                                                      "inputs: [text, items]")
-        project.write("exp.yaml", exp + bomb)
-        args, named = ("run", "exp.yaml"), "exp.yaml"
+    name, text, args = BOMBS[target]
+    project.write(name, text)
     before = project.counts()
     result = run_limited(project, *args)
     assert result.returncode == 2, result.stderr[-500:]
     line = one_line(result)
-    assert named in line and "YAML aliases (*name) are not supported" in line
+    assert f"{name}: line " in line and "YAML aliases (*name) are not supported" in line
     assert project.counts() == before
 
 

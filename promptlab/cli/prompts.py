@@ -32,9 +32,9 @@ def add(ctx: typer.Context, name: str, project: Project = None,
         param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
     """Add a prompt version (identical content returns the existing version)."""
-    import yaml
     from pydantic import ValidationError
 
+    from promptlab.caseio import load_yaml
     from promptlab.errors import UsageError
     from promptlab.models import PromptContent
     from promptlab.render import check_prompt
@@ -46,9 +46,10 @@ def add(ctx: typer.Context, name: str, project: Project = None,
     demos = []
     if demos_file:
         try:
-            demos = yaml.safe_load(demos_file.read_text()) or []
-        except (OSError, yaml.YAMLError) as exc:
+            text = demos_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{demos_file}: cannot read demos ({exc.__class__.__name__})") from None
+        demos = load_yaml(text, demos_file) or []
     try:
         content = PromptContent(system=system, template=template, demos=demos,
                                 params=parse_pairs(param, "--param"))

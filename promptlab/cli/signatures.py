@@ -33,18 +33,21 @@ def add(ctx: typer.Context,
                                                   help="Output field: NAME[:TYPE] or NAME:enum:a,b.")] = [],
         file: Annotated[Optional[Path], typer.Option(help="A YAML/JSON file with the signature.")] = None) -> None:
     """Add a signature, or a new version of one (identical content keeps the latest version)."""
-    import yaml
     from pydantic import ValidationError
 
+    from promptlab.caseio import load_yaml
     from promptlab.errors import NotFoundError, UsageError
     from promptlab.models import Signature
 
     data: dict = {}
     if file:
         try:
-            data = yaml.safe_load(file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{file}: cannot read signature ({exc.__class__.__name__}); check the file") from None
+        data = load_yaml(text, file) or {}
+        if not isinstance(data, dict):
+            raise UsageError(f"{file}: expected a mapping with name, instruction, inputs, outputs")
     data.setdefault("name", name)
     if instruction:
         data["instruction"] = instruction
