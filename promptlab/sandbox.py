@@ -26,9 +26,10 @@ run, joined only by a pair of pipes:
 Whatever the code does to its own interpreter (``__builtins__.exec = ...``,
 ``sys.modules`` surgery, writing fake verdicts to fds 3..N, printing them,
 ``os._exit(0)``) it can only change the *answers* its functions give - which
-is what the tests judge.  It cannot reach the tests process: as root they run
-under two different fresh uids (no signals, no ptrace, no ``/proc`` access)
-and the tests process marks itself non-dumpable.  The parent then checks the
+is what the tests judge.  It cannot reach the tests process: both are
+chrooted (no ``/proc``), seccomp refuses ptrace and signals to other processes,
+the tests process marks itself non-dumpable and, as root, the two run under
+different fresh uids.  The parent then checks the
 verdict it reads: exactly one final event, a known status, integer counts with
 0 <= passed <= total and total equal to the number of tests the parent counts
 in the tests itself, ``passed`` only if all passed; anything else is
@@ -48,21 +49,29 @@ only when it applied:
   uid/gid, so ``RLIMIT_NPROC`` applies (it is ignored for root) and counts
   only that process's descendants; afterwards every process of those uids is
   SIGKILLed.  Not root: ``RLIMIT_NPROC`` would count all of the user's
-  processes, so it is not set, and we rely on the process-group kill.
+  processes, so it is not set, and we rely on the process-group kill (a
+  process that left its group lives on, confined, until its CPU limit).
 * **Huge outputs / files** - ``RLIMIT_FSIZE``; stdout/stderr are read back
   truncated to ``max_output_bytes``.  ``RLIMIT_NOFILE`` and ``RLIMIT_CORE=0``.
-* **Files, including the promptlab database** (``chroot``, root only) - each
-  process is chrooted into a directory holding nothing but its empty working
-  directory before the uid drop, so no host file is in view at all, however
-  it is permissioned, and a non-root uid cannot leave a chroot.
+* **Files, including the promptlab database and the tests** (``chroot``) -
+  each process is chrooted into a directory holding nothing but the working
+  directory, so no host file is in view at all, however it is permissioned.
+  As root the chroot comes before the uid drop (``uid``), and a non-root uid
+  cannot leave a chroot.  Not root, a user namespace (with its own mount and
+  network namespaces) allows the chroot, after which every capability is
+  dropped (``nocaps``) - and without them a chroot cannot be left either.
 * **Network** - a new network namespace (``netns``) with only a loopback that
   is down: no IP address is reachable, nor any abstract Unix socket (those
   live in the namespace).  Unix sockets on the filesystem are out of view in
   the chroot, and a ``seccomp`` filter (x86_64) refuses ``socket()`` of every
   family, ``io_uring``, ``ptrace``/``process_vm_*``, new namespaces, mounts and
   chroot outright.
+* **Other processes** - ``seccomp`` also refuses ``kill``/``tgkill``/
+  ``pidfd_send_signal``... and ``pidfd_getfd``; outside x86_64 only the uids
+  (root) keep the code from signalling the user's other processes.
 * **Secrets in the environment** - the child gets a minimal environment
-  (PATH, HOME, TMPDIR, LANG) and ``-I`` ignores ``PYTHON*`` variables.
+  (PATH, LANG; the harness adds HOME and TMPDIR) and ``-I`` ignores
+  ``PYTHON*`` variables.
 
 Python-level guards (``python_guards=True``): an import allow-list (a refused
 import raises ``ImportError`` -> status ``forbidden``), ``socket`` functions
@@ -71,13 +80,14 @@ working directory, and ``os.fork``/``exec*``/``system``... that refuse to run.
 They make results legible (``forbidden`` instead of an odd crash); they are
 not a boundary - introspection or ``ctypes`` undo them.
 
-Not protected against: kernel exploits, CPU-time side channels.  **When not
-root**, there is no uid drop and no chroot: the code runs as your own user, so
-code that defeats the Python guards can read your files (the database
-included, whatever its mode) and reach the evaluating process through
-``/proc`` - including the verdict file it holds open (the test
-``test_without_root_the_filesystem_is_in_view`` shows the open file part).
-Run evaluations that execute untrusted code as root in a container or VM.
+Not protected against: kernel exploits, CPU-time side channels.  **Not root
+and without unprivileged user namespaces** (some distributions disable them;
+``protections`` then lacks ``chroot``), there is no boundary around files: the
+code runs as your own user, so code that defeats the Python guards can read
+your files (the database included, whatever its mode) and reach the
+evaluating process through ``/proc`` - including the verdict file it holds
+open.  Evaluations that execute untrusted code need ``chroot`` among the
+protections; the tests exercise both ways of getting it.
 
 One consequence of the uid drop and chroot: the standard library is no longer
 on disk for the code, so only modules imported *before* them are available.
@@ -348,21 +358,22 @@ def run_python(
             timed_out = False
             try:
                 tests_proc.wait(timeout=max(0.0, started + timeout_s - time.monotonic()))
-                # The code process leaves once the tests close the pipe; it gets a moment to flush.
-                code_proc.wait(timeout=max(1.0, started + timeout_s - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True
+            else:
+                try:      # the code process leaves once the tests close the pipe: a moment to flush
+                    code_proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
             finally:
                 _stop(procs, uids)
             verdict = _read_verdict(verdict_file, total)
-            out = _read_capped(max_output_bytes, code_out, tests_out)
-            err = _read_capped(max_output_bytes, code_err, tests_err)
             done = verdict.done
             if verdict.problem:
                 status, message = "crashed", verdict.problem
-            elif timed_out and (done is None or tests_proc.returncode is None):
+            elif timed_out:
                 status, message = "timeout", f"wall-clock limit of {timeout_s:g}s exceeded"
-            elif done is None:
+            elif done is None:       # the tests process died: its exit says why
                 status, message = _classify_exit(tests_proc.returncode, _read_capped(4000, tests_err),
                                                  cpu_s, memory_mb)
             elif done["lost"] and code_proc.returncode:
@@ -371,6 +382,8 @@ def run_python(
                                                  cpu_s, memory_mb)
             else:
                 status, message = done["status"], done["message"]
+            out = _read_capped(max_output_bytes, code_out, tests_out)
+            err = _read_capped(max_output_bytes, code_err, tests_err)
         passed_n = done["passed"] if done else verdict.progress
         return SandboxResult(
             status=status, passed=status == "passed", tests_passed=passed_n, tests_total=total,

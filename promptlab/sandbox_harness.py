@@ -414,7 +414,7 @@ def install_guards(cfg: dict) -> None:
 
 # What the tests may ask of the code's objects: the operations a test performs on a value.
 _OPS = {
-    "call": lambda f, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr, "delattr": delattr,
+    "call": lambda f, /, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr, "delattr": delattr,
     "iter": iter, "next": next, "len": len, "bool": bool, "hash": hash, "repr": repr, "str": str,
     "format": format, "int": int, "float": float, "index": operator.index,
     "isinstance": isinstance, "issubclass": issubclass,
@@ -552,7 +552,7 @@ class Link:
             self.broken = LinkBroken(f"the code's process sent a bad value: {e}", lost=False)
             raise self.broken from None
 
-    def request(self, op: str, *args, **kwargs):
+    def request(self, op: str, /, *args, **kwargs):
         if self.broken:
             raise self.broken
         self._next += 1
@@ -624,7 +624,7 @@ class Remote:
     def __delattr__(self, name):
         _LINK.request("delattr", self, name)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):
         return _LINK.request("call", self, *args, **kwargs)
 
     def __setitem__(self, key, value):
@@ -702,9 +702,9 @@ def run_tests(cfg: dict, root: str, rfd: int, wfd: int, verdict_fd: int) -> None
         loaded = link.receive()
         error, names = loaded.get("error"), loaded.get("names")
         if loaded.get("loaded") is False and type(error) is dict:
-            line = error.get("line")
+            name, text, line = error.get("type"), error.get("text"), error.get("line")
             status, message = fatal(_rebuild(error), "solution") or (
-                "crashed", f"{error.get('type')}: {error.get('text')}" + (f" (solution line {line})" if line else ""))
+                "crashed", (f"{name}: {text}" if text else str(name)) + (f" (solution line {line})" if line else ""))
             done(status, message, 0)
             return
         if loaded.get("loaded") is not True or type(names) is not dict:

@@ -1,8 +1,9 @@
 """The Python sandbox and the python_tests metric, fed hostile model outputs.
 
 Every hostile program must be stopped by the sandbox's own limits and scored as
-a failure while this process keeps running. No test asserts an upper bound on
-wall-clock time (the machine is noisy); the sandbox's limits do the stopping.
+a failure while this process keeps running. Only code extraction has a
+wall-clock bound (the issue demands it); elsewhere the sandbox's limits do the
+stopping.
 """
 
 from __future__ import annotations
@@ -405,15 +406,17 @@ def test_values_cross_as_data_and_objects_as_proxies():
             "def squares(n):\n    for i in range(n):\n        yield i * i\n"
             "def sort_in_place(xs):\n    xs.sort()\n"
             "def check_positive(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
-            "def big():\n    return 2 ** 20000, {1: (2.5, b'x', None)}, frozenset({3}), 1 + 2j\n")
+            "def big():\n    return 2 ** 20000, {1: (2.5, b'x', None)}, frozenset({3}), 1 + 2j\n"
+            "def keywords(op, self, f):\n    return op + self + f\n")
     tests = ("s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2 and s.items == [1] and isinstance(s, Stack)\n"
              "assert list(squares(4)) == [0, 1, 4, 9] and sum(squares(3)) == 5\n"
              "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
              "try:\n    check_positive(-1)\n    assert False\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
              "assert big() == (2 ** 20000, {1: (2.5, b'x', None)}, frozenset({3}), 1 + 2j)\n"
+             "assert keywords(op=1, self=2, f=3) == 6\n"
              "assert sort_in_place(lambda: 1) is None\n")
     r = run_python(code, tests)
-    assert (r.status, r.tests_passed, r.tests_total) == ("failed", 5, 6), r
+    assert (r.status, r.tests_passed, r.tests_total) == ("failed", 6, 7), r
     assert "TypeError" in r.message and "cannot be passed to the code under test" in r.message
 
 
