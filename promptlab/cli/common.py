@@ -135,6 +135,8 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except RecursionError:
+            raise UsageError(f"{what} {key}: nested too deeply; flatten the value") from None
     return out
 
 
