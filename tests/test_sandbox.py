@@ -372,6 +372,18 @@ def test_code_cannot_forge_its_verdict(payload, isolation):
     assert r.tests_passed <= 3 and r.tests_total == 4, r     # never more than honest code: add(2, 2) != 5
 
 
+def test_a_process_that_speaks_the_protocol_cannot_replace_the_tests_builtins():
+    """Code that answers the tests itself (every call returns 1) and names a __builtins__ of its own."""
+    code = ("import os, sys, json\nrfd, wfd = int(sys.argv[3]), int(sys.argv[4])\n"
+            "def say(message):\n    os.write(wfd, json.dumps(message).encode() + b'\\n')\n"
+            "say({'loaded': True, 'names': {'__builtins__': ['D', [['len', ['H', 0]]]], 'add': ['H', 0]}})\n"
+            "requests = os.fdopen(rfd, 'rb')\nfor line in requests:\n"
+            "    say({'id': json.loads(line)['id'], 'value': 1})\nos._exit(0)\n")
+    r = run_python(code, "assert len('ab') == 1\nassert add(0, 1) == 1\n", allowed_imports=None,
+                   python_guards=False)
+    assert (r.status, r.tests_passed, r.tests_total) == ("failed", 1, 2), r   # its add may answer 1
+
+
 def test_honest_code_still_scores_full_marks(isolation):
     metric = python_tests()
     score = asyncio.run(metric.score(_item(f"```python\n{ADD}```", tests="assert add(1, 2) == 3\nassert add(0, 0) == 0")))
