@@ -123,3 +123,48 @@ def test_project_show_without_a_name_when_there_is_one(workspace):
     workspace.cli("project", "add", "other")
     ambiguous = workspace.cli("project", "show")
     assert ambiguous.code == 2 and "demo, other" in ambiguous.stderr
+
+
+def _commands():
+    import typer
+
+    from promptlab.cli import app
+
+    def walk(command, path=()):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, (*path, name))
+    return list(walk(typer.main.get_command(app)))
+
+
+def test_help_is_plain_and_complete(workspace):
+    import re
+
+    commands = _commands()
+    assert len(commands) > 30
+    for path, command in commands:
+        result = workspace.cli(*path, "--help")
+        assert result.code == 0, (path, result.stderr)
+        text = result.stdout
+        assert "<str>" not in text and "<list[" not in text and not re.search(r"<\w[\w ]*>", text), path
+        assert "e.g." not in text, path  # typer cuts a command's summary at its first period
+        assert "--no-not-golden" not in text
+        for param in command.params:
+            if param.param_type_name == "argument":
+                assert param.help, f"{' '.join(path)}: argument {param.name} has no description"
+            if "--json" in getattr(param, "opts", ()):
+                assert param.help, f"{' '.join(path)}: --json has no help"
+    for path in (["eval"], ["run"], ["optimize"], ["case", "import"], ["prompt", "add"]):
+        assert "Examples:\n\n    promptlab " + " ".join(path) in workspace.cli(*path, "--help").stdout, path
+    assert "--not-golden " in workspace.cli("case", "import", "--help").stdout
+
+
+def test_debug_anywhere_or_from_the_environment(workspace, monkeypatch):
+    workspace.cli("project", "add", "demo")
+    plain = workspace.cli("runs", "show", "nope")
+    assert plain.code == 2 and "Traceback" not in plain.stderr
+    after = workspace.cli("runs", "show", "nope", "--debug")
+    assert after.code == 2 and "Traceback" in after.stderr and "no run 'nope'" in after.stderr
+    monkeypatch.setenv("PROMPTLAB_DEBUG", "1")
+    env = workspace.cli("runs", "show", "nope")
+    assert env.code == 2 and "Traceback" in env.stderr

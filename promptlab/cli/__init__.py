@@ -34,7 +34,8 @@ def _version(value: bool) -> None:
 def root(ctx: typer.Context,
          db: Annotated[Optional[Path], typer.Option(help="Database file (default from promptlab.toml).",
                                                     envvar="PROMPTLAB_DB")] = None,
-         debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+         debug: Annotated[bool, typer.Option(help="Show tracebacks on errors (anywhere on the line).",
+                                             envvar="PROMPTLAB_DEBUG")] = False,
          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     ctx.obj = State(db=db, debug=debug)
@@ -55,18 +56,26 @@ app.add_typer(models.app, name="models")
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     from promptlab.cli.common import fail
+    from promptlab.cli.helptext import plain_metavars
 
     argv = sys.argv[1:] if argv is None else argv
+    # --debug may come anywhere (after the subcommand too): the root option takes it
+    debug = "--debug" in argv or os.environ.get("PROMPTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+    argv = ["--debug", *(a for a in argv if a != "--debug")] if debug else argv
+    command = typer.main.get_command(app)
+    plain_metavars(command)
     try:
-        app(args=argv, prog_name="promptlab", standalone_mode=True)
+        command.main(args=argv, prog_name="promptlab", standalone_mode=True)
     except SystemExit:
         raise
     except KeyboardInterrupt:
         print("promptlab: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # one line on stderr; the traceback only with --debug
-        if "--debug" in argv:
+        if debug:
             import traceback
 
             traceback.print_exc()

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, read_only
+from promptlab.cli.common import AsJson, emit_json, read_only
 
 app = typer.Typer(help="The response cache (replies and embeddings, keyed by their full request).",
                   no_args_is_help=True)
@@ -14,7 +14,7 @@ app = typer.Typer(help="The response cache (replies and embeddings, keyed by the
 
 @app.command("stats")
 @read_only
-def stats(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(ctx: typer.Context, json_: AsJson = False) -> None:
     """Entries and size."""
     data = ctx.obj.store.cache_stats()
     if json_:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, parse_pairs, read_only
+from promptlab.cli.common import AsJson, emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Test cases: inputs, expected outputs, split, tags, golden flag.",
                   no_args_is_help=True)
@@ -43,11 +43,21 @@ def add(ctx: typer.Context, project: Project = None,
 
 
 @app.command("import")
-def import_(ctx: typer.Context, file: Path, project: Project = None, signature: Signature = None,
+def import_(ctx: typer.Context,
+            file: Annotated[Path, typer.Argument(help="A CSV, JSON, JSONL or YAML file of cases.")],
+            project: Project = None, signature: Signature = None,
             format: Annotated[Optional[str], typer.Option(help="csv, json, jsonl or yaml.")] = None,
             split: Annotated[Optional[str], typer.Option(help="Split for rows that lack one.")] = None,
-            not_golden: Annotated[bool, typer.Option(help="Import as non-golden.")] = False) -> None:
-    """Import cases (re-importing the same rows adds nothing)."""
+            not_golden: Annotated[bool, typer.Option("--not-golden", help="Import as non-golden.")] = False) -> None:
+    """Import cases (re-importing the same rows adds nothing).
+
+    Examples:
+
+    \b
+      promptlab case import cases.jsonl
+      promptlab case import reviews.csv --split test
+      promptlab case import generated.yaml --not-golden
+    """
     from promptlab.caseio import read_cases
 
     state = ctx.obj
@@ -64,7 +74,7 @@ def import_(ctx: typer.Context, file: Path, project: Project = None, signature: 
 def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output file, or - for stdout.")],
            project: Project = None, signature: Signature = None,
            format: Annotated[Optional[str], typer.Option(help="csv, json, jsonl or yaml.")] = None,
-           split: Annotated[Optional[str], typer.Option()] = None) -> None:
+           split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None) -> None:
     """Export cases (`case import` reads every format back to the same cases)."""
     from promptlab.caseio import detect_format, dump_cases
 
@@ -83,11 +93,12 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
 @app.command("list")
 @read_only
 def list_(ctx: typer.Context, project: Project = None,
-          split: Annotated[Optional[str], typer.Option()] = None,
-          tag: Annotated[list[str], typer.Option()] = [],
-          golden: Annotated[Optional[bool], typer.Option("--golden/--not-golden")] = None,
+          split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None,
+          tag: Annotated[list[str], typer.Option(help="Only cases with this tag (repeatable).")] = [],
+          golden: Annotated[Optional[bool], typer.Option(
+              "--golden/--not-golden", help="Only golden, or only non-golden, cases (default: both).")] = None,
           limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
-          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+          json_: AsJson = False) -> None:
     """List cases."""
     import json
 
@@ -127,7 +138,7 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
              split: Annotated[Optional[str], typer.Option(help="Split for the new cases.")] = None,
              tag: Annotated[list[str], typer.Option(help="A tag for the new cases (repeatable).")] = [],
              seed: Annotated[int, typer.Option(help="Seed for picking the example cases.")] = 0,
-             json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+             json_: AsJson = False) -> None:
     """Generate new cases with a model (stored non-golden until `case golden`)."""
     import asyncio
     import sys

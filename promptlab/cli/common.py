@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from promptlab.store import Store
 
 
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
 # Gate and CI-output options, shared by `eval` and `run`.
 MinScore = Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")]
 MinPassRate = Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")]
@@ -31,7 +33,7 @@ Baseline = Annotated[Optional[str], typer.Option(
 JUnit = Annotated[Optional[Path], typer.Option(
     help="Write JUnit XML here: a testcase per case result and per gate.")]
 ReportMd = Annotated[Optional[Path], typer.Option(
-    help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")]
+    help="Write a Markdown summary here, such as $GITHUB_STEP_SUMMARY.")]
 
 
 def gate_flags(**flags: Any) -> dict[str, Any]:

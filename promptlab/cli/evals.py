@@ -20,11 +20,12 @@ def register(app: typer.Typer) -> None:
               concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
               repeat: Annotated[int, typer.Option(min=1, help="Evaluate each case N times.")] = 1,
               metric: Annotated[list[str], typer.Option(
-                  help="Metric name, or NAME:JSON-ARGS e.g. 'fuzzy:{\"threshold\":0.9}' (repeatable).")] = [],
+                  help="Metric name, or NAME:JSON-ARGS such as 'fuzzy:{\"threshold\":0.9}' (repeatable).")] = [],
               split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None,
               tag: Annotated[list[str], typer.Option(help="Only cases with this tag.")] = [],
               limit: Annotated[Optional[int], typer.Option(min=1, help="At most N cases.")] = None,
               include_generated: Annotated[bool, typer.Option(
+                  "--include-generated",
                   help="Also evaluate non-golden cases (generated, or imported with --not-golden); "
                        "by default only golden cases are evaluated.")] = False,
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
@@ -34,7 +35,15 @@ def register(app: typer.Typer) -> None:
               max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
               baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-        """Evaluate a prompt version on a model (or --resume an interrupted run)."""
+        """Evaluate a prompt version on a model (or --resume an interrupted run).
+
+        Examples:
+
+        \b
+          promptlab eval --prompt classifier@3 --model gpt --split test --name nightly
+          promptlab eval --prompt classifier@production --metric exact_match --min-score 0.8
+          promptlab eval --resume nightly
+        """
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.errors import UsageError
         from promptlab.evaluation import metric_context, plan_run, resume_plan

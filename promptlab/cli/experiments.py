@@ -23,7 +23,15 @@ def register(app: typer.Typer) -> None:
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
-        Gate flags override the file's gates; exit 1 when a gate fails."""
+        Gate flags override the file's gates; exit 1 when a gate fails. Running the same file again
+        adds nothing that exists and re-evaluates nothing that finished.
+
+        Examples:
+
+        \b
+          promptlab run examples/quickstart/experiment.yaml
+          promptlab run experiment.yaml --json --junit ci.xml --min-score 0.8
+        """
         import functools
 
         from promptlab.cli.common import gate_flags, run_plans

@@ -6,13 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json
+from promptlab.cli.common import AsJson, emit_json
 
 app = typer.Typer(help="Model aliases from promptlab.toml.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(ctx: typer.Context, json_: AsJson = False) -> None:
     """Aliases, their LiteLLM model, api_base and key variable (never the key)."""
     import os
 

@@ -18,6 +18,13 @@ the base is kept and no version is added. --budget-calls caps every request sent
 (test scoring, proposer calls and retries included). Exit codes: 0 ok, 1 a gate failed,
 2 bad input, 3 provider failure.
 
+Examples:
+
+\b
+  promptlab optimize --prompt classifier --strategy bootstrap --budget-calls 400 --name tune-1
+  promptlab optimize --prompt classifier@3 --strategy genetic --proposer gpt --seed 1
+  promptlab optimize --resume tune-1
+
 \b
 Knobs (--knob NAME=VALUE), per strategy, with their defaults:
 {knob_help()}

@@ -6,13 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, read_only
+from promptlab.cli.common import AsJson, emit_json, read_only
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
 
 
 @app.command("add")
-def add(ctx: typer.Context, name: str,
+def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project's name (unique).")],
         description: Annotated[Optional[str], typer.Option(help="What the project is for.")] = None,
         model: Annotated[Optional[str], typer.Option(help="Default model alias.")] = None,
         allow_code_execution: Annotated[Optional[bool], typer.Option(
@@ -31,7 +31,7 @@ def add(ctx: typer.Context, name: str,
 
 @app.command("list")
 @read_only
-def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(ctx: typer.Context, json_: AsJson = False) -> None:
     """List projects."""
     from promptlab import display
 
@@ -47,7 +47,7 @@ def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json")] = F
 def show(ctx: typer.Context,
          name: Annotated[Optional[str], typer.Argument(
              metavar="[NAME]", help="The project (optional when there is one).")] = None,
-         json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False) -> None:
+         json_: AsJson = False) -> None:
     """Counts of what a project holds."""
     from promptlab.terminal import printable
 

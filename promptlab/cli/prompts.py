@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, parse_pairs, read_only
+from promptlab.cli.common import AsJson, emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
+Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), NAME@VERSION or NAME@LABEL.")]
 
 
 def _version_json(p) -> dict:
@@ -22,7 +23,8 @@ def _version_json(p) -> dict:
 
 
 @app.command("add")
-def add(ctx: typer.Context, name: str, project: Project = None,
+def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt's name (versions are numbered per name).")],
+        project: Project = None,
         signature: Annotated[Optional[str], typer.Option(help="Signature the template fills.")] = None,
         system: Annotated[str, typer.Option(help="System text.")] = "",
         template: Annotated[Optional[str], typer.Option(help="User template (jinja2: {{ field }}).")] = None,
@@ -31,7 +33,15 @@ def add(ctx: typer.Context, name: str, project: Project = None,
             help="YAML/JSON list of {inputs, outputs} few-shot demos.")] = None,
         param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
-    """Add a prompt version (identical content returns the existing version)."""
+    """Add a prompt version (identical content returns the existing version).
+
+    Examples:
+
+    \b
+      promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}"
+      promptlab prompt add classifier --template-file prompt.j2 --demos-file demos.yaml -m "8 demos"
+      promptlab prompt add classifier --template "{{ text }}" --param temperature=0
+    """
     from pydantic import ValidationError
 
     from promptlab.caseio import load_yaml
@@ -68,11 +78,13 @@ def add(ctx: typer.Context, name: str, project: Project = None,
 
 
 @app.command("list")
-def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] = None, project: Project = None,
 @read_only
+def list_(ctx: typer.Context,
+          name: Annotated[Optional[str], typer.Argument(help="Only this prompt's versions (default: every prompt).")] = None,
+          project: Project = None,
           candidates: Annotated[bool, typer.Option("--candidates", "--all",
                                                    help="Also list optimizer candidates (hidden by default).")] = False,
-          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+          json_: AsJson = False) -> None:
     """List prompt versions (an optimization's candidates only with --candidates)."""
     from promptlab import display
 
@@ -85,9 +97,9 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument()] =
 
 
 @app.command("show")
-def show(ctx: typer.Context, ref: str, project: Project = None,
 @read_only
-         json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(ctx: typer.Context, ref: Ref, project: Project = None,
+         json_: AsJson = False) -> None:
     """Show a version: NAME, NAME@VERSION or NAME@LABEL."""
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
     if json_:
@@ -101,9 +113,10 @@ def show(ctx: typer.Context, ref: str, project: Project = None,
 
 
 @app.command("diff")
-def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
 @read_only
-    """Unified diff of two versions (e.g. classifier@1 classifier@3)."""
+def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
+         b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
+    """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.diffing import diff_text
     from promptlab.terminal import printable
 
@@ -113,9 +126,9 @@ def diff(ctx: typer.Context, a: str, b: str, project: Project = None) -> None:
 
 
 @app.command("log")
-def log(ctx: typer.Context, ref: str, project: Project = None,
 @read_only
-        json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+def log(ctx: typer.Context, ref: Ref, project: Project = None,
+        json_: AsJson = False) -> None:
     """Lineage: the version, its parent, and so on back to the first."""
     from promptlab.terminal import printable
 
@@ -128,8 +141,10 @@ def log(ctx: typer.Context, ref: str, project: Project = None,
 
 
 @app.command("label")
-def label(ctx: typer.Context, ref: str, name: str, project: Project = None) -> None:
-    """Point a label (e.g. production) at a version."""
+def label(ctx: typer.Context, ref: Ref,
+          name: Annotated[str, typer.Argument(help="The label, such as production or staging.")],
+          project: Project = None) -> None:
+    """Point a label, such as production, at a version."""
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
     store.set_label(version, name)
@@ -137,8 +152,8 @@ def label(ctx: typer.Context, ref: str, name: str, project: Project = None) -> N
 
 
 @app.command("revert")
-def revert(ctx: typer.Context, ref: str, project: Project = None,
-           message: Annotated[str, typer.Option("--message", "-m")] = "") -> None:
+def revert(ctx: typer.Context, ref: Ref, project: Project = None,
+           message: Annotated[str, typer.Option("--message", "-m", help="Why (default: revert to REF).")] = "") -> None:
     """Make a new version with the content of an old one."""
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     old = store.prompt(project_id, ref)

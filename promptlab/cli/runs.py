@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, read_only
+from promptlab.cli.common import AsJson, emit_json, read_only
 
 app = typer.Typer(help="Runs: list them, show one, compare two.", no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
@@ -25,7 +25,7 @@ def list_(ctx: typer.Context, project: Project = None,
               metavar="STATUS", help=f"Only runs with this status ({', '.join(RUN_STATUSES)}).")] = None,
           limit: Annotated[int, typer.Option(help="Newest N runs.")] = 30,
           all_: Annotated[bool, typer.Option("--all", help="Also list optimizer runs (hidden by default).")] = False,
-          json_: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False) -> None:
+          json_: AsJson = False) -> None:
     """List runs, newest first: name, status, prompt, model, n, main score, errors, created."""
     from promptlab import display
     from promptlab.errors import UsageError
@@ -54,9 +54,10 @@ def list_(ctx: typer.Context, project: Project = None,
 
 @app.command("show")
 @read_only
-def show(ctx: typer.Context, name: str, project: Project = None,
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's name (see `promptlab runs list`).")],
+         project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
-         json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+         json_: AsJson = False) -> None:
     """One run: scores with intervals, per-label P/R/F1, confusion matrix, failed cases."""
     from promptlab import display
     from promptlab.reports.facts import run_facts
@@ -83,7 +84,7 @@ def compare(ctx: typer.Context,
             model: Annotated[Optional[str], typer.Option(
                 help="When A or B is a prompt version: take its runs on this model only.")] = None,
             show: Annotated[int, typer.Option(help="Regressed and fixed cases to list.")] = 20,
-            json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+            json_: AsJson = False) -> None:
     """Compare two runs on their shared cases: deltas with paired bootstrap intervals and p-values,
     McNemar on pass/fail, the cases that regressed and were fixed, and the prompt diff."""
     from promptlab import display

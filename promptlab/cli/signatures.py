@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import emit_json, read_only
+from promptlab.cli.common import AsJson, emit_json, read_only
 
 app = typer.Typer(help="Signatures: the inputs a prompt gets and the outputs it must give.",
                   no_args_is_help=True)
@@ -83,10 +83,11 @@ def add(ctx: typer.Context,
 
 
 @app.command("list")
-def list_(ctx: typer.Context, project: Annotated[Optional[str], typer.Option()] = None,
-          json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List every version of every signature."""
 @read_only
+def list_(ctx: typer.Context,
+          project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None,
+          json_: AsJson = False) -> None:
+    """List every version of every signature."""
     from promptlab import display
 
     versions = ctx.obj.store.signature_versions(ctx.obj.project_id(project))
@@ -99,10 +100,11 @@ def list_(ctx: typer.Context, project: Annotated[Optional[str], typer.Option()] 
 
 
 @app.command("show")
+@read_only
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
-         project: Annotated[Optional[str], typer.Option()] = None) -> None:
-@read_only
+         project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None
+         ) -> None:
     """Show one signature version as YAML."""
     import yaml
 
