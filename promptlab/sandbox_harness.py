@@ -556,18 +556,30 @@ class Link:
         if self.broken:
             raise self.broken
         self._next += 1
-        self.chan.send({"id": self._next, "op": op, "args": [encode(a, _handle_of) for a in args],
-                        "kwargs": {k: encode(v, _handle_of) for k, v in kwargs.items()}})
+        message = {"id": self._next, "op": op, "args": [encode(a, _handle_of) for a in args],
+                   "kwargs": {k: encode(v, _handle_of) for k, v in kwargs.items()}}
+        try:
+            self.chan.send(message)
+        except OSError:
+            self.broken = LinkBroken("the code's process ended before the tests finished", lost=True)
+            raise self.broken from None
         reply = self.receive()
-        if reply.get("id") != self._next:
+        if type(reply.get("id")) is not int or reply["id"] != self._next:
             self.broken = LinkBroken("the code's process sent a reply out of turn", lost=False)
             raise self.broken
         if "error" in reply:
             raise _rebuild(reply["error"])
-        for key, data in reply.get("sync", ()):
-            target = args[key] if type(key) is int and 0 <= key < len(args) else kwargs.get(key)
-            new = self.decode(data)
-            if type(target) not in _MUTABLE or type(new) is not type(target):
+        self._apply(reply.get("sync", []), args, kwargs)
+        return self.decode(reply.get("value"))
+
+    def _apply(self, sync, args: tuple, kwargs: dict) -> None:
+        """Copy back what a call did to the lists, dicts, sets and bytearrays passed to it."""
+        for item in sync if type(sync) is list else [None]:
+            key = item[0] if type(item) is list and len(item) == 2 else None
+            target = args[key] if type(key) is int and 0 <= key < len(args) else \
+                kwargs.get(key) if type(key) is str else None
+            new = self.decode(item[1]) if type(target) in _MUTABLE else None
+            if type(new) is not type(target):
                 self.broken = LinkBroken("the code's process sent a bad update of an argument", lost=False)
                 raise self.broken
             if type(target) is dict or type(target) is set:
@@ -575,7 +587,6 @@ class Link:
                 target.update(new)
             else:
                 target[:] = new
-        return self.decode(reply.get("value"))
 
 
 _LINK: Link | None = None

@@ -26,13 +26,14 @@ from typing import Any
 from promptlab.sandbox import DEFAULT_ALLOWED, STATUSES, run_python
 from promptlab.scorers.base import MetricError, Score, ScoreInput
 
-MAX_REPLY_CHARS = 200_000   # a longer code answer is refused, unread (a wall of text is not code)
+MAX_REPLY_CHARS = 200_000   # a longer answer scores 0 unread: no task here needs that much code
 _PY_TAGS = {"python", "py", "python3", "py3"}
 _TAG = re.compile(r"[ \t]*([\w+.#-]*)")
 
 # Sandboxes are CPU-bound and have wall-clock limits: running more at once than
 # there are cores would turn a slow machine into spurious timeouts.
 _SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
 
 def extract_code(text: str) -> str:
     """The code in a model reply, found in one pass over its lines.
