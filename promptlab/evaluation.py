@@ -225,6 +225,7 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
         raise UsageError(f"run '{name}' is already completed; nothing to resume")
     prompt = store.prompt_by_id(run["prompt_id"])
     signature = store.prompt_signature(prompt)
+    check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")  # stored before the checks existed?
     model = settings.resolve_model(run["model"])
     if model.model != run["model_name"]:  # the alias changed since: call what the run called
         model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])

@@ -23,8 +23,27 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from promptlab.errors import UsageError
 from promptlab.models import Case, PromptContent, Signature, check_values
 
-_env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                     keep_trailing_newline=False)
+MAX_PRODUCT = 100_000  # characters or items a `*` in a template may build
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus caps on `*` and `**`: `{{ 'x' * 10**10 }}` runs no code but would
+    take all memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > MAX_PRODUCT:
+                    raise SecurityError(f"a repetition of more than {MAX_PRODUCT} items")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 # cycler, joiner, lipsum, namespace, dict serve no prompt; their __globals__ are the usual
 # first step of a template-injection payload.
 _env.globals = {"range": _env.globals["range"]}  # the sandbox's range, capped in length

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
-from promptlab.errors import AuthError, StorageError
+from promptlab.errors import AuthError, PromptlabError
 from promptlab.lm import CallError, Gateway
 from promptlab.models import Case, Signature
 from promptlab.outputs import parse_output
@@ -211,7 +211,7 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
         async with asyncio.TaskGroup() as group:
             for _ in range(max(1, concurrency)):
                 group.create_task(worker())
-    except* (AuthError, StorageError) as errors:
+    except* PromptlabError as errors:  # auth, storage, a template refused at render time: one clear line
         raise errors.exceptions[0] from None
     finally:
         sink.close()

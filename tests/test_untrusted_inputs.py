@@ -157,14 +157,16 @@ def billion_laughs(levels: int = 9) -> str:
 
 
 def run_limited(ws, *args: str) -> subprocess.CompletedProcess:
-    """The real CLI in a child process that may use at most ~2 GB and 10 s: a regression fails
-    the test instead of eating the machine."""
+    """The real CLI in a child process that may use at most ~2 GB and 10 CPU seconds: a regression
+    fails the test instead of eating the machine (CPU time, not wall time, so a busy machine
+    does not fail it)."""
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        resource.setrlimit(resource.RLIMIT_CPU, (10, 10))
 
     env = {**os.environ, "PROMPTLAB_CONFIG": str(ws.root / "promptlab.toml")}
     return subprocess.run([sys.executable, "-m", "promptlab", *args], cwd=ws.root, env=env,
-                          capture_output=True, text=True, timeout=10, preexec_fn=limit)
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit)
 
 
 BOMBS = {  # file name, its text, the command that reads it
@@ -305,3 +307,15 @@ def test_typed_cases_survive_export_and_import(workspace, fmt):
     again = workspace.cli("case", "import", f"out.{fmt}")
     assert "imported 0 cases (2 already present)" in again.stdout, again.stderr
     assert workspace.rows("select inputs, expected from cases order by id") == stored
+
+
+def test_a_template_cannot_build_a_huge_value(workspace):
+    """`*` and `**` are capped: a repetition bomb is refused at render time, before any call."""
+    from promptlab.errors import UsageError
+    from promptlab.models import PromptContent
+    from promptlab.render import render_messages
+
+    for template in ("{{ 'x' * 10**10 }}", "{{ ['a'] * 200000 }}", "{{ 7 ** 100000 }}"):
+        with pytest.raises(UsageError, match="sandbox refused"):
+            render_messages(PromptContent(template=template), None, {})
+    assert render_messages(PromptContent(template="{{ '-' * 3 }} {{ 2 ** 5 }}"), None, {})[-1]["content"] == "--- 32"
