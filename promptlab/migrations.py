@@ -126,3 +126,9 @@ def m004_signature_versions(db: Database) -> None:
 def m005_prompt_candidates(db: Database) -> None:
     """Optimizer candidates are prompt versions kept out of the way: never the family's latest."""
     db["prompts"].add_column("candidate", int, not_null_default=0)
+
+
+@migrations()
+def m006_case_archived(db: Database) -> None:
+    """A case a run used is archived rather than deleted: kept for that run, out of every new selection."""
+    db["cases"].add_column("archived", int, not_null_default=0)

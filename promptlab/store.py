@@ -290,6 +290,16 @@ class Store:
             {"project_id": project_id, "name": prompt.name, "label": label,
              "prompt_id": prompt.id, "updated_at": now()}, pk=("project_id", "name", "label"))
 
+    def remove_label(self, project_id: int, name: str, label: str) -> int:
+        """Delete the label; returns the id of the version it pointed at."""
+        with self.db.atomic():
+            row = self.db.execute("select prompt_id from prompt_labels where project_id = ? and name = ? "
+                                  "and label = ?", [project_id, name, label]).fetchone()
+            if row is None:
+                raise NotFoundError(f"prompt '{name}' has no label '{label}'; see `promptlab prompt list {name}`")
+            self.db["prompt_labels"].delete((project_id, name, label))
+        return row[0]
+
     def _prompt(self, row: dict) -> PromptVersion:
         project = self.db["projects"].get(row["project_id"])["name"]
         labels = tuple(r[0] for r in self.db.execute(
@@ -328,7 +338,8 @@ class Store:
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
               golden: bool | None = None) -> list[Case]:
-        where, args = ["project_id = ?"], [project_id]
+        """The cases a new selection may take (archived ones never)."""
+        where, args = ["project_id = ? and archived = 0"], [project_id]
         if split:
             where.append("split = ?")
             args.append(split)
@@ -340,12 +351,12 @@ class Store:
         return [c for c in out if wanted <= set(c.tags)] if wanted else out
 
     def cases_by_hash(self, project_id: int, hashes: list[str]) -> list[Case]:
-        """Stored cases for these content hashes, in the order given."""
+        """Stored cases for these content hashes, in the order given (archived ones left out)."""
         by_hash = {}
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             for row in self.db["cases"].rows_where(
-                    f"project_id = ? and content_hash in ({','.join('?' * len(chunk))})",
+                    f"project_id = ? and archived = 0 and content_hash in ({','.join('?' * len(chunk))})",
                     [project_id, *chunk]):
                 by_hash[row["content_hash"]] = _case(row)
         return [by_hash[h] for h in dict.fromkeys(hashes) if h in by_hash]
@@ -359,6 +370,58 @@ class Store:
                     f"project_id = ? and id in ({','.join('?' * len(chunk))})", [project_id, *chunk]):
                 out[row["id"]] = _case(row)
         return out
+
+    def case_runs(self, project_id: int, ids: Iterable[int]) -> dict[int, list[str]]:
+        """For each of these cases that a run planned or scored, the names of those runs."""
+        wanted, used = sorted(set(ids)), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for case_id, name in self.db.execute(
+                    f"select j.value, r.name from runs r, json_each(r.case_ids) j "
+                    f"where r.project_id = ? and j.value in ({marks}) "
+                    f"union select s.case_id, r.name from results s join runs r on r.id = s.run_id "
+                    f"where r.project_id = ? and s.case_id in ({marks}) order by 2",
+                    [project_id, *chunk, project_id, *chunk]):
+                used.setdefault(case_id, []).append(name)
+        return used
+
+    def remove_cases(self, project_id: int, ids: Iterable[int]) -> tuple[list[int], list[int]]:
+        """Delete these cases, but archive the ones a run used; returns (deleted ids, archived ids)."""
+        ids = sorted(set(ids))
+        with self.db.atomic():
+            found = self.cases_by_id(project_id, ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFoundError(f"no case with id {', '.join(map(str, missing))} in this project; "
+                                    f"see `promptlab case list`")
+            used = self.case_runs(project_id, ids)
+            archived = [i for i in ids if i in used]
+            deleted = [i for i in ids if i not in used]
+            for case_id in archived:
+                self.db["cases"].update(case_id, {"archived": 1})
+            for case_id in deleted:
+                self.db["cases"].delete(case_id)
+        return deleted, archived
+
+    def edit_case(self, project_id: int, case_id: int, *, expected: dict | None = None,
+                  split: str | None = None, tags: Iterable[str] | None = None) -> Case:
+        """Change a case's expected output, split or tags (its content hash follows its expected output)."""
+        with self.db.atomic():
+            case = self.cases_by_id(project_id, [case_id]).get(case_id)
+            if case is None:
+                raise NotFoundError(f"no case with id {case_id} in this project; see `promptlab case list`")
+            changes = {k: v for k, v in (("expected", expected), ("split", split),
+                                         ("tags", None if tags is None else tuple(tags))) if v is not None}
+            new = Case(**{**case.model_dump(), **changes})
+            digest = new.hash()
+            if digest != case.hash() and self.db["cases"].count_where(
+                    "project_id = ? and content_hash = ?", [project_id, digest]):
+                raise UsageError(f"case {case_id}: another case already has these inputs and this expected "
+                                 f"output; delete one of them with `promptlab case delete`")
+            self.db["cases"].update(case_id, {"expected": dumps(new.expected), "split": new.split,
+                                              "tags": dumps(list(new.tags)), "content_hash": digest})
+        return new
 
     def set_golden(self, project_id: int, ids: Iterable[int], golden: bool = True) -> int:
         ids = list(ids)
@@ -420,6 +483,13 @@ class Store:
         if limit is not None:
             sql, args = sql + " limit ?", args + [limit]
         return [dict(row) for row in self.db.query(sql, args)]
+
+    def delete_run(self, run_id: int) -> int:
+        """Delete a run and its results (nothing else: cases, prompts and cached replies stay)."""
+        with self.db.atomic():
+            removed = self.db.execute("delete from results where run_id = ?", [run_id]).rowcount
+            self.db["runs"].delete(run_id)
+        return removed
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v

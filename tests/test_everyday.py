@@ -168,3 +168,81 @@ def test_debug_anywhere_or_from_the_environment(workspace, monkeypatch):
     monkeypatch.setenv("PROMPTLAB_DEBUG", "1")
     env = workspace.cli("runs", "show", "nope")
     assert env.code == 2 and "Traceback" in env.stderr
+
+
+def _changed(before: dict, after: dict) -> dict:
+    return {t: (before.get(t), after.get(t)) for t in set(before) | set(after) if before.get(t) != after.get(t)}
+
+
+def test_runs_delete_removes_the_run_and_its_results_only(evaluated):
+    before = evaluated.counts()
+    asked = evaluated.cli("runs", "delete", "r1")
+    assert asked.code == 2 and "--yes" in asked.stderr and evaluated.counts() == before
+    (r1,), = evaluated.rows("select id from runs where name = 'r1'")
+    result = evaluated.cli("runs", "delete", "r1", "--yes")
+    assert result.code == 0, result.stderr
+    assert "deleted run r1 (2 results)" in result.stdout
+    assert evaluated.rows("select count(*) from results where run_id = ?", (r1,)) == [(0,)]
+    assert _changed(before, evaluated.counts()) == {"runs": (3, 2), "results": (6, 4)}
+    assert evaluated.cli("runs", "show", "r2").code == 0
+    assert evaluated.cli("runs", "delete", "r1", "--yes").code == 2  # gone
+
+
+def test_runs_delete_refuses_an_optimizer_run(evaluated):
+    evaluated.rows("insert into optimizations (project_id, name, strategy, status) values (1, 'opt', 'mcts', 'completed')")
+    evaluated.rows("update runs set optimization_id = 1 where name = 'r2'")
+    result = evaluated.cli("runs", "delete", "r2", "--yes")
+    assert result.code == 2 and "optimization 'opt'" in result.stderr
+
+
+def test_case_delete_archives_a_used_case_and_deletes_an_unused_one(evaluated):
+    evaluated.write("new.jsonl", '{"text": "fine", "label": "positive"}\n')
+    assert evaluated.cli("case", "import", "new.jsonl").code == 0
+    ids = dict(evaluated.rows("select json_extract(inputs, '$.text'), id from cases"))
+    before = evaluated.counts()
+    assert evaluated.cli("case", "delete", str(ids["awful"]), str(ids["fine"])).code == 2  # no --yes
+    result = evaluated.cli("case", "delete", str(ids["awful"]), str(ids["fine"]), "--yes")
+    assert result.code == 0, result.stderr
+    assert f"deleted cases {ids['fine']}" in result.stdout and f"archived case {ids['awful']}" in result.stdout
+    assert _changed(before, evaluated.counts()) == {"cases": (3, 2)}
+    assert evaluated.rows("select id from cases where archived = 1") == [(ids["awful"],)]
+    listed = json.loads(evaluated.cli("case", "list", "--json").stdout)
+    assert [c["id"] for c in listed] == [ids["great"]]
+    assert evaluated.cli("eval", "--prompt", "p", "--name", "after").code == 0  # archived: not selected
+    assert evaluated.rows("select n_results from runs where name = 'after'") == [(1,)]
+    assert json.loads(evaluated.cli("runs", "show", "r1", "--json").stdout)["n"] == 2  # its run keeps it
+    missing = evaluated.cli("case", "delete", "999", "--yes")
+    assert missing.code == 2 and "no case with id 999" in missing.stderr
+
+
+def test_case_edit(evaluated):
+    (awful,), = evaluated.rows("select id from cases where inputs like '%awful%'")
+    result = evaluated.cli("case", "edit", str(awful), "-e", "label=negative", "--split", "test", "--tag", "fixed")
+    assert result.code == 0, result.stderr
+    assert "used by 3 runs" in result.stderr  # their scores were computed against the old label
+    row = evaluated.rows("select expected, split, tags from cases where id = ?", (awful,))
+    assert row == [('{"label": "negative"}', "test", '["fixed"]')]
+    assert evaluated.cli("eval", "--prompt", "p", "--name", "fixed", "--split", "test").code == 0
+    assert evaluated.rows("select score from results join runs on runs.id = run_id where name = 'fixed'") == [(1.0,)]
+    bad = evaluated.cli("case", "edit", str(awful), "--split", "tst")
+    assert bad.code == 2 and "train, val, test" in bad.stderr
+    (great,), = evaluated.rows("select id from cases where inputs like '%great%'")
+    clash = evaluated.cli("case", "edit", str(great), "-e", "label=positive", "--tag", "x")
+    assert clash.code == 0  # same expected output: no clash with itself
+    assert evaluated.cli("case", "edit", str(great)).code == 2
+    assert evaluated.cli("case", "add", "-i", "text=great", "-e", "label=negative").code == 0
+    (twin,), = evaluated.rows("select id from cases where expected like '%negative%' and inputs like '%great%'")
+    clash = evaluated.cli("case", "edit", str(twin), "-e", "label=positive")
+    assert clash.code == 2 and "another case already has" in clash.stderr
+
+
+def test_prompt_label_remove(evaluated):
+    assert evaluated.cli("prompt", "label", "p@1", "production").code == 0
+    assert evaluated.cli("prompt", "label", "p", "production", "--remove").code == 2  # no --yes
+    result = evaluated.cli("prompt", "label", "p", "production", "--remove", "--yes")
+    assert result.code == 0 and "it pointed at p@1" in result.stdout
+    assert evaluated.rows("select count(*) from prompt_labels") == [(0,)]
+    gone = evaluated.cli("prompt", "show", "p@production")
+    assert gone.code == 2 and "no label 'production'" in gone.stderr
+    again = evaluated.cli("prompt", "label", "p", "production", "--remove", "--yes")
+    assert again.code == 2 and "no label 'production'" in again.stderr

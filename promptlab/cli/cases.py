@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, parse_pairs, read_only
+from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Test cases: inputs, expected outputs, split, tags, golden flag.",
                   no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
+SPLITS = ("train", "val", "test")
 Signature = Annotated[Optional[str], typer.Option(
     help="Signature whose fields name the row's inputs and outputs (default: the only one).")]
 
@@ -124,6 +126,52 @@ def golden(ctx: typer.Context, ids: Annotated[list[int], typer.Argument(help="Ca
     typer.echo(f"marked {count} cases {'non-golden' if unset else 'golden'}")
 
 
+@app.command("delete")
+def delete(ctx: typer.Context, ids: Annotated[list[int], typer.Argument(help="Case ids (see `case list`).")],
+           project: Project = None, yes: Yes = False) -> None:
+    """Delete cases; a case that a run used is archived instead (kept for that run, never selected again)."""
+    state = ctx.obj
+    store, project_id = state.store, state.project_id(project)
+    used = store.case_runs(project_id, ids)
+    note = f" ({len(used)} used by runs are archived instead)" if used else ""
+    confirm(f"Delete {len(set(ids))} cases{note}?", yes)
+    deleted, archived = store.remove_cases(project_id, ids)
+    if deleted:
+        typer.echo(f"deleted cases {', '.join(map(str, deleted))}")
+    for case_id in archived:
+        runs = used[case_id]
+        shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+        typer.echo(printable(f"archived case {case_id}: used by run {shown} (excluded from new selections)"))
+
+
+@app.command("edit")
+def edit(ctx: typer.Context, case_id: Annotated[int, typer.Argument(metavar="ID", help="The case's id.")],
+         project: Project = None,
+         expected: Annotated[list[str], typer.Option(
+             "--expected", "-e", help="Expected KEY=VALUE (repeatable; replaces the expected output).")] = [],
+         split: Annotated[Optional[str], typer.Option(help="New split: train, val or test.")] = None,
+         tag: Annotated[Optional[list[str]], typer.Option(help="New tags (repeatable; replace the old).")] = None
+         ) -> None:
+    """Change a case's expected output, split or tags."""
+    import json
+
+    from promptlab.errors import UsageError
+
+    if split is not None and split not in SPLITS:
+        raise UsageError(f"--split: unknown split '{split}' (one of {', '.join(SPLITS)})")
+    if not (expected or split or tag is not None):
+        raise UsageError("case edit: give --expected, --split or --tag")
+    state = ctx.obj
+    store, project_id = state.store, state.project_id(project)
+    case = store.edit_case(project_id, case_id, split=split, tags=tag,
+                           expected=parse_pairs(expected, "--expected") if expected else None)
+    typer.echo(printable(f"case {case_id}: expected {json.dumps(case.expected, ensure_ascii=False)}, "
+                         f"split {case.split or '-'}, tags {','.join(case.tags) or '-'}"))
+    if expected and (used := store.case_runs(project_id, [case_id]).get(case_id)):
+        typer.echo(printable(f"promptlab: warning: case {case_id} was used by {len(used)} runs; their stored "
+                             f"scores were computed against its old expected output"), err=True)
+
+
 @app.command("generate")
 def generate(ctx: typer.Context, project: Project = None, signature: Signature = None,
              n: Annotated[int, typer.Option("--n", min=1, help="How many new cases to add.")] = 10,
@@ -156,7 +204,7 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     if sig is None:
         names = ", ".join(s.name for s in store.signatures(project_id)) or "none yet"
         raise UsageError(f"case generate: give --signature (signatures: {names})")
-    if split not in (None, "train", "val", "test"):
+    if split not in (None, *SPLITS):
         raise UsageError(f"case generate: --split must be train, val or test (got '{split}')")
     default = next((p["default_model"] for p in store.projects() if p["id"] == project_id), None)
     resolved = settings.resolve_model(model or default or None)

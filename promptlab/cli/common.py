@@ -36,6 +36,22 @@ ReportMd = Annotated[Optional[Path], typer.Option(
     help="Write a Markdown summary here, such as $GITHUB_STEP_SUMMARY.")]
 
 
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before deleting; without a terminal to ask on, only --yes goes ahead."""
+    from promptlab.errors import UsageError
+    from promptlab.terminal import printable
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} Pass --yes to confirm (no terminal to ask on)")
+    if not typer.confirm(printable(question), default=False):
+        raise typer.Exit(1)
+
+
 def gate_flags(**flags: Any) -> dict[str, Any]:
     """The gate options that were given."""
     return {k: v for k, v in flags.items() if v is not None}

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, parse_pairs, read_only
+from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
@@ -143,12 +143,22 @@ def log(ctx: typer.Context, ref: Ref, project: Project = None,
 @app.command("label")
 def label(ctx: typer.Context, ref: Ref,
           name: Annotated[str, typer.Argument(help="The label, such as production or staging.")],
-          project: Project = None) -> None:
-    """Point a label, such as production, at a version."""
-    store = ctx.obj.store
-    version = store.prompt(ctx.obj.project_id(project), ref)
+          project: Project = None,
+          remove: Annotated[bool, typer.Option("--remove", help="Remove the label from REF's prompt instead.")] = False,
+          yes: Yes = False) -> None:
+    """Point a label, such as production, at a version (or remove it with --remove)."""
+    from promptlab.store import parse_ref
+    from promptlab.terminal import printable
+
+    store, project_id = ctx.obj.store, ctx.obj.project_id(project)
+    if remove:
+        prompt, _ = parse_ref(ref)
+        confirm(f"Remove label '{name}' from prompt '{prompt}'?", yes)
+        was = store.prompt_by_id(store.remove_label(project_id, prompt, name))
+        return typer.echo(printable(f"removed {prompt}@{name} (it pointed at {was.ref})"))
+    version = store.prompt(project_id, ref)
     store.set_label(version, name)
-    typer.echo(f"{version.name}@{name} -> {version.ref}")
+    typer.echo(printable(f"{version.name}@{name} -> {version.ref}"))
 
 
 @app.command("revert")

@@ -1,4 +1,4 @@
-"""`promptlab runs list|show|compare`."""
+"""`promptlab runs list|show|compare|delete`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, read_only
+from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
 
-app = typer.Typer(help="Runs: list them, show one, compare two.", no_args_is_help=True)
+app = typer.Typer(help="Runs: list them, show one, compare two, delete one.", no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
@@ -98,3 +98,23 @@ def compare(ctx: typer.Context,
     if json_:
         return emit_json(data)
     display.print_comparison(data, show)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.")],
+           project: Project = None, yes: Yes = False) -> None:
+    """Delete a run and its results (its cases, prompt and cached replies stay)."""
+    from promptlab import lease
+    from promptlab.errors import UsageError
+    from promptlab.terminal import printable
+
+    store = ctx.obj.store
+    run = store.run(ctx.obj.project_id(project), name)
+    if holder := lease.holder(run):
+        raise UsageError(f"run '{name}' is still running ({holder}); stop that process first")
+    if run["optimization_id"]:  # the optimization's report and resume read its runs
+        owner = store.db["optimizations"].get(run["optimization_id"])["name"]
+        raise UsageError(f"run '{name}' belongs to optimization '{owner}', whose report needs it")
+    confirm(f"Delete run '{name}' and its {run['n_results'] or 0} results?", yes)
+    removed = store.delete_run(run["id"])
+    typer.echo(printable(f"deleted run {name} ({removed} results)"))
