@@ -339,6 +339,17 @@ def first_error(store: Store, run_id: int) -> str | None:
     return None if row is None else f"{row[0]}: {row[1]}"
 
 
+def demo_overlap(prompt: PromptVersion, cases: list[Case]) -> str | None:
+    """A warning when some evaluated cases are the prompt's own demos (the model sees their answers)."""
+    demos = {dumps(d.inputs) for d in prompt.content.demos}
+    ids = [c.id for c in cases if dumps(c.inputs) in demos]
+    if not ids:
+        return None
+    shown = ", ".join(map(str, ids[:5])) + (" …" if len(ids) > 5 else "")
+    return (f"{len(ids)} of the {len(cases)} cases are demos of {prompt.ref} (case ids {shown}): it is shown "
+            f"their answers, so its score on them means little; evaluate on another split")
+
+
 def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
                   session_s: float | None = None) -> dict:
     """The run's numbers. `elapsed_s`: its active time over every session; calls/s is measured
@@ -376,7 +387,7 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
                         if session_s and len(results) > plan.done_before else None),
         "constant_baseline": baseline and baseline.as_json(),
         "collapse": collapsed and collapsed.as_json(),
-        "warnings": [collapsed.warning()] if collapsed else [],
+        "warnings": [w for w in (collapsed and collapsed.warning(), demo_overlap(plan.prompt, plan.cases)) if w],
     }
 
 

@@ -46,6 +46,8 @@ def validate_gates(gates: dict[str, Any], where: str = "gates") -> None:
         for v in values:
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise UsageError(f"{where}.{key}: expected a number, got {v!r}")
+            if not 0 <= v <= 1:  # scores, pass and error rates are shares
+                raise UsageError(f"{where}.{key}: {v!r} is outside [0, 1]; give a share such as 0.8")
 
 
 def check_gates(gates: dict[str, Any], runs: list[dict],

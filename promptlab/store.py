@@ -371,6 +371,16 @@ class Store:
                 out[row["id"]] = _case(row)
         return out
 
+    def case_facets(self, project_id: int) -> tuple[dict[str, int], dict[str, int]]:
+        """How many selectable cases each split ('none' for cases without one) and each tag has."""
+        splits = dict(self.db.execute(
+            "select coalesce(split, 'none'), count(*) from cases where project_id = ? and archived = 0 "
+            "group by 1 order by 1", [project_id]).fetchall())
+        tags = dict(self.db.execute(
+            "select j.value, count(*) from cases c, json_each(c.tags) j where c.project_id = ? "
+            "and c.archived = 0 group by 1 order by 1", [project_id]).fetchall())
+        return splits, tags
+
     def case_runs(self, project_id: int, ids: Iterable[int]) -> dict[int, list[str]]:
         """For each of these cases that a run planned or scored, the names of those runs."""
         wanted, used = sorted(set(ids)), {}

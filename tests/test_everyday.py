@@ -246,3 +246,46 @@ def test_prompt_label_remove(evaluated):
     assert gone.code == 2 and "no label 'production'" in gone.stderr
     again = evaluated.cli("prompt", "label", "p", "production", "--remove", "--yes")
     assert again.code == 2 and "no label 'production'" in again.stderr
+
+
+def test_unknown_split_or_tag_names_the_ones_that_exist(evaluated):
+    evaluated.write("tagged.jsonl", '{"text": "fine", "label": "positive", "split": "test", "tags": ["short"]}\n')
+    assert evaluated.cli("case", "import", "tagged.jsonl").code == 0
+    before = evaluated.counts()
+    split = evaluated.cli("eval", "--prompt", "p", "--split", "tst")
+    assert split.code == 2 and "no cases in split 'tst'; splits here: none (2), test (1)" in split.stderr
+    tag = evaluated.cli("eval", "--prompt", "p", "--tag", "shrot")
+    assert tag.code == 2 and "no case has tag 'shrot'; tags here: short (1)" in tag.stderr
+    assert evaluated.counts() == before  # no run was created
+
+
+@pytest.mark.parametrize("gate", [["--min-score", "1.5"], ["--min-pass-rate", "-0.1"], ["--max-error-rate", "2"],
+                                  ["--max-regression", "1.01"]])
+def test_gate_values_outside_zero_one_are_refused(evaluated, gate):
+    before = evaluated.counts()
+    result = evaluated.cli("eval", "--prompt", "p", *gate)
+    assert result.code == 2 and "outside [0, 1]" in result.stderr
+    assert evaluated.counts() == before
+
+
+def test_gate_values_in_an_experiment_file_and_for_optimize(workspace):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    workspace.write("cases.jsonl", '{"text": "great", "label": "positive"}\n')
+    workspace.write("exp.yaml", SENTIMENT_EXPERIMENT.replace("min_score: 0.5", "min_score: 50"))
+    result = workspace.cli("run", "exp.yaml")
+    assert result.code == 2 and "min_score: 50 is outside [0, 1]" in result.stderr
+    assert workspace.cli("optimize", "--prompt", "p", "--min-test-score", "1.5").code == 2
+
+
+def test_warning_when_the_prompts_demos_are_evaluated(evaluated):
+    evaluated.write("demos.yaml", "- {inputs: {text: great}, outputs: {label: positive}}\n")
+    assert evaluated.cli("prompt", "add", "d", "--signature", "s", "--template", "{{ text }}",
+                         "--demos-file", "demos.yaml").code == 0
+    result = evaluated.cli("eval", "--prompt", "d", "--name", "with-demos")
+    assert result.code == 0, result.stderr
+    assert "1 of the 2 cases are demos of d@1" in " ".join(result.stderr.split())
+    (summary,), = evaluated.rows("select summary from runs where name = 'with-demos'")
+    assert any("demos of d@1" in w for w in json.loads(summary)["warnings"])
+    clean = evaluated.cli("eval", "--prompt", "p", "--name", "no-demos", "--json")
+    assert not any("demos" in w for w in json.loads(clean.stdout)["runs"][0]["warnings"])

@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
             check_baseline(store, project_id, gates, [version.name], "eval")
             cases = store.cases(project_id, split=split, tags=tag,
                                 golden=None if include_generated else True)[:limit]
+            if not cases:
+                _check_selection(store, project_id, split, tag)
             if not cases and not include_generated and store.cases(project_id, split=split, tags=tag):
                 raise UsageError("eval: the selected cases are all non-golden (e.g. generated); review "
                                  "them and mark them with `promptlab case golden IDS`, or pass "
@@ -77,6 +79,20 @@ def register(app: typer.Typer) -> None:
         # a resumed run keeps its concurrency and cache choice unless told otherwise
         run_plans(state, plans, concurrency=concurrency or plans[0].concurrency,
                   use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md)
+
+
+def _check_selection(store, project_id: int, split: str | None, tags: list[str]) -> None:
+    """An empty selection because of an unknown split or tag: name the ones that exist."""
+    from promptlab.errors import UsageError
+
+    splits, known_tags = store.case_facets(project_id)
+    if split and split not in splits:
+        here = ", ".join(f"{name} ({n})" for name, n in splits.items()) or "none: no cases yet"
+        raise UsageError(f"eval: no cases in split '{split}'; splits here: {here}")
+    unknown = [t for t in tags if t not in known_tags]
+    if unknown:
+        here = ", ".join(f"{name} ({n})" for name, n in known_tags.items()) or "none"
+        raise UsageError(f"eval: no case has tag '{unknown[0]}'; tags here: {here}")
 
 
 def _metric_spec(text: str):

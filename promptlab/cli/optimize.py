@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
                  splits: Annotated[Optional[str], typer.Option(help="TRAIN,VAL,TEST sizes for cases without a split: fractions (0.4,0.3,0.3) or counts (60,60,180).")] = None,
                  concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
                  resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
-                 min_test_score: Annotated[Optional[float], typer.Option(help="Gate: the winner's test score >= this.")] = None,
-                 min_lift: Annotated[Optional[float], typer.Option(help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
+                 min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
+                 min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
                  quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         from datetime import datetime, timezone
