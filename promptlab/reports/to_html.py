@@ -59,7 +59,7 @@ background:var(--card);color:var(--fg);font:inherit}
 .filter span{color:var(--muted);font-size:13px}
 .case{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--bad);
 border-radius:8px;padding:10px 12px;margin-bottom:10px}
-.case.error{border-left-color:var(--warn)}
+.case.error{border-left-color:var(--warn)}.case.pass{border-left-color:var(--good)}
 .case .meta{font-size:13px;color:var(--muted);margin-bottom:6px}
 .case .cols{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:10px}
 .case .cols div>b{display:block;font-size:12px;color:var(--muted);text-transform:uppercase;
@@ -111,7 +111,7 @@ def _clip(text: str) -> str:
     return esc(text[:MAX_TEXT]) + f'<span class="muted"> … ({len(text) - MAX_TEXT:,} more characters)</span>'
 
 
-def _fields(value: Any) -> str:
+def fields(value: Any) -> str:
     """Inputs or expected outputs: one field as its text, several as 'name: value' lines."""
     if value is None:
         return '<span class="muted">–</span>'
@@ -185,7 +185,7 @@ def _histogram_svg(dist: dict, width: int = 260, height: int = 120) -> str:
             f'<text x="{width - left}" y="{height - 4}" text-anchor="end">{edges[-1]:g}</text></svg>')
 
 
-def _trajectory_svg(candidates: list[dict], base_val: float | None, width: int = 760, height: int = 280) -> str:
+def trajectory_svg(candidates: list[dict], base_val: float | None, width: int = 760, height: int = 280) -> str:
     points = [c for c in candidates if c["train"] is not None or c["val"] is not None]
     if not points:
         return '<p class="muted">no candidate scores recorded yet</p>'
@@ -236,7 +236,7 @@ def _trajectory_svg(candidates: list[dict], base_val: float | None, width: int =
     return "".join(out) + legend
 
 
-def _diff_html(diff: str) -> str:
+def diff_html(diff: str) -> str:
     if not diff:
         return '<p class="muted">no difference in the prompt text</p>'
     lines = []
@@ -346,31 +346,34 @@ def _top_tables(facts: dict) -> str:
             f"</div></div>")
 
 
+def case_article(r: dict) -> str:
+    """One result: its inputs, expected and actual output, scores and error (the report lists the
+    failed ones, the viewer every one; `data-status` is what the viewer filters on)."""
+    status = "error" if r["error_kind"] else "pass" if r["passed"] else "fail"
+    scores = " · ".join(f"{esc(k)} {_num(v)}" for k, v in r["scores"].items())
+    message = r["error"] or r["parse_error"]
+    pill = {"error": f'<span class="pill err">{esc(r["error_kind"])}</span>',
+            "pass": '<span class="pill ok">pass</span>', "fail": '<span class="pill fail">fail</span>'}[status]
+    tags = f' · tags {esc(", ".join(r["tags"]))}' if r["tags"] else ""
+    repeat = f' · repeat {r["repeat"]}' if r["repeat"] else ""
+    return (f'<article class="case {status}" data-status="{status}"><div class="meta">{pill} case {r["case_id"]}'
+            f'{repeat}{tags} · {scores}</div>'
+            f'<div class="cols"><div><b>input</b>{fields(r["inputs"])}</div>'
+            f'<div><b>expected</b>{fields(r["expected"])}</div>'
+            f'<div><b>output</b>{fields(r["output"])}</div></div>'
+            + (f'<div class="msg">{esc(message)}</div>' if message else "") + "</article>")
+
+
 def _failed(facts: dict) -> str:
     failed = facts["failed"]
     if not failed:
         return '<h2>Failed cases</h2><p>Every case passed.</p>'
-    items = []
-    for r in failed[:MAX_FAILED]:
-        kind = "error" if r["error_kind"] else "fail"
-        scores = " · ".join(f"{esc(k)} {_num(v)}" for k, v in r["scores"].items())
-        message = r["error"] or r["parse_error"]
-        pill = (f'<span class="pill err">{esc(r["error_kind"])}</span>' if r["error_kind"]
-                else '<span class="pill fail">fail</span>')
-        tags = f' · tags {esc(", ".join(r["tags"]))}' if r["tags"] else ""
-        repeat = f' · repeat {r["repeat"]}' if r["repeat"] else ""
-        items.append(
-            f'<article class="case {kind}"><div class="meta">{pill} case {r["case_id"]}'
-            f'{repeat}{tags} · {scores}</div>'
-            f'<div class="cols"><div><b>input</b>{_fields(r["inputs"])}</div>'
-            f'<div><b>expected</b>{_fields(r["expected"])}</div>'
-            f'<div><b>output</b>{_fields(r["output"]) if r["output"] is not None else _fields(None)}</div></div>'
-            + (f'<div class="msg">{esc(message)}</div>' if message else "") + "</article>")
+    items = "".join(case_article(r) for r in failed[:MAX_FAILED])
     more = (f'<p class="muted">{len(failed) - MAX_FAILED:,} more failed cases are in the JSON report.</p>'
             if len(failed) > MAX_FAILED else "")
     return (f'<h2>Failed cases ({len(failed)})</h2><div class="filter">'
             f'<input id="filter" type="search" placeholder="Filter by any text: input, expected, output, error…" '
-            f'aria-label="filter failed cases"><span id="filter-count"></span></div>{"".join(items)}{more}')
+            f'aria-label="filter failed cases"><span id="filter-count"></span></div>{items}{more}')
 
 
 def _gates(gates: list[dict] | None) -> str:
@@ -383,26 +386,43 @@ def _gates(gates: list[dict] | None) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
-def render_run(facts: dict) -> str:
+def run_header(facts: dict) -> str:
     run, prompt = facts["run"], facts["prompt"]
     status = run["status"]
     pill = "ok" if status == "completed" else "fail"
-    head = (f'<header><h1>{esc(run["name"])}</h1><p class="sub"><span class="pill {pill}">{esc(status)}</span> '
+    return (f'<header><h1>{esc(run["name"])}</h1><p class="sub"><span class="pill {pill}">{esc(status)}</span> '
             f'project <b>{esc(facts["project"])}</b> · prompt <b>{esc(prompt["ref"])}</b> · model '
             f'<b>{esc(run["model"])}</b> ({esc(run.get("model_name"))}) · {run["n"]} results over '
             f'{run.get("cases", 0)} cases × {run.get("repeat") or 1} · {esc(run.get("created_at"))}</p></header>')
-    prompt_block = (f'<h2>Prompt {esc(prompt["ref"])}</h2><details><summary>show the prompt text</summary>'
-                    f'<pre>{esc(prompt["text"])}</pre></details>')
+
+
+def run_overview(facts: dict) -> str:
+    """Errors and warnings, score cards, gates, per-label tables, distributions, slowest and costliest."""
+    run = facts["run"]
     error = f'<p class="case error msg">{esc(run["error"])}</p>' if run.get("error") else ""
     error += "".join(f'<p class="case error msg">warning: {esc(w)}</p>' for w in run.get("warnings") or [])
-    body = (head + error + _cards(facts) + _gates(facts.get("gates")) + _labels(facts) + _distributions(facts)
-            + _top_tables(facts) + _failed(facts) + prompt_block)
-    return page(f"promptlab · {run['name']}", body, facts["generated_at"])
+    return (error + _cards(facts) + _gates(facts.get("gates")) + _labels(facts) + _distributions(facts)
+            + _top_tables(facts))
+
+
+def prompt_block(prompt: dict) -> str:
+    return (f'<h2>Prompt {esc(prompt["ref"])}</h2><details><summary>show the prompt text</summary>'
+            f'<pre>{esc(prompt["text"])}</pre></details>')
+
+
+def render_run(facts: dict) -> str:
+    body = run_header(facts) + run_overview(facts) + _failed(facts) + prompt_block(facts["prompt"])
+    return page(f"promptlab · {facts['run']['name']}", body, facts["generated_at"])
 
 
 # ---- optimization ----------------------------------------------------------
 
-def render_optimization(facts: dict) -> str:
+def optimization_chart(facts: dict) -> str:
+    """Every candidate's train and val score, in order (the viewer redraws it as an optimization runs)."""
+    return trajectory_svg(facts["candidates"], facts["scores"]["base"]["val"])
+
+
+def optimization_body(facts: dict) -> str:
     opt, base, winner = facts["optimization"], facts["base"], facts["winner"]
     scores = facts["scores"]
     head = (f'<header><h1>{esc(opt["name"])}</h1><p class="sub"><span class="pill '
@@ -463,15 +483,18 @@ def render_optimization(facts: dict) -> str:
                     f"<tbody>{events}</tbody></table></details>" if events else "")
     config = (f'<h2>Configuration</h2><pre>{esc(json.dumps(opt.get("config"), indent=2, ensure_ascii=False))}</pre>'
               if opt.get("config") else "")
-    body = (head + (f'<section class="cards">{"".join(cards)}</section>' if cards else "")
-            + '<h2>Score of every candidate</h2><div class="chart">'
-            + _trajectory_svg(facts["candidates"], scores["base"]["val"]) + "</div>"
+    return (head + (f'<section class="cards">{"".join(cards)}</section>' if cards else "")
+            + '<h2>Score of every candidate</h2><div class="chart" id="trajectory">'
+            + optimization_chart(facts) + "</div>"
             + f"<h2>Candidates</h2>{table}"
-            + f'<h2>Winner vs base</h2>{_diff_html(facts["diff"])}'
+            + f'<h2>Winner vs base</h2>{diff_html(facts["diff"])}'
             + (f'<details><summary>show the winner\'s full text</summary><pre>{esc(winner["text"])}</pre></details>'
                if winner else "")
             + runs_block + events_block + config)
-    return page(f"promptlab · {opt['name']}", body, facts["generated_at"])
+
+
+def render_optimization(facts: dict) -> str:
+    return page(f"promptlab · {facts['optimization']['name']}", optimization_body(facts), facts["generated_at"])
 
 
 def render(facts: dict) -> str:
