@@ -360,7 +360,7 @@ def test_gates_exit_1_and_bad_input_exit_2(workspace):
     ws = workspace
     world(ws)
     result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "100", "--name", "g",
-                            "--min-test-score", "0.9", "--min-lift", "1.01")
+                            "--min-test-score", "0.9", "--min-lift", "1.0")
     assert result.code == 1 and data["passed"] is False
     assert [g["passed"] for g in data["gates"]] == [True, False]
     before = ws.counts()
@@ -541,3 +541,52 @@ def test_bootstrap_on_the_local_model_adds_demos_and_does_not_lose_on_val(tmp_pa
     assert report["spent"]["calls"] <= 20
     assert report["winner"]["val"] >= report["base"]["val"]
     assert report["winner"]["demos"] >= 2 or report["winner"]["ref"] == "s@1"
+
+
+# ---- spend the budget on new information (issue 14) ----------------------------------------
+def test_the_split_has_its_own_seed_and_does_not_move_with_the_search_seed(workspace):
+    ws = workspace
+    world(ws)
+    for name, extra in (("s0", ["--seed", "0"]), ("s1", ["--seed", "1"]), ("other", ["--split-seed", "1"])):
+        result, _ = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "80", "--name", name, *extra)
+        assert result.code == 0, result.stderr
+    splits = dict(ws.rows("select name, splits from optimizations"))
+    assert splits["s0"] == splits["s1"] != splits["other"]
+
+
+@pytest.mark.parametrize("strategy", ["iterative", "bootstrap", "genetic", "mcts"])
+def test_the_budget_counts_distinct_version_case_evaluations(workspace, strategy):
+    ws = workspace
+    world(ws, n=16)
+    ws.fake.configure(rules=RULES[1:], default_reply="maybe")   # a slow climb: many rounds
+    result, data = optimize(ws, "--strategy", strategy, "--budget-calls", "400", "--name", "d",
+                            "--knob", "use_proposer=false", "--knob", "demos_per_step=1"
+                            if strategy in ("iterative", "mcts") else "min_gain=0")
+    assert result.code == 0, result.stderr
+    spent = data["optimization"]["spent"]
+    pairs = ws.rows("select count(*), count(distinct r.prompt_id || ':' || s.case_id) from results s "
+                    "join runs r on r.id = s.run_id where r.optimization_id is not null")[0]
+    assert pairs[0] == pairs[1]                                  # nothing was evaluated twice
+    assert spent["calls"] + spent["test_calls"] == pairs[1]      # and the budget counts exactly that
+
+
+def test_every_strategy_reports_progress_from_its_first_call(workspace):
+    ws = workspace
+    world(ws, n=16)
+    result = ws.cli("optimize", "--project", "p", "--prompt", "clf@1", "--strategy", "genetic",
+                    "--budget-calls", "200", "--name", "g", "--concurrency", "2")
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("iter ")]
+    assert "evaluating 10 replies" in lines[0] and "calls 0/" in lines[0]   # before the first reply
+    assert any("evaluating: 10/70 replies" in line for line in lines)       # and inside a generation
+    assert all("(base 0.000)" in line for line in lines[1:])                # the base's val, once scored
+
+
+def test_help_says_what_every_knob_does():
+    from promptlab.optimizers import STRATEGIES, knob_help, strategy_class
+    from promptlab.optimizers.base import knob_fields
+
+    text = knob_help()
+    for name in STRATEGIES:
+        for knob_name, _, default, help_text in knob_fields(strategy_class(name).Knobs):
+            assert f"{knob_name}={default!r}: {help_text}" in text

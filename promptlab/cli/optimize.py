@@ -26,7 +26,7 @@ Examples:
   promptlab optimize --resume tune-1
 
 \b
-Knobs (--knob NAME=VALUE), per strategy, with their defaults:
+Knobs (--knob NAME=VALUE) with their defaults and what they do:
 {knob_help()}
 """
 
@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
                  budget_calls: Annotated[Optional[int], typer.Option(min=1, help="Most requests sent to the provider in all: search, proposer, test scoring, retries (default 500 unless another budget is set).")] = None,
                  budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Most tokens (prompt + completion).")] = None,
                  budget_cost: Annotated[Optional[float], typer.Option(min=0, help="Most cost in USD.")] = None,
-                 seed: Annotated[int, typer.Option(help="Seed for splits and proposals (same seed, same search).")] = 0,
+                 seed: Annotated[int, typer.Option(help="Seed of the search: demo draws and proposals (same seed, same search).")] = 0,
+                 split_seed: Annotated[int, typer.Option(help="Seed of the train/val/test split of cases without a split; kept apart from --seed so searches with different seeds are scored on the same cases.")] = 0,
                  name: Annotated[Optional[str], typer.Option(help="Optimization name (unique in the project).")] = None,
                  knob: Annotated[list[str], typer.Option(help="Strategy knob NAME=VALUE (repeatable; see below).")] = [],
                  metric: Annotated[list[str], typer.Option(help="Objective metric (repeatable; default exact_match).")] = [],
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
                     name=opt_name, strategy=strategy,
                     prompt=prompt, model=model, proposer=proposer, budget=budget, seed=seed,
                     knobs=parse_pairs(knob, "--knob"), objective=objective,
-                    split_sizes=parse_sizes(splits) if splits else None, concurrency=concurrency)
+                    split_sizes=parse_sizes(splits) if splits else None, split_seed=split_seed,
+                    concurrency=concurrency)
                 report = start(store, settings, project_id, request, progress=progress)
         except KeyboardInterrupt:
             import sys

@@ -45,12 +45,16 @@ def get_strategy(name: str, knobs: dict[str, Any] | None = None) -> Any:
 
 
 def knob_help() -> str:
-    """Every strategy's knobs with defaults, for --help and the docs."""
-    lines = []
+    """Every knob with its default and what it does: the common ones once, then each strategy's own."""
+    from promptlab.optimizers.base import CommonKnobs
+
+    common = knob_fields(CommonKnobs)
+    lines = ["every strategy:"] + [f"  {n}={d!r}: {h}" for n, _, d, h in common]
+    shared = {(n, d) for n, _, d, _ in common}
     for name in STRATEGIES:
-        cls = strategy_class(name)
-        fields = ", ".join(f"{n}={d!r}" for n, _, d, _ in knob_fields(cls.Knobs))
-        lines.append(f"{name}: {fields}")
+        own = [f"  {n}={d!r}: {h}" for n, _, d, h in knob_fields(strategy_class(name).Knobs)
+               if (n, d) not in shared]
+        lines += [f"{name}:"] + own
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@
       model: local              # task model (default: the file's first model)
       proposer: local           # model that writes edits (default: the task model)
       budget: {calls: 600}      # calls, tokens and/or cost
-      seed: 0
+      seed: 0                   # the search's seed
+      split_seed: 0             # the split's own seed
       knobs: {max_demos: 8}
       objective: {exact_match: 1.0}   # weights over the file's metrics (default: the first metric)
       splits: [0.4, 0.3, 0.3]         # for cases without a split (fractions or counts)
@@ -55,6 +56,7 @@ class OptimizeSpec(BaseModel):
     proposer: str | None = None
     budget: BudgetSpec = BudgetSpec(calls=500)
     seed: int = 0
+    split_seed: int = 0
     knobs: dict[str, Any] = Field(default_factory=dict)
     objective: dict[str, float] | None = None
     splits: list[float] | None = None
@@ -132,7 +134,7 @@ def run(store: Store, settings: Settings, experiment: Experiment, spec: Optimize
             model=spec.model or experiment.models[0].alias, proposer=spec.proposer,
             budget=Budget(**spec.budget.model_dump()), seed=spec.seed, knobs=spec.knobs,
             objective=objective, split_sizes=tuple(spec.splits) if spec.splits else None,
-            concurrency=spec.concurrency)
+            split_seed=spec.split_seed, concurrency=spec.concurrency)
         report = start(store, settings, project_id, request, progress=progress, models=models)
     gates = check_gates(report, min_test_score=spec.gates.min_test_score, min_lift=spec.gates.min_lift)
     return {"optimization": report}, gates, lambda: display.print_optimization(report)

@@ -49,10 +49,11 @@ class OptimizeRequest:
     model: str | None = None          # task model alias or LiteLLM model (default: settings)
     proposer: str | None = None       # proposer model (default: the task model)
     budget: Budget = Budget(calls=500)
-    seed: int = 0
+    seed: int = 0                     # the search's seed (proposals, demo draws)
     knobs: dict[str, Any] = field(default_factory=dict)
     objective: Objective = Objective()
     split_sizes: tuple[float, float, float] | None = None
+    split_seed: int = 0               # the train/val/test split's own seed: searches with other seeds compare
     concurrency: int | None = None
 
 
@@ -80,7 +81,7 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
     proposer.api_key()
     build_metrics(list(request.objective.metrics), "optimize --metric", context=metric_context(settings))
     cases = store.cases(project_id, golden=True)
-    splits = make_splits(cases, request.seed, request.split_sizes)
+    splits = make_splits(cases, request.split_seed, request.split_sizes)
     least = len(splits.val) + test_reserve(splits)
     if request.budget.calls is not None and request.budget.calls < least:
         raise UsageError(f"optimize: a budget of {request.budget.calls} calls cannot score the base on the "
@@ -91,6 +92,7 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
               "proposer": _model_json(proposer), "objective": {"metrics": list(request.objective.metrics),
                                                                "weights": list(request.objective.weights)},
               "split_sizes": list(request.split_sizes) if request.split_sizes else None,
+              "split_seed": request.split_seed,
               "concurrency": request.concurrency or settings.defaults.concurrency}
     opt_id = store.create_optimization(project_id, request.name, request.strategy, config=config,
                                        base_prompt_id=base.id, splits=splits.ids(),

@@ -150,16 +150,23 @@ class SilentSearchProgress:
 
 
 class _RunnerProgress:
-    """The runner's progress protocol, forwarding each finished item to the search display."""
+    """The runner's progress protocol, forwarding each finished item to the search display, and a
+    status line every `every` replies: a batch (a genetic generation, a val split) can take minutes
+    on a slow model, and a display that is not a terminal shows nothing between steps."""
 
-    def __init__(self, progress: SearchProgress):
-        self.progress = progress
+    def __init__(self, search: Search, every: int = 10):
+        self.search, self.every = search, every
+        self.done = self.total = 0
 
     def start(self, total: int) -> None:
-        pass
+        self.done, self.total = 0, total
+        self.search.report(f"evaluating {total} replies")
 
     def update(self, item: ItemResult) -> None:
-        self.progress.item(item)
+        self.search.progress.item(item)
+        self.done += 1
+        if self.done % self.every == 0 and self.done < self.total:
+            self.search.report(f"evaluating: {self.done}/{self.total} replies")
 
     def finish(self) -> None:
         pass
@@ -379,7 +386,7 @@ class Search:
             runs.append((cand, plan.run_id, cases))
         if plans:
             try:
-                outcome = await execute(self.store, self.gateway, plans, _RunnerProgress(self.progress),
+                outcome = await execute(self.store, self.gateway, plans, _RunnerProgress(self),
                                         concurrency=self.concurrency, use_cache=True,
                                         settings=self.settings)
             except BaseException:
@@ -428,7 +435,8 @@ class Search:
                                  "val_estimate": cand.estimate(self.problem.val),
                                  "calls": self.calls})
         self.save()
-        self.report()
+        if todo:
+            self.report()
 
     def report(self, message: str = "") -> None:
         best = self.best()
