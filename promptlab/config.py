@@ -47,6 +47,7 @@ class ModelConfig(BaseModel):
     concurrency: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
+    fast_path: bool = True  # an OpenAI-compatible api_base is called directly, not through litellm
 
     @field_validator("api_base")
     @classmethod

@@ -281,6 +281,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
                               failure_min_items=settings.defaults.failure_min_items)
     finally:
         beating.cancel()
+        await gateway.aclose()
 
 
 def bind_metrics(plans: list[RunPlan], gateway: Gateway) -> None:

@@ -1,4 +1,7 @@
-"""The LiteLLM gateway: the only module that imports litellm (lazily).
+"""The model gateway: the only module that imports litellm (lazily).
+
+Plain OpenAI-compatible endpoints go a direct path instead (`fastpath.py`, no
+litellm import) with the same retries, limits, cache keys and error kinds.
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
 and caching (content-addressed, in the store); litellm's and the openai SDK's
@@ -69,39 +72,64 @@ _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
 
 
+# LiteLLM's signs of a context overflow in an error message (litellm's ExceptionCheckers), so
+# that the direct path, which never imports litellm, tells them apart the same way
+_CONTEXT_WINDOW = re.compile(
+    r"exceed context limit|this model's maximum context length is|model's maximum context limit|"
+    r"is longer than the model's context length|input tokens exceed the configured limit|"
+    r"exceeds the available context size|exceeds the maximum number of tokens allowed", re.I)
+
+
+def cut(text: str) -> str:
+    """An error message's first line, at most 300 characters (redacted before it is cut: a key
+    split at the cut would escape the mask)."""
+    return redact(text).splitlines()[0][:300] if text else ""
+
+
 def classify(exc: BaseException) -> CallError:
     """Map any provider exception to a CallError (transient: worth retrying)."""
     if isinstance(exc, CallError):
         return exc
     name = type(exc).__name__
-    # redacted before it is cut: a key split at the cut would escape the mask
-    message = redact(str(exc)).splitlines()[0][:300] if str(exc) else name
+    message = cut(str(exc)) or name
     if isinstance(exc, asyncio.TimeoutError) or name in ("Timeout", "APITimeoutError"):
         return CallError("timeout", message or "timed out", status=408, transient=True)
     if name == "ContextWindowExceededError":
         return CallError("context_window", message, status=400)
     if name == "ContentPolicyViolationError":
         return CallError("content_policy", message, status=400)
-    if _MISSING_CREDENTIALS.search(message):  # a missing or rejected key is never transient
-        return CallError("auth", message, status=getattr(exc, "status_code", None) or 401)
-    if name == "APIConnectionError":
+    if name == "APIConnectionError" and not _MISSING_CREDENTIALS.search(message):
         return CallError("connection", message, transient=True)
     status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        if status in _TRANSIENT_STATUS:
-            return CallError(_TRANSIENT_STATUS[status], message, status=status, transient=True,
-                             retry_after=_retry_after(exc))
-        if status >= 500:
-            return CallError("server", message, status=status, transient=True,
-                             retry_after=_retry_after(exc))
-        return CallError(_PERMANENT_STATUS.get(status, "client"), message, status=status)
+    if isinstance(status, int) or _MISSING_CREDENTIALS.search(message):
+        return status_error(status if isinstance(status, int) else None, message, _retry_after(exc))
     return CallError("error", f"{name}: {message}")
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def status_error(status: int | None, message: str, retry_after: Any = None) -> CallError:
+    """An HTTP failure by its status (a missing or rejected key is never transient)."""
+    if _MISSING_CREDENTIALS.search(message):
+        return CallError("auth", message, status=status or 401)
+    if status is None:
+        return CallError("error", message)
+    if status in _TRANSIENT_STATUS:
+        return CallError(_TRANSIENT_STATUS[status], message, status=status, transient=True,
+                         retry_after=_seconds(retry_after))
+    if status >= 500:
+        return CallError("server", message, status=status, transient=True, retry_after=_seconds(retry_after))
+    if status in (400, 413) and _CONTEXT_WINDOW.search(message):
+        return CallError("context_window", message, status=status)
+    return CallError(_PERMANENT_STATUS.get(status, "client"), message, status=status)
+
+
+def _retry_after(exc: BaseException) -> Any:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    return headers.get("retry-after") if hasattr(headers, "get") else None
+
+
+def _seconds(value: Any) -> float | None:
+    """A Retry-After value in seconds, capped; None when absent or not a number."""
     try:
         return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
     except ValueError:
@@ -183,6 +211,14 @@ class Gateway:
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     _limits: dict[str, tuple[asyncio.Semaphore | None, RateLimiter | None, RateLimiter | None]] = \
         field(default_factory=dict)
+    _direct_client: Any = None
+
+    @property
+    def _direct(self) -> Any:
+        """The direct path's shared HTTP client (made on first use)."""
+        if self._direct_client is None:
+            self._direct_client = _fastpath().DirectClient()
+        return self._direct_client
 
     def _limiters(self, model: ModelConfig):
         key = model.alias or model.model
@@ -204,20 +240,27 @@ class Gateway:
             if hit is not None:
                 return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
                                   attempts=0)
-        litellm()  # its first import takes seconds: not part of this call's latency
+        direct = self._direct if fast_path(model) else None
+        if direct is None:
+            litellm()  # its first import takes seconds: not part of this call's latency
         started = time.perf_counter()
-        response, attempts = await self._call(model, "acompletion", messages=messages, **params)
-        if not getattr(response, "choices", None):
+        if direct is not None:
+            data, attempts = await self._call(model, direct.chat, messages=messages, **params)
+            reply = _reply_of_json(data)
+        else:
+            response, attempts = await self._call(model, _litellm_method("acompletion"),
+                                                  messages=messages, **params)
+            reply = _reply_of_litellm(response)
+        if reply is None:
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
                             attempts=attempts)
-        text = response.choices[0].message.content
+        text, finish_reason, prompt_tokens, completion_tokens, cost = reply
         if text is None:  # not an empty answer: never scored as one, never cached
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
-                            f"(finish_reason {response.choices[0].finish_reason!r})", attempts=attempts)
-        usage = getattr(response, "usage", None)
-        result = Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                       cost=self._cost(response))
+                            f"(finish_reason {finish_reason!r})", attempts=attempts)
+        if direct is not None:
+            cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
+        result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
         return Completion(text=text, usage=result, attempts=attempts,
@@ -234,7 +277,7 @@ class Gateway:
                     found[i] = hit["vector"]
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
-            response, _ = await self._call(model, "aembedding", input=[texts[i] for i in missing])
+            response, _ = await self._call(model, _litellm_method("aembedding"), input=[texts[i] for i in missing])
             for i, item in zip(missing, response.data):
                 vector = item["embedding"] if isinstance(item, dict) else item.embedding
                 found[i] = list(vector)
@@ -242,8 +285,13 @@ class Gateway:
                     self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
         return [found[i] for i in range(len(texts))]
 
-    async def _call(self, model: ModelConfig, method: str, **kwargs: Any) -> tuple[Any, int]:
-        lib = litellm()
+    async def aclose(self) -> None:
+        """Close the direct path's connections (those of the running event loop)."""
+        if self._direct_client is not None:
+            await self._direct_client.aclose()
+
+    async def _call(self, model: ModelConfig, send: Callable[[dict], Any], **kwargs: Any) -> tuple[Any, int]:
+        """`send(kwargs)` with promptlab's limits, call budget, timeout and retries."""
         semaphore, rpm, tpm = self._limiters(model)
         timeout = model.timeout or self.timeout
         kwargs.update(model=model.model, timeout=timeout, num_retries=0, max_retries=0)
@@ -266,7 +314,7 @@ class Gateway:
             attempts += 1
             self.calls += 1
             try:
-                return await asyncio.wait_for(getattr(lib, method)(**kwargs), timeout + 5)
+                return await asyncio.wait_for(send(kwargs), timeout + 5)
             except Exception as exc:  # every provider failure becomes a CallError
                 error = classify(exc)
                 error.attempts = attempts
@@ -289,11 +337,50 @@ class Gateway:
                 return await retried(), attempts
         return await retried(), attempts
 
-    @staticmethod
-    def _cost(response: Any) -> float | None:
-        """The price litellm already worked out for this reply; None ("n/a") when it is unknown."""
-        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        return None if cost is None else float(cost)
+
+
+Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, tokens in, out, cost
+
+
+def _litellm_method(name: str) -> Callable[[dict], Any]:
+    return lambda kwargs: getattr(litellm(), name)(**kwargs)
+
+
+def _reply_of_litellm(response: Any) -> Reply | None:
+    """A litellm ModelResponse's parts, its cost the price litellm worked out (None: unknown)."""
+    if not getattr(response, "choices", None):
+        return None
+    usage = getattr(response, "usage", None)
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    return (response.choices[0].message.content, response.choices[0].finish_reason,
+            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+            None if cost is None else float(cost))
+
+
+def _reply_of_json(data: dict) -> Reply | None:
+    """An OpenAI chat completion's JSON parts (the cost is priced afterwards)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return (text if isinstance(text, str) else None, choices[0].get("finish_reason"),
+            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, None)
+
+
+def fast_path(model: ModelConfig) -> bool:
+    """A plain OpenAI-compatible model (an `openai/…` or `hosted_vllm/…` route with an api_base)
+    goes the direct path unless its `fast_path = false` or PROMPTLAB_FAST_PATH=0."""
+    return (model.route in ("openai", "hosted_vllm") and bool(model.api_base) and model.fast_path
+            and os.environ.get("PROMPTLAB_FAST_PATH", "1") != "0")
+
+
+def _fastpath():
+    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    from promptlab import fastpath as module
+
+    return module
 
 
 def _estimate_tokens(kwargs: dict) -> float:

@@ -110,3 +110,12 @@ def workspace(tmp_path, fake_llm, monkeypatch) -> Workspace:
     fake_llm.configure(rules=[["great", "positive"], ["awful", "negative"]], default_reply="neutral")
     return Workspace(tmp_path, fake_llm)
 # ==== END workspace fixtures ====================================================
+
+
+# ==== BEGIN call path fixture (owner: the fast path, promptlab/fastpath.py) =====
+@pytest.fixture(params=["fast", "litellm"])
+def call_path(request, monkeypatch) -> str:
+    """Run the test over the direct OpenAI-compatible path and over litellm's."""
+    monkeypatch.setenv("PROMPTLAB_FAST_PATH", "1" if request.param == "fast" else "0")
+    return request.param
+# ==== END call path fixture =====================================================

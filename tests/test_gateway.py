@@ -1,13 +1,18 @@
-"""The gateway and runner over the real litellm HTTP path: retries, permanent errors, auth, cache."""
+"""The gateway over real HTTP (the direct path and litellm's, via `call_path`): retries, permanent
+errors, auth, cache, null content, timeouts."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError
-from promptlab.lm import CallError, Gateway, cache_key, classify
+from promptlab.lm import CallError, Gateway, cache_key, classify, fast_path, status_error
 
 
 def model(fake, **extra) -> ModelConfig:
@@ -18,7 +23,7 @@ def ask(gateway, cfg, text, **params):
     return asyncio.run(gateway.complete(cfg, [{"role": "user", "content": text}], params))
 
 
-def test_transient_errors_are_retried_until_success(fake_llm):
+def test_transient_errors_are_retried_until_success(fake_llm, call_path):
     fake_llm.configure(fail_first_n=3, fail_first_n_status=503, default_reply="fine")
     gateway = Gateway(retries=5, backoff_base=0.01)
     reply = ask(gateway, model(fake_llm), "hello")
@@ -26,7 +31,7 @@ def test_transient_errors_are_retried_until_success(fake_llm):
     assert fake_llm.stats()["total"] == 4
 
 
-def test_retry_after_is_honoured_on_429(fake_llm):
+def test_retry_after_is_honoured_on_429(fake_llm, call_path):
     fake_llm.configure(fail_first_n=1, fail_first_n_status=429, retry_after="0.2", default_reply="ok")
     waits = []
     gateway = Gateway(retries=2, backoff_base=30)  # a 30 s backoff would show if Retry-After were ignored
@@ -47,7 +52,7 @@ def test_retry_after_is_honoured_on_429(fake_llm):
 
 
 @pytest.mark.parametrize("status,kind", [(400, "bad_request"), (404, "not_found"), (422, "unprocessable")])
-def test_permanent_errors_are_called_once(fake_llm, status, kind):
+def test_permanent_errors_are_called_once(fake_llm, call_path, status, kind):
     fake_llm.configure(always_status_if_contains={"BROKEN": status})
     gateway = Gateway(retries=5, backoff_base=0.01)
     with pytest.raises(CallError) as info:
@@ -56,7 +61,7 @@ def test_permanent_errors_are_called_once(fake_llm, status, kind):
     assert fake_llm.stats()["total"] == 1
 
 
-def test_auth_failure_raises_auth_error(fake_llm):
+def test_auth_failure_raises_auth_error(fake_llm, call_path):
     fake_llm.configure(always_status_if_contains={"x": 401})
     with pytest.raises(AuthError, match="authentication failed"):
         ask(Gateway(retries=3), model(fake_llm), "x")
@@ -111,9 +116,90 @@ def test_rate_limit_spaces_requests(fake_llm):
     assert fake_llm.stats()["total"] == 15
 
 
-def test_cost_is_litellms_price_or_none_when_unknown(fake_llm):
+def test_cost_is_litellms_price_or_none_when_unknown(fake_llm, call_path):
     fake_llm.configure(default_reply="ok")
     gateway = Gateway()
     known = ModelConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url)
     assert ask(gateway, known, "price me").usage.cost > 0
     assert ask(gateway, model(fake_llm), "price me").usage.cost is None  # "n/a", never a crash
+
+
+def test_null_content_is_a_bad_response(fake_llm, call_path):
+    fake_llm.configure(null_content=True)
+    with pytest.raises(CallError) as info:
+        ask(Gateway(retries=3), model(fake_llm), "hi")
+    assert info.value.kind == "bad_response" and "no content" in str(info.value)
+    assert fake_llm.stats()["total"] == 1
+
+
+def test_a_hanging_call_times_out_and_is_retried(fake_llm, call_path):
+    fake_llm.configure(hang_if_contains="SLOW", default_reply="ok")
+    gateway = Gateway(retries=1, backoff_base=0.01)
+    with pytest.raises(CallError) as info:
+        ask(gateway, model(fake_llm, timeout=0.3), "SLOW please")
+    assert info.value.kind == "timeout" and info.value.transient and info.value.attempts == 2
+    assert ask(gateway, model(fake_llm, timeout=0.3), "quick").text == "ok"  # the client survives
+
+
+def test_both_paths_share_cache_keys_and_usage(fake_llm, monkeypatch):
+    class DictCache(dict):
+        def put(self, key, kind, model_name, value):
+            self[key] = value
+
+    fake_llm.configure(default_reply="same")
+    replies = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("PROMPTLAB_FAST_PATH", flag)
+        cache = DictCache()
+        reply = ask(Gateway(cache=cache), model(fake_llm), "one question", temperature=0)
+        replies[flag] = (reply.text, reply.usage, list(cache))
+    assert replies["1"] == replies["0"]
+    assert fake_llm.stats()["total"] == 2
+
+
+def test_context_overflow_messages_are_context_window_errors():
+    error = status_error(400, "400 This model's maximum context length is 512 tokens. However, you "
+                              "requested 900 tokens")
+    assert error.kind == "context_window" and not error.transient
+    assert status_error(400, "400 bad field").kind == "bad_request"
+    assert status_error(429, "slow down", "2").retry_after == 2.0
+
+
+def test_the_fast_path_is_chosen_for_openai_compatible_bases_only(monkeypatch):
+    base = "http://127.0.0.1:1/v1"
+    assert fast_path(ModelConfig(model="openai/m", api_base=base))
+    assert fast_path(ModelConfig(model="hosted_vllm/m", api_base=base))
+    assert not fast_path(ModelConfig(model="openai/gpt-4o-mini"))  # OpenAI itself: litellm
+    assert not fast_path(ModelConfig(model="anthropic/claude", api_base=base))
+    assert not fast_path(ModelConfig(model="openai/m", api_base=base, fast_path=False))
+    monkeypatch.setenv("PROMPTLAB_FAST_PATH", "0")
+    assert not fast_path(ModelConfig(model="openai/m", api_base=base))
+
+
+EVAL_THEN_SAY_IF_LITELLM = """
+import sys
+from promptlab.cli import main
+try:
+    main(["eval", "--prompt", "p", "--no-cache"])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("litellm" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("setting,imported", [("", False), ("fast_path = false", True),
+                                              ("env", True)])
+def test_an_eval_on_the_fast_path_never_imports_litellm(workspace, setting, imported):
+    from tests.test_runs import setup_project
+
+    setup_project(workspace, n=5)
+    if setting and setting != "env":
+        workspace.write("promptlab.toml", (workspace.root / "promptlab.toml").read_text() + setting + "\n")
+    env = {**os.environ, "PROMPTLAB_CONFIG": str(workspace.root / "promptlab.toml"),
+           "PROMPTLAB_FAST_PATH": "0" if setting == "env" else "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", EVAL_THEN_SAY_IF_LITELLM], cwd=workspace.root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(imported)
+    assert workspace.fake.stats()["total"] == 5

@@ -22,7 +22,7 @@ def setup_project(ws, n=20, texts=None):
                   "Review: {{ text }}").code == 0
 
 
-def test_injected_transient_failures_all_succeed(workspace):
+def test_injected_transient_failures_all_succeed(workspace, call_path):
     setup_project(workspace, n=60)
     workspace.fake.configure(fail_rate=0.2, fail_statuses=[429, 500, 503], retry_after="0", seed=7)
     result = workspace.cli("eval", "--prompt", "p", "--concurrency", "8", "--json")
@@ -36,7 +36,7 @@ def test_injected_transient_failures_all_succeed(workspace):
     assert attempts[0] == stats["total"] and attempts[1] > 1
 
 
-def test_always_400_is_called_once_and_counted_as_error(workspace):
+def test_always_400_is_called_once_and_counted_as_error(workspace, call_path):
     setup_project(workspace, n=10)
     workspace.fake.configure(always_status_if_contains={"BROKEN": 400})
     assert workspace.cli("prompt", "add", "bad", "--signature", "sentiment", "--template",
@@ -50,7 +50,7 @@ def test_always_400_is_called_once_and_counted_as_error(workspace):
     assert result.code == 3  # the failure threshold stopped the run as failed
 
 
-def test_auth_failure_stops_the_run_with_exit_3(workspace):
+def test_auth_failure_stops_the_run_with_exit_3(workspace, call_path):
     setup_project(workspace, n=30)
     workspace.fake.configure(always_status_if_contains={"Review": 401})
     result = workspace.cli("eval", "--prompt", "p", "--concurrency", "2")

@@ -45,7 +45,7 @@ def all_db_text(ws) -> str:
 
 # --------------------------------------------------------------------------- secrets
 
-def test_a_provider_echoing_the_key_leaks_it_nowhere(workspace, monkeypatch):
+def test_a_provider_echoing_the_key_leaks_it_nowhere(workspace, call_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     config(workspace, api_key_env=KEY_ENV)
     workspace.fake.configure(echo_auth_in_error=True)

@@ -199,7 +199,7 @@ def test_auth_failure_keeps_its_reason(workspace):
     assert status == "failed" and "authentication failed" in error
 
 
-def test_null_content_is_a_bad_response_and_not_cached(workspace):
+def test_null_content_is_a_bad_response_and_not_cached(workspace, call_path):
     setup_project(workspace, n=4)
     workspace.fake.configure(null_content=True)
     result = workspace.cli("eval", "--prompt", "p")
