@@ -122,6 +122,16 @@ class Store:
     def projects(self) -> list[dict]:
         return list(self.db["projects"].rows_where(order_by="name"))
 
+    def project_id(self, name: str | None) -> int:
+        """The named project, or the only one there is."""
+        if name:
+            return self.project(name)["id"]
+        projects = self.projects()
+        if len(projects) == 1:
+            return projects[0]["id"]
+        names = ", ".join(p["name"] for p in projects) or "none yet"
+        raise UsageError(f"--project is required (projects: {names})")
+
     def set_project_settings(self, project_id: int, settings: dict) -> None:
         self.db["projects"].update(project_id, {"settings": dumps(settings)})
 

@@ -289,3 +289,79 @@ def test_warning_when_the_prompts_demos_are_evaluated(evaluated):
     assert any("demos of d@1" in w for w in json.loads(summary)["warnings"])
     clean = evaluated.cli("eval", "--prompt", "p", "--name", "no-demos", "--json")
     assert not any("demos" in w for w in json.loads(clean.stdout)["runs"][0]["warnings"])
+
+
+def test_prompt_try_prints_messages_reply_and_parsed(evaluated):
+    evaluated.fake.configure(record_bodies=True)
+    before = evaluated.counts()
+    result = evaluated.cli("prompt", "try", "p@2", "-i", "text=great")
+    assert result.code == 0, result.stderr
+    assert "--- user\nReview: great" in result.stdout
+    assert "=== reply from fake" in result.stdout and '=== parsed\n{"label": "positive"}' in result.stdout
+    sent = evaluated.fake.stats()["bodies"][-1]["messages"]
+    assert sent[-1] == {"role": "user", "content": "Review: great"}
+    assert evaluated.counts() == before  # nothing cached, nothing stored
+
+    data = json.loads(evaluated.cli("prompt", "try", "p@2", "-i", "text=awful", "--json").stdout)
+    assert data["parsed"] == {"label": "negative"} and data["messages"][-1]["content"] == "Review: awful"
+
+    calls = evaluated.fake.requests_total()
+    dry = evaluated.cli("prompt", "try", "p@2", "-i", "text=meh", "--dry-run")
+    assert dry.code == 0 and "Review: meh" in dry.stdout and "reply" not in dry.stdout
+    assert evaluated.fake.requests_total() == calls
+
+    unparsed = evaluated.cli("prompt", "try", "p@2", "-i", "text=meh")  # the fake answers "neutral"
+    assert unparsed.code == 0 and "neutral" in unparsed.stdout and "warning" in unparsed.stderr
+    missing = evaluated.cli("prompt", "try", "p@2", "-i", "txt=great", "--dry-run")
+    assert missing.code == 2 and "unknown input 'txt'" in missing.stderr
+
+
+def test_load_prompt_renders_what_eval_sent(evaluated):
+    import promptlab
+
+    evaluated.write("demos.yaml", "- {inputs: {text: nice}, outputs: {label: positive}}\n")
+    assert evaluated.cli("prompt", "add", "d", "--signature", "s", "--system", "Be brief.", "--template",
+                         "Review: {{ text }}", "--demos-file", "demos.yaml", "--param", "temperature=0").code == 0
+    evaluated.cli("prompt", "label", "d@1", "production")
+    evaluated.fake.configure(record_bodies=True)
+    assert evaluated.cli("eval", "--prompt", "d", "--name", "sent", "--no-cache").code == 0
+    sent = {b["messages"][-1]["content"]: b["messages"] for b in evaluated.fake.stats()["bodies"]}
+
+    loaded = promptlab.load_prompt("d@production", db=evaluated.db_path)
+    assert loaded.ref == "d@1" and loaded.params == {"temperature": 0}
+    assert loaded.messages(text="great") == sent["Review: great"]
+    assert loaded.parse("negative") == {"label": "negative"}
+    with pytest.raises(ValueError):
+        loaded.parse("neutral")
+    assert promptlab.load_prompt("d", project="demo").ref == "d@1"  # the database promptlab.toml names
+
+
+def test_prompt_export_round_trips_through_an_experiment_file(evaluated):
+    evaluated.write("demos.yaml", "- {inputs: {text: nice}, outputs: {label: positive}}\n")
+    template = "Review:\n{{ text }}\n\nAnswer with one word."
+    assert evaluated.cli("prompt", "add", "multi", "--signature", "s", "--system", "Be brief.", "--template",
+                         template, "--demos-file", "demos.yaml", "--param", "max_tokens=5", "-m", "why").code == 0
+    (digest,), = evaluated.rows("select content_hash from prompts where name = 'multi'")
+    exported = evaluated.cli("prompt", "export", "multi", "-f", "yaml")
+    assert exported.code == 0, exported.stderr
+    signature = ("signature:\n  name: s\n  inputs: [text]\n  outputs:\n"
+                 "    - {name: label, type: enum, choices: [positive, negative]}\n")
+    evaluated.write("exp.yaml", "project: demo\n" + signature + "prompts:\n" + exported.stdout +
+                    "models: [fake]\ncases: [{text: great, label: positive}]\n")
+    ran = evaluated.cli("run", "exp.yaml")
+    assert ran.code == 0, ran.stderr
+    assert evaluated.rows("select version, content_hash from prompts where name = 'multi'") == [(1, digest)]
+
+    as_json = json.loads(evaluated.cli("prompt", "export", "multi", "-f", "json").stdout)
+    assert as_json["template"] == template and as_json["params"] == {"max_tokens": 5}
+    assert evaluated.cli("prompt", "export", "multi", "-f", "toml").code == 2
+
+
+def test_prompt_export_prints_no_terminal_escapes(evaluated):
+    assert evaluated.cli("prompt", "add", "esc", "--signature", "s", "--template",
+                         "\x1b]0;owned\x07{{ text }}\x9b2J").code == 0
+    for fmt in ("yaml", "json"):
+        out = evaluated.cli("prompt", "export", "esc", "-f", fmt).stdout
+        assert "\x1b" not in out and "\x9b" not in out and "\x07" not in out
+    data = json.loads(evaluated.cli("prompt", "export", "esc", "-f", "json").stdout)
+    assert data["template"] == "\x1b]0;owned\x07{{ text }}\x9b2J"  # the text itself is kept exactly

@@ -88,16 +88,7 @@ class State:
 
     def project_id(self, name: str | None) -> int:
         """The named project, or the only one there is."""
-        store = self.store
-        if name:
-            return store.project(name)["id"]
-        projects = store.projects()
-        if len(projects) == 1:
-            return projects[0]["id"]
-        from promptlab.errors import UsageError
-
-        names = ", ".join(p["name"] for p in projects) or "none yet"
-        raise UsageError(f"--project is required (projects: {names})")
+        return self.store.project_id(name)
 
 
 def read_only(command: Any) -> Any:

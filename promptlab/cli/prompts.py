@@ -172,3 +172,117 @@ def revert(ctx: typer.Context, ref: Ref, project: Project = None,
     new = store.add_prompt(project_id, old.name, old.content, signature_id=old.signature_id,
                            parent_id=latest.id, message=message or f"revert to {old.ref}", dedupe=False)
     typer.echo(f"{new.ref} (content of {old.ref})")
+
+
+@app.command("try")
+@read_only
+def try_(ctx: typer.Context, ref: Ref,
+         input: Annotated[list[str], typer.Option("--input", "-i", help="An input FIELD=VALUE (repeatable).")] = [],
+         model: Annotated[Optional[str], typer.Option(
+             help="Alias from promptlab.toml or a LiteLLM model (default: the configured default).")] = None,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Render the messages only; call no model.")] = False,
+         project: Project = None, json_: AsJson = False) -> None:
+    """Send one input to a version: prints the rendered messages, the reply and the reply parsed
+    against the signature (never cached, never stored)."""
+    from promptlab.api import LoadedPrompt
+
+    store = ctx.obj.store
+    version = store.prompt(ctx.obj.project_id(project), ref)
+    loaded = LoadedPrompt(version, store.prompt_signature(version))
+    messages = loaded.messages(**_inputs(input, loaded.signature))
+    data: dict = {"prompt": version.ref, "messages": messages}
+    if not dry_run:
+        data |= _ask(ctx.obj.settings, model, messages, loaded)
+    if json_:
+        return emit_json(data)
+    _print_try(data)
+
+
+def _inputs(pairs: list[str], signature) -> dict:
+    """FIELD=VALUE pairs: a string field keeps the text as given, other fields take JSON (5, true, [1])."""
+    values = parse_pairs(pairs, "--input")
+    types = {f.name: f.type for f in signature.inputs} if signature else {}
+    raw = dict(pair.split("=", 1) for pair in pairs)
+    return {k: raw[k] if types.get(k, "string") == "string" else v for k, v in values.items()}
+
+
+def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
+    import asyncio
+
+    from promptlab.errors import ProviderError
+    from promptlab.lm import CallError, Gateway, check_credentials
+
+    config = settings.resolve_model(model)
+    check_credentials(config)
+    gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
+    try:
+        reply = asyncio.run(gateway.complete(config, messages, loaded.params, use_cache=False))
+    except CallError as exc:  # its message is already redacted
+        raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
+    try:
+        parsed, parse_error = loaded.parse(reply.text), None
+    except ValueError as exc:
+        parsed, parse_error = None, str(exc)
+    return {"model": config.alias or config.model, "reply": reply.text, "parsed": parsed,
+            "parse_error": parse_error, "latency_ms": round(reply.latency_ms, 1),
+            "tokens": {"prompt": reply.usage.prompt_tokens, "completion": reply.usage.completion_tokens}}
+
+
+def _print_try(data: dict) -> None:
+    import json
+
+    from promptlab.redact import redact
+    from promptlab.terminal import printable
+
+    for message in data["messages"]:
+        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+    if "reply" not in data:
+        return
+    tokens = data["tokens"]
+    typer.echo(printable(f"=== reply from {data['model']} ({data['latency_ms']:.0f} ms, "
+                         f"{tokens['prompt']}+{tokens['completion']} tokens)\n{redact(data['reply'])}"))
+    if data["parsed"] is not None:
+        typer.echo(printable(f"=== parsed\n{json.dumps(data['parsed'], ensure_ascii=False)}"))
+    else:
+        typer.echo(printable(f"promptlab: warning: {data['parse_error']}"), err=True)
+
+
+@app.command("export")
+@read_only
+def export(ctx: typer.Context, ref: Ref,
+           format: Annotated[str, typer.Option("--format", "-f", help="yaml or json.")] = "yaml",
+           project: Project = None) -> None:
+    """Print a version as an experiment file's `prompts:` entry; `promptlab run` on a file holding it
+    recreates the same version (same content hash, given the same signature)."""
+    import json
+    import re
+
+    from promptlab.api import LoadedPrompt
+    from promptlab.errors import UsageError
+    from promptlab.terminal import printable
+
+    if format not in ("yaml", "json"):
+        raise UsageError(f"prompt export: unknown --format '{format}'; use yaml or json")
+    store = ctx.obj.store
+    version = store.prompt(ctx.obj.project_id(project), ref)
+    entry = LoadedPrompt(version, store.prompt_signature(version)).as_entry()
+    if format == "json":  # JSON escapes C0 controls itself; DEL and C1 too, so nothing reaches the terminal raw
+        text = json.dumps(entry, ensure_ascii=False, indent=2)
+        return typer.echo(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
+    typer.echo(printable(f"# {version.ref} (hash {version.content_hash[:12]}), made with signature "
+                         f"{version.signature or '-'}@{version.signature_version or '-'}; paste under `prompts:`"))
+    typer.echo(_yaml_entry(entry), nl=False)
+
+
+def _yaml_entry(entry: dict) -> str:
+    """A one-item YAML list (pastes under `prompts:`); multi-line text as blocks, read back exactly."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump([entry], Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,79 @@
+"""Use a stored prompt version from application code.
+
+    import promptlab
+    classifier = promptlab.load_prompt("classifier@production", project="reviews")
+    messages = classifier.messages(text="The battery died in a day.")  # send with any client
+
+The messages are exactly what `eval` sends for the same inputs: the version's own
+signature instruction, system text, demos and template, rendered in the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptlab.errors import NotFoundError, UsageError
+from promptlab.models import PromptVersion, Signature
+from promptlab.outputs import parse_output
+from promptlab.render import render_messages
+
+
+@dataclass(frozen=True)
+class LoadedPrompt:
+    """A prompt version with the signature it was made with: renders messages, parses replies."""
+
+    version: PromptVersion
+    signature: Signature | None
+
+    @property
+    def ref(self) -> str:
+        return self.version.ref
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The model parameters the version carries (temperature, max_tokens…)."""
+        return dict(self.version.content.params)
+
+    def messages(self, **inputs: Any) -> list[dict[str, str]]:
+        """The chat messages for these inputs (every input of the signature is needed)."""
+        if self.signature is not None:
+            names = self.signature.input_names
+            unknown = [k for k in inputs if k not in names]
+            missing = [n for n in names if n not in inputs]
+            if unknown or missing:
+                wrong = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
+                raise UsageError(f"{self.ref}: {wrong}; signature '{self.signature.name}' takes "
+                                 f"{', '.join(names)}")
+        return render_messages(self.version.content, self.signature, inputs)
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """A reply's output fields, checked against the signature; ValueError when it does not fit."""
+        parsed, error = parse_output(text, self.signature)
+        if parsed is None:
+            raise ValueError(f"{self.ref}: the reply does not fit the signature: {error}")
+        return parsed
+
+    def as_entry(self) -> dict[str, Any]:
+        """The version as an experiment file's `prompts:` entry (running it recreates this version)."""
+        content = self.version.content.model_dump(mode="json")
+        entry = {"name": self.version.name, "system": content["system"], "template": content["template"],
+                 "demos": content["demos"], "params": content["params"], "message": self.version.message}
+        return {k: v for k, v in entry.items() if v or k in ("name", "template")}
+
+
+def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None = None) -> LoadedPrompt:
+    """NAME, NAME@VERSION or NAME@LABEL from the database (default: the one promptlab.toml names)."""
+    from promptlab.config import load_settings
+    from promptlab.store import open_store
+
+    path = Path(db) if db is not None else load_settings().db_path
+    if not path.exists():
+        raise NotFoundError(f"no promptlab database at {path}; pass db= or run `promptlab init`")
+    store = open_store(path)
+    try:
+        version = store.prompt(store.project_id(project), ref)
+        return LoadedPrompt(version, store.prompt_signature(version))
+    finally:
+        store.db.close()
