@@ -1,0 +1,179 @@
+"""The viewer's routes: each reads the store through one read-only connection and renders a
+template (jinja2, autoescaped) around the HTML report's own pieces.
+
+    make_app(db_path, token=None) -> a Starlette app
+
+Pages: projects, a project's runs (filters, sort, pick two to compare), a run, a
+compare, a prompt family, an optimization. Two small JSON endpoints feed the live
+parts: a running run's counters and a running optimization's chart.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+from sqlite_utils.db import NotFoundError as RowNotFound
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from promptlab.errors import NotFoundError, UsageError
+from promptlab.redact import redact_all
+from promptlab.reports import to_html
+from promptlab.store import Store
+from promptlab.view import store as queries
+from promptlab.view.guard import Guard
+
+SCRIPT = files("promptlab.view").joinpath("static/view.js").read_bytes()
+VIEW_CSS = """
+nav.top{background:var(--card);border-bottom:1px solid var(--line);padding:10px 20px;font-size:14px}
+nav.top a{color:var(--accent);text-decoration:none}
+a{color:var(--accent)}
+form.bar{display:flex;flex-wrap:wrap;gap:10px;align-items:end;margin:8px 0 14px}
+form.bar label{display:flex;flex-direction:column;font-size:12px;color:var(--muted)}
+select,input,button{font:inherit;padding:5px 8px;border:1px solid var(--line);border-radius:6px;
+background:var(--card);color:var(--fg)}
+button{cursor:pointer}
+.live .v{font-size:26px}
+ul.tree{list-style:none;padding-left:18px;border-left:1px solid var(--line)}
+"""
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("promptlab.view", "templates"), autoescape=True)
+    env.globals.update(css=Markup(to_html.CSS + VIEW_CSS), fields=lambda v: Markup(to_html.fields(v)),
+                       diff_html=lambda d: Markup(to_html.diff_html(d)))
+    env.filters.update(num=lambda v, d=3: "–" if v is None else f"{v:.{d}f}",
+                       pct=lambda v: "–" if v is None else f"{v:.1%}")
+    return env
+
+
+def make_app(db_path: Path, token: str | None = None) -> Starlette:
+    env = _env()
+
+    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(env.get_template(template).render(**context), status_code=status)
+
+    def reads(handler: Callable[[Request, Store], Response]) -> Callable[[Request], Response]:
+        """A route reading the store; a missing record is a 404 page, a bad request a 400 page."""
+        def endpoint(request: Request) -> Response:  # sync: Starlette runs it in a worker thread
+            try:
+                with queries.reading(db_path) as store:
+                    return handler(request, store)
+            except NotFoundError as exc:
+                return page("message.html", 404, title="not found", message=str(exc))
+            except UsageError as exc:
+                return page("message.html", 400, title="cannot show this", message=str(exc))
+        return endpoint
+
+    def home(request: Request, store: Store) -> Response:
+        return page("projects.html", title="projects", projects=queries.projects(store))
+
+    def project(request: Request, store: Store) -> Response:
+        project = queries.project(store, request.path_params["pid"])
+        q = request.query_params
+        sort = q.get("sort") if q.get("sort") in queries.RUN_SORTS else "created"
+        chosen = {k: q.get(k, "") for k in ("prompt", "model", "status")}
+        runs = queries.runs(store, project["id"], **chosen, optimizer_runs=bool(q.get("all")), sort=sort,
+                            descending=q.get("order", "desc") == "desc")
+        return page("project.html", title=project["name"], project=project, runs=runs, chosen=chosen,
+                    sort=sort, order=q.get("order", "desc"), all=bool(q.get("all")), sorts=queries.RUN_SORTS,
+                    options=queries.run_filters(store, project["id"]),
+                    prompts=queries.prompt_families(store, project["id"]),
+                    optimizations=queries.optimizations(store, project["id"]))
+
+    def _run(store: Store, request: Request) -> dict:
+        try:
+            return store.run_by_id(request.path_params["rid"])
+        except RowNotFound:
+            raise NotFoundError(f"no run with id {request.path_params['rid']}") from None
+
+    def run(request: Request, store: Store) -> Response:
+        from promptlab.reports.facts import run_facts
+
+        row = _run(store, request)
+        facts = redact_all(run_facts(store, row["project_id"], row))
+        return page("run.html", title=row["name"], facts=facts, run=row,
+                    project=queries.project(store, row["project_id"]),
+                    progress=queries.progress(store, row),
+                    header=Markup(to_html.run_header(facts)), overview=Markup(to_html.run_overview(facts)),
+                    results=Markup("".join(to_html.case_article(r) for r in facts["results"])),
+                    prompt=Markup(to_html.prompt_block(facts["prompt"])))
+
+    def progress(request: Request, store: Store) -> Response:
+        return JSONResponse(queries.progress(store, _run(store, request)))
+
+    def compare(request: Request, store: Store) -> Response:
+        from promptlab.compare import compare_runs, resolve_runs
+
+        project = queries.project(store, request.path_params["pid"])
+        q = request.query_params
+        picked = q.getlist("run")
+        if picked:  # two ticked in the runs list: the older is A, the newer B
+            if len(picked) != 2:
+                raise UsageError(f"tick exactly two runs to compare ({len(picked)} ticked)")
+            picked = sorted(picked, key=lambda name: store.run(project["id"], name)["id"])
+        a, b = picked or (q.get("a", ""), q.get("b", ""))
+        if not a or not b:
+            raise UsageError("name two runs to compare: ?a=RUN&b=RUN (or prompt versions)")
+        run_a, run_b = resolve_runs(store, project["id"], a, b)
+        data = redact_all(compare_runs(store, project["id"], run_a, run_b))
+        return page("compare.html", title=f"{run_a['name']} vs {run_b['name']}", project=project, c=data)
+
+    def prompt(request: Request, store: Store) -> Response:
+        from promptlab.diffing import diff_text, prompt_text
+
+        project = queries.project(store, request.path_params["pid"])
+        name = request.path_params["name"]
+        versions = store.prompts(project["id"], name, candidates=True)
+        if not versions:
+            raise NotFoundError(f"no prompt '{name}' in project {project['name']}")
+        by_version = {str(v.version): v for v in versions}
+        a = by_version.get(request.query_params.get("a", ""), versions[-2] if len(versions) > 1 else versions[0])
+        b = by_version.get(request.query_params.get("b", ""), versions[-1])
+        children: dict[int | None, list] = {}
+        for v in versions:
+            parent = v.parent_id if any(p.id == v.parent_id for p in versions) else None
+            children.setdefault(parent, []).append(v)
+        return page("prompt.html", title=name, project=project, name=name, versions=versions, a=a, b=b,
+                    diff=redact_all(diff_text(a, b)), children=children,
+                    refs={v.id: v.ref for v in versions},
+                    texts={v.id: redact_all(prompt_text(v)) for v in versions})
+
+    def _optimization(store: Store, request: Request) -> tuple[dict, dict]:
+        from promptlab.reports.facts import optimization_facts
+
+        row = store.db.execute("select project_id, name from optimizations where id = ?",
+                               [request.path_params["oid"]]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no optimization with id {request.path_params['oid']}")
+        facts = optimization_facts(store, row[0], store.find_optimization(row[0], row[1]))
+        return queries.project(store, row[0]), redact_all(facts)
+
+    def optimization(request: Request, store: Store) -> Response:
+        project, facts = _optimization(store, request)
+        return page("optimization.html", title=facts["optimization"]["name"], project=project, facts=facts,
+                    body=Markup(to_html.optimization_body(facts)))
+
+    def chart(request: Request, store: Store) -> Response:
+        _, facts = _optimization(store, request)
+        return JSONResponse({"status": facts["optimization"]["status"], "candidates": len(facts["candidates"]),
+                             "html": to_html.optimization_chart(facts)})
+
+    def script(request: Request) -> Response:
+        return Response(SCRIPT, media_type="text/javascript")
+
+    routes = [Route("/", reads(home)), Route("/projects/{pid:int}", reads(project)),
+              Route("/projects/{pid:int}/compare", reads(compare)),
+              Route("/projects/{pid:int}/prompts/{name:path}", reads(prompt)),
+              Route("/runs/{rid:int}", reads(run)), Route("/api/runs/{rid:int}/progress", reads(progress)),
+              Route("/optimizations/{oid:int}", reads(optimization)),
+              Route("/api/optimizations/{oid:int}/chart", reads(chart)),
+              Route("/static/view.js", script)]
+    return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])
