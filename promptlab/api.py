@@ -57,10 +57,9 @@ class LoadedPrompt:
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""
-        content = self.version.content.model_dump(mode="json")
-        entry = {"name": self.version.name, "system": content["system"], "template": content["template"],
-                 "demos": content["demos"], "params": content["params"], "message": self.version.message}
-        return {k: v for k, v in entry.items() if v or k in ("name", "template")}
+        entry = {"name": self.version.name, **self.version.content.model_dump(mode="json"),
+                 "message": self.version.message}
+        return {k: v for k, v in entry.items() if v or k in ("name", "template")}  # defaults left out
 
 
 def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None = None) -> LoadedPrompt:

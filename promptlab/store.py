@@ -635,7 +635,9 @@ class Store:
         row = self.db.execute("select count(*), coalesce(sum(length(response)), 0) "
                               "from response_cache").fetchone()
         kinds = dict(self.db.execute("select kind, count(*) from response_cache group by kind").fetchall())
-        return {"entries": row[0], "bytes": row[1], "by_kind": kinds}
+        groups = [{"model": m, "kind": k, "entries": n, "bytes": b} for m, k, n, b in self.db.execute(
+            "select model, kind, count(*), sum(length(response)) from response_cache group by 1, 2 order by 1, 2")]
+        return {"entries": row[0], "bytes": row[1], "by_kind": kinds, "by_model": groups}
 
     def cache_clear(self, model: str | None = None) -> int:
         with self.db.atomic():

@@ -365,3 +365,18 @@ def test_prompt_export_prints_no_terminal_escapes(evaluated):
         assert "\x1b" not in out and "\x9b" not in out and "\x07" not in out
     data = json.loads(evaluated.cli("prompt", "export", "esc", "-f", "json").stdout)
     assert data["template"] == "\x1b]0;owned\x07{{ text }}\x9b2J"  # the text itself is kept exactly
+
+
+def test_prompt_list_shows_the_parent_ref(evaluated):
+    listed = json.loads(evaluated.cli("prompt", "list", "--json").stdout)
+    assert [(v["version"], v["parent"]) for v in listed] == [(1, None), (2, "p@1")]
+    table = evaluated.cli("prompt", "list", "p").stdout
+    assert "p@1" in table.split("p@2", 1)[1]  # p@2's row names its parent by ref
+
+
+def test_cache_stats_table_by_model_and_kind(evaluated):
+    data = json.loads(evaluated.cli("cache", "stats", "--json").stdout)
+    assert data["by_model"] == [{"model": "openai/fake", "kind": "chat", "entries": 4,
+                                 "bytes": data["bytes"]}]
+    table = evaluated.cli("cache", "stats").stdout
+    assert "openai/fake" in table and "chat" in table and "entries" in table

@@ -15,12 +15,15 @@ app = typer.Typer(help="The response cache (replies and embeddings, keyed by the
 @app.command("stats")
 @read_only
 def stats(ctx: typer.Context, json_: AsJson = False) -> None:
-    """Entries and size."""
+    """Entries and size, by model and kind (chat replies, embeddings)."""
+    from promptlab import display
+
     data = ctx.obj.store.cache_stats()
     if json_:
         return emit_json(data)
-    typer.echo(f"{data['entries']} entries, {data['bytes'] / 1024:.1f} KiB "
-               + " ".join(f"{k}={v}" for k, v in data["by_kind"].items()))
+    rows = [[g["model"], g["kind"], g["entries"], f"{g['bytes'] / 1024:.1f}"] for g in data["by_model"]]
+    display.print_table("response cache", ["model", "kind", "entries", "KiB"],
+                        [*rows, ["all", "", data["entries"], f"{data['bytes'] / 1024:.1f}"]])
 
 
 @app.command("clear")

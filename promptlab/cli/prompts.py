@@ -88,12 +88,16 @@ def list_(ctx: typer.Context,
     """List prompt versions (an optimization's candidates only with --candidates)."""
     from promptlab import display
 
-    versions = ctx.obj.store.prompts(ctx.obj.project_id(project), name, candidates=candidates)
+    store = ctx.obj.store
+    versions = store.prompts(ctx.obj.project_id(project), name, candidates=candidates)
+    refs = {v.id: v.ref for v in versions}
+    parents = {v.id: refs.get(v.parent_id) or store.prompt_by_id(v.parent_id).ref
+               for v in versions if v.parent_id}
     if json_:
-        return emit_json([_version_json(v) for v in versions])
+        return emit_json([_version_json(v) | {"parent": parents.get(v.id)} for v in versions])
     display.print_table("prompts", ["ref", "labels", "signature", "made by", "parent", "message", "created"],
                         [[v.ref + (" (candidate)" if v.candidate else ""), ",".join(v.labels), v.signature,
-                          v.made_by, v.parent_id, v.message, v.created_at] for v in versions])
+                          v.made_by, parents.get(v.id, ""), v.message, v.created_at] for v in versions])
 
 
 @app.command("show")
