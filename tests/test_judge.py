@@ -83,9 +83,11 @@ def test_invalid_judge_reply_is_retried_then_the_item_is_an_error_with_the_reaso
                                     *SENTIMENT])
     result = workspace.cli("eval", "--prompt", "p", "--name", "r1", "--metric", JUDGE,
                            "--metric", "exact_match", "--json")
-    assert result.code == 0, result.stderr  # a run with item errors is not a crash
+    # not a crash, but a run in which every item failed is a failed run (exit 3), never green
+    assert result.code == 3, result.stderr
+    assert "every item failed" in result.stderr
     run = json.loads(result.stdout)["runs"][0]
-    assert (run["n"], run["errors"]) == (4, 4)  # visible in the run's error count, not a silent 0
+    assert (run["n"], run["errors"], run["status"]) == (4, 4, "failed")  # visible, not a silent 0
     assert run["scores"]["judge"] is None
     rows = workspace.rows("select error_kind, error, scores, output, passed from results")
     assert len(rows) == 4
@@ -167,9 +169,9 @@ def test_failed_judge_call_is_an_item_error_not_a_crash(workspace):
     setup(workspace)
     workspace.fake.configure(rules=SENTIMENT, always_status_if_contains={"## Rubric": 400})
     result = workspace.cli("eval", "--prompt", "p", "--metric", JUDGE, "--json")
-    assert result.code == 0, result.stderr
+    assert result.code == 3, result.stderr  # every item failed: not a crash, and not green either
     run = json.loads(result.stdout)["runs"][0]
-    assert run["errors"] == 4
+    assert run["errors"] == 4 and run["status"] == "failed"
     errors = {e for (e,) in workspace.rows("select error from results")}
     assert all("judge model call failed (bad_request" in e for e in errors)
 

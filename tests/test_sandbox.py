@@ -404,7 +404,7 @@ def test_honest_code_still_scores_full_marks(isolation):
 ])
 def test_impossible_verdicts_are_crashes(forged):
     """The tests process holds the verdict fd; even tests that write forged lines to it get 'crashed'."""
-    tests = ("import os\nfor fd in range(3, 21):\n    try:\n"
+    tests = ("import os\nfor fd in range(3, 1024):\n    try:\n"
              f"        os.write(fd, {forged!r}.encode() + b'\\n')\n    except OSError:\n        pass\n"
              "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(0, 0) == 0\n")
     r = run_python(ADD, tests, allowed_imports=frozenset({"os"}))
