@@ -380,3 +380,30 @@ def test_cache_stats_table_by_model_and_kind(evaluated):
                                  "bytes": data["bytes"]}]
     table = evaluated.cli("cache", "stats").stdout
     assert "openai/fake" in table and "chat" in table and "entries" in table
+
+
+def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
+    import re
+
+    import promptlab.evaluation
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    workspace.write("cases.jsonl", '{"text": "great", "label": "positive"}\n{"text": "awful", "label": "negative"}\n')
+    two = SENTIMENT_EXPERIMENT.replace('    template: "Review: {{ text }}"\n', '    template: "Review: {{ text }}"\n'
+                                       '  - name: plain\n    template: "{{ text }}"\n')
+    workspace.write("exp.yaml", two)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = promptlab.evaluation.execute
+    monkeypatch.setattr(promptlab.evaluation, "execute", interrupted)
+    result = workspace.cli("run", "exp.yaml")
+    assert result.code == 130
+    names = re.findall(r"`promptlab eval --resume (\S+)`", result.stderr)
+    assert len(names) == 2 and " then " in result.stderr and "or re-run `promptlab run exp.yaml`" in result.stderr
+    monkeypatch.setattr(promptlab.evaluation, "execute", real)
+    for name in names:
+        resumed = workspace.cli("eval", "--resume", name)
+        assert resumed.code == 0, resumed.stderr
+    assert workspace.rows("select distinct status from runs") == [("completed",)]

@@ -152,12 +152,13 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
 def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
               as_json: bool, gates: dict | None = None, extra: dict | None = None,
               junit: Path | None = None, report_md: Path | None = None,
-              then: Any = None) -> None:
+              then: Any = None, rerun: str | None = None) -> None:
     """Evaluate planned runs with live progress, record them, print, apply gates, write the
     JUnit/Markdown files if asked, exit.
 
     `then()`, if given, runs after the evaluation (e.g. an experiment's optimization) and
-    returns (extra JSON keys, extra gate results, a function that prints its part)."""
+    returns (extra JSON keys, extra gate results, a function that prints its part). `rerun`: the
+    command that made these runs, offered as another way to continue when replies are cached."""
     import asyncio
     import time
 
@@ -176,7 +177,9 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     progress = display.make_progress(totals)
     gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), lm.import_seconds
-    resume = " ".join(f"`promptlab eval --resume {p.name}`" for p in plans)
+    resume = " then ".join(f"`promptlab eval --resume {p.name}`" for p in plans)
+    if rerun and use_cache:
+        resume += f", or re-run `{rerun}` (the replies already received come from the cache)"
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
         return time.perf_counter() - started - (lm.import_seconds - imported_before)

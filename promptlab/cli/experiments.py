@@ -59,4 +59,4 @@ def register(app: typer.Typer) -> None:
         run_plans(state, plans, concurrency=workers,
                   use_cache=experiment.spec.eval.cache and not no_cache, as_json=json_,
                   gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md,
-                  then=then)
+                  then=then, rerun=f"promptlab run {file}")
