@@ -1,10 +1,13 @@
-"""promptlab's overhead: the same N calls at concurrency C against the loopback server
-through `promptlab eval --no-cache`, bare `litellm.acompletion`, and the raw openai SDK.
+"""promptlab's CPU per call: the same calls at concurrency C against the loopback server through
+`promptlab eval --no-cache` (the direct path and the LiteLLM path), bare `litellm.acompletion`,
+and the raw openai SDK.
 
-Each contender runs as its own process (imports included) and is timed twice:
-the whole process, and the calls alone (timed inside). Prints the ratios.
+Each contender runs as its own process, twice: with N calls and with N/10. Its CPU seconds (user
++ system, from wait4) differ by the work of the extra calls alone, so imports and start-up cancel
+out: per-call CPU = (CPU(N) - CPU(N/10)) / (N - N/10). The server runs in another process and is
+not counted. Prints per-call CPU and the ratios the issue sets targets for.
 
-    python bench/overhead.py [--n 1000] [--concurrency 16] [--latency-ms 20]
+    python bench/overhead.py [--n 1000] [--concurrency 16] [--latency-ms 20] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,17 +49,22 @@ async def main():
     async def one(t):
         async with sem:
             return await call(t)
-    start = time.perf_counter()
     out = await asyncio.gather(*(one(t) for t in texts))
-    print(json.dumps({"calls_s": time.perf_counter() - start, "n": len(out)}))
+    assert len(out) == n
 asyncio.run(main())
 """
 
 
-def timed(cmd: list[str], **kw) -> tuple[float, str]:
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, **kw)
-    return time.perf_counter() - start, out.stdout
+def cpu_seconds(cmd: list[str], **kw) -> float:
+    """User + system CPU seconds of a child process run to the end (its own children included)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, **kw)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err.read().decode()[-2000:]}")
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -65,7 +72,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat and keep each one's lowest CPU")
     args = parser.parse_args()
+    small = max(1, args.n // 10)
 
     with start_server("--latency-ms", str(args.latency_ms), "--default-reply", "positive") as server, \
             tempfile.TemporaryDirectory() as tmp:
@@ -81,27 +90,32 @@ def main() -> None:
                       ["prompt", "add", "p", "--signature", "s", "--template", "Review: {{ text }}"]):
             subprocess.run(cli + setup, cwd=work, env=env, check=True, capture_output=True)
 
-        results = {}
-        for kind in ("litellm", "openai"):
-            wall, out = timed([sys.executable, "-c", CALLS, kind, server.base_url, str(args.n),
-                               str(args.concurrency)])
-            results[kind] = (wall, json.loads(out)["calls_s"])
-        server.reset()
-        wall, out = timed(cli + ["eval", "--prompt", "p", "--model", "fake", "--no-cache", "--json",
-                                 "--concurrency", str(args.concurrency)], cwd=work, env=env)
-        run = json.loads(out)["runs"][0]
-        assert run["n"] == args.n and run["errors"] == 0, run
-        assert server.stats()["total"] == args.n
-        results["promptlab"] = (wall, run["calls_per_s"] and args.n / run["calls_per_s"])
+        def contender(name: str, n: int) -> float:
+            if name.startswith("promptlab"):
+                flag = "1" if name == "promptlab fast" else "0"
+                return cpu_seconds(cli + ["eval", "--prompt", "p", "--model", "fake", "--no-cache",
+                                          "--concurrency", str(args.concurrency), "--limit", str(n)],
+                                   cwd=work, env={**env, "PROMPTLAB_FAST_PATH": flag})
+            return cpu_seconds([sys.executable, "-c", CALLS, name, server.base_url, str(n),
+                                str(args.concurrency)])
 
-    print(f"{args.n} calls, concurrency {args.concurrency}, server latency {args.latency_ms} ms")
-    print(f"{'':<12}{'process s':>11}{'calls s':>10}")
-    for kind, (wall, calls) in results.items():
-        print(f"{kind:<12}{wall:>11.2f}{calls:>10.2f}")
-    pl_wall, pl_calls = results["promptlab"]
-    for peer in ("litellm", "openai"):
-        wall, calls = results[peer]
-        print(f"promptlab / {peer:<8} process {pl_wall / wall:.2f}x   calls {pl_calls / calls:.2f}x")
+        names = ("promptlab fast", "promptlab litellm", "litellm", "openai")
+        per_call: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for name in names:
+                server.reset()
+                extra = contender(name, args.n) - contender(name, small)
+                assert server.stats()["by_status"] == {"200": args.n + small}, server.stats()["by_status"]
+                per_call[name] = min(per_call.get(name, float("inf")), extra / (args.n - small))
+
+    print(f"CPU per call (marginal, {args.n} vs {small} calls), concurrency {args.concurrency}, "
+          f"server latency {args.latency_ms} ms")
+    for name in names:
+        print(f"  {name:<19}{per_call[name] * 1000:8.3f} ms")
+    print(f"promptlab fast path / raw openai SDK   {per_call['promptlab fast'] / per_call['openai']:.2f}x"
+          f"  (target <= 1.0x)")
+    print(f"promptlab LiteLLM path / bare litellm  {per_call['promptlab litellm'] / per_call['litellm']:.2f}x"
+          f"  (target <= 1.1x)")
 
 
 if __name__ == "__main__":
