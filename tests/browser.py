@@ -1,4 +1,4 @@
-"""Open a local HTML file in headless Chromium over the DevTools protocol (aiohttp websocket).
+"""Open a local HTML file (or a local server's URL) in headless Chromium over the DevTools protocol (aiohttp websocket).
 
     with Chromium.launch(tmp_dir) as browser:
         page = browser.open(path, evaluate={"pwned": "typeof window.__pwned"})
@@ -80,15 +80,17 @@ class Chromium:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def open(self, path: Path, evaluate: dict[str, str] | None = None, *, width: int = 1280,
+    def open(self, target: Path | str, evaluate: dict[str, str] | None = None, *, width: int = 1280,
              height: int = 1000) -> Page:
-        """Load the file, run each expression (returned by value), take a full-page screenshot."""
-        return asyncio.run(asyncio.wait_for(self._open(path, evaluate or {}, width, height), HANG_S))
+        """Load the file (or the URL), run each expression in order in that page (returned by value),
+        take a full-page screenshot."""
+        url = target if isinstance(target, str) else target.resolve().as_uri()
+        return asyncio.run(asyncio.wait_for(self._open(url, evaluate or {}, width, height), HANG_S))
 
-    async def _open(self, path: Path, evaluate: dict[str, str], width: int, height: int) -> Page:
+    async def _open(self, url: str, evaluate: dict[str, str], width: int, height: int) -> Page:
         import aiohttp
 
-        page = Page(url=path.resolve().as_uri())
+        page = Page(url=url)
         ids = itertools.count(1)
         pending: dict[int, asyncio.Future] = {}
         loaded = asyncio.Event()
