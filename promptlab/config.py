@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptlab import redact
 from promptlab.errors import UnknownModelError, UsageError
@@ -78,6 +78,14 @@ class ModelConfig(BaseModel):
                              f"not set; export it with the provider's API key (or name another "
                              f"variable with api_key_env)")
         return None
+
+    @model_validator(mode="after")
+    def _local_one_at_a_time(self) -> "ModelConfig":
+        # the embedded model answers one call at a time: more in flight only queue (their latency
+        # then counts the wait, and a queued call can time out)
+        if self.route == "local" and self.concurrency is None:
+            self.concurrency = 1
+        return self
 
     @property
     def route(self) -> str:

