@@ -105,6 +105,18 @@ class Defaults(BaseModel):
     embedding_model: str = "local"   # embedding_similarity's model unless it names one
 
 
+class BatchConfig(BaseModel):
+    """Batch mode (`eval --batch`, `mode: batch|auto`): the provider's per-batch limits (OpenAI's by
+    default), how often to poll, when `auto` picks it, and how often an item is resubmitted."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_requests: int = Field(default=50_000, ge=1)        # requests per batch
+    max_bytes: int = Field(default=200 * 1024 ** 2, ge=1)  # bytes per input file
+    poll_s: float = Field(default=30.0, gt=0)              # seconds between status checks
+    auto_threshold: int = Field(default=200, ge=1)         # `auto`: batch from this many pending items
+    max_attempts: int = Field(default=3, ge=1)             # batches an item may go through unanswered
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = DEFAULT_DB
@@ -114,6 +126,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     store: StoreConfig = StoreConfig()
     defaults: Defaults = Defaults()
+    batch: BatchConfig = BatchConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     root: Path = Path(".")           # directory of promptlab.toml (or cwd)
     source: Path | None = None       # the file read, if any

@@ -249,12 +249,13 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
         todo.extend((plan, case, r) for r in range(plan.repeat) for case in plan.cases
                     if (case.id, r) not in done)
 
-    def jobs() -> Iterator[Job]:
-        for plan, case, r in todo:
-            yield Job(plan.run_id, case, r, render_messages(plan.prompt.content, plan.signature, case.inputs),
-                      plan.model, plan.params, plan.signature, plan.metrics)
+    return (job(plan, case, r) for plan, case, r in todo), len(todo)
 
-    return jobs(), len(todo)
+
+def job(plan: RunPlan, case: Case, repeat: int) -> Job:
+    """One (case, repeat) of a run, its messages rendered."""
+    return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs),
+               plan.model, plan.params, plan.signature, plan.metrics)
 
 
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
@@ -307,14 +308,20 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
 
     Without an explicit status a run is `completed` only when it holds a result
     for every planned item, `failed` when it was stopped or every item failed
-    (the reason says why), else `interrupted` (resumable).
+    (the reason says why), else `interrupted` (resumable). A run with batches still
+    at the provider stays `submitted` (unless it failed), free for any process to wait for.
     """
     summaries = []
     for plan in plans:
         state = outcome.states.get(plan.run_id) if outcome else None
         active_s = (store.run_by_id(plan.run_id).get("active_s") or 0.0) + (elapsed_s or 0.0)
         summary = summarize_run(store, plan, active_s or None, session_s=elapsed_s)
-        run_status, error = status, reason
+        run_status, error, owner = status, reason, {}
+        waiting = store.db["batches"].count_where("run_id = ? and done = 0", [plan.run_id])
+        if waiting and run_status in (None, "interrupted"):
+            run_status, owner = "submitted", {"owner_pid": None}
+            error = (f"{waiting} batch{'es' if waiting > 1 else ''} at the provider; wait for "
+                     f"{'them' if waiting > 1 else 'it'} with `promptlab runs wait {plan.name}`")
         if run_status is None:
             if state and state.stopped:
                 run_status, error = "failed", state.stopped
@@ -329,7 +336,7 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
                          prompt_tokens=summary["tokens"]["prompt"],
                          completion_tokens=summary["tokens"]["completion"], cost=summary["cost"],
                          latency_p50_ms=summary["latency_ms"]["p50"],
-                         latency_p95_ms=summary["latency_ms"]["p95"], finished_at=now())
+                         latency_p95_ms=summary["latency_ms"]["p95"], finished_at=now(), **owner)
         summaries.append(run_json(store.run_by_id(plan.run_id), plan.prompt))
     return summaries
 

@@ -27,8 +27,9 @@ def mine() -> dict:
 
 
 def holder(row: dict) -> str | None:
-    """Who holds this running row, when that is a live process other than this one; else None."""
-    if row.get("status") != "running" or not row.get("owner_pid"):
+    """Who holds this running row (or submitted run: a batch waiter), when that is a live process
+    other than this one; else None."""
+    if row.get("status") not in ("running", "submitted") or not row.get("owner_pid"):
         return None
     host, pid = row.get("owner_host"), int(row["owner_pid"])
     if host == HOST and pid == os.getpid():

@@ -132,3 +132,19 @@ def m005_prompt_candidates(db: Database) -> None:
 def m006_case_archived(db: Database) -> None:
     """A case a run used is archived rather than deleted: kept for that run, out of every new selection."""
     db["cases"].add_column("archived", int, not_null_default=0)
+
+
+@migrations()
+def m007_provider_batches(db: Database) -> None:
+    """Batch mode: how a run is evaluated, and every provider batch it submitted (so a batch
+    outlives the process that submitted it). `items` maps each request's custom_id to the
+    (case_id, repeat) it answers; `done` is set once the batch's results are stored."""
+    db["runs"].add_column("mode", str)
+    db["batches"].create(
+        {"id": int, "run_id": int, "provider": str, "batch_id": str, "input_file_id": str,
+         "output_file_id": str, "error_file_id": str, "status": str, "items": str, "n_items": int,
+         "done": int, "error": str, "created_at": str, "updated_at": str},
+        pk="id", not_null={"run_id", "batch_id", "status", "items"}, defaults={"done": 0},
+    )
+    db["batches"].create_index(["run_id", "done"])
+    db["batches"].create_index(["batch_id"], unique=True)

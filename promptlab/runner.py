@@ -17,7 +17,7 @@ from typing import Any, Iterable, NamedTuple, Protocol
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
 from promptlab.lm import CallError, Gateway
-from promptlab.models import Case, Signature
+from promptlab.models import Case, Completion, Signature
 from promptlab.outputs import parse_output
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 
@@ -155,13 +155,18 @@ async def score_reply(job: Job, text: str) -> Scored:
 
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
     started = time.perf_counter()
-    base = {"run_id": job.run_id, "case_id": job.case.id, "repeat": job.repeat}
     try:
         reply = await gateway.complete(job.model, job.messages, job.params,
                                        use_cache=use_cache, sample=job.repeat)
     except CallError as exc:
-        return ItemResult(**base, error_kind=exc.kind, error=str(exc), attempts=exc.attempts,
-                          latency_ms=(time.perf_counter() - started) * 1000)
+        return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
+                          attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
+    return await reply_item(job, reply)
+
+
+async def reply_item(job: Job, reply: Completion) -> ItemResult:
+    """One reply, parsed and scored, as the item's result (per call, cached, or from a batch)."""
+    base = {"run_id": job.run_id, "case_id": job.case.id, "repeat": job.repeat}
     try:
         scored = await score_reply(job, reply.text)
     except AuthError:

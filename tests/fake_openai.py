@@ -9,6 +9,9 @@ prints ``READY http://127.0.0.1:PORT`` on stdout once listening.
 
 Endpoints: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models,
 POST /_control (merge behaviour keys), GET /_stats, POST /_reset.
+Batch API (OpenAI's shapes): POST /v1/files (multipart, purpose=batch),
+GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches/{id}; a batch
+answers every request by the chat rules once it completes (knobs batch_*).
 
 From Python use ``start_server(...)`` (context manager) which returns a
 stdlib-only ``FakeLLM`` client; tests get one via the ``fake_llm`` fixture.
@@ -55,6 +58,12 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "null_content": False,          # 200 replies whose message content is null
     "record_bodies": False,         # keep request bodies in stats["bodies"]
     "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
+    "batch_delay_s": 0.0,           # a batch completes this long after its creation
+                                    # (validating for the first quarter, then in_progress)
+    "batch_hold": False,            # batches stay in_progress while this is on
+    "batch_expire_next": 0,         # the next N batches created expire...
+    "batch_expire_done": 0,         # ...with only their first M requests answered
+    "batch_fail_next": 0,           # the next N batches created fail (no output at all)
 }
 
 ERROR_TYPES = {
@@ -117,6 +126,11 @@ class State:
         self.inflight = 0
         self.max_inflight = 0
         self.bodies: list[Any] = []
+        self.files: dict[str, dict[str, Any]] = {}    # id -> {"object": file fields, "data": bytes}
+        self.batches: dict[str, dict[str, Any]] = {}  # id -> batch object (+ private "_" keys)
+        self.batch_items: list[int] = []              # requests per batch created, in order
+        self.batch_bytes: list[int] = []              # and the size of its input file
+        self.batch_answered = 0                       # requests answered by completed batches
 
     def update(self, patch: dict[str, Any]) -> None:
         if "replies" in patch:  # accept nested {"replies": {"rules":..,"default_reply":..,"echo":..}}
@@ -149,6 +163,9 @@ class State:
             "inflight": self.inflight,
             "max_inflight": self.max_inflight,
             "behaviour": self.b,
+            "batches": {"created": len(self.batch_items), "items": self.batch_items, "bytes": self.batch_bytes,
+                        "answered": self.batch_answered,
+                        "statuses": [bt["status"] for bt in self.batches.values()]},
         }
         if self.b["record_bodies"]:
             out["bodies"] = self.bodies
@@ -171,6 +188,45 @@ def normalise(b: dict[str, Any]) -> dict[str, Any]:
 def error_body(status: int, msg: str) -> dict[str, Any]:
     typ, code = ERROR_TYPES.get(status, ("server_error", "server_error"))
     return {"error": {"message": msg, "type": typ, "code": code, "param": None}}
+
+
+def forced_status(b: dict[str, Any], joined: str) -> tuple[int, str] | None:
+    """(status, why) when always_status_if_contains forces one on this conversation."""
+    return next(((st, f"forced status {st} (matched {sub!r})")
+                 for sub, st in b["always_status_if_contains"].items() if sub in joined), None)
+
+
+def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
+    for rule in b["rules"]:
+        # [substring of the last user message, reply], or
+        # [substring anywhere in the conversation, substring of the last user message, reply]
+        anywhere, sub, rep = rule if len(rule) == 3 else ("", *rule)
+        if anywhere in joined and sub in last_user:
+            return rep
+    return last_user if b["echo"] else b["default_reply"]
+
+
+def chat_texts(msgs: list[Any]) -> tuple[list[str], str]:
+    """Every message's text, and the last user message's."""
+    texts = [_text(m.get("content")) for m in msgs if isinstance(m, dict)]
+    last_user = next((_text(m.get("content")) for m in reversed(msgs)
+                      if isinstance(m, dict) and m.get("role") == "user"), "")
+    return texts, last_user
+
+
+def completion_body(b: dict[str, Any], ck: str, model: str, texts: list[str], reply: str) -> dict[str, Any]:
+    pt = sum(len(t.split()) for t in texts)
+    ct = len(reply.split())
+    return {
+        "id": f"chatcmpl-fake-{ck}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant",
+                                             "content": None if b["null_content"] else reply},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+    }
 
 
 def make_app(state: State):
@@ -232,9 +288,7 @@ def make_app(state: State):
         if kind == "chat":
             msgs = body.get("messages") or []
             ck = content_key(msgs)
-            texts = [_text(m.get("content")) for m in msgs if isinstance(m, dict)]
-            last_user = next((_text(m.get("content")) for m in reversed(msgs)
-                              if isinstance(m, dict) and m.get("role") == "user"), "")
+            texts, last_user = chat_texts(msgs)
         else:
             inp = body.get("input", "")
             ck = content_key(inp)
@@ -248,9 +302,9 @@ def make_app(state: State):
             await asyncio.sleep(delay / 1000.0)
 
         joined = "\n".join(texts)
-        for sub, st in b["always_status_if_contains"].items():
-            if sub in joined:
-                return fail(st, f"forced status {st} (matched {sub!r})")
+        forced = forced_status(b, joined)
+        if forced is not None:
+            return fail(*forced)
         for sub in b["hang_if_contains"]:
             if sub in joined:
                 await asyncio.sleep(min(float(b["hang_seconds"]), HANG_MAX_S))
@@ -279,28 +333,7 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        reply = None
-        for rule in b["rules"]:
-            # [substring of the last user message, reply], or
-            # [substring anywhere in the conversation, substring of the last user message, reply]
-            anywhere, sub, rep = rule if len(rule) == 3 else ("", *rule)
-            if anywhere in joined and sub in last_user:
-                reply = rep
-                break
-        if reply is None:
-            reply = last_user if b["echo"] else b["default_reply"]
-        pt = sum(len(t.split()) for t in texts)
-        ct = len(reply.split())
-        return jresp({
-            "id": f"chatcmpl-fake-{ck}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant",
-                                                 "content": None if b["null_content"] else reply},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-        })
+        return jresp(completion_body(b, ck, model, texts, chat_reply(b, joined, last_user)))
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -327,13 +360,134 @@ def make_app(state: State):
         state.reset()
         return jresp({"ok": True})
 
-    app = web.Application()
+    # ---- Batch API: files and batches in OpenAI's shapes
+    def new_id(prefix: str) -> str:
+        return f"{prefix}-fake-{len(state.files) + len(state.batches) + 1:06d}"
+
+    def add_file(data: bytes, purpose: str, filename: str) -> dict[str, Any]:
+        fid = new_id("file")
+        obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+               "filename": filename, "purpose": purpose, "status": "processed", "status_details": None}
+        state.files[fid] = {"object": obj, "data": data}
+        return obj
+
+    async def create_file(request):
+        form = await request.post()
+        upload = form.get("file")
+        if upload is None or not hasattr(upload, "file"):
+            return fail(400, "multipart field 'file' is required")
+        if form.get("purpose") != "batch":
+            return fail(400, "purpose must be 'batch'")
+        return jresp(add_file(upload.file.read(), "batch", upload.filename or "upload.jsonl"))
+
+    async def file_content(request):
+        entry = state.files.get(request.match_info["file_id"])
+        if entry is None:
+            return fail(404, "no such file")
+        return web.Response(body=entry["data"], content_type="application/octet-stream")
+
+    async def create_batch(request):
+        body = await request.json()
+        entry = state.files.get(body.get("input_file_id", ""))
+        if entry is None:
+            return fail(404, "no such input file")
+        lines = [json.loads(line) for line in entry["data"].decode().splitlines() if line.strip()]
+        b = state.b
+        fate = "complete"
+        if b["batch_fail_next"] > 0:
+            b["batch_fail_next"] -= 1
+            fate = "fail"
+        elif b["batch_expire_next"] > 0:
+            b["batch_expire_next"] -= 1
+            fate = "expire"
+        bid = new_id("batch")
+        state.batch_items.append(len(lines))
+        state.batch_bytes.append(len(entry["data"]))
+        state.batches[bid] = {
+            "id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+            "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+            "status": "validating", "output_file_id": None, "error_file_id": None,
+            "created_at": int(time.time()), "in_progress_at": None, "expires_at": int(time.time()) + 86400,
+            "finalizing_at": None, "completed_at": None, "failed_at": None, "expired_at": None,
+            "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"),
+            "_lines": lines, "_fate": fate, "_born": time.monotonic(),
+        }
+        return jresp(public(state.batches[bid]))
+
+    def public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def advance(batch: dict[str, Any]) -> None:
+        """Move a batch along its life: validating, in_progress, then completed/expired/failed."""
+        if batch["status"] not in ("validating", "in_progress"):
+            return
+        b, age = state.b, time.monotonic() - batch["_born"]
+        if age < b["batch_delay_s"] / 4:
+            return
+        now = int(time.time())
+        if batch["_fate"] == "fail":
+            batch.update(status="failed", failed_at=now, errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": "injected batch failure", "param": None, "line": None}]})
+            return
+        if b["batch_hold"] or age < b["batch_delay_s"]:
+            batch.update(status="in_progress", in_progress_at=batch["in_progress_at"] or now)
+            return
+        outputs, errors = [], []
+        for i, line in enumerate(batch["_lines"]):
+            rid = f"batch_req_{batch['id']}_{i}"
+            if batch["_fate"] == "expire" and i >= b["batch_expire_done"]:
+                errors.append({"id": rid, "custom_id": line["custom_id"], "response": None, "error": {
+                    "code": "batch_expired",
+                    "message": "This request could not be executed before the completion window expired."}})
+                continue
+            req = line.get("body") or {}
+            msgs = req.get("messages") or []
+            texts, last_user = chat_texts(msgs)
+            joined = "\n".join(texts)
+            forced = forced_status(b, joined)
+            if forced is not None:
+                errors.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
+                    "status_code": forced[0], "request_id": rid, "body": error_body(*forced)}})
+                continue
+            outputs.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
+                "status_code": 200, "request_id": rid,
+                "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
+                                        chat_reply(b, joined, last_user))}})
+        state.batch_answered += len(outputs)
+
+        def jsonl(rows: list[dict]) -> str | None:
+            if not rows:
+                return None
+            data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            return add_file(data, "batch_output", f"{batch['id']}.jsonl")["id"]
+
+        batch.update(status="expired" if batch["_fate"] == "expire" else "completed",
+                     output_file_id=jsonl(outputs), error_file_id=jsonl(errors),
+                     request_counts={"total": len(batch["_lines"]), "completed": len(outputs),
+                                     "failed": len(errors)},
+                     in_progress_at=batch["in_progress_at"] or now, finalizing_at=now,
+                     **({"expired_at": now} if batch["_fate"] == "expire" else {"completed_at": now}))
+
+    async def get_batch(request):
+        batch = state.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return fail(404, "no such batch")
+        advance(batch)
+        return jresp(public(batch))
+
+    app = web.Application(client_max_size=256 * 1024 ** 2)  # batch input files are large
     app.add_routes([
         web.post("/v1/chat/completions", chat),
         web.post("/chat/completions", chat),
         web.post("/v1/embeddings", embeddings),
         web.post("/embeddings", embeddings),
         web.get("/v1/models", models),
+        web.post("/v1/files", create_file),
+        web.get("/v1/files/{file_id}/content", file_content),
+        web.post("/v1/batches", create_batch),
+        web.get("/v1/batches/{batch_id}", get_batch),
         web.post("/_control", control),
         web.get("/_stats", stats),
         web.post("/_reset", reset),

@@ -189,7 +189,7 @@ def test_a_live_run_a_compare_and_an_optimization_chart_in_chromium(workspace, c
 
 
 def test_scripts_in_cases_outputs_and_names_stay_text(workspace, chromium):  # noqa: F811
-    hostile_run(workspace)
+    ids = hostile_run(workspace)
     assert workspace.cli("prompt", "add", "p", "--signature", "sentiment", "--template",
                          "</pre><script>window.__pwned=9</script>{{ text }}").code == 0
     workspace.fake.configure(rules=rules(replies={3: HOSTILE[1]}, prefix="</pre><script>window.__pwned=9</script>"))
@@ -200,7 +200,7 @@ def test_scripts_in_cases_outputs_and_names_stay_text(workspace, chromium):  # n
         base = origin(url)
         pages = {"run": "/runs/1", "hostile-named run": "/runs/2", "list": "/projects/1",
                  "compare": "/projects/1/compare?a=r1&b=%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D8%22%3E",
-                 "prompt": "/projects/1/prompts/p?a=1&b=2"}
+                 "prompt": "/projects/1/prompts/p?a=1&b=2", "messages": f"/runs/2/results/{ids[3]}/0"}
         for what, path in pages.items():
             page = chromium.open(base + path, checks)
             assert_own_origin(page, base)
@@ -211,7 +211,8 @@ def test_scripts_in_cases_outputs_and_names_stay_text(workspace, chromium):  # n
                      "hostile-named run": ['<img src=x onerror="window.__pwned=8">'],
                      "list": ['<img src=x onerror="window.__pwned=8">'],
                      "compare": [HOSTILE[1], HOSTILE[2]],  # regressed in B, fixed from A
-                     "prompt": ["+</pre><script>window.__pwned=9</script>{{ text }}"]}[what]
+                     "prompt": ["+</pre><script>window.__pwned=9</script>{{ text }}"],
+                     "messages": ["</pre><script>window.__pwned=9</script>case-03 good item", HOSTILE[1]]}[what]
             for payload in shown:
                 assert payload in text, (what, payload)  # shown, as text
 
@@ -291,3 +292,52 @@ def test_browsing_leaves_the_database_byte_for_byte_unchanged(workspace, chromiu
         for path in ("/api/runs/1/progress", "/api/optimizations/1/chart"):
             assert get(base + path)[0] == 200
     assert sha256(workspace.db_path) == before
+
+
+def test_pages_filter_sort_and_show_what_the_report_shows(workspace, chromium):  # noqa: F811
+    ids = setup_project(workspace, n=12)
+    assert workspace.cli("prompt", "label", "p@1", "production").code == 0
+    assert workspace.cli("prompt", "add", "p", "--signature", "sentiment", "--template", "Say: {{ text }}").code == 0
+    workspace.fake.configure(rules=rules(broken=[3, 4]))
+    evaluate(workspace, "p@1", "r1")
+    evaluate(workspace, "p@2", "r2")
+    rows = "[...document.querySelectorAll('#runs tbody tr')].map(r => r.cells[1].innerText)"
+    with viewer(workspace) as url:
+        base = origin(url)
+        listed = {query: chromium.open(f"{base}/projects/1?{query}", {"rows": rows}).values["rows"]
+                  for query in ("", "sort=score&order=asc", "sort=score&order=desc", "status=running",
+                                "prompt=p&status=completed&sort=name&order=asc")}
+        assert listed == {"": ["r2", "r1"], "sort=score&order=asc": ["r2", "r1"],
+                          "sort=score&order=desc": ["r1", "r2"], "status=running": [],
+                          "prompt=p&status=completed&sort=name&order=asc": ["r1", "r2"]}
+
+        run = chromium.open(f"{base}/runs/2", {
+            "text": "document.body.innerText",
+            "filters": """(() => {
+                const q = document.getElementById('search'), s = document.getElementById('status-filter');
+                const shown = () => document.getElementById('shown').textContent;
+                const out = {all: shown()};
+                s.value = 'fail'; s.dispatchEvent(new Event('change')); out.failed = shown();
+                q.value = 'CASE-03'; q.dispatchEvent(new Event('input')); out.both = shown();
+                s.value = ''; s.dispatchEvent(new Event('change')); out.search = shown();
+                return out;
+            })()""",
+            "link": f"document.querySelector('#results .case a[href$=\"/results/{ids[3]}/0\"]').getAttribute('href')"})
+        assert run.values["filters"] == {"all": "12 of 12 shown", "failed": "2 of 12 shown", "both": "1 of 12 shown",
+                                         "search": "1 of 12 shown"}
+        for shown in ("constant baseline", "classification: per label", "expected ↓ / predicted →",
+                      "95% CI", "Score distribution", "Prompt p@2"):
+            assert shown.lower() in run.values["text"].lower(), shown  # headings are uppercased by CSS
+
+        messages = chromium.open(base + run.values["link"], {
+            "messages": "[...document.querySelectorAll('#messages .message')].map(m => m.innerText)"})
+        assert_own_origin(messages, base)
+        assert messages.values["messages"][-1].endswith("Rate: case-03 good item")
+
+        family = chromium.open(f"{base}/projects/1/prompts/p?a=1&b=3", {
+            "versions": "[...document.querySelectorAll('#versions tbody tr')].map(r => r.innerText)",
+            "depth": "document.querySelectorAll('#lineage ul.tree ul.tree ul.tree').length",
+            "diff": "document.getElementById('diff').innerText"})
+        assert "production" in family.values["versions"][0] and "p@2" in family.values["versions"][2]
+        assert family.values["depth"] == 1  # p@1 → p@2 → p@3
+        assert "-Review: {{ text }}" in family.values["diff"] and "+Say: {{ text }}" in family.values["diff"]

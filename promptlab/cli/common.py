@@ -152,9 +152,11 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
 def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
               as_json: bool, gates: dict | None = None, extra: dict | None = None,
               junit: Path | None = None, report_md: Path | None = None,
-              then: Any = None, rerun: str | None = None) -> None:
+              then: Any = None, rerun: str | None = None, batch: frozenset[int] = frozenset(),
+              wait: bool = True) -> None:
     """Evaluate planned runs with live progress, record them, print, apply gates, write the
-    JUnit/Markdown files if asked, exit.
+    JUnit/Markdown files if asked, exit. The runs whose ids are in `batch` go through the
+    provider's Batch API; without `wait` they are left `submitted` (no gates then).
 
     `then()`, if given, runs after the evaluation (e.g. an experiment's optimization) and
     returns (extra JSON keys, extra gate results, a function that prints its part). `rerun`: the
@@ -177,16 +179,32 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     progress = display.make_progress(totals)
     gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), lm.import_seconds
-    resume = " then ".join(f"`promptlab eval --resume {p.name}`" for p in plans)
+    resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
+                           else f"`promptlab eval --resume {p.name}`" for p in plans)
     if rerun and use_cache:
         resume += f", or re-run `{rerun}` (the replies already received come from the cache)"
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
         return time.perf_counter() - started - (lm.import_seconds - imported_before)
 
+    async def evaluate() -> Any:  # the per-call runs, then the batched ones
+        from promptlab import batch as batches
+        from promptlab.runner import Outcome
+
+        calls, batched = [p for p in plans if p.run_id not in batch], [p for p in plans if p.run_id in batch]
+        outcome = Outcome({})
+        if calls:
+            outcome = await execute(store, gateway, calls, progress, concurrency=concurrency,
+                                    use_cache=use_cache, settings=settings)
+        if batched:
+            more = await batches.execute(store, batched, progress, config=settings.batch, use_cache=use_cache,
+                                         wait=wait, say=lambda line: _say(printable(f"promptlab: {line}")),
+                                         retries=settings.defaults.retries, timeout=settings.defaults.timeout)
+            outcome.states.update(more.states)
+        return outcome
+
     try:
-        outcome = asyncio.run(execute(store, gateway, plans, progress, concurrency=concurrency,
-                                      use_cache=use_cache, settings=settings))
+        outcome = asyncio.run(evaluate())
     except KeyboardInterrupt:
         finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
         print(f"promptlab: interrupted; finished results are saved. Continue with {resume}", file=sys.stderr)
@@ -206,6 +224,13 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
                elapsed_s=elapsed())
         raise
     runs = finish(store, plans, outcome, elapsed_s=elapsed())
+    submitted = [r for r in runs if r["status"] == "submitted"]
+    if submitted:  # --no-wait: the batches outlive this process
+        if as_json:
+            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
+        for run in submitted:
+            typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
+        return
     from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
 
     gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))

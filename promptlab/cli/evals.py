@@ -31,6 +31,16 @@ def register(app: typer.Typer) -> None:
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
               no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
               resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
+              batch: Annotated[bool, typer.Option(
+                  "--batch", help="Send the cases through the provider's Batch API (about half the "
+                                  "price, up to 24 h); the same as --mode batch.")] = False,
+              mode: Annotated[Optional[str], typer.Option(
+                  metavar="MODE", help="call (a request per case, the default), batch (the provider's "
+                                       "Batch API) or auto (batch from [batch] auto_threshold items on "
+                                       "a provider with batches).")] = None,
+              no_wait: Annotated[bool, typer.Option(
+                  "--no-wait", help="With batches: submit them and return at once; collect the results "
+                                    "later with `promptlab runs wait NAME`.")] = False,
               min_score: MinScore = None, min_pass_rate: MinPassRate = None,
               max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
               baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
@@ -43,7 +53,9 @@ def register(app: typer.Typer) -> None:
           promptlab eval --prompt classifier@3 --model gpt --split test --name nightly
           promptlab eval --prompt classifier@production --metric exact_match --min-score 0.8
           promptlab eval --resume nightly
+          promptlab eval --prompt classifier@3 --model gpt --batch --no-wait --name big
         """
+        from promptlab import batch as batches
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.errors import UsageError
         from promptlab.evaluation import metric_context, plan_run, resume_plan
@@ -55,9 +67,13 @@ def register(app: typer.Typer) -> None:
         gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
                            max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
-        if resume:
+        mode = _mode(batch, mode, resume)
+        if resume:  # a resumed run keeps its mode
             plans = [resume_plan(store, settings, project_id, resume)]
+            chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).get("mode") == "batch"}
         else:
+            if mode == "batch":  # before anything is written
+                batches.check(settings.resolve_model(model))
             if not prompt:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
             version = store.prompt(project_id, prompt)
@@ -77,8 +93,25 @@ def register(app: typer.Typer) -> None:
                                   params=parse_pairs(param, "--param"),
                                   context=metric_context(settings), use_cache=not no_cache)]
         # a resumed run keeps its concurrency and cache choice unless told otherwise
+            chosen = batches.choose(mode, plans, store, settings.batch)
+        if no_wait and not chosen:
+            raise UsageError("eval: --no-wait is for batch mode; add --batch")
         run_plans(state, plans, concurrency=concurrency or plans[0].concurrency,
-                  use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md)
+                  use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md,
+                  batch=frozenset(chosen), wait=not no_wait)
+
+
+def _mode(batch: bool, mode: str | None, resume: str | None) -> str:
+    """--batch / --mode as one mode (call, batch or auto)."""
+    from promptlab.errors import UsageError
+
+    if mode is not None and mode not in ("call", "batch", "auto"):
+        raise UsageError(f"eval: --mode must be call, batch or auto, not '{mode}'")
+    if batch and mode not in (None, "batch"):
+        raise UsageError(f"eval: --batch contradicts --mode {mode}; give one of them")
+    if resume and (batch or mode):
+        raise UsageError("eval: --resume continues a run in its own mode; drop --batch/--mode")
+    return "batch" if batch else mode or "call"
 
 
 def _check_selection(store, project_id: int, split: str | None, tags: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""`promptlab runs list|show|compare|delete`."""
+"""`promptlab runs list|show|compare|delete|wait`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import typer
 
 from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
 
-app = typer.Typer(help="Runs: list them, show one, compare two, delete one.", no_args_is_help=True)
+app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
+                  no_args_is_help=True)
 Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "submitted", "completed", "failed", "interrupted")
 
 
 @app.command("list")
@@ -118,3 +119,27 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
     confirm(f"Delete run '{name}' and its {run['n_results'] or 0} results?", yes)
     removed = store.delete_run(run["id"])
     typer.echo(printable(f"deleted run {name} ({removed} results)"))
+
+
+@app.command("wait")
+def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.")],
+         project: Project = None, json_: AsJson = False) -> None:
+    """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
+    what a failed or expired batch left unanswered. One process waits at a time; a killed wait loses
+    nothing (run it again)."""
+    from promptlab import display
+    from promptlab.cli.common import run_plans
+    from promptlab.errors import UsageError
+    from promptlab.evaluation import resume_plan, run_json
+
+    state = ctx.obj
+    store, project_id = state.store, state.project_id(project)
+    run = store.run(project_id, name)
+    if run.get("mode") != "batch":
+        raise UsageError(f"run '{name}' is not a batch run; continue it with `promptlab eval --resume {name}`")
+    if run["status"] == "completed":
+        summary = run_json(run, store.prompt_by_id(run["prompt_id"]))
+        return emit_json({"runs": [summary]}) if json_ else display.print_runs([summary])
+    plan = resume_plan(store, state.settings, project_id, name)
+    run_plans(state, [plan], concurrency=plan.concurrency, use_cache=plan.use_cache, as_json=json_,
+              batch=frozenset({plan.run_id}))

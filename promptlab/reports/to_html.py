@@ -346,9 +346,10 @@ def _top_tables(facts: dict) -> str:
             f"</div></div>")
 
 
-def case_article(r: dict) -> str:
+def case_article(r: dict, link: str = "") -> str:
     """One result: its inputs, expected and actual output, scores and error (the report lists the
-    failed ones, the viewer every one; `data-status` is what the viewer filters on)."""
+    failed ones, the viewer every one, each with a `link` to the messages sent; `data-status` is
+    what the viewer filters on)."""
     status = "error" if r["error_kind"] else "pass" if r["passed"] else "fail"
     scores = " · ".join(f"{esc(k)} {_num(v)}" for k, v in r["scores"].items())
     message = r["error"] or r["parse_error"]
@@ -357,7 +358,8 @@ def case_article(r: dict) -> str:
     tags = f' · tags {esc(", ".join(r["tags"]))}' if r["tags"] else ""
     repeat = f' · repeat {r["repeat"]}' if r["repeat"] else ""
     return (f'<article class="case {status}" data-status="{status}"><div class="meta">{pill} case {r["case_id"]}'
-            f'{repeat}{tags} · {scores}</div>'
+            f'{repeat}{tags} · {scores}'
+            + (f' · <a href="{esc(link)}">messages sent</a>' if link else "") + '</div>'
             f'<div class="cols"><div><b>input</b>{fields(r["inputs"])}</div>'
             f'<div><b>expected</b>{fields(r["expected"])}</div>'
             f'<div><b>output</b>{fields(r["output"])}</div></div>'

@@ -42,6 +42,7 @@ background:var(--card);color:var(--fg)}
 button{cursor:pointer}
 .live .v{font-size:26px}
 ul.tree{list-style:none;padding-left:18px;border-left:1px solid var(--line)}
+.message{margin-bottom:10px}.message b{font-size:12px;color:var(--muted);text-transform:uppercase}
 """
 
 
@@ -103,8 +104,27 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
                     project=queries.project(store, row["project_id"]),
                     progress=queries.progress(store, row),
                     header=Markup(to_html.run_header(facts)), overview=Markup(to_html.run_overview(facts)),
-                    results=Markup("".join(to_html.case_article(r) for r in facts["results"])),
+                    results=Markup("".join(
+                        to_html.case_article(r, f"/runs/{row['id']}/results/{r['case_id']}/{r['repeat']}")
+                        for r in facts["results"])),
                     prompt=Markup(to_html.prompt_block(facts["prompt"])))
+
+    def result(request: Request, store: Store) -> Response:
+        """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
+        from promptlab.render import render_messages
+        from promptlab.reports.facts import run_facts
+
+        row = _run(store, request)
+        key = (request.path_params["case_id"], request.path_params["repeat"])
+        facts = run_facts(store, row["project_id"], row)
+        found = next((r for r in facts["results"] if (r["case_id"], r["repeat"]) == key), None)
+        if found is None:
+            raise NotFoundError(f"run {row['name']} has no result for case {key[0]}, repeat {key[1]}")
+        prompt = store.prompt_by_id(row["prompt_id"])
+        messages = render_messages(prompt.content, store.prompt_signature(prompt), found["inputs"] or {})
+        return page("result.html", title=f"{row['name']} · case {key[0]}", run=row,
+                    project=queries.project(store, row["project_id"]), prompt=prompt.ref,
+                    article=Markup(to_html.case_article(redact_all(found))), messages=redact_all(messages))
 
     def progress(request: Request, store: Store) -> Response:
         return JSONResponse(queries.progress(store, _run(store, request)))
@@ -172,7 +192,8 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
     routes = [Route("/", reads(home)), Route("/projects/{pid:int}", reads(project)),
               Route("/projects/{pid:int}/compare", reads(compare)),
               Route("/projects/{pid:int}/prompts/{name:path}", reads(prompt)),
-              Route("/runs/{rid:int}", reads(run)), Route("/api/runs/{rid:int}/progress", reads(progress)),
+              Route("/runs/{rid:int}", reads(run)),
+              Route("/runs/{rid:int}/results/{case_id:int}/{repeat:int}", reads(result)), Route("/api/runs/{rid:int}/progress", reads(progress)),
               Route("/optimizations/{oid:int}", reads(optimization)),
               Route("/api/optimizations/{oid:int}/chart", reads(chart)),
               Route("/static/view.js", script)]

@@ -1,0 +1,389 @@
+"""Batch mode: a run's items through the provider's Batch API (LiteLLM's files + batches calls).
+
+A batch outlives the process that submitted it: every batch is a row in `batches`
+(provider batch id, files, status, the (case, repeat) each request answers), so any
+later `promptlab runs wait` picks it up. Each round, per run:
+
+1. every live batch is polled; a finished one (completed, expired, failed, cancelled)
+   is ingested: its answers parsed, scored, cached under the per-call path's key, and
+   committed together with the batch marked done (a kill before that commit ingests it
+   again; a result is unique per item, so nothing is counted twice);
+2. the items with neither a result nor a live batch (new ones, or those an expired or
+   failed batch did not answer) are looked up in the response cache, and the rest are
+   submitted, split by the provider's request and byte limits. The batch row is stored,
+   and the run marked `submitted`, in the commit right after the create call returns.
+
+The one window left: a process killed after the provider accepted a batch and before
+that commit leaves a batch promptlab does not know about. Its items are submitted again
+by the next wait (paid twice at worst, stored once). Nothing else runs in that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any, Callable
+
+from promptlab.config import BatchConfig, ModelConfig
+from promptlab.errors import AuthError, ProviderError, UsageError
+from promptlab.evaluation import RunPlan, job, pending_jobs
+from promptlab.lease import HEARTBEAT_S
+from promptlab.lm import CallError, cache_key, classify, litellm
+from promptlab.models import Completion, Usage
+from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
+from promptlab.store import Store, dumps, is_locked, now
+
+# LiteLLM's providers with both a files and a batches API (an OpenAI-compatible server is `openai`
+# with an api_base).
+PROVIDERS = ("openai", "azure", "vertex_ai", "bedrock")
+ENDPOINT = "/v1/chat/completions"
+FINISHED = ("completed", "failed", "expired", "cancelled")
+STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled")
+
+
+def provider(model: ModelConfig) -> str:
+    """The LiteLLM provider that serves this model (openai for a bare OpenAI model name)."""
+    return model.route or litellm().get_llm_provider(model.model)[1]
+
+
+def check(model: ModelConfig) -> None:
+    """Batch mode needs a provider with a batch API: anything else is bad input."""
+    name = provider(model)
+    if name not in PROVIDERS:
+        raise UsageError(f"model '{model.alias or model.model}': its provider ({name or 'unknown'}) has no "
+                         f"batch API in LiteLLM (batch mode works with {', '.join(PROVIDERS)}, and "
+                         f"OpenAI-compatible servers as openai/… with an api_base); evaluate it per call")
+
+
+def choose(mode: str, plans: list[RunPlan], store: Store, config: BatchConfig) -> set[int]:
+    """The runs (ids) to evaluate through batches, recorded on each run (so a resume keeps it).
+
+    `batch`: all of them; `call`: none; `auto`: those with at least `config.auto_threshold`
+    items still to do, on a model whose provider has a batch API."""
+    chosen = set()
+    for plan in plans:
+        if mode == "batch":
+            check(plan.model)
+        todo = len(plan.cases) * plan.repeat - len(store.done_keys(plan.run_id))
+        if mode == "batch" or (mode == "auto" and todo >= config.auto_threshold
+                               and provider(plan.model) in PROVIDERS):
+            chosen.add(plan.run_id)
+        store.update_run(plan.run_id, mode="batch" if plan.run_id in chosen else "call")
+    return chosen
+
+
+def live_batches(store: Store, run_id: int) -> list[dict]:
+    """The run's batches not yet ingested (at the provider, or finished but not yet stored)."""
+    return list(store.db["batches"].rows_where("run_id = ? and done = 0", [run_id], order_by="id"))
+
+
+def has_batches(store: Store, run_id: int) -> bool:
+    return bool(store.db["batches"].count_where("run_id = ?", [run_id]))
+
+
+def mark_submitted(store: Store, run_ids: list[int]) -> list[int]:
+    """Runs with batches still at the provider stay `submitted`, with no owner (any process may
+    wait for them); returns those run ids."""
+    waiting = [run_id for run_id in run_ids if live_batches(store, run_id)]
+    for run_id in waiting:
+        n = len(live_batches(store, run_id))
+        store.update_run(run_id, status="submitted", owner_pid=None,
+                         error=f"{n} batch{'es' if n > 1 else ''} at the provider")
+    return waiting
+
+
+def chat_key(item: Job) -> str:
+    """The response-cache key the per-call path (`Gateway.complete`) gives this request."""
+    params = {**item.model.params, **item.params}
+    return cache_key("chat", item.model, {"messages": item.messages, "params": params,
+                                          **({"sample": item.repeat} if item.repeat else {})})
+
+
+class _LineError(Exception):
+    """A request a batch answered with an HTTP error, classified like a per-call failure."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status_code = status
+
+
+async def execute(store: Store, plans: list[RunPlan], progress: Progress, *, config: BatchConfig,
+                  use_cache: bool, wait: bool, say: Callable[[str], None], retries: int = 3,
+                  timeout: float = 600.0) -> Outcome:
+    """Evaluate the runs through batches: ingest what finished, submit what is missing, and (with
+    `wait`) poll every `config.poll_s` seconds until every item has a result."""
+    batches = _Batches(store, config, say, retries, timeout, progress)
+    _, total = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
+    progress.start(total)
+    try:
+        while True:
+            for plan in plans:
+                await batches.poll(plan)
+                await batches.submit(plan, use_cache and plan.use_cache)
+            waiting = [p.run_id for p in plans if live_batches(store, p.run_id)]
+            if not waiting or not wait:
+                break
+            await batches.pause(waiting)
+    finally:
+        progress.finish()
+    return Outcome(batches.states)
+
+
+class _Batches:
+    def __init__(self, store: Store, config: BatchConfig, say: Callable[[str], None], retries: int,
+                 timeout: float, progress: Progress):
+        self.store, self.config, self.say, self.progress = store, config, say, progress
+        self.retries, self.timeout = retries, timeout
+        self.states: dict[int, RunState] = {}
+        self.seen: dict[str, tuple] = {}  # batch id → (status, done, total) last reported
+        self.prices: dict[str, Any] = {}
+
+    # ---- the provider -------------------------------------------------------
+    async def api(self, target: ModelConfig, method: str, **kwargs: Any) -> Any:
+        """One files/batches call with the model's key and api_base; transient failures retried."""
+        lib = litellm()
+        kwargs.update(custom_llm_provider=provider(target), timeout=self.timeout, max_retries=0)
+        if target.api_base:
+            kwargs["api_base"] = target.api_base
+        key = target.api_key()
+        if key:
+            kwargs["api_key"] = key
+        for attempt in range(self.retries + 1):
+            try:
+                return await getattr(lib, method)(**kwargs)
+            except Exception as exc:  # every provider failure becomes a CallError
+                error = classify(exc)
+                if error.kind == "auth":
+                    raise AuthError(f"{target.alias or target.model}: authentication failed ({error.status}); "
+                                    f"check {target.api_key_env or 'the API key'}") from None
+                if not error.transient or attempt == self.retries:
+                    raise error from None
+                await asyncio.sleep(error.retry_after if error.retry_after is not None
+                                    else random.uniform(0, min(15.0, 0.25 * 2 ** attempt)))
+        raise AssertionError("unreachable")
+
+    def cost(self, model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """The provider's batch price when LiteLLM knows it (else half its listed price); None
+        ("n/a") for a model LiteLLM has no price for."""
+        lib = litellm()
+        if model.model not in self.prices:
+            try:
+                info = lib.get_model_info(model=model.model)
+            except Exception:  # not in LiteLLM's price map
+                info = None
+            priced = info and any(info.get(k) is not None for k in (
+                "input_cost_per_token", "input_cost_per_token_batches"))
+            self.prices[model.model] = info if priced else None
+        if self.prices[model.model] is None:
+            return None
+        usage = lib.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          total_tokens=prompt_tokens + completion_tokens)
+        prompt_cost, completion_cost = lib.cost_calculator.batch_cost_calculator(usage=usage, model=model.model)
+        return prompt_cost + completion_cost
+
+    # ---- one round ------------------------------------------------------------
+    async def poll(self, plan: RunPlan) -> None:
+        """Check the run's live batches; ingest the ones that finished."""
+        for row in live_batches(self.store, plan.run_id):
+            try:
+                batch = await self.api(plan.model, "aretrieve_batch", batch_id=row["batch_id"])
+            except CallError as exc:
+                if not exc.transient:
+                    raise ProviderError(f"run '{plan.name}': cannot check batch {row['batch_id']}: {exc}") from None
+                self.say(f"{plan.name}: batch {row['batch_id']}: {exc}; checking again later")
+                continue
+            self.report(plan, row, batch)
+            if batch.status in FINISHED:
+                await self.ingest(plan, row, batch)
+            elif batch.status != row["status"]:
+                self.store.db["batches"].update(row["id"], {"status": batch.status, "updated_at": now()})
+
+    def report(self, plan: RunPlan, row: dict, batch: Any) -> None:
+        """A plain line when a batch changes, and where the run's batches stand."""
+        counts = batch.request_counts
+        state = (batch.status, getattr(counts, "completed", 0), getattr(counts, "total", row["n_items"]))
+        if self.seen.get(row["batch_id"]) == state:
+            return
+        self.seen[row["batch_id"]] = state
+        statuses = [batch.status if r["id"] == row["id"] else r["status"] for r in self.store.db["batches"]
+                    .rows_where("run_id = ?", [plan.run_id], select="id, status")]
+        tally = ", ".join(f"{statuses.count(s)} {s.replace('_', ' ')}" for s in STAGES if s in statuses)
+        self.say(f"{plan.name}: batch {row['batch_id']} {batch.status} ({state[1]}/{state[2]}); "
+                 f"batches: {len(statuses)} submitted, {tally}")
+
+    async def ingest(self, plan: RunPlan, row: dict, batch: Any) -> None:
+        """Store a finished batch's answers and mark it done, in one commit. Items it left
+        unanswered are submitted again, until they have been through `max_attempts` batches."""
+        items = {cid: tuple(key) for cid, key in json.loads(row["items"]).items()}
+        cases = {c.id: c for c in plan.cases}
+        lines = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                content = await self.api(plan.model, "afile_content", file_id=file_id)
+                lines += [json.loads(line) for line in content.content.decode().splitlines() if line.strip()]
+        ended = (getattr(batch, f"{batch.status}_at", None) or time.time()) - (batch.created_at or time.time())
+        results, cache_rows, answered = [], [], set()
+        for line in lines:
+            key = items.get(line.get("custom_id"))
+            if key is None or key in answered or key[0] not in cases:
+                continue
+            item = job(plan, cases[key[0]], key[1])
+            result = await self.answer(plan, item, line, max(ended, 0) * 1000, cache_rows)
+            if result is not None:
+                results.append(result)
+                answered.add(key)
+        tries = self.attempts(plan.run_id)
+        reason = _batch_error(batch) or f"batch {row['batch_id']} {batch.status}"
+        for key in set(items.values()) - answered:
+            if tries.get(key, 0) + 1 >= self.config.max_attempts:
+                results.append(ItemResult(plan.run_id, key[0], key[1], error_kind=f"batch_{batch.status}",
+                                          error=f"no answer after {tries.get(key, 0) + 1} batches ({reason})",
+                                          attempts=tries.get(key, 0) + 1))
+        with self.store.db.atomic():
+            self.store.save_results([r.row() | {"created_at": now()} for r in results], cache_rows)
+            self.store.db["batches"].update(row["id"], {
+                "status": batch.status, "output_file_id": batch.output_file_id,
+                "error_file_id": batch.error_file_id, "done": 1, "updated_at": now(),
+                "error": _batch_error(batch)})
+        state = self.states.setdefault(plan.run_id, RunState())
+        for result in results:
+            self.progress.update(result)
+            state.finished += 1
+            state.failed += result.error_kind is not None
+        left = len(items) - len(answered)
+        if left and batch.status != "completed":
+            self.say(f"{plan.name}: batch {row['batch_id']} {batch.status} with {left} of {len(items)} "
+                     f"items unanswered ({reason}); those are submitted again")
+
+    async def answer(self, plan: RunPlan, item: Job, line: dict, latency_ms: float,
+                     cache_rows: list[dict]) -> ItemResult | None:
+        """One output line as the item's result; None when it must be asked again (no answer, or a
+        transient error such as 429 or 5xx)."""
+        response = line.get("response") or {}
+        status, body = response.get("status_code"), response.get("body") or {}
+        if status is None:
+            return None
+        if status != 200:
+            message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+            error = classify(_LineError(status, str(message or body)[:300]))
+            if error.transient:
+                return None
+            return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
+                              attempts=1, latency_ms=latency_ms)
+        choices = body.get("choices") or []
+        text = (choices[0].get("message") or {}).get("content") if choices else None
+        if text is None:  # not an empty answer: never scored as one, never cached
+            return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
+                              error=f"{plan.model.alias or plan.model.model}: reply has no content",
+                              attempts=1, latency_ms=latency_ms)
+        tokens = body.get("usage") or {}
+        usage = Usage(prompt_tokens=tokens.get("prompt_tokens") or 0,
+                      completion_tokens=tokens.get("completion_tokens") or 0)
+        usage = usage.model_copy(update={"cost": self.cost(plan.model, usage.prompt_tokens,
+                                                           usage.completion_tokens)})
+        cache_rows.append({"key": chat_key(item), "kind": "chat", "model": plan.model.model,
+                           "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
+        return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
+
+    def attempts(self, run_id: int) -> dict[tuple[int, int], int]:
+        """How many finished batches each item has been through."""
+        tries: dict[tuple[int, int], int] = {}
+        for row in self.store.db["batches"].rows_where("run_id = ? and done = 1", [run_id], select="items"):
+            for key in json.loads(row["items"]).values():
+                tries[tuple(key)] = tries.get(tuple(key), 0) + 1
+        return tries
+
+    async def submit(self, plan: RunPlan, use_cache: bool) -> None:
+        """Cache hits become results; every other missing item goes out in batches."""
+        busy = {tuple(key) for row in live_batches(self.store, plan.run_id)
+                for key in json.loads(row["items"]).values()}
+        done = self.store.done_keys(plan.run_id)
+        hits, todo = [], []
+        for r in range(plan.repeat):
+            for case in plan.cases:
+                if (case.id, r) in done or (case.id, r) in busy:
+                    continue
+                item = job(plan, case, r)
+                hit = self.store.cache_get(chat_key(item)) if use_cache else None
+                if hit is None:
+                    todo.append(item)
+                else:
+                    hits.append(await reply_item(item, Completion(text=hit["text"], usage=Usage(**hit["usage"]),
+                                                                  cached=True, attempts=0)))
+        if hits:
+            self.store.save_results([h.row() | {"created_at": now()} for h in hits])
+            state = self.states.setdefault(plan.run_id, RunState())
+            for hit in hits:
+                self.progress.update(hit)
+                state.finished += 1
+                state.failed += hit.error_kind is not None
+        for chunk in self.split(plan, todo):
+            await self.create(plan, chunk)
+
+    def split(self, plan: RunPlan, todo: list[Job]) -> list[list[tuple[str, Job, bytes]]]:
+        """Requests as batch input lines, in chunks within the request and byte limits."""
+        model = litellm().get_llm_provider(plan.model.model)[0]  # the name the provider knows
+        chunks: list[list[tuple[str, Job, bytes]]] = []
+        size = 0
+        for item in todo:
+            custom_id = f"{item.case.id}-{item.repeat}"
+            body = {"model": model, "messages": item.messages, **plan.model.params, **item.params}
+            line = (json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
+                               ensure_ascii=False) + "\n").encode()
+            if len(line) > self.config.max_bytes:
+                raise UsageError(f"run '{plan.name}': case {item.case.id}'s request is {len(line)} bytes, over "
+                                 f"the batch limit ([batch] max_bytes = {self.config.max_bytes}); "
+                                 f"evaluate it per call")
+            if not chunks or len(chunks[-1]) >= self.config.max_requests or size + len(line) > self.config.max_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((custom_id, item, line))
+            size += len(line)
+        return chunks
+
+    async def create(self, plan: RunPlan, chunk: list[tuple[str, Job, bytes]]) -> None:
+        """Upload one input file and create its batch; the batch row is the very next commit."""
+        data = b"".join(line for _, _, line in chunk)
+        try:
+            upload = await self.api(plan.model, "acreate_file", file=("promptlab-batch.jsonl", data),
+                                    purpose="batch", model=plan.model.model)
+            batch = await self.api(plan.model, "acreate_batch", completion_window="24h", endpoint=ENDPOINT,
+                                   input_file_id=upload.id, model=plan.model.model,
+                                   metadata={"promptlab_run": plan.name[:500]})
+        except CallError as exc:
+            raise ProviderError(f"run '{plan.name}': could not submit a batch: {exc}") from None
+        # from the create call until this commit, a kill leaves the batch unknown (see the module doc)
+        with self.store.db.atomic():
+            self.store.db["batches"].insert({
+                "run_id": plan.run_id, "provider": provider(plan.model), "batch_id": batch.id,
+                "input_file_id": upload.id, "status": batch.status or "validating",
+                "items": dumps({cid: [item.case.id, item.repeat] for cid, item, _ in chunk}),
+                "n_items": len(chunk), "done": 0, "created_at": now(), "updated_at": now()})
+            self.store.update_run(plan.run_id, status="submitted")
+        self.say(f"{plan.name}: submitted batch {batch.id} ({len(chunk)} requests, {len(data):,} bytes)")
+
+    async def pause(self, run_ids: list[int]) -> None:
+        """Wait `poll_s` seconds, beating the runs' heartbeat meanwhile."""
+        left = self.config.poll_s
+        while left > 0:
+            step = min(left, HEARTBEAT_S)
+            await asyncio.sleep(step)
+            left -= step
+            try:
+                self.store.heartbeat("runs", run_ids)
+            except Exception as exc:  # a busy database skips a beat; anything else is a real failure
+                if not is_locked(exc):
+                    raise
+
+
+def _batch_error(batch: Any) -> str | None:
+    """The provider's reason for a failed batch (its first error), if it gave one."""
+    errors = getattr(batch, "errors", None)
+    data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
+    first = data[0] if data else None
+    if first is None:
+        return None
+    message = getattr(first, "message", None) or (first.get("message") if isinstance(first, dict) else None)
+    return str(message)[:300] if message else None

@@ -1,0 +1,134 @@
+"""Batch mode against the loopback Files/Batches server: kills, expiry, failure, limits, cache."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from tests.test_runs import setup_project
+from tests.test_trust import _count, _spawn
+
+
+def batch_settings(ws, **values) -> None:
+    """A [batch] section in the workspace's promptlab.toml (polls fast by default)."""
+    values = {"poll_s": 0.05, **values}
+    with open(ws.root / "promptlab.toml", "a") as toml:
+        toml.write("\n[batch]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+
+
+def results(ws) -> tuple[int, int]:
+    """(results, distinct (case, repeat) among them) over every run."""
+    return ws.rows("select count(*), count(distinct run_id || '-' || case_id || '-' || repeat) from results")[0]
+
+
+def test_killed_while_waiting_then_runs_wait_finishes_without_resubmitting(workspace):
+    n = 500
+    setup_project(workspace, n=n)
+    batch_settings(workspace, max_requests=200)
+    workspace.fake.configure(batch_hold=True)  # batches stay in progress until released
+    proc = _spawn(workspace, "eval", "--prompt", "p", "--batch", "--name", "big",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while _count(workspace, "select count(*) from batches") < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None  # still waiting for its batches
+    assert workspace.rows("select status from runs") == [("submitted",)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert workspace.fake.stats()["batches"]["items"] == [200, 200, 100]
+
+    workspace.fake.configure(batch_hold=False)
+    waited = workspace.cli("runs", "wait", "big", "--json")
+    assert waited.code == 0, waited.stderr
+    run = json.loads(waited.stdout)["runs"][0]
+    assert (run["status"], run["n"], run["errors"], run["scores"]["exact_match"]) == ("completed", n, 0, 1.0)
+    assert results(workspace) == (n, n)  # every case done once
+    stats = workspace.fake.stats()
+    assert stats["batches"]["items"] == [200, 200, 100]  # nothing submitted again
+    assert stats["batches"]["answered"] == n
+    assert stats["by_path"].get("/v1/chat/completions", 0) == 0
+
+    again = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "again", "--json")
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["runs"][0]["cached"] == n
+    assert workspace.fake.stats()["batches"]["created"] == 3  # the re-run submitted nothing
+
+    per_call = workspace.cli("eval", "--prompt", "p", "--name", "per-call", "--json")
+    assert json.loads(per_call.stdout)["runs"][0]["cached"] == n  # same cache keys as the per-call path
+    assert workspace.fake.stats()["by_path"].get("/v1/chat/completions", 0) == 0
+
+
+def test_an_expired_batch_resubmits_only_what_it_left_unanswered(workspace):
+    setup_project(workspace, n=50)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_expire_next=1, batch_expire_done=30)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "exp", "--json")
+    assert result.code == 0, result.stderr
+    run = json.loads(result.stdout)["runs"][0]
+    assert (run["n"], run["errors"], run["scores"]["exact_match"]) == (50, 0, 1.0)
+    batches = workspace.fake.stats()["batches"]
+    assert batches["items"] == [50, 20] and batches["answered"] == 50
+    assert batches["statuses"] == ["expired", "completed"]
+    assert workspace.rows("select status, n_items, done from batches order by id") == [
+        ("expired", 50, 1), ("completed", 20, 1)]
+    assert "20 of 50 items unanswered" in result.stderr
+
+
+def test_a_failed_batch_is_resubmitted_and_an_item_gives_up_after_max_attempts(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace, max_attempts=2)
+    workspace.fake.configure(batch_fail_next=1)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "retry", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["n"] == 10
+    assert workspace.fake.stats()["batches"]["items"] == [10, 10]
+    assert "injected batch failure" in workspace.rows("select error from batches order by id")[0][0]
+
+    workspace.fake.configure(batch_fail_next=2)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--no-cache", "--name", "gives-up", "--json")
+    assert workspace.fake.stats()["batches"]["items"] == [10, 10, 10, 10]  # two tries, then no more
+    run = json.loads(result.stdout)["runs"][0]
+    assert (run["n"], run["errors"]) == (10, 10)
+    assert workspace.rows("select distinct error_kind from results r join runs u on u.id = r.run_id "
+                          "where u.name = 'gives-up'") == [("batch_failed",)]
+    assert result.code == 3  # every item failed
+
+
+def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
+    setup_project(workspace, n=30)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_hold=True)
+    submitted = workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "later")
+    assert submitted.code == 0, submitted.stderr
+    assert "later" in submitted.stdout and "promptlab runs wait later" in submitted.stdout
+    assert workspace.rows("select status, owner_pid from runs") == [("submitted", None)]
+    assert workspace.rows("select count(*) from results") == [(0,)]
+    listed = workspace.cli("runs", "list", "--status", "submitted", "--json")
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["later"]
+
+    workspace.fake.configure(batch_hold=False)
+    waited = workspace.cli("runs", "wait", "later", "--json")
+    assert waited.code == 0, waited.stderr
+    assert json.loads(waited.stdout)["runs"][0]["n"] == 30
+    assert workspace.rows("select status from runs") == [("completed",)]
+    assert workspace.fake.stats()["batches"]["created"] == 1
+
+
+def test_batches_split_by_the_request_limit(workspace):
+    setup_project(workspace, n=500)
+    batch_settings(workspace, max_requests=200)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "split", "--json")
+    assert result.code == 0, result.stderr
+    assert workspace.fake.stats()["batches"]["items"] == [200, 200, 100]
+    assert json.loads(result.stdout)["runs"][0]["n"] == 500
+
+
+def test_batches_split_by_the_byte_limit(workspace):
+    setup_project(workspace, n=60)
+    batch_settings(workspace, max_bytes=3000)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "split", "--json")
+    assert result.code == 0, result.stderr
+    batches = workspace.fake.stats()["batches"]
+    assert len(batches["items"]) > 1 and sum(batches["items"]) == 60
+    assert max(batches["bytes"]) <= 3000 < batches["bytes"][0] + 200  # full batches, none over
