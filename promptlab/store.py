@@ -134,6 +134,21 @@ class Store:
 
     def set_project_settings(self, project_id: int, settings: dict) -> None:
         self.db["projects"].update(project_id, {"settings": dumps(settings)})
+    def delete_project(self, project_id: int) -> dict[str, int]:
+        """Delete a project and everything it holds (cached replies, shared by all, stay); rows deleted by table."""
+        runs = "select id from runs where project_id = ?"
+        deleted = {}
+        with self.db.atomic():
+            for table in self.db.table_names():  # results, and any other record of a run
+                if "run_id" in self.db[table].columns_dict:
+                    deleted[table] = self.db.execute(f"delete from [{table}] where run_id in ({runs})",
+                                                     [project_id]).rowcount
+            for table in ("runs", "optimizations", "prompt_labels", "prompts", "cases", "signatures"):
+                deleted[table] = self.db.execute(f"delete from [{table}] where project_id = ?",
+                                                 [project_id]).rowcount
+            self.db["projects"].delete(project_id)
+        return {table: n for table, n in deleted.items() if n}
+
 
     def project_settings(self, project_id: int) -> dict:
         """The project's settings (e.g. allow_code_execution), {} when none."""
@@ -329,22 +344,23 @@ class Store:
 
     # ---- cases ----------------------------------------------------------
     def add_cases(self, project_id: int, cases: Iterable[Case], source: str = "") -> tuple[int, int]:
-        """Insert new cases (by content hash); returns (added, already present)."""
-        rows, seen = [], set()
-        for case in cases:
-            digest = case.hash()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            rows.append({"project_id": project_id, "inputs": dumps(case.inputs),
-                         "expected": dumps(case.expected), "golden": int(case.golden),
-                         "tags": dumps(list(case.tags)), "split": case.split,
-                         "content_hash": digest, "source": source, "created_at": now()})
-        with self.db.atomic():  # the counts see only this import
-            before = self.db["cases"].count_where("project_id = ?", [project_id])
-            self.db["cases"].insert_all(rows, ignore=True, batch_size=500)
-            added = self.db["cases"].count_where("project_id = ?", [project_id]) - before
-        return added, len(rows) - added
+        """Insert the new cases, CASE_BATCH at a time (any number, in bounded memory: the unique
+        content-hash index dedupes them in SQL); returns (added, already present: repeats within
+        `cases` included). One transaction: a bad case met on the way leaves nothing written."""
+        added = total = 0
+        stamp = now()
+        conn = self.db.conn
+        with self.db.atomic():
+            for batch in _batches(cases, CASE_BATCH):
+                before = conn.total_changes
+                conn.executemany(
+                    "insert or ignore into cases (project_id, inputs, expected, golden, tags, split, "
+                    "content_hash, source, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(project_id, dumps(c.inputs), dumps(c.expected), int(c.golden), dumps(list(c.tags)),
+                      c.split, c.hash(), source, stamp) for c in batch])
+                added += conn.total_changes - before
+                total += len(batch)
+        return added, total - added
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
               golden: bool | None = None) -> list[Case]:
