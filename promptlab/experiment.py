@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -64,6 +64,8 @@ class EvalSpec(BaseModel):
     cache: bool = True
     split: str | None = None  # evaluate only the cases of this split
     tags: list[str] = Field(default_factory=list)
+    # call: a request per case; batch: the provider's Batch API; auto: batch from [batch] auto_threshold items
+    mode: Literal["call", "batch", "auto"] = "call"
 
 
 class ExperimentSpec(BaseModel):

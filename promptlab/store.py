@@ -11,6 +11,7 @@ async runner hands results back to that thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -27,6 +28,7 @@ from promptlab.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
 
 BUSY_TIMEOUT_MS = 30_000
+CASE_BATCH = 1000  # cases per insert while importing
 
 
 def now() -> str:
@@ -132,8 +134,6 @@ class Store:
         names = ", ".join(p["name"] for p in projects) or "none yet"
         raise UsageError(f"--project is required (projects: {names})")
 
-    def set_project_settings(self, project_id: int, settings: dict) -> None:
-        self.db["projects"].update(project_id, {"settings": dumps(settings)})
     def delete_project(self, project_id: int) -> dict[str, int]:
         """Delete a project and everything it holds (cached replies, shared by all, stay); rows deleted by table."""
         runs = "select id from runs where project_id = ?"
@@ -149,6 +149,8 @@ class Store:
             self.db["projects"].delete(project_id)
         return {table: n for table, n in deleted.items() if n}
 
+    def set_project_settings(self, project_id: int, settings: dict) -> None:
+        self.db["projects"].update(project_id, {"settings": dumps(settings)})
 
     def project_settings(self, project_id: int) -> dict:
         """The project's settings (e.g. allow_code_execution), {} when none."""
@@ -670,6 +672,13 @@ def _signature(row: dict) -> Signature:
 def _signature_version(row: dict) -> SignatureVersion:
     return SignatureVersion(id=row["id"], version=row["version"], signature=_signature(row),
                             created_at=row["updated_at"] or "")
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterable[list]:
+    """`items` in lists of `size` (itertools.batched, which Python 3.11 lacks)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _case(row: dict) -> Case:

@@ -132,3 +132,50 @@ def test_batches_split_by_the_byte_limit(workspace):
     batches = workspace.fake.stats()["batches"]
     assert len(batches["items"]) > 1 and sum(batches["items"]) == 60
     assert max(batches["bytes"]) <= 3000 < batches["bytes"][0] + 200  # full batches, none over
+
+
+def test_experiment_mode_batch(workspace):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    rows = [{"text": f"great thing {i}" if i % 2 else f"awful thing {i}",
+             "label": "positive" if i % 2 else "negative"} for i in range(40)]
+    workspace.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    batch_settings(workspace)
+    workspace.write("exp.yaml", SENTIMENT_EXPERIMENT.replace("repeat: 1}", "repeat: 1, mode: batch}"))
+    result = workspace.cli("run", "exp.yaml", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["runs"][0]["n"] == 40
+    assert workspace.fake.stats()["batches"]["items"] == [40]
+    assert workspace.fake.stats()["by_path"].get("/v1/chat/completions", 0) == 0
+    assert workspace.rows("select mode, status from runs") == [("batch", "completed")]
+
+    local = SENTIMENT_EXPERIMENT.replace("repeat: 1}", "repeat: 1, mode: batch}").replace(
+        "models: [fake]", "models: [local]").replace("project: demo", "project: elsewhere")
+    workspace.write("local.yaml", local)
+    refused = workspace.cli("run", "local.yaml")
+    assert refused.code == 2 and "has no batch API" in refused.stderr
+    assert workspace.rows("select name from projects") == [("demo",)]  # nothing written
+
+
+def test_auto_mode_batches_only_from_the_threshold(workspace):
+    setup_project(workspace, n=30)
+    batch_settings(workspace, auto_threshold=20)
+    small = workspace.cli("eval", "--prompt", "p", "--mode", "auto", "--limit", "10", "--name", "small")
+    assert small.code == 0, small.stderr
+    assert workspace.fake.stats()["by_path"]["/v1/chat/completions"] == 10
+    assert workspace.fake.stats()["batches"]["created"] == 0
+    large = workspace.cli("eval", "--prompt", "p", "--mode", "auto", "--name", "large", "--json")
+    assert large.code == 0, large.stderr
+    assert json.loads(large.stdout)["runs"][0]["cached"] == 10
+    assert workspace.fake.stats()["batches"]["items"] == [20]  # the 10 cached ones never submitted
+    assert workspace.rows("select name, mode from runs order by id") == [("small", "call"), ("large", "batch")]
+
+
+def test_batch_mode_refuses_a_provider_without_batches_before_writing(workspace):
+    setup_project(workspace, n=5)
+    refused = workspace.cli("eval", "--prompt", "p", "--model", "local", "--batch")
+    assert refused.code == 2 and "has no batch API" in refused.stderr
+    assert workspace.rows("select count(*) from runs") == [(0,)]
+    assert workspace.cli("eval", "--prompt", "p", "--no-wait").code == 2  # --no-wait needs batches
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--mode", "call").code == 2

@@ -419,3 +419,26 @@ def test_the_local_model_takes_one_call_at_a_time(workspace, empty):
     settings = load_settings()
     local = settings.resolve_model("local")
     assert local.concurrency == 1 and "max_tokens" not in local.params  # one default: the model's own
+
+
+def test_project_delete_removes_that_project_only(evaluated):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    evaluated.write("cases.jsonl", '{"text": "great", "label": "positive"}\n')
+    evaluated.write("other.yaml", SENTIMENT_EXPERIMENT.replace("project: demo", "project: other"))
+    assert evaluated.cli("run", "other.yaml").code == 0
+    evaluated.cli("prompt", "label", "p@1", "production", "--project", "demo")
+    other = {t: evaluated.rows(f"select count(*) from [{t}] where {col} in (select id from runs where "
+                               f"project_id = 2)" if col == "run_id" else
+                               f"select count(*) from [{t}] where project_id = 2")[0][0]
+             for t, col in (("prompts", "project_id"), ("cases", "project_id"), ("runs", "project_id"),
+                            ("results", "run_id"), ("signatures", "project_id"))}
+    cache = evaluated.counts()["response_cache"]
+    assert evaluated.cli("project", "delete", "demo").code == 2  # no --yes: nothing deleted
+    result = evaluated.cli("project", "delete", "demo", "--yes")
+    assert result.code == 0, result.stderr
+    assert "3 runs" in result.stdout and "6 results" in result.stdout
+    after = evaluated.counts()
+    assert {t: after[t] for t in other} == other and after["projects"] == 1 and after["prompt_labels"] == 0
+    assert after["response_cache"] == cache
+    assert evaluated.cli("runs", "list", "--json").code == 0  # the one project left is the default

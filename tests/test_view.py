@@ -36,10 +36,10 @@ def _env(ws) -> dict:
 
 
 @contextlib.contextmanager
-def viewer(ws, *flags: str):
+def viewer(ws, *flags: str, env: dict | None = None):
     """`promptlab view` on a free loopback port; yields the address it printed."""
     proc = subprocess.Popen([sys.executable, "-m", "promptlab", "view", "--port", "0", *flags], cwd=ws.root,
-                            env=_env(ws), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(ws) | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -246,7 +246,12 @@ def test_other_hosts_need_the_token(workspace, chromium):  # noqa: F811
 
 def test_loopback_answers_its_own_name_only_and_sends_a_csp(workspace):
     setup_project(workspace, n=2)
-    with viewer(workspace) as url:
+    opener = workspace.write("open-browser", f"#!/bin/sh\necho \"$1\" > {workspace.root / 'opened'}\n")
+    opener.chmod(0o755)
+    with viewer(workspace, "--open", env={"BROWSER": str(opener)}) as url:
+        assert poll(lambda: (workspace.root / "opened").exists() and (workspace.root / "opened").read_text(),
+                    "--open to open the address") == url + "\n"
+        assert url.startswith("http://127.0.0.1:")
         base = origin(url)
         status, headers, body = get(base + "/")
         assert status == 200 and "demo" in body
@@ -310,6 +315,11 @@ def test_pages_filter_sort_and_show_what_the_report_shows(workspace, chromium): 
         assert listed == {"": ["r2", "r1"], "sort=score&order=asc": ["r2", "r1"],
                           "sort=score&order=desc": ["r1", "r2"], "status=running": [],
                           "prompt=p&status=completed&sort=name&order=asc": ["r1", "r2"]}
+
+        progress = json.loads(get(base + "/api/runs/2/progress")[2])
+        summary = json.loads(workspace.rows("select summary from runs where name = 'r2'")[0][0])
+        assert progress == {"status": "completed", "done": 12, "total": 12, "passed": 10, "errors": 0, "cached": 0,
+                            "pass_rate": 10 / 12, "calls_per_s": summary["calls_per_s"]}
 
         run = chromium.open(f"{base}/runs/2", {
             "text": "document.body.innerText",

@@ -181,7 +181,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     started, imported_before = time.perf_counter(), lm.import_seconds
     resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
                            else f"`promptlab eval --resume {p.name}`" for p in plans)
-    if rerun and use_cache:
+    if rerun and use_cache and not batch:  # re-running while batches are out would submit them again
         resume += f", or re-run `{rerun}` (the replies already received come from the cache)"
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
@@ -224,6 +224,13 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
                elapsed_s=elapsed())
         raise
     runs = finish(store, plans, outcome, elapsed_s=elapsed())
+    submitted = [r for r in runs if r["status"] == "submitted"]
+    if submitted:  # --no-wait: the batches outlive this process
+        if as_json:
+            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
+        for run in submitted:
+            typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
+        return
     submitted = [r for r in runs if r["status"] == "submitted"]
     if submitted:  # --no-wait: the batches outlive this process
         if as_json:

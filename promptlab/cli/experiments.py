@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         """
         import functools
 
+        from promptlab import batch as batches
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.experiment import load_experiment, setup
         from promptlab.gates import check_baseline, validate_gates
@@ -51,7 +52,12 @@ def register(app: typer.Typer) -> None:
         check_baseline(state.store, project_row["id"] if project_row else None, gates,
                        [p.name for p in experiment.spec.prompts], str(file))
         workers = concurrency or experiment.spec.eval.concurrency or state.settings.defaults.concurrency
+        mode = experiment.spec.eval.mode
+        if mode == "batch":  # before anything is written
+            for model in experiment.models:
+                batches.check(model)
         project_id, plans = setup(state.store, experiment, concurrency=workers)
+        chosen = batches.choose(mode, plans, state.store, state.settings.batch)
         then = None
         if optimize is not None:  # after the baseline eval: search, then gate on the held-out test
             then = functools.partial(optimize_section.run, state.store, state.settings, experiment,
@@ -59,4 +65,4 @@ def register(app: typer.Typer) -> None:
         run_plans(state, plans, concurrency=workers,
                   use_cache=experiment.spec.eval.cache and not no_cache, as_json=json_,
                   gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md,
-                  then=then, rerun=f"promptlab run {file}")
+                  then=then, rerun=f"promptlab run {file}", batch=frozenset(chosen))

@@ -1,4 +1,4 @@
-"""`promptlab project add|list|show`."""
+"""`promptlab project add|list|show|delete`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, read_only
+from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
 
@@ -61,3 +61,21 @@ def show(ctx: typer.Context,
     typer.echo(printable(f"{project['name']}: {project['description'] or ''}"))
     for table, count in counts.items():
         typer.echo(f"  {table}: {count}")
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project to delete.")],
+           yes: Yes = False) -> None:
+    """Delete a project with its signatures, prompts, cases, runs and optimizations (the response
+    cache, shared by every project, stays)."""
+    from promptlab.terminal import printable
+
+    store = ctx.obj.store
+    project = store.project(name)
+    counts = {table: store.db[table].count_where("project_id = ?", [project["id"]])
+              for table in ("prompts", "cases", "runs")}
+    confirm(f"Delete project '{name}' and its {counts['prompts']} prompt versions, {counts['cases']} "
+            f"cases and {counts['runs']} runs?", yes)
+    deleted = store.delete_project(project["id"])
+    typer.echo(printable(f"deleted project {name}: " + (", ".join(f"{n} {t}" for t, n in deleted.items())
+                                                       or "it was empty")))

@@ -99,9 +99,12 @@ def progress(store: Store, run: dict) -> dict[str, Any]:
         "and created_at >= ?", [run["id"], since.isoformat(timespec="milliseconds")]).fetchone()[0]
     window = (now - since).total_seconds()
     total = len(run["case_ids"] or []) * (run["repeat"] or 1)
+    if run["status"] == "running":
+        rate = round(calls / window, 2) if window > 0 else None
+    else:  # an ended run: the rate its summary measured over its whole session
+        rate = (run["summary"] or {}).get("calls_per_s")
     return {"status": run["status"], "done": done, "total": total, "passed": passed, "errors": errors,
-            "cached": cached, "pass_rate": passed / done if done else None,
-            "calls_per_s": round(calls / window, 2) if window > 0 and run["status"] == "running" else None}
+            "cached": cached, "pass_rate": passed / done if done else None, "calls_per_s": rate}
 
 
 def _time(text: str | None) -> datetime | None:
