@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 from tests.seeing import evaluate, rules, setup_project
 from tests.test_reports import HOSTILE, HOSTILE_CASE, chromium, hostile_run, insert_optimization  # noqa: F401
@@ -217,7 +216,7 @@ def test_scripts_in_cases_outputs_and_names_stay_text(workspace, chromium):  # n
                 assert payload in text, (what, payload)  # shown, as text
 
 
-def test_other_hosts_need_the_token(workspace, chromium):  # noqa: F811
+def test_other_hosts_need_the_token(workspace):
     setup_project(workspace, n=2)
     refused = workspace.cli("view", "--host", "0.0.0.0")
     assert refused.code == 2 and "--token" in refused.stderr and refused.stdout == ""
@@ -239,9 +238,21 @@ def test_other_hosts_need_the_token(workspace, chromium):  # noqa: F811
         assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
         assert get(base + "/projects/1", {"Cookie": cookie})[0] == 200
 
-        page = chromium.open(f"{base}/?token={token}", {"text": "document.body.innerText",
-                                                        "address": "location.href"})
-        assert "demo" in page.values["text"] and page.values["address"] == base + "/"
+
+def test_the_token_link_lets_a_browser_in_and_drops_the_token_from_the_address(workspace, chromium):  # noqa: F811
+    setup_project(workspace, n=2)
+    workspace.fake.configure(rules=rules())
+    evaluate(workspace, "p@1", "r1")
+    token = "a-secret-of-some-length"
+    with viewer(workspace, "--host", "0.0.0.0", "--token", token) as url:
+        base = f"http://127.0.0.1:{origin(url).rsplit(':', 1)[1]}"
+        page = chromium.open(f"{base}/runs/1?token={token}", {
+            "address": "location.href", "filter": "document.getElementById('shown').textContent",
+            "progress": "fetch('/api/runs/1/progress').then(r => r.json()).then(p => p.done)"})
+        assert page.values["address"] == base + "/runs/1"
+        assert page.values["filter"] == "2 of 2 shown"  # the script came with the cookie
+        assert page.values["progress"] == 2  # and so do the page's own requests
+        assert page.console_errors == []
 
 
 def test_loopback_answers_its_own_name_only_and_sends_a_csp(workspace):

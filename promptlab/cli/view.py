@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import read_only
+from promptlab.cli.common import State, read_only
 
 DEFAULT_PORT = 7676
 
@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
     @app.command("view")
     @read_only
     def view(ctx: typer.Context,
-             port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = DEFAULT_PORT,
+             port: Annotated[int, typer.Option(min=0, max=65535,
+                                               help="Port to listen on (0: any free port).")] = DEFAULT_PORT,
              host: Annotated[str, typer.Option(
                  help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
              token: Annotated[Optional[str], typer.Option(
@@ -66,13 +67,13 @@ def register(app: typer.Typer) -> None:
         server.run(sockets=[sock])
 
 
-def _database(state) -> Path:
+def _database(state: State) -> Path:
     """The database file, checked: it exists and is at this promptlab's schema (the viewer never migrates)."""
     import sqlite3
 
     from promptlab.errors import UsageError
     from promptlab.migrations import migrations
-    from promptlab.view.store import reading
+    from promptlab.view.queries import reading
 
     path = Path(state.db) if state.db else state.settings.db_path
     if not path.is_file():

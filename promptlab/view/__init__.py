@@ -1,6 +1,6 @@
 """`promptlab view`: a read-only local web app over the store.
 
-    store.py   the read-only connection and the queries the pages need beyond the report's facts
+    queries.py the read-only connection and the queries the pages need beyond the report's facts
     guard.py   loopback by default, a token anywhere else, the Content-Security-Policy
     app.py     the routes: templates/ (jinja2, autoescaped) around the HTML report's pieces
     static/    view.js, the one script: results filter, live counters and chart (polling)

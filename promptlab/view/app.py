@@ -27,7 +27,7 @@ from promptlab.errors import NotFoundError, UsageError
 from promptlab.redact import redact_all
 from promptlab.reports import to_html
 from promptlab.store import Store
-from promptlab.view import store as queries
+from promptlab.view import queries
 from promptlab.view.guard import Guard
 
 SCRIPT = files("promptlab.view").joinpath("static/view.js").read_bytes()
