@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 from pydantic import ValidationError
@@ -40,57 +40,76 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 def read_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
                split: str | None = None) -> list[Case]:
     """A cases file → checked cases."""
+    return list(iter_cases(path, fmt, signature, golden=golden, split=split))
+
+
+def iter_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
+               split: str | None = None) -> Iterator[Case]:
+    """A cases file → checked cases, one at a time: JSONL and CSV are read row by row (memory
+    stays bounded at any size); JSON and YAML are one document, parsed whole."""
     fmt = detect_format(path, fmt)
-    return rows_to_cases(load_rows(path, fmt), signature, str(path), golden=golden, split=split,
-                         text_cells=fmt == "csv")
+    yield from iter_rows_to_cases(iter_rows(path, fmt), signature, str(path), golden=golden,
+                                  split=split, text_cells=fmt == "csv")
 
 
-def load_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
+def iter_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any]]:
     fmt = detect_format(path, fmt)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
+        with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as lines:
+            if fmt == "csv":
+                yield from _csv_rows(lines, path)
+            elif fmt == "jsonl":
+                yield from _jsonl_rows(lines, path)
+            else:
+                text = lines.read()
+                if fmt == "yaml":
+                    yield from _case_list(load_yaml(text, path), path,
+                                          "a YAML list of cases (or a 'cases:' list)")
+                else:
+                    yield from _case_list(_json(text, path), path,
+                                          'a JSON list of cases (or {"cases": [...]})')
     except FileNotFoundError:
         raise UsageError(f"{path}: cases file not found; check the path") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
-    if fmt == "csv":
-        return _csv_rows(text, path)
-    if fmt == "yaml":
-        return _case_list(load_yaml(text, path), path, "a YAML list of cases (or a 'cases:' list)")
+
+
+def _json(text: str, path: Path, line: int | None = None) -> Any:
     try:
-        if fmt == "json":
-            return _case_list(json.loads(text), path, 'a JSON list of cases (or {"cases": [...]})')
-        rows, number = [], 0
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                rows.append(json.loads(line))
-        return _check_objects(rows, path)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        line = number if fmt == "jsonl" else exc.lineno
-        raise UsageError(f"{path}: line {line}: invalid JSON ({exc.msg}); fix that line") from None
+        raise UsageError(f"{path}: line {line or exc.lineno}: invalid JSON ({exc.msg}); fix that line") from None
     except RecursionError:
         raise UsageError(_too_deep(path)) from None
+
+
+def _jsonl_rows(lines: Iterable[str], path: Path) -> Iterator[dict]:
+    case = 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            case += 1
+            yield _check_object(_json(line, path, number), path, case)
 
 
 def _too_deep(path: Path | str) -> str:
     return f"{path}: nested more than {MAX_DEPTH} levels deep; flatten the data"
 
 
-def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text), strict=True)
+def _csv_rows(lines: Iterable[str], path: Path) -> Iterator[dict[str, str]]:
+    reader = csv.DictReader(lines, strict=True)
     try:
         header = reader.fieldnames or []
         duplicate = next((h for h in header if header.count(h) > 1), None)
         if duplicate is not None:  # DictReader would silently keep only the last such column
             raise UsageError(f"{path}: the header has column '{duplicate}' twice; rename or remove one")
-        rows = list(reader)
+        for number, row in enumerate(reader, start=2):
+            if None in row or any(v is None for v in row.values()):
+                raise UsageError(f"{path}: line {number} has a different number of columns "
+                                 f"than the header; fix that row")
+            yield row
     except csv.Error as exc:
         raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
-    for number, row in enumerate(rows, start=2):
-        if None in row or any(v is None for v in row.values()):
-            raise UsageError(f"{path}: line {number} has a different number of columns "
-                             f"than the header; fix that row")
-    return rows
 
 
 class _AliasRefused(yaml.MarkedYAMLError):
@@ -129,14 +148,13 @@ def _case_list(data: Any, path: Path, expected: str) -> list[dict]:
         data = data["cases"]
     if not isinstance(data, list):
         raise UsageError(f"{path}: expected {expected}")
-    return _check_objects(data, path)
+    return [_check_object(row, path, i) for i, row in enumerate(data, start=1)]
 
 
-def _check_objects(rows: list, path: Path | str) -> list[dict]:
-    for i, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise UsageError(f"{path}: case {i} is not an object with named fields")
-    return rows
+def _check_object(row: Any, path: Path | str, number: int) -> dict:
+    if not isinstance(row, dict):
+        raise UsageError(f"{path}: case {number} is not an object with named fields")
+    return row
 
 
 def _from_cells(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) -> dict[str, Any]:
@@ -166,18 +184,23 @@ def rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, w
     """Map rows to cases by field name; every input field must be present.
 
     text_cells: the values are CSV text, converted to the signature's types first."""
-    cases = []
+    return list(iter_rows_to_cases(rows, signature, where, golden=golden, split=split,
+                                   text_cells=text_cells))
+
+
+def iter_rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
+                       golden: bool = True, split: str | None = None,
+                       text_cells: bool = False) -> Iterator[Case]:
+    """`rows_to_cases`, one case at a time."""
     for i, row in enumerate(rows, start=1):
         try:
-            cases.append(_row_to_case(row, signature, golden=golden, split=split,
-                                      text_cells=text_cells))
+            yield _row_to_case(row, signature, golden=golden, split=split, text_cells=text_cells)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UsageError(f"{where}: case {i}: field '{'.'.join(map(str, err['loc']))}': "
                              f"{err['msg']}") from None
         except ValueError as exc:
             raise UsageError(f"{where}: case {i}: {exc}") from None
-    return cases
 
 
 def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bool,

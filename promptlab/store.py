@@ -365,18 +365,16 @@ class Store:
         return added, total - added
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
-              golden: bool | None = None) -> list[Case]:
-        """The cases a new selection may take (archived ones never)."""
-        where, args = ["project_id = ? and archived = 0"], [project_id]
-        if split:
-            where.append("split = ?")
-            args.append(split)
-        if golden is not None:
-            where.append("golden = ?")
-            args.append(int(golden))
-        out = [_case(r) for r in self.db["cases"].rows_where(" and ".join(where), args, order_by="id")]
-        wanted = set(tags)
-        return [c for c in out if wanted <= set(c.tags)] if wanted else out
+              golden: bool | None = None, limit: int | None = None) -> list[Case]:
+        """The cases a new selection may take (archived ones never), by id; selected in SQL, so
+        `limit` reads no more rows than it returns."""
+        where, args = _case_filter(project_id, split, tags, golden)
+        return [_case(r) for r in self.db["cases"].rows_where(where, args, order_by="id", limit=limit)]
+
+    def count_cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
+                    golden: bool | None = None) -> int:
+        """How many cases `cases` would return (counted in SQL)."""
+        return self.db["cases"].count_where(*_case_filter(project_id, split, tags, golden))
 
     def cases_by_hash(self, project_id: int, hashes: list[str]) -> list[Case]:
         """Stored cases for these content hashes, in the order given (archived ones left out)."""
@@ -676,6 +674,24 @@ def _signature_version(row: dict) -> SignatureVersion:
 
 def _batches(items: Iterable[Any], size: int) -> Iterable[list]:
     """`items` in lists of `size` (itertools.batched, which Python 3.11 lacks)."""
+def _case_filter(project_id: int, split: str | None, tags: Iterable[str],
+                 golden: bool | None) -> tuple[str, list]:
+    """The WHERE clause selecting cases (tags: every one of them among the case's, via json_each)."""
+    where, args = ["project_id = ? and archived = 0"], [project_id]
+    if split:
+        where.append("split = ?")
+        args.append(split)
+    if golden is not None:
+        where.append("golden = ?")
+        args.append(int(golden))
+    wanted = sorted(set(tags))
+    if wanted:
+        where.append(f"(select count(distinct value) from json_each(cases.tags) "
+                     f"where value in ({','.join('?' * len(wanted))})) = ?")
+        args += [*wanted, len(wanted)]
+    return " and ".join(where), args
+
+
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch

@@ -60,14 +60,13 @@ def import_(ctx: typer.Context,
       promptlab case import reviews.csv --split test
       promptlab case import generated.yaml --not-golden
     """
-    from promptlab.caseio import read_cases
+    from promptlab.caseio import iter_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
-    cases = read_cases(file, format, _signature(state, project_id, signature), golden=not not_golden,
-                       split=split)
-    with state.store.db.atomic():
-        added, skipped = state.store.add_cases(project_id, cases, source=str(file))
+    cases = iter_cases(file, format, _signature(state, project_id, signature), golden=not not_golden,
+                       split=split)  # read as they are stored: JSONL and CSV files of any size
+    added, skipped = state.store.add_cases(project_id, cases, source=str(file))
     typer.echo(f"imported {added} cases ({skipped} already present)")
 
 
@@ -107,13 +106,15 @@ def list_(ctx: typer.Context, project: Project = None,
     from promptlab import display
 
     state = ctx.obj
-    cases = state.store.cases(state.project_id(project), split=split, tags=tag, golden=golden)
+    project_id, chosen = state.project_id(project), {"split": split, "tags": tag, "golden": golden}
+    cases = state.store.cases(project_id, **chosen, limit=limit)  # only the rows shown are read
     if json_:
-        return emit_json([c.model_dump(mode="json") for c in cases[:limit]])
-    display.print_table(f"cases ({len(cases)})", ["id", "inputs", "expected", "split", "tags", "golden"],
+        return emit_json([c.model_dump(mode="json") for c in cases])
+    display.print_table(f"cases ({state.store.count_cases(project_id, **chosen)})",
+                        ["id", "inputs", "expected", "split", "tags", "golden"],
                         [[c.id, json.dumps(c.inputs, ensure_ascii=False)[:80],
                           json.dumps(c.expected, ensure_ascii=False)[:40], c.split, ",".join(c.tags),
-                          "yes" if c.golden else "no"] for c in cases[:limit]])
+                          "yes" if c.golden else "no"] for c in cases])
 
 
 @app.command("golden")

@@ -78,11 +78,11 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
             version = store.prompt(project_id, prompt)
             check_baseline(store, project_id, gates, [version.name], "eval")
-            cases = store.cases(project_id, split=split, tags=tag,
-                                golden=None if include_generated else True)[:limit]
+            cases = store.cases(project_id, split=split, tags=tag,  # selected in SQL, limit included
+                                golden=None if include_generated else True, limit=limit)
             if not cases:
                 _check_selection(store, project_id, split, tag)
-            if not cases and not include_generated and store.cases(project_id, split=split, tags=tag):
+            if not cases and not include_generated and store.count_cases(project_id, split=split, tags=tag):
                 raise UsageError("eval: the selected cases are all non-golden (e.g. generated); review "
                                  "them and mark them with `promptlab case golden IDS`, or pass "
                                  "--include-generated")
