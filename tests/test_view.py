@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 
-
 from tests.seeing import evaluate, rules, setup_project
 from tests.test_reports import HOSTILE, HOSTILE_CASE, chromium, hostile_run, insert_optimization  # noqa: F401
 
