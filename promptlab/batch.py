@@ -224,23 +224,27 @@ class _Batches:
                 content = await self.api(plan.model, "afile_content", file_id=file_id)
                 lines += [json.loads(line) for line in content.content.decode().splitlines() if line.strip()]
         ended = (getattr(batch, f"{batch.status}_at", None) or time.time()) - (batch.created_at or time.time())
-        results, cache_rows, answered = [], [], set()
+        results, cache_rows, answered, transient = [], [], set(), {}
         for line in lines:
             key = items.get(line.get("custom_id"))
             if key is None or key in answered or key[0] not in cases:
                 continue
             item = job(plan, cases[key[0]], key[1])
             result = await self.answer(plan, item, line, max(ended, 0) * 1000, cache_rows)
-            if result is not None:
+            if isinstance(result, CallError):
+                transient[key] = result
+            elif result is not None:
                 results.append(result)
                 answered.add(key)
         tries = self.attempts(plan.run_id)
         reason = _batch_error(batch) or f"batch {row['batch_id']} {batch.status}"
         for key in set(items.values()) - answered:
-            if tries.get(key, 0) + 1 >= self.config.max_attempts:
-                results.append(ItemResult(plan.run_id, key[0], key[1], error_kind=f"batch_{batch.status}",
-                                          error=f"no answer after {tries.get(key, 0) + 1} batches ({reason})",
-                                          attempts=tries.get(key, 0) + 1))
+            n = tries.get(key, 0) + 1
+            if n >= self.config.max_attempts:  # given up: the last error, as the per-call path would
+                last = transient.get(key)
+                results.append(ItemResult(
+                    plan.run_id, key[0], key[1], error_kind=last.kind if last else f"batch_{batch.status}",
+                    error=f"no answer after {n} batches ({last or reason})", attempts=n))
         with self.store.db.atomic():
             self.store.save_results([r.row() | {"created_at": now()} for r in results], cache_rows)
             self.store.db["batches"].update(row["id"], {
@@ -258,9 +262,9 @@ class _Batches:
                      f"items unanswered ({reason}); those are submitted again")
 
     async def answer(self, plan: RunPlan, item: Job, line: dict, latency_ms: float,
-                     cache_rows: list[dict]) -> ItemResult | None:
-        """One output line as the item's result; None when it must be asked again (no answer, or a
-        transient error such as 429 or 5xx)."""
+                     cache_rows: list[dict]) -> ItemResult | CallError | None:
+        """One output line as the item's result; the transient error (429, 5xx…) or None (no
+        answer) when it must be asked again."""
         response = line.get("response") or {}
         status, body = response.get("status_code"), response.get("body") or {}
         if status is None:
@@ -269,7 +273,7 @@ class _Batches:
             message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
             error = classify(_LineError(status, str(message or body)[:300]))
             if error.transient:
-                return None
+                return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
         choices = body.get("choices") or []

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.test_runs import setup_project
 from tests.test_trust import _count, _spawn
 
@@ -179,3 +181,65 @@ def test_batch_mode_refuses_a_provider_without_batches_before_writing(workspace)
     assert workspace.rows("select count(*) from runs") == [(0,)]
     assert workspace.cli("eval", "--prompt", "p", "--no-wait").code == 2  # --no-wait needs batches
     assert workspace.cli("eval", "--prompt", "p", "--batch", "--mode", "call").code == 2
+
+
+def test_batch_results_cost_the_batch_price(workspace):
+    setup_project(workspace, n=20)
+    batch_settings(workspace)
+    with open(workspace.root / "promptlab.toml", "a") as toml:  # a model litellm has prices for
+        toml.write(f'\n[models.mini]\nmodel = "openai/gpt-4o-mini"\napi_base = "{workspace.fake.base_url}"\n')
+    batched = workspace.cli("eval", "--prompt", "p", "--model", "mini", "--batch", "--name", "b", "--json")
+    assert batched.code == 0, batched.stderr
+    per_call = workspace.cli("eval", "--prompt", "p", "--model", "mini", "--no-cache", "--name", "c", "--json")
+    assert per_call.code == 0, per_call.stderr
+    batch_cost, call_cost = (json.loads(r.stdout)["runs"][0]["cost"] for r in (batched, per_call))
+    assert batch_cost > 0 and batch_cost == pytest.approx(call_cost / 2)  # OpenAI's batch price: half
+    tokens = workspace.rows("select sum(r.prompt_tokens), sum(r.completion_tokens) from results r "
+                            "join runs u on u.id = r.run_id where u.name = 'b'")[0]
+    assert batch_cost == pytest.approx(tokens[0] * 0.075e-6 + tokens[1] * 0.3e-6)  # gpt-4o-mini's batch rates
+
+    unpriced = workspace.cli("eval", "--prompt", "p", "--batch", "--no-cache", "--name", "u", "--json")
+    assert json.loads(unpriced.stdout)["runs"][0]["cost"] is None  # unknown price: n/a, never 0
+
+
+def test_batch_status_changes_are_shown_and_a_second_wait_is_refused(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_hold=True)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "w").code == 0
+    proc = _spawn(workspace, "runs", "wait", "w", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while _count(workspace, "select count(*) from batches where status = 'in_progress'") == 0 and proc.poll() is None:
+        time.sleep(0.05)  # the waiter has seen the batch at work
+    second = workspace.cli("runs", "wait", "w")
+    assert second.code == 2 and f"pid {proc.pid}" in second.stderr
+    workspace.fake.configure(batch_hold=False)
+    assert proc.wait() == 0
+    progress = proc.stderr.read()
+    assert "in_progress (0/10)" in progress and "completed (10/10)" in progress, progress
+    assert "batches: 1 submitted, 1 completed" in progress
+    assert workspace.fake.stats()["batches"]["answered"] == 10
+
+
+def test_requests_a_batch_answered_with_an_error_are_scored_as_errors_not_resubmitted(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(always_status_if_contains={"thing 3": 400, "thing 4": 503})
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--name", "errs", "--json")
+    kinds = dict(workspace.rows("select c.inputs, r.error_kind from results r join cases c on c.id = r.case_id"))
+    assert kinds['{"text": "great thing 3"}'] == "bad_request"  # permanent: stored once
+    assert kinds['{"text": "awful thing 4"}'] == "server"  # transient: asked again, then gave up
+    assert sum(kind is None for kind in kinds.values()) == 8
+    assert workspace.fake.stats()["batches"]["items"] == [10, 1, 1]  # only the 503 was resubmitted
+    assert json.loads(result.stdout)["runs"][0]["errors"] == 2
+
+
+def test_eval_resume_of_a_batch_run_waits_for_its_batches(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_hold=True)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "r").code == 0
+    workspace.fake.configure(batch_hold=False)
+    resumed = workspace.cli("eval", "--resume", "r", "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["runs"][0]["n"] == 10
+    assert workspace.fake.stats()["batches"]["created"] == 1
