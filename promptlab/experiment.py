@@ -64,6 +64,7 @@ class EvalSpec(BaseModel):
     cache: bool = True
     split: str | None = None  # evaluate only the cases of this split
     tags: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)  # at most this many of them (the first, in file order)
     # call: a request per case; batch: the provider's Batch API; auto: batch from [batch] auto_threshold items
     mode: Literal["call", "batch", "auto"] = "call"
 
@@ -106,12 +107,15 @@ class Experiment:
 
     @property
     def eval_cases(self) -> list[Case]:
-        """The cases the runs evaluate: all of them, or those of eval.split / eval.tags."""
+        """The cases the runs evaluate: all of them, or those of eval.split / eval.tags (eval.limit at most)."""
         split, tags = self.spec.eval.split, set(self.spec.eval.tags)
-        return [c for c in self.cases if (not split or c.split == split) and tags <= set(c.tags)]
+        chosen = [c for c in self.cases if (not split or c.split == split) and tags <= set(c.tags)]
+        return chosen[:self.spec.eval.limit]
 
 
-def load_experiment(path: Path, settings: Settings) -> Experiment:
+def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Read and check an experiment file; `overrides` (command-line flags: `models`, `eval.*` keys)
+    replace what the file says and are checked like it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -119,6 +123,11 @@ def load_experiment(path: Path, settings: Settings) -> Experiment:
     data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with project, signature, prompts, cases")
+    for key, value in (overrides or {}).items():
+        if key != "eval" or data.get("eval") is None:
+            data[key] = value
+        elif isinstance(data["eval"], dict):  # else the file's own bad value is reported below
+            data["eval"] = {**data["eval"], **value}
     try:
         spec = ExperimentSpec(**data)
     except ValidationError as exc:
@@ -133,7 +142,9 @@ def load_experiment(path: Path, settings: Settings) -> Experiment:
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, _cases(spec, path), context)
     if not experiment.eval_cases:
-        raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags)")
+        splits = sorted({c.split or "none" for c in experiment.cases})
+        raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags; "
+                         f"splits here: {', '.join(splits) or 'none'})")
     return experiment
 
 

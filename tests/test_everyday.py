@@ -442,3 +442,28 @@ def test_project_delete_removes_that_project_only(evaluated):
     assert {t: after[t] for t in other} == other and after["projects"] == 1 and after["prompt_labels"] == 0
     assert after["response_cache"] == cache
     assert evaluated.cli("runs", "list", "--json").code == 0  # the one project left is the default
+
+
+def test_run_takes_model_split_and_limit_like_eval(workspace):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    toml = workspace.root / "promptlab.toml"
+    toml.write_text(toml.read_text() + f'\n[models.other]\nmodel = "openai/other"\napi_base = "{workspace.fake.base_url}"\n')
+    workspace.write("cases.jsonl", "".join(f'{{"text": "great {i}", "label": "positive", "split": "{s}"}}\n'
+                                           for i, s in enumerate(["train", "test", "test", "test"])))
+    workspace.write("exp.yaml", SENTIMENT_EXPERIMENT)
+
+    def ran(*flags):
+        result = workspace.cli("run", "exp.yaml", "--json", *flags)
+        assert result.code == 0, result.stderr
+        return [(r["model"], r["n"]) for r in json.loads(result.stdout)["runs"]]
+
+    assert ran() == [("fake", 4)]
+    assert ran("--split", "test", "--limit", "2", "--model", "other") == [("other", 2)]
+    assert ran("--split", "train", "--model", "fake", "--model", "other") == [("fake", 1), ("other", 1)]
+    workspace.write("limited.yaml", SENTIMENT_EXPERIMENT.replace("repeat: 1}", "repeat: 1, limit: 3}"))
+    assert json.loads(workspace.cli("run", "limited.yaml", "--json").stdout)["runs"][0]["n"] == 3
+    bad = workspace.cli("run", "exp.yaml", "--split", "tst")
+    assert bad.code == 2 and "splits here: test, train" in bad.stderr
+    unknown = workspace.cli("run", "exp.yaml", "--model", "nope")
+    assert unknown.code == 2 and "unknown model 'nope'" in unknown.stderr

@@ -16,6 +16,10 @@ def register(app: typer.Typer) -> None:
     def run(ctx: typer.Context,
             file: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
             concurrency: Annotated[Optional[int], typer.Option(min=1, help="Override eval.concurrency.")] = None,
+            model: Annotated[list[str], typer.Option(
+                help="Evaluate on this model instead of the file's models (repeatable).")] = [],
+            split: Annotated[Optional[str], typer.Option(help="Override eval.split: only cases of this split.")] = None,
+            limit: Annotated[Optional[int], typer.Option(min=1, help="Override eval.limit: at most N cases.")] = None,
             no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
             min_score: MinScore = None, min_pass_rate: MinPassRate = None,
             max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
@@ -31,6 +35,7 @@ def register(app: typer.Typer) -> None:
         \b
           promptlab run examples/quickstart/experiment.yaml
           promptlab run experiment.yaml --json --junit ci.xml --min-score 0.8
+          promptlab run experiment.yaml --model gpt --split test --limit 20
         """
         import functools
 
@@ -40,7 +45,9 @@ def register(app: typer.Typer) -> None:
         from promptlab.gates import check_baseline, validate_gates
 
         state = ctx.obj
-        experiment = load_experiment(file, state.settings)
+        evals = {k: v for k, v in (("split", split), ("limit", limit)) if v is not None}
+        overrides = {**({"models": model} if model else {}), **({"eval": evals} if evals else {})}
+        experiment = load_experiment(file, state.settings, overrides)
         from promptlab.optimizers import experiment as optimize_section
 
         optimize = optimize_section.check(experiment, state.settings)
