@@ -14,6 +14,11 @@ def prompt_text(p: PromptVersion) -> str:
     for i, demo in enumerate(p.content.demos, 1):
         lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
                      f"{json.dumps(demo.outputs, ensure_ascii=False)}")
+    if p.content.demo_selector:  # per-input demos: the settings and the pool's case ids
+        selector = p.content.demo_selector.model_dump(mode="json", exclude={"pool"})
+        lines.append(f"# demo selector\n{json.dumps(selector, sort_keys=True)}\n"
+                     f"pool: {len(p.content.demo_selector.pool)} cases "
+                     f"{json.dumps(list(p.content.demo_selector.pool))}")
     if p.content.params:
         lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
     return "\n".join(lines) + "\n"

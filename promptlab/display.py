@@ -464,7 +464,8 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                         f"{report['objective']}, model {report['model']})", title_justify="left")
     for col in ("", "prompt", "val", "train", "test", "demos", "tokens"):
         table.add_column(col, justify="left" if col in ("", "prompt") else "right")
-    for label, side in (("base", base), ("winner", win)):
+    sides = [("base", base)] + ([("naive k-shot", report["naive"])] if report.get("naive") else [])
+    for label, side in sides + [("winner", win)]:
         table.add_row(label, safe(side["ref"]), _val(side), _score(side["train"]), _score(side["test"]),
                       str(side["demos"]), str(side["tokens"]))
     constant = report.get("constant_baseline")
@@ -479,6 +480,10 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
         console.print(f"test lift {lift['test']:+.3f} over {over} ({lift['over_score']:.3f}); winner vs base "
                       f"{lift['test_over_base']:+.3f}, p = {lift['p_value']:.3g} (paired bootstrap, "
                       f"95% CI {lift['ci_low']:+.3f} to {lift['ci_high']:+.3f})", highlight=False)
+    strongest = lift.get("best_baseline")
+    if strongest and strongest["name"] == "naive":
+        console.print(f"test lift {strongest['lift']:+.3f} over naive k-shot ({strongest['score']:.3f}), "
+                      f"p = {strongest['p_value']:.3g} (paired bootstrap)", highlight=False)
     if report.get("improved") is False:
         console.print(safe(f"no improvement found: no candidate beat the base's val score by more than "
                            f"min_gain; {base['ref']} is kept and no version was added", "yellow"))

@@ -134,6 +134,7 @@ class RunPlan:
     concurrency: int = 8
     use_cache: bool = True
     done_before: int = 0  # results it held when this process took it up
+    demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
 
 
 def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
@@ -244,6 +245,9 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
     """Jobs for every (run, case, repeat) without a result yet, and how many."""
     todo: list[tuple[RunPlan, Case, int]] = []
     for plan in plans:
+        selector = plan.prompt.content.demo_selector
+        if selector is not None:
+            plan.demo_pool = tuple(store.cases_by_id(plan.project_id, selector.pool).values())
         done = store.done_keys(plan.run_id)
         plan.done_before = len(done)
         todo.extend((plan, case, r) for r in range(plan.repeat) for case in plan.cases
@@ -254,7 +258,8 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
 
 def job(plan: RunPlan, case: Case, repeat: int) -> Job:
     """One (case, repeat) of a run, its messages rendered."""
-    return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs),
+    return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs,
+                                                     case_id=case.id, resolve=lambda ids: plan.demo_pool),
                plan.model, plan.params, plan.signature, plan.metrics)
 
 

@@ -148,3 +148,9 @@ def m007_provider_batches(db: Database) -> None:
     )
     db["batches"].create_index(["run_id", "done"])
     db["batches"].create_index(["batch_id"], unique=True)
+
+
+@migrations()
+def m008_prompt_demo_selector(db: Database) -> None:
+    """A prompt version may pick its demos per input (a kNN selector, JSON) instead of a fixed list."""
+    db["prompts"].add_column("demo_selector", str)

@@ -86,7 +86,6 @@ def check_values(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str)
                 raise ValueError(f"{kind} '{spec.name}': {exc}; fix the value") from None
 
 
-
 class Signature(BaseModel):
     """A DSPy-style contract: what goes in, what must come out."""
 
@@ -142,6 +141,24 @@ class Demo(BaseModel):
     outputs: dict[str, Any]
 
 
+class DemoSelector(BaseModel):
+    """Per-input demos instead of a fixed list: the `k` cases of `pool` nearest to the input
+    (DSPy's KNNFewShot). The pool is case ids and the rest are settings, so a version that
+    carries a selector is as immutable as one with fixed demos; `render.select_demos` picks them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["knn"] = "knn"
+    k: int = Field(ge=1, le=64)
+    pool: tuple[int, ...] = Field(min_length=1)  # case ids, sorted: the order carries no meaning
+    balance: bool = False       # labels as even as the pool allows among the k
+    similarity: Literal["lexical"] = "lexical"  # rapidfuzz token-set ratio over the input fields
+
+    @field_validator("pool")
+    @classmethod
+    def _sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(set(value)))
+
+
 class PromptContent(BaseModel):
     """Everything that makes a prompt version what it is (hashed for identity)."""
 
@@ -150,9 +167,19 @@ class PromptContent(BaseModel):
     template: str
     demos: tuple[Demo, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
+    demo_selector: DemoSelector | None = None  # per-input demos (then no fixed demos)
+
+    @model_validator(mode="after")
+    def _demos_or_selector(self) -> "PromptContent":
+        if self.demo_selector is not None and self.demos:
+            raise ValueError("a prompt carries fixed demos or a demo_selector, not both")
+        return self
 
     def hash(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["demo_selector"] is None:  # versions without one keep the hash they always had
+            del data["demo_selector"]
+        return content_hash(data)
 
 
 class PromptVersion(BaseModel):

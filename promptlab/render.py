@@ -1,8 +1,14 @@
-"""Prompt version + case inputs (+ demos) → chat messages.
+"""Prompt version + case inputs (+ demos or a demo selector) → chat messages.
 
 The signature's instruction opens the system message and the prompt's system
 text follows it; each demo is a user turn (the template filled with the demo's
 inputs) and an assistant turn (the demo's outputs as the model should write them).
+
+A version with a demo selector picks its demos per input (`select_demos`): the
+k pool cases nearest to the input by a lexical similarity, the input's own case
+never among them. The caller passes a resolver that fetches the pool's cases,
+so this module never reads the database; the choice depends only on the input,
+the pool and the selector, so the same input renders the same messages every time.
 
 Templates are untrusted (experiment files, databases, optimizer proposals): they
 are checked statically before they are stored or rendered, and render in jinja2's
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jinja2
 from jinja2 import meta, nodes
@@ -21,7 +27,7 @@ from jinja2.defaults import DEFAULT_NAMESPACE
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from promptlab.errors import UsageError
-from promptlab.models import Case, PromptContent, Signature, check_values
+from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_values
 
 MAX_PRODUCT = 100_000  # characters or items a `*` in a template may build
 
@@ -147,20 +153,88 @@ def _render(template: str, values: dict[str, Any], where: str) -> str:
         raise UsageError(f"{where}: the template failed to render ({exc}); fix the template") from None
 
 
-def render_messages(content: PromptContent, signature: Signature | None,
-                    inputs: dict[str, Any]) -> list[dict[str, str]]:
+# ids -> the stored cases (those that exist); passed in by whoever renders a selector version
+PoolResolver = Callable[[Sequence[int]], Sequence[Case]]
+
+
+def render_messages(content: PromptContent, signature: Signature | None, inputs: dict[str, Any], *,
+                    case_id: int | None = None, resolve: PoolResolver | None = None) -> list[dict[str, str]]:
+    """The messages for one input. A version with a demo selector needs `resolve` (its pool's
+    cases) and gets the case's id so that case is never its own demo."""
+    demos = content.demos
+    if content.demo_selector is not None:
+        if resolve is None:
+            raise ValueError("a prompt with a demo selector renders only with a pool resolver")
+        demos = select_demos(content.demo_selector, _pool(content.demo_selector, resolve), inputs,
+                             signature, case_id=case_id)
     own = _render(content.system, inputs, "prompt system text") if content.system else ""
     system = "\n".join(p for p in (signature.instruction if signature else "", own) if p).strip()
     messages = [{"role": "system", "content": system}] if system else []
-    for demo in content.demos:
+    for demo in demos:
         messages.append({"role": "user", "content": _render(content.template, demo.inputs, "prompt template")})
         messages.append({"role": "assistant", "content": format_output(demo.outputs, signature)})
     messages.append({"role": "user", "content": _render(content.template, inputs, "prompt template")})
     return messages
 
 
+def _pool(selector: DemoSelector, resolve: PoolResolver) -> list[Case]:
+    cases = list(resolve(selector.pool))
+    missing = sorted(set(selector.pool) - {c.id for c in cases})
+    if missing:  # a version must render as it did: its pool cannot shrink silently
+        raise UsageError(f"demo_selector: pool case {missing[0]} is gone ({len(missing)} of "
+                         f"{len(selector.pool)} missing); make a new version with a pool that exists")
+    return sorted(cases, key=lambda c: c.id or 0)
+
+
+def _text(values: dict[str, Any], names: Sequence[str]) -> str:
+    """The input fields as one text to compare (strings as they are, other values as JSON)."""
+    return "\n".join(v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
+                     for v in (values.get(n) for n in names) if v is not None)
+
+
+def select_demos(selector: DemoSelector, pool: Sequence[Case], inputs: dict[str, Any],
+                 signature: Signature | None, *, case_id: int | None = None) -> tuple[Demo, ...]:
+    """The k pool cases nearest to the input (rapidfuzz token-set ratio over the input fields,
+    ties by case id), the most similar last — next to the question. Never the input's own case
+    (same id or same inputs: leave-one-out). `balance`: take the nearest of each label in turn."""
+    from rapidfuzz import fuzz, process
+
+    names = signature.input_names if signature else sorted(inputs)
+    key = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
+    others = [c for c in pool if c.id != case_id and json.dumps(c.inputs, sort_keys=True,
+                                                                ensure_ascii=False) != key]
+    if not others:
+        return ()
+    scores = process.cdist([_text(inputs, names)], [_text(c.inputs, names) for c in others],
+                           scorer=fuzz.token_set_ratio)[0]
+    ranked = [c for _, c in sorted(zip(scores, others), key=lambda p: (-float(p[0]), p[1].id or 0))]
+    if selector.balance:
+        ranked = _interleave_labels(ranked, signature)
+    chosen = ranked[:selector.k]
+    outputs = signature.output_names if signature else None
+    return tuple(Demo(inputs={n: c.inputs[n] for n in names if n in c.inputs},
+                      outputs={n: v for n, v in c.expected.items() if outputs is None or n in outputs})
+                 for c in reversed(chosen))
+
+
+def _interleave_labels(ranked: list[Case], signature: Signature | None) -> list[Case]:
+    """Round-robin over labels (in order of each label's nearest case), nearest first within each."""
+    outputs = signature.output_names if signature else None
+    groups: dict[str, list[Case]] = {}
+    for case in ranked:
+        label = json.dumps({n: v for n, v in case.expected.items() if outputs is None or n in outputs},
+                           sort_keys=True, ensure_ascii=False)
+        groups.setdefault(label, []).append(case)
+    order, lists = [], list(groups.values())
+    for i in range(max(len(g) for g in lists)):
+        order += [g[i] for g in lists if i < len(g)]
+    return order
+
+
 def prompt_tokens_estimate(content: PromptContent) -> int:
-    """A cheap size measure used to break ties (fewer tokens wins)."""
+    """A cheap size measure used to break ties (fewer tokens wins); a selector counts as its k
+    demos at the template's size."""
     text = content.system + content.template + "".join(
         json.dumps(d.inputs) + json.dumps(d.outputs) for d in content.demos)
-    return len(text.split())
+    selector = content.demo_selector
+    return len(text.split()) + (selector.k * (len(content.template.split()) + 2) if selector else 0)

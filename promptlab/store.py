@@ -253,6 +253,7 @@ class Store:
             "project_id": project_id, "name": name, "version": last + 1,
             "signature_id": signature_id, "system": content.system, "template": content.template,
             "demos": dumps(data["demos"]), "params": dumps(data["params"]),
+            "demo_selector": dumps(data["demo_selector"]) if content.demo_selector else None,
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
             "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
@@ -334,7 +335,8 @@ class Store:
         sig = self.db["signatures"].get(row["signature_id"]) if row["signature_id"] else None
         content = PromptContent(system=row["system"] or "", template=row["template"],
                                 demos=tuple(Demo(**d) for d in loads(row["demos"], [])),
-                                params=loads(row["params"], {}))
+                                params=loads(row["params"], {}),
+                                demo_selector=loads(row.get("demo_selector"), None))
         return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
                              content=content, content_hash=row["content_hash"],
                              signature=sig and sig["name"], signature_id=sig and sig["id"],

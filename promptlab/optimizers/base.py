@@ -167,6 +167,8 @@ class SearchStrategy:
         self.knobs = knobs or self.Knobs()
 
     async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
+        if (search.start.mean(problem.val) or 0.0) >= 1.0:  # nothing left to gain on val
+            return await search.finish("done: perfect val score")
         try:
             stopped = await self._search(problem, search, rng)
         except BudgetExhausted as exc:

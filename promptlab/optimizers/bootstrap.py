@@ -4,7 +4,8 @@
    train; the cases it gets right are the bootstrapped traces.
 2. Random search on val over demo sets: each candidate carries k demos
    (min_demos..max_demos), a `bootstrapped_share` of them from the passing
-   traces and the rest labeled train cases, label-balanced and shuffled; some
+   traces and the rest labeled train cases, label-balanced and shuffled (or,
+   with `knn_rate`, the k train cases nearest to each input); some
    state the output format, and every `rewrite_every`-th one gets an
    instruction written by the proposer from the teacher's train failures.
 3. Stop when the candidates run out, the budget does, or `patience` candidates
@@ -32,6 +33,7 @@ class BootstrapKnobs(CommonKnobs):
     bootstrapped_share: float = knob(0.5, "share of each demo set taken from passing teacher traces")
     format_rate: float = knob(0.5, "chance a candidate also states the output format")
     rewrite_every: int = knob(4, "every Nth candidate gets a proposer-written instruction (0: never)")
+    knn_rate: float = knob(0.25, "chance a candidate picks its demos per input (the k nearest train cases)")
 
 
 class Bootstrap(SearchStrategy):
@@ -48,7 +50,7 @@ class Bootstrap(SearchStrategy):
         labeled = demo_pool(search)
         await search.evaluate([base], "val")
         plateau = Plateau(k.patience, k.min_gain)
-        plateau.update(base.mean(problem.val))
+        plateau.update(search.start.mean(problem.val))  # the base, or naive k-shot if better
 
         search.next_iteration()
         teacher = base
@@ -75,6 +77,10 @@ class Bootstrap(SearchStrategy):
             rng.shuffle(demos)
             content = ops.with_demos(base.content, demos)
             operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
+            if rng.random() < k.knn_rate:
+                content = ops.with_knn(base.content, [c.id for c in problem.train], max(1, size),
+                                       rng.random() < 0.5)
+                operator, note = "knn", f"the {size} nearest train cases as demos"
             if k.rewrite_every and i % k.rewrite_every == k.rewrite_every - 1:
                 written = await edits.rewrite(search, teacher, failures, rng)
                 if written is not None:

@@ -15,7 +15,7 @@ from promptlab.models import Case, Demo, PromptContent
 from promptlab.optimizers import operators as ops
 from promptlab.optimizers.search import Candidate, Search
 
-MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "grips", "format")
+MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "knn", "grips", "format")
 
 
 async def rewrite(search: Search, cand: Candidate, failures: Sequence[tuple[Case, str]],
@@ -66,6 +66,8 @@ def model_free(op: str, content: PromptContent, search: Search, rng: random.Rand
         return ops.remove_demo(content, rng)
     if op == "shuffle_demos":
         return ops.shuffle_demos(content, rng)
+    if op == "knn":
+        return ops.knn_edit(content, [c.id for c in search.problem.train], pool, rng, max_demos)
     if op == "format":
         return ops.state_format(content, search.problem.signature)
     if op == "grips":

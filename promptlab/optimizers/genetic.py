@@ -1,6 +1,6 @@
 """genetic — a population of prompts evolved on val minibatches.
 
-The first population is the base plus variants carrying random label-balanced
+The first population is the base (and the naive k-shot version, if better) plus variants carrying random label-balanced
 demo sets (some stating the output format). Every generation scores the
 population on a fresh val minibatch (fitness = mean over every val case scored
 so far), keeps the `elite` best, and breeds the rest: tournament selection,
@@ -64,7 +64,7 @@ class Genetic(SearchStrategy):
         reserve = k.final_top * len(problem.val)
         fitness = lambda c: c.estimate(problem.val)  # noqa: E731
 
-        population: list[Candidate] = [search.base]
+        population: list[Candidate] = list(dict.fromkeys([search.start, search.base]))
         tries = 0
         while len(population) < size and tries < size * 5:
             tries += 1

@@ -1,6 +1,7 @@
 """iterative — analyse failures on train, propose revisions, keep the best.
 
-Each iteration scores the current best prompt on train (or a train minibatch),
+It starts from the better of the base and the naive k-shot version. Each
+iteration scores the current best prompt on train (or a train minibatch),
 collects the cases it fails, and proposes `candidates_per_iter` revisions:
 
 - the proposer rewrites the instruction from those failures (structured JSON:
@@ -47,7 +48,7 @@ class Iterative(SearchStrategy):
 
         k = self.knobs
         pool = demo_pool(search)
-        best = search.base
+        best = search.start  # the better of the base and naive k-shot
         await search.evaluate([best], "val")
         plateau = Plateau(k.patience, k.min_gain)
         plateau.update(best.mean(problem.val))

@@ -1,6 +1,7 @@
 """mcts — tree search over prompt edits (PromptAgent-style).
 
-Nodes are prompt versions, edges are edits. Each simulation walks down from
+Nodes are prompt versions, edges are edits; the root is the better of the base
+and the naive k-shot version. Each simulation walks down from
 the root by UCT (mean reward + exploration * sqrt(ln N_parent / N_child))
 through nodes that are fully expanded (`expand_width` expansions tried) until
 it reaches one that is not, or `max_depth`. It expands that node with one
@@ -71,7 +72,7 @@ class Mcts(SearchStrategy):
         from promptlab.optimizers.search import Plateau, minibatch
 
         k = self.knobs
-        root = Node(search.base, 0)
+        root = Node(search.start, 0)  # the better of the base and naive k-shot
         root.reward = await self._reward(search, root.cand, rng)
         root.visits, root.total = 1, root.reward
         plateau = Plateau(k.patience, k.min_gain)
@@ -157,7 +158,7 @@ class Mcts(SearchStrategy):
         order = ["add_demos", "rewrite"] if node.attempts <= 1 else ["rewrite", "add_demos"]
         if node.attempts > 2:
             order = []
-        rest = [op for op in ("format", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
+        rest = [op for op in ("format", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
                 if op not in order]
         rng.shuffle(rest)
         for op in order + rest:

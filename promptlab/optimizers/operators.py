@@ -1,7 +1,8 @@
 """Edits that turn one prompt into another.
 
 Model-free edits work on the prompt's own text and demos: add, remove or swap
-few-shot demos drawn from train (label-balanced), GrIPS-style phrase edits of
+few-shot demos drawn from train (label-balanced), per-input demos (a kNN
+selector over train: fixed vs kNN, k, balance), GrIPS-style phrase edits of
 the instruction (delete, swap, add a phrase), stating the output format from
 the signature (e.g. the enum's choices), and crossover of two parents' demos.
 
@@ -20,7 +21,7 @@ import random
 import re
 from typing import Any, Sequence
 
-from promptlab.models import Case, Demo, PromptContent, Signature
+from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
 
 GENERIC_PHRASES = ("Read the input carefully.", "Answer with the label only.",
                    "Be precise.", "Think about what the input means as a whole.")
@@ -45,7 +46,39 @@ def inputs_key(inputs: dict) -> str:
 
 
 def with_demos(content: PromptContent, demos: Sequence[Demo]) -> PromptContent:
-    return content.model_copy(update={"demos": tuple(demos)})
+    """The content with these fixed demos (fixed demos replace a demo selector)."""
+    update: dict = {"demos": tuple(demos)}
+    if demos:
+        update["demo_selector"] = None
+    return content.model_copy(update=update)
+
+
+def with_knn(content: PromptContent, pool: Sequence[int], k: int, balance: bool) -> PromptContent:
+    """The content picking its k demos per input from the pool's nearest cases (no fixed demos)."""
+    return content.model_copy(update={"demos": (), "demo_selector": DemoSelector(k=k, pool=tuple(pool),
+                                                                                  balance=balance)})
+
+
+def knn_edit(content: PromptContent, pool_ids: Sequence[int], pool: Sequence[Demo], rng: random.Random,
+             max_demos: int) -> PromptContent | None:
+    """One edit of how demos are chosen: fixed demos become a kNN selector over train (k = as many
+    demos, or max_demos); a selector gets another k, the other balance, or fixed demos again."""
+    selector = content.demo_selector
+    if selector is None:
+        if not pool_ids or max_demos < 1:
+            return None
+        k = min(len(content.demos) or max_demos, max_demos, len(pool_ids))
+        return with_knn(content, pool_ids, max(1, k), rng.random() < 0.5)
+    ks = [k for k in sorted({2, 4, max_demos // 2, max_demos, max_demos + 4}) if 1 <= k != selector.k
+          and k <= len(selector.pool)]
+    options = ["balance", "fixed"] + (["k"] if ks else [])
+    op = rng.choice(options)
+    if op == "k":
+        return with_knn(content, selector.pool, rng.choice(ks), selector.balance)
+    if op == "balance":
+        return with_knn(content, selector.pool, selector.k, not selector.balance)
+    shots = sample_demos(pool, min(selector.k, max_demos), rng)
+    return with_demos(content, shots) if shots else None
 
 
 def with_system(content: PromptContent, system: str) -> PromptContent:

@@ -82,11 +82,11 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
     build_metrics(list(request.objective.metrics), "optimize --metric", context=metric_context(settings))
     cases = store.cases(project_id, golden=True)
     splits = make_splits(cases, request.split_seed, request.split_sizes)
-    least = len(splits.val) + test_reserve(splits)
+    least = 2 * len(splits.val) + test_reserve(splits)
     if request.budget.calls is not None and request.budget.calls < least:
-        raise UsageError(f"optimize: a budget of {request.budget.calls} calls cannot score the base on the "
-                         f"{len(splits.val)} val cases and the base and the winner on the {len(splits.test)} "
-                         f"test cases ({least} calls); raise --budget-calls")
+        raise UsageError(f"optimize: a budget of {request.budget.calls} calls cannot score the base and the "
+                         f"naive k-shot version on the {len(splits.val)} val cases and them and the winner "
+                         f"on the {len(splits.test)} test cases ({least} calls); raise --budget-calls")
     config = {"strategy": request.strategy, "knobs": dataclasses.asdict(strategy.knobs), "seed": request.seed,
               "prompt": request.prompt, "base_prompt_id": base.id, "task_model": _model_json(task_model),
               "proposer": _model_json(proposer), "objective": {"metrics": list(request.objective.metrics),
@@ -147,15 +147,18 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
     if progress is not None:
         progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}"
                        + _projected(search.projection(), splits))
+    rng = random.Random(config["seed"])
     try:
-        try:  # the base competes on the same val cases as every candidate
+        try:  # the base and naive k-shot compete on the same val cases as every candidate
             await search.evaluate([search.base], "val")
+            await search.add_naive(rng)
         except BudgetExhausted:
             pass  # the strategy meets the same limit at its first step
-        result = await strategy.optimize(problem, search, random.Random(config["seed"]))
+        result = await strategy.optimize(problem, search, rng)
         winner = next(c for c in search.candidates.values() if c.id == result.best.prompt_id)
         if splits.test:
-            await search.score_test([search.base, winner], splits.test)
+            await search.score_test([c for c in (search.base, search.naive, winner) if c is not None],
+                                    splits.test)
     except BaseException as exc:
         interrupted = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)  # Ctrl-C cancels the task
         status = "interrupted" if isinstance(exc, interrupted) else "failed"
@@ -174,16 +177,16 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
 
 
 def test_reserve(splits) -> int:
-    """Calls set aside for the held-out test: the base and the winner on every test case."""
-    return 2 * len(splits.test)
+    """Calls set aside for the held-out test: the base, naive k-shot and the winner on every test case."""
+    return 3 * len(splits.test)
 
 
 def _projected(projection: dict, splits) -> str:
     if projection["total"] is None:
         return ""
-    return (f": at most {projection['search']} calls for the search (the base on the {len(splits.val)} val "
-            f"cases first) and {projection['test']} for the base and the winner on the {len(splits.test)} "
-            f"test cases")
+    return (f": at most {projection['search']} calls for the search (the base and naive k-shot on the "
+            f"{len(splits.val)} val cases first) and {projection['test']} for them and the winner on the "
+            f"{len(splits.test)} test cases")
 
 
 def _side(search: Search, cand, splits) -> dict:
@@ -196,6 +199,7 @@ def _side(search: Search, cand, splits) -> dict:
 
 def _report(name, config, budget, splits, search: Search, result, winner) -> dict:
     base, best = _side(search, search.base, splits), _side(search, winner, splits)
+    naive = _side(search, search.naive, splits) if search.naive is not None else None
     constant = (baselines.constant_baseline(search.problem.signature, [c.expected for c in splits.test])
                 if splits.test else None)
     collapse = baselines.collapse(search.problem.signature,
@@ -209,7 +213,8 @@ def _report(name, config, budget, splits, search: Search, result, winner) -> dic
             "proposer": config["proposer"].get("alias") or config["proposer"]["model"],
             "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                        "method": splits.method},
-            "base": base, "winner": best, "lift": _lift(search.base, winner, base, best, constant, splits),
+            "base": base, "naive": naive, "winner": best,
+            "lift": _lift(search, winner, base, naive, best, constant, splits),
             "constant_baseline": constant.as_json() if constant else None,
             "collapse": {**collapse.as_json(), "warning": collapse.warning()} if collapse else None,
             "budget": dataclasses.asdict(budget), "projected_calls": search.projection(),
@@ -218,24 +223,42 @@ def _report(name, config, budget, splits, search: Search, result, winner) -> dic
             "diff": diff_text(search.base.prompt, winner.prompt)}
 
 
-def _lift(base, winner, base_side: dict, best: dict, constant, splits) -> dict:
+def _lift(search: Search, winner, base_side: dict, naive_side: dict | None, best: dict, constant,
+          splits) -> dict:
     """The winner's lift on val over the base, and on test over the stronger of the base and the
-    best constant answer, with a paired bootstrap p-value for winner vs base on test."""
+    best constant answer (`test`, `over`: what --min-lift gates), with a paired bootstrap p-value
+    and 95% interval for winner vs base; and over the strongest baseline of all, naive k-shot
+    included (`best_baseline`: its name, score, the lift and the paired p-value against it)."""
     def diff(a: float | None, b: float | None) -> float | None:  # at the 6 digits shown (4/7 - 4/7 is 0)
         return None if a is None or b is None else round(round(a, 6) - round(b, 6), 6) + 0.0
 
     out = {"val": diff(best["val"], base_side["val"]), "test": None, "over": "base", "over_score": None,
-           "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None}
+           "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None, "best_baseline": None}
     if best["test"] is None or base_side["test"] is None:
         return out
-    over, over_score = "base", base_side["test"]
-    if constant is not None and constant.score > over_score:
-        over, over_score = "constant", constant.score
-    paired = [c.id for c in splits.test if c.id in base.scores and c.id in winner.scores]
-    stats = paired_bootstrap([base.scores[i] for i in paired], [winner.scores[i] for i in paired])
+    per_case = {"base": search.base.scores}
+    contenders = [("base", base_side["test"])]
+    if constant is not None:
+        per_case["constant"] = {c.id: float(baselines._norm(c.expected.get(constant.field)) == constant.label)
+                                for c in splits.test}
+        contenders.append(("constant", constant.score))
+    over, over_score = max(contenders, key=lambda pair: pair[1])  # the first of equals
+    if naive_side is not None and naive_side["test"] is not None:
+        per_case["naive"] = search.naive.scores
+        contenders.insert(1, ("naive", naive_side["test"]))
+    strongest, strongest_score = max(contenders, key=lambda pair: pair[1])
+
+    def paired(name: str) -> dict:
+        ids = [c.id for c in splits.test if c.id in per_case[name] and c.id in winner.scores]
+        return paired_bootstrap([per_case[name][i] for i in ids], [winner.scores[i] for i in ids])
+
+    vs_base = paired("base")
     return {**out, "test": diff(best["test"], over_score), "over": over, "over_score": over_score,
-            "test_over_base": diff(best["test"], base_side["test"]), "p_value": round(stats["p_value"], 6),
-            "ci_low": round(stats["ci_low"], 6), "ci_high": round(stats["ci_high"], 6)}
+            "test_over_base": diff(best["test"], base_side["test"]), "p_value": round(vs_base["p_value"], 6),
+            "ci_low": round(vs_base["ci_low"], 6), "ci_high": round(vs_base["ci_high"], 6),
+            "best_baseline": {"name": strongest, "score": strongest_score,
+                              "lift": diff(best["test"], strongest_score),
+                              "p_value": round(paired(strongest)["p_value"], 6)}}
 
 
 def check_gates(report: dict, *, min_test_score: float | None = None,

@@ -233,6 +233,35 @@ class Search:
         self._cap(self.test_reserve)
         self.latest: list[tuple[str, str, float | None, float | None]] = []
         self.base = self._register(problem.base, "base", parent=None)
+        self.naive: Candidate | None = None  # the naive k-shot baseline (see `add_naive`)
+
+    # ---- where the search starts ------------------------------------------------------
+    async def add_naive(self, rng: random.Random) -> None:
+        """The naive few-shot baseline: the base with `max_demos` label-balanced random train
+        cases as demos (drawn with the search's rng), scored on val like the base. It is a
+        candidate like any other (hidden unless it wins), and the search starts from the better
+        of the two (`start`), so a winner is never worse on val than naive few-shot."""
+        from promptlab.optimizers import operators as ops
+
+        k = self.knobs.max_demos
+        if k <= 0 or self.base.content.demo_selector is not None:
+            return
+        shots = ops.sample_demos(demo_pool(self), k, rng)
+        if not shots:
+            return
+        self.naive = self.candidate(ops.with_demos(self.base.content, shots), self.base, "naive",
+                                    f"{len(shots)} random label-balanced train demos")
+        if self.naive is not None:
+            await self.evaluate([self.naive], "val")
+
+    @property
+    def start(self) -> Candidate:
+        """The better on val of the base and the naive k-shot version (the base on a tie)."""
+        base_val = self.base.mean(self.problem.val)
+        naive_val = self.naive.mean(self.problem.val) if self.naive is not None else None
+        if naive_val is not None and (base_val is None or naive_val > base_val):
+            return self.naive
+        return self.base
 
     # ---- candidates -----------------------------------------------------------
     def _register(self, prompt: PromptVersion, operator: str, parent: Candidate | None) -> Candidate:

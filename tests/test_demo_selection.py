@@ -1,0 +1,135 @@
+"""Per-input demos: a prompt version may carry a kNN demo selector instead of a fixed list.
+
+The fake model's world (see tests/test_optimizers.py) answers "good …" with "positive" only if
+"positive" appears in the conversation, "bad …" likewise with "negative". A fixed 1-shot prompt
+names one label and gets half the cases; a 2-nearest selector shows, for every input, demos of
+its own kind, so it gets them all.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from promptlab.models import Case, Demo, DemoSelector, PromptContent, content_hash
+from promptlab.render import render_messages, select_demos
+from tests.test_optimizers import SIGNATURE, chat_calls, optimize, world
+
+POOL = [Case(id=i, inputs={"text": t}, expected={"label": l}) for i, (t, l) in enumerate([
+    ("the pizza was good and hot", "positive"), ("the pizza was cold and bad", "negative"),
+    ("a good film with a good cast", "positive"), ("bad acting in a bad film", "negative"),
+    ("the pizza was good", "positive"), ("the film was good", "positive")], start=1)]
+
+
+def _texts(demos) -> list[str]:
+    return [d.inputs["text"] for d in demos]
+
+
+def test_the_nearest_cases_are_the_demos_most_similar_last_and_never_the_input_itself():
+    selector = DemoSelector(k=2, pool=(6, 5, 4, 3, 2, 1))
+    assert selector.pool == (1, 2, 3, 4, 5, 6)           # the pool is a set of ids: one hash for one pool
+    picked = select_demos(selector, POOL, {"text": "was the pizza good"}, SIGNATURE)
+    # both hold every word of the input (token-set ratio 100): the tie goes to the lower case id,
+    # which comes last, next to the question
+    assert _texts(picked) == ["the pizza was good", "the pizza was good and hot"]
+    assert picked[0].outputs == {"label": "positive"}
+    # leave-one-out: a pool case is never its own demo, by id or by identical inputs
+    own = select_demos(selector, POOL, {"text": "the pizza was good"}, SIGNATURE, case_id=5)
+    assert "the pizza was good" not in _texts(own)
+    twin = select_demos(selector, POOL, {"text": "the pizza was good"}, SIGNATURE, case_id=99)
+    assert "the pizza was good" not in _texts(twin)
+    # the same input picks the same demos every time, whatever order the pool comes in
+    assert select_demos(selector, POOL[::-1], {"text": "was the pizza good"}, SIGNATURE) == picked
+
+
+def test_a_balanced_selector_takes_the_nearest_of_each_label_in_turn():
+    plain = select_demos(DemoSelector(k=2, pool=range(1, 7)), POOL, {"text": "a good film"}, SIGNATURE)
+    balanced = select_demos(DemoSelector(k=2, pool=range(1, 7), balance=True), POOL, {"text": "a good film"},
+                            SIGNATURE)
+    assert [d.outputs["label"] for d in plain] == ["positive", "positive"]
+    assert sorted(d.outputs["label"] for d in balanced) == ["negative", "positive"]
+
+
+def test_a_selector_is_part_of_the_content_and_its_hash():
+    knn = PromptContent(template="{{ text }}", demo_selector=DemoSelector(k=2, pool=(1, 2)))
+    assert knn.hash() != knn.model_copy(update={"demo_selector": DemoSelector(k=3, pool=(1, 2))}).hash()
+    assert knn.hash() != knn.model_copy(update={"demo_selector": DemoSelector(k=2, pool=(1, 3))}).hash()
+    plain = PromptContent(template="{{ text }}")   # versions without a selector keep their old hash
+    assert plain.hash() == content_hash({"system": "", "template": "{{ text }}", "demos": [], "params": {}})
+    with pytest.raises(ValidationError, match="not both"):
+        PromptContent(template="x", demos=(Demo(inputs={"text": "a"}, outputs={"label": "positive"}),),
+                      demo_selector=DemoSelector(k=1, pool=(1,)))
+    with pytest.raises(ValueError, match="pool resolver"):
+        render_messages(knn, SIGNATURE, {"text": "a"})
+
+
+def _knn_version(ws, k: int = 2) -> str:
+    """clf@N carrying a kNN selector over every case of the world; returns its ref."""
+    from promptlab.store import open_store
+
+    store = open_store(ws.db_path)
+    project_id = store.ensure_project("p")
+    ids = [c.id for c in store.cases(project_id)]
+    base = store.prompt(project_id, "clf@1")
+    version = store.add_prompt(project_id, "clf", base.content.model_copy(
+        update={"demo_selector": DemoSelector(k=k, pool=tuple(ids))}), signature_id=base.signature_id)
+    again = store.prompt_by_id(version.id)
+    assert again.content == version.content and again.content_hash == version.content.hash()
+    store.db.close()
+    return version.ref
+
+
+def test_a_knn_version_renders_the_same_messages_on_every_run_and_is_shown(workspace):
+    ws = workspace
+    world(ws, n=6)
+    ref = _knn_version(ws)
+    ws.fake.configure(record_bodies=True)
+    for name in ("a", "b"):
+        result = ws.cli("eval", "--project", "p", "--prompt", ref, "--name", name, "--no-cache", "--json")
+        assert result.code == 0, result.stderr
+        assert json.loads(result.stdout)["runs"][0]["scores"]["exact_match"] == 1.0
+    bodies = [json.dumps(b["messages"], sort_keys=True) for b in ws.fake.stats()["bodies"]]
+    assert len(bodies) == 24 and len(set(bodies)) == 12          # each input: the same messages twice
+    first = json.loads(bodies[0])
+    assert len(first) == 1 + 2 * 2 + 1                            # system, two demos, the input
+    assert first[-1]["content"] not in [m["content"] for m in first[1:-1]]   # never its own demo
+
+    shown = ws.cli("prompt", "show", ref, "--project", "p")
+    assert shown.code == 0 and '# demo selector\n{"balance": false, "k": 2, "kind": "knn"' in shown.stdout
+    diff = ws.cli("prompt", "diff", "clf@1", ref, "--project", "p")
+    assert '+# demo selector' in diff.stdout and "+pool: 12 cases" in diff.stdout
+
+
+def test_the_search_tries_knn_demos_and_resume_of_it_sends_nothing(workspace):
+    ws = workspace
+    world(ws, n=8)
+    # only a demo of the input's own kind helps: a fixed 1-shot gets half, 1-nearest gets all
+    result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "200", "--name", "k",
+                            "--knob", "max_demos=1", "--knob", "min_demos=1", "--knob", "knn_rate=1.0",
+                            "--knob", "use_proposer=false", "--knob", "format_rate=0")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert report["naive"]["val"] < 1.0 and report["winner"]["val"] == 1.0 == report["winner"]["test"]
+    winner = ws.rows("select demo_selector from prompts where id = ?", (report["winner"]["prompt_id"],))[0][0]
+    assert json.loads(winner)["kind"] == "knn" and json.loads(winner)["k"] == 1
+
+    # the same optimization, its runs gone but the response cache kept: a resume renders every
+    # kNN prompt exactly as before, so every reply comes from the cache
+    calls = chat_calls(ws)
+    opt_id = ws.rows("select id from optimizations where name = 'k'")[0][0]
+    import sqlite3
+    with sqlite3.connect(ws.db_path) as conn:
+        conn.execute("delete from results where run_id in (select id from runs where optimization_id = ?)",
+                     (opt_id,))
+        conn.execute("delete from runs where optimization_id = ?", (opt_id,))
+        conn.execute("update optimizations set status = 'interrupted', report = null where id = ?", (opt_id,))
+    again = ws.cli("optimize", "--project", "p", "--resume", "k", "--json")
+    assert again.code == 0, again.stderr
+    resumed = json.loads(again.stdout)["optimization"]
+    assert chat_calls(ws) == calls                                  # no new calls
+    hashes = [ws.rows("select content_hash from prompts where id = ?", (r["winner"]["prompt_id"],))[0][0]
+              for r in (report, resumed)]
+    assert hashes[0] == hashes[1]                                   # the same winner
+    assert resumed["spent"]["calls"] == report["spent"]["calls"]
