@@ -24,6 +24,7 @@ import asyncio
 import json
 import random
 import time
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from promptlab.config import BatchConfig, ModelConfig
@@ -190,6 +191,11 @@ class _Batches:
             try:
                 batch = await self.api(plan.model, "aretrieve_batch", batch_id=row["batch_id"])
             except CallError as exc:
+                if exc.kind == "not_found":  # the provider forgot it (deleted?): its items go out again
+                    await self.ingest(plan, row, SimpleNamespace(
+                        status="lost", output_file_id=None, error_file_id=None, created_at=None,
+                        errors={"data": [{"message": str(exc)}]}))
+                    continue
                 if not exc.transient:
                     raise ProviderError(f"run '{plan.name}': cannot check batch {row['batch_id']}: {exc}") from None
                 self.say(f"{plan.name}: batch {row['batch_id']}: {exc}; checking again later")

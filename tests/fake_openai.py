@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -64,6 +65,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_expire_next": 0,         # the next N batches created expire...
     "batch_expire_done": 0,         # ...with only their first M requests answered
     "batch_fail_next": 0,           # the next N batches created fail (no output at all)
+    "batch_create_hang_after": None,  # batch creations after the first N hang (until the client goes)
 }
 
 ERROR_TYPES = {
@@ -361,8 +363,10 @@ def make_app(state: State):
         return jresp({"ok": True})
 
     # ---- Batch API: files and batches in OpenAI's shapes
+    ids = itertools.count(1)  # ids never repeat, not even after /_reset (as a real provider's)
+
     def new_id(prefix: str) -> str:
-        return f"{prefix}-fake-{len(state.files) + len(state.batches) + 1:06d}"
+        return f"{prefix}-fake-{next(ids):06d}"
 
     def add_file(data: bytes, purpose: str, filename: str) -> dict[str, Any]:
         fid = new_id("file")
@@ -387,6 +391,12 @@ def make_app(state: State):
         return web.Response(body=entry["data"], content_type="application/octet-stream")
 
     async def create_batch(request):
+        gen = state.gen
+        hang_after = state.b["batch_create_hang_after"]
+        if hang_after is not None and len(state.batch_items) >= hang_after:
+            await asyncio.sleep(HANG_MAX_S)  # cancelled when the client is killed
+            if gen != state.gen:  # never lands in a later test's counts
+                return fail(503, "reset while hanging")
         body = await request.json()
         entry = state.files.get(body.get("input_file_id", ""))
         if entry is None:

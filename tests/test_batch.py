@@ -243,3 +243,38 @@ def test_eval_resume_of_a_batch_run_waits_for_its_batches(workspace):
     assert resumed.code == 0, resumed.stderr
     assert json.loads(resumed.stdout)["runs"][0]["n"] == 10
     assert workspace.fake.stats()["batches"]["created"] == 1
+
+
+def test_killed_while_submitting_then_runs_wait_submits_only_the_rest(workspace):
+    setup_project(workspace, n=500)
+    batch_settings(workspace, max_requests=200)
+    workspace.fake.configure(batch_hold=True, batch_create_hang_after=1)  # the second create never returns
+    proc = _spawn(workspace, "eval", "--prompt", "p", "--batch", "--name", "big",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while _count(workspace, "select count(*) from batches") < 1 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert workspace.fake.stats()["batches"]["items"] == [200]
+
+    workspace.fake.configure(batch_hold=False, batch_create_hang_after=None)
+    waited = workspace.cli("runs", "wait", "big", "--json")
+    assert waited.code == 0, waited.stderr
+    assert json.loads(waited.stdout)["runs"][0]["n"] == 500
+    assert results(workspace) == (500, 500)
+    batches = workspace.fake.stats()["batches"]
+    assert batches["items"] == [200, 200, 100] and batches["answered"] == 500  # no item sent twice
+
+
+def test_a_batch_the_provider_no_longer_knows_is_submitted_again(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_hold=True)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "lost").code == 0
+    workspace.fake.reset()  # the server forgets every file and batch
+    workspace.fake.configure(rules=[["great", "positive"], ["awful", "negative"]])
+    waited = workspace.cli("runs", "wait", "lost", "--json")
+    assert waited.code == 0, waited.stderr
+    assert json.loads(waited.stdout)["runs"][0]["n"] == 10
+    assert workspace.rows("select status, done from batches order by id") == [("lost", 1), ("completed", 1)]
+    assert workspace.fake.stats()["batches"]["items"] == [10]
