@@ -153,7 +153,7 @@ def test_each_strategy_lifts_the_base_within_budget_with_lineage(workspace, stra
     assert result.code == 0, result.stderr
     report = data["optimization"]
     assert report["base"]["val"] == 0.0 and report["base"]["test"] == 0.0
-    assert report["winner"]["val"] >= report["base"]["val"] > report["naive"]["val"]
+    assert report["winner"]["val"] == 1.0 and report["winner"]["test"] == 1.0
     assert report["improved"] is True and report["outcome"] == "improved"
     assert report["spent"]["calls"] + report["spent"]["test_calls"] <= 150
     assert chat_calls(ws) == report["spent"]["provider_calls"] <= 150
@@ -631,3 +631,41 @@ def test_a_winner_is_never_worse_on_val_than_naive_k_shot(workspace, strategy):
     history = json.loads(ws.rows("select history from optimizations where name = 'w'")[0][0])
     naive_id = report["naive"]["prompt_id"]
     assert not any(e["event"] == "candidate" and e["parent_id"] == naive_id for e in history)  # base is the start
+
+
+# ---- verbalizer edits (issue 14) -------------------------------------------------------------
+def test_verbalizer_edits_state_the_labels_three_ways_replacing_each_other():
+    from promptlab.optimizers import operators as ops
+
+    train = _cases(2, 2)
+    content = PromptContent(system="Be brief.", template="{{ text }}")
+    variants = {}
+    for seed in range(10):
+        edited, variant = ops.verbalizer_edit(content, SIGNATURE, train, random.Random(seed))
+        variants[variant] = edited.system
+    assert variants == {"label set": "Be brief. Answer with exactly one of: positive, negative.",
+                        "label descriptions": 'Be brief. Labels: positive (e.g. "t0"); negative (e.g. "t2"). '
+                                              'Answer with the label only.',
+                        "label order": "Be brief. Answer with exactly one of: negative, positive."}
+    for system in variants.values():   # each replaces the statement there was: one at a time, never the same
+        for seed in range(5):
+            edited, _ = ops.verbalizer_edit(content.model_copy(update={"system": system}), SIGNATURE, train,
+                                            random.Random(seed))
+            assert edited.system in variants.values() and edited.system != system
+    assert ops.verbalizer_edit(content, Signature(name="s", inputs=["text"], outputs=["answer"]), train,
+                               random.Random(0)) is None                        # not a classifier
+
+
+def test_the_search_keeps_a_verbalizer_edit_that_raises_val(workspace):
+    ws = workspace
+    world(ws)
+    # only labels described by examples help: "good" → positive needs 'positive (e.g.' in the prompt
+    ws.fake.configure(rules=[["positive (e.g.", "good", "positive"], ["negative (e.g.", "bad", "negative"]],
+                      default_reply="maybe")
+    result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "400", "--name", "v",
+                            "--knob", "use_proposer=false", "--knob", "format_rate=1", "--knob", "patience=24",
+                            "--knob", "knn_rate=0", "--knob", "max_demos=2", "--knob", "min_demos=1")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert report["winner"]["test"] == 1.0 and report["base"]["test"] == report["naive"]["test"] == 0.0
+    assert "Labels: positive (e.g." in report["diff"]

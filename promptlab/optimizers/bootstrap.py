@@ -31,7 +31,7 @@ class BootstrapKnobs(CommonKnobs):
     min_demos: int = knob(4, "fewest demos in a candidate")
     teacher_demos: int = knob(4, "labeled demos the teacher prompt gets (0: the base prompt teaches)")
     bootstrapped_share: float = knob(0.5, "share of each demo set taken from passing teacher traces")
-    format_rate: float = knob(0.5, "chance a candidate also states the output format")
+    format_rate: float = knob(0.5, "chance a candidate also states the output format (for labels: the set, another order, or described)")
     rewrite_every: int = knob(4, "every Nth candidate gets a proposer-written instruction (0: never)")
     knn_rate: float = knob(0.25, "chance a candidate picks its demos per input (the k nearest train cases)")
 
@@ -87,8 +87,9 @@ class Bootstrap(SearchStrategy):
                     instruction = written[0].system
             if instruction is not None and rng.random() < 0.5:
                 content, operator = ops.with_system(content, instruction), "bootstrap+rewrite"
-            if rng.random() < k.format_rate:
-                content = ops.state_format(content, problem.signature) or content
+            if rng.random() < k.format_rate:  # for a classifier, one way of stating the labels
+                verbalized = ops.verbalizer_edit(content, problem.signature, problem.train, rng)
+                content = verbalized[0] if verbalized else ops.state_format(content, problem.signature) or content
             cand = search.candidate(content, base, operator, note)
             if cand is None or cand.mean(problem.val) is not None:
                 continue

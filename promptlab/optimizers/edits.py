@@ -15,7 +15,8 @@ from promptlab.models import Case, Demo, PromptContent
 from promptlab.optimizers import operators as ops
 from promptlab.optimizers.search import Candidate, Search
 
-MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "knn", "grips", "format")
+MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "knn", "grips", "format",
+              "verbalizer")
 
 
 async def rewrite(search: Search, cand: Candidate, failures: Sequence[tuple[Case, str]],
@@ -70,6 +71,9 @@ def model_free(op: str, content: PromptContent, search: Search, rng: random.Rand
         return ops.knn_edit(content, [c.id for c in search.problem.train], pool, rng, max_demos)
     if op == "format":
         return ops.state_format(content, search.problem.signature)
+    if op == "verbalizer":
+        edit = ops.verbalizer_edit(content, search.problem.signature, search.problem.train, rng)
+        return None if edit is None else edit[0]
     if op == "grips":
         bank = [ops.format_statement(search.problem.signature) or ""]
         bank += [p for c in search.candidates.values() for p in ops.phrases(c.content.system)]

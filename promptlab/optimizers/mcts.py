@@ -158,7 +158,7 @@ class Mcts(SearchStrategy):
         order = ["add_demos", "rewrite"] if node.attempts <= 1 else ["rewrite", "add_demos"]
         if node.attempts > 2:
             order = []
-        rest = [op for op in ("format", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
+        rest = [op for op in ("format", "verbalizer", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
                 if op not in order]
         rng.shuffle(rest)
         for op in order + rest:

@@ -4,7 +4,9 @@ Model-free edits work on the prompt's own text and demos: add, remove or swap
 few-shot demos drawn from train (label-balanced), per-input demos (a kNN
 selector over train: fixed vs kNN, k, balance), GrIPS-style phrase edits of
 the instruction (delete, swap, add a phrase), stating the output format from
-the signature (e.g. the enum's choices), and crossover of two parents' demos.
+the signature (e.g. the enum's choices), verbalizer edits for a classifier
+(the label set, in another order, or each label described by a short train
+example), and crossover of two parents' demos.
 
 Model-written edits are meta-prompts for the proposer model (rewrite the
 instruction from failures, paraphrase, combine two instructions) and the
@@ -216,6 +218,40 @@ def state_format(content: PromptContent, signature: Signature | None) -> PromptC
     if not statement or statement in content.system:
         return None
     return with_system(content, (content.system.rstrip() + " " + statement).strip())
+
+
+def enum_output(signature: Signature | None):
+    """The one enum output field of a classifier signature, else None."""
+    if signature is None or len(signature.outputs) != 1 or signature.outputs[0].type != "enum":
+        return None
+    return signature.outputs[0]
+
+
+_VERBALIZER = re.compile(r"Answer with exactly one of: [^\n]*?\.(?=\s|$)|Labels: [^\n]*? Answer with the label only\.")
+
+
+def verbalizer_edit(content: PromptContent, signature: Signature | None, train: Sequence[Case],
+                    rng: random.Random) -> tuple[PromptContent, str] | None:
+    """For an enum output, state the labels another way than now (replacing an earlier statement):
+    the label set in the signature's order, each label described by its shortest train example, or
+    the set in reverse order. (content, variant) or None if not a classifier."""
+    spec = enum_output(signature)
+    if spec is None:
+        return None
+    choices = list(spec.choices or ())
+    examples: dict[str, str] = {}
+    for case in sorted(train, key=lambda c: (len(json.dumps(c.inputs, ensure_ascii=False)), c.id or 0)):
+        label = case.expected.get(spec.name)
+        if label in choices and label not in examples:
+            examples[label] = _short(next(iter(case.inputs.values()), ""), 60)
+    described = "; ".join(f'{c} (e.g. "{examples[c]}")' if c in examples else c for c in choices)
+    variants = [("label set", f"Answer with exactly one of: {', '.join(choices)}."),
+                ("label descriptions", f"Labels: {described}. Answer with the label only."),
+                ("label order", f"Answer with exactly one of: {', '.join(reversed(choices))}.")]
+    now = next((i for i, (_, sentence) in enumerate(variants) if sentence in content.system), -1)
+    rest = " ".join(_VERBALIZER.sub("", content.system).split())
+    name, sentence = rng.choice([v for i, v in enumerate(variants) if i != now])
+    return with_system(content, (rest + " " + sentence).strip()), name
 
 
 def phrases(text: str) -> list[str]:
