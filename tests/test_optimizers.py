@@ -63,7 +63,7 @@ def test_every_strategy_matches_the_protocol():
     from promptlab.optimizers import STRATEGIES, knob_help, strategy_class
     from promptlab.optimizers.base import CommonKnobs, Strategy
 
-    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts"}
+    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts", "reflect"}
     reference = inspect.signature(Strategy.optimize)
     for name in STRATEGIES:
         cls = strategy_class(name)
@@ -669,3 +669,69 @@ def test_the_search_keeps_a_verbalizer_edit_that_raises_val(workspace):
     report = data["optimization"]
     assert report["winner"]["test"] == 1.0 and report["base"]["test"] == report["naive"]["test"] == 0.0
     assert "Labels: positive (e.g." in report["diff"]
+
+
+# ---- reflect: GEPA-style, for strong proposers (issue 14) ----------------------------------------
+def test_pareto_front_holds_every_candidate_best_on_some_case():
+    from promptlab.optimizers.reflect import pareto_front
+    from promptlab.optimizers.search import Candidate
+
+    val = tuple(_cases(2, 1, "val"))
+
+    def cand(pid: int, scores) -> Candidate:
+        prompt = PromptVersion(id=pid, project="p", name="clf", version=pid, content_hash=str(pid),
+                               content=PromptContent(template="{{ text }}"))
+        return Candidate(prompt=prompt, operator="x", iteration=0, scores=dict(zip([1, 2, 3], scores)))
+
+    a, b, c = cand(1, [1, 0, 0]), cand(2, [0, 1, 1]), cand(3, [0, 1, 0])   # c is dominated by b
+    assert pareto_front([a, b, c], val) == {a: 1, b: 2, c: 1}             # c ties b on case 2
+    assert pareto_front([a, b], val) == {a: 1, b: 2}
+    d = cand(4, [1, 1, 1])
+    assert pareto_front([a, b, c, d], val) == {a: 1, b: 2, c: 1, d: 3}
+
+
+def test_reflect_messages_show_traces_and_feedback():
+    from promptlab.optimizers import operators as ops
+
+    case = Case(id=1, inputs={"text": "good item"}, expected={"label": "positive"})
+    messages = ops.reflect_messages(SIGNATURE, "Be brief.", [(case, "maybe", "the label must be a choice")])
+    last = messages[-1]["content"]
+    assert "Current instruction: Be brief." in last
+    assert '1. text: good item | expected: {"label": "positive"} | got: maybe | feedback: the label must be a choice' in last
+    assert last.endswith("(JSON):") and messages[2]["role"] == "assistant"
+
+
+def test_reflect_takes_a_scripted_proposers_edit_through_the_minibatch_gate(workspace):
+    ws = workspace
+    world(ws)
+    # the scripted proposer answers every reflection with the known-good instruction
+    ws.fake.configure(rules=[["Reflect on the traces", "(JSON):", PROPOSER_REPLY]] + RULES[1:],
+                      default_reply="maybe")
+    result, data = optimize(ws, "--strategy", "reflect", "--proposer", "fake", "--budget-calls", "200",
+                            "--name", "r", "--knob", "max_demos=1")   # naive 1-shot leaves half wrong
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert report["winner"]["val"] == report["winner"]["test"] == 1.0
+    winner = next(c for c in report["candidates"] if c["prompt_id"] == report["winner"]["prompt_id"])
+    assert winner["operator"] == "reflect"
+    assert "+Say positive or negative." in report["diff"]
+    history = json.loads(ws.rows("select history from optimizations where name = 'r'")[0][0])
+    evals = [e for e in history if e["event"] == "eval" and e["ref"] == report["winner"]["ref"]]
+    assert [e["split"] for e in evals] == ["train", "val"]        # the minibatch first, then the whole val
+    assert evals[0]["n"] <= 4
+
+
+def test_reflect_runs_on_when_the_proposer_is_useless(workspace):
+    ws = workspace
+    world(ws)
+    ws.fake.configure(rules=RULES[1:], default_reply="maybe")    # every reflection is unusable
+    result, data = optimize(ws, "--strategy", "reflect", "--budget-calls", "200", "--name", "weak",
+                            "--knob", "max_demos=1")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    assert report["winner"]["val"] >= report["naive"]["val"]
+    history = json.loads(ws.rows("select history from optimizations where name = 'weak'")[0][0])
+    assert any(e["event"] == "proposer" and not e["ok"] for e in history)
+    assert any(e["event"] == "candidate" and e["operator"] in ("knn", "add_demos", "verbalizer", "format",
+                                                               "swap_demo", "grips", "remove_demo",
+                                                               "shuffle_demos") for e in history)

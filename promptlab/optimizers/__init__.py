@@ -18,6 +18,7 @@ STRATEGIES: dict[str, str] = {
     "bootstrap": "promptlab.optimizers.bootstrap:Bootstrap",
     "genetic": "promptlab.optimizers.genetic:Genetic",
     "mcts": "promptlab.optimizers.mcts:Mcts",
+    "reflect": "promptlab.optimizers.reflect:Reflect",
 }
 
 

@@ -358,6 +358,34 @@ def crossover_messages(signature: Signature | None, a: str, b: str) -> list[dict
                                         f"Instruction B: {b or '(none)'}\nCombined (JSON):"}]
 
 
+_REFLECT_EXAMPLE = (
+    "Task: Answer the arithmetic question. Inputs: question. Output: answer (int).\n"
+    "Current instruction: Solve it.\n"
+    "Traces:\n1. question: 2+2*3 | expected: {\"answer\": 8} | got: 12 | feedback: multiplication "
+    "comes first\nReflect on the traces (JSON):",
+    '{"rationale": "The model adds before it multiplies.", "instruction": "Solve the arithmetic '
+    'question, doing multiplication before addition. Answer with the number only."}')
+
+
+def trace_lines(traces: Sequence[tuple[Case, str, str]]) -> str:
+    """Numbered failed traces: the inputs, the expected and the actual output, the metric's feedback."""
+    lines = failure_lines([(case, got) for case, got, _ in traces]).splitlines()
+    return "\n".join(line + (f" | feedback: {_short(note, 200)}" if note else "")
+                     for line, (_, _, note) in zip(lines, traces))
+
+
+def reflect_messages(signature: Signature | None, system: str,
+                     traces: Sequence[tuple[Case, str, str]]) -> list[dict[str, str]]:
+    """GEPA's reflection: read failed traces and their feedback, write a better instruction."""
+    prompt = (f"{describe_task(signature)}\nCurrent instruction: {system or '(none)'}\n"
+              f"Traces:\n{trace_lines(traces) or '(none)'}\nReflect on the traces (JSON):")
+    return [{"role": "system", "content": PROPOSER_SYSTEM + " Keys: rationale (what the failures have "
+             "in common), instruction (the whole new instruction, keeping what works)."},
+            {"role": "user", "content": _REFLECT_EXAMPLE[0]},
+            {"role": "assistant", "content": _REFLECT_EXAMPLE[1]},
+            {"role": "user", "content": prompt}]
+
+
 MAX_INSTRUCTION_CHARS = 800
 # the worked examples' own instructions: a weak proposer tends to copy them
 EXAMPLE_TEXTS = (json.loads(_REWRITE_EXAMPLE[1])["instruction"],

@@ -67,6 +67,7 @@ class Candidate:
     outputs: dict[int, str] = field(default_factory=dict)    # case id -> raw model output
     parsed: dict[int, dict | None] = field(default_factory=dict)  # case id -> parsed output fields
     metric_scores: dict[int, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> value
+    feedback: dict[int, str] = field(default_factory=dict)  # case id -> the metrics' feedback text, if any
     tokens: int = 0
 
     @property
@@ -443,6 +444,10 @@ class Search:
                     name: (0.0 if r["error_kind"] else float(((r["scores"] or {}).get(name) or {}).get("value") or 0.0))
                     for name, _ in self.weights}
                 cand.outputs[r["case_id"]] = r["output"] or (r["error"] or "")
+                notes = [str(((r["scores"] or {}).get(name) or {}).get("detail", {}).get("feedback") or "")
+                         for name, _ in self.weights]
+                if any(notes):  # a metric's Score.detail["feedback"]: what the reflective proposer reads
+                    cand.feedback[r["case_id"]] = " ".join(n for n in notes if n)
                 cand.parsed[r["case_id"]] = r["parsed"]
                 self.tokens += (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
                 self.cost += r["cost"] or 0.0
