@@ -674,8 +674,6 @@ def _signature_version(row: dict) -> SignatureVersion:
                             created_at=row["updated_at"] or "")
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterable[list]:
-    """`items` in lists of `size` (itertools.batched, which Python 3.11 lacks)."""
 def _case_filter(project_id: int, split: str | None, tags: Iterable[str],
                  golden: bool | None) -> tuple[str, list]:
     """The WHERE clause selecting cases (tags: every one of them among the case's, via json_each)."""
@@ -694,6 +692,8 @@ def _case_filter(project_id: int, split: str | None, tags: Iterable[str],
     return " and ".join(where), args
 
 
+def _batches(items: Iterable[Any], size: int) -> Iterable[list]:
+    """`items` in lists of `size` (itertools.batched, which Python 3.11 lacks)."""
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
