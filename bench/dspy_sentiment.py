@@ -1,4 +1,4 @@
-"""The DSPy side of bench/optimize_sentiment.py (runs in the DSPy environment, not promptlab's).
+"""The DSPy side of bench/optimize.py --dspy (runs in the DSPy environment, not promptlab's).
 
 BootstrapFewShotWithRandomSearch (or MIPROv2) on the same local model, the same
 train/val/test rows and a call budget. DSPy has no call budget of its own, so
