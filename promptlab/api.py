@@ -15,17 +15,26 @@ from pathlib import Path
 from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
-from promptlab.models import PromptVersion, Signature
+from promptlab.models import Case, PromptVersion, Signature
 from promptlab.outputs import parse_output
 from promptlab.render import render_messages
 
 
 @dataclass(frozen=True)
 class LoadedPrompt:
-    """A prompt version with the signature it was made with: renders messages, parses replies."""
+    """A prompt version with the signature it was made with (and its demo selector's pool of cases,
+    if it has one): renders messages, parses replies."""
 
     version: PromptVersion
     signature: Signature | None
+    pool: tuple[Case, ...] = ()
+
+    @classmethod
+    def from_store(cls, store: Any, version: PromptVersion) -> "LoadedPrompt":
+        selector = version.content.demo_selector
+        pool = tuple(store.cases_by_id(store.project_id(version.project), selector.pool).values()) \
+            if selector is not None else ()
+        return cls(version, store.prompt_signature(version), pool)
 
     @property
     def ref(self) -> str:
@@ -38,6 +47,10 @@ class LoadedPrompt:
 
     def messages(self, **inputs: Any) -> list[dict[str, str]]:
         """The chat messages for these inputs (every input of the signature is needed)."""
+        return self.render(inputs)
+
+    def render(self, inputs: dict[str, Any], *, case_id: int | None = None) -> list[dict[str, str]]:
+        """`messages`, for stored case `case_id` too: a demo selector never picks a case as its own demo."""
         if self.signature is not None:
             names = self.signature.input_names
             unknown = [k for k in inputs if k not in names]
@@ -46,7 +59,8 @@ class LoadedPrompt:
                 wrong = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
                 raise UsageError(f"{self.ref}: {wrong}; signature '{self.signature.name}' takes "
                                  f"{', '.join(names)}")
-        return render_messages(self.version.content, self.signature, inputs)
+        return render_messages(self.version.content, self.signature, inputs, case_id=case_id,
+                               resolve=lambda ids: self.pool)
 
     def parse(self, text: str) -> dict[str, Any]:
         """A reply's output fields, checked against the signature; ValueError when it does not fit."""
@@ -72,7 +86,6 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
         raise NotFoundError(f"no promptlab database at {path}; pass db= or run `promptlab init`")
     store = open_store(path)
     try:
-        version = store.prompt(store.project_id(project), ref)
-        return LoadedPrompt(version, store.prompt_signature(version))
+        return LoadedPrompt.from_store(store, store.prompt(store.project_id(project), ref))
     finally:
         store.db.close()

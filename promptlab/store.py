@@ -424,8 +424,22 @@ class Store:
                 used.setdefault(case_id, []).append(name)
         return used
 
+    def case_demo_prompts(self, project_id: int, ids: Iterable[int]) -> dict[int, list[str]]:
+        """For each of these cases in a prompt version's demo-selector pool, those versions' refs."""
+        wanted, used = sorted(set(ids)), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for case_id, ref in self.db.execute(
+                    f"select j.value, p.name || '@' || p.version from prompts p, "
+                    f"json_each(p.demo_selector, '$.pool') j where p.project_id = ? "
+                    f"and p.demo_selector is not null and j.value in ({','.join('?' * len(chunk))}) "
+                    f"order by p.name, p.version", [project_id, *chunk]):
+                used.setdefault(case_id, []).append(ref)
+        return used
+
     def remove_cases(self, project_id: int, ids: Iterable[int]) -> tuple[list[int], list[int]]:
-        """Delete these cases, but archive the ones a run used; returns (deleted ids, archived ids)."""
+        """Delete these cases, but archive the ones a run or a demo selector's pool uses (a version
+        must render as it did); returns (deleted ids, archived ids)."""
         ids = sorted(set(ids))
         with self.db.atomic():
             found = self.cases_by_id(project_id, ids)
@@ -433,7 +447,7 @@ class Store:
             if missing:
                 raise NotFoundError(f"no case with id {', '.join(map(str, missing))} in this project; "
                                     f"see `promptlab case list`")
-            used = self.case_runs(project_id, ids)
+            used = {**self.case_runs(project_id, ids), **self.case_demo_prompts(project_id, ids)}
             archived = [i for i in ids if i in used]
             deleted = [i for i in ids if i not in used]
             for case_id in archived:
@@ -452,6 +466,11 @@ class Store:
             changes = {k: v for k, v in (("expected", expected), ("split", split),
                                          ("tags", None if tags is None else tuple(tags))) if v is not None}
             new = Case(**{**case.model_dump(), **changes})
+            pools = self.case_demo_prompts(project_id, [case_id]).get(case_id)
+            if pools and new.expected != case.expected:
+                raise UsageError(f"case {case_id} is a demo that {', '.join(pools[:3])} may pick (its demo "
+                                 f"selector's pool): changing its expected output would change what that "
+                                 f"version sends; add a corrected case instead")
             digest = new.hash()
             if digest != case.hash() and self.db["cases"].count_where(
                     "project_id = ? and content_hash = ?", [project_id, digest]):

@@ -467,3 +467,33 @@ def test_run_takes_model_split_and_limit_like_eval(workspace):
     assert bad.code == 2 and "splits here: test, train" in bad.stderr
     unknown = workspace.cli("run", "exp.yaml", "--model", "nope")
     assert unknown.code == 2 and "unknown model 'nope'" in unknown.stderr
+
+
+def test_a_demo_selector_version_from_code_and_its_pool_cases(evaluated):
+    import promptlab
+    from promptlab.models import DemoSelector
+    from promptlab.store import open_store
+
+    evaluated.write("more.jsonl", '{"text": "great fun", "label": "positive"}\n{"text": "awful mess", "label": "negative"}\n')
+    assert evaluated.cli("case", "import", "more.jsonl").code == 0
+    store = open_store(evaluated.db_path)
+    pool = tuple(i for (i,) in evaluated.rows("select id from cases where json_extract(inputs, '$.text') like '% %'"))
+    base = store.prompt(1, "p@1")
+    knn = store.add_prompt(1, "p", base.content.model_copy(update={"demo_selector": DemoSelector(k=1, pool=pool)}),
+                           signature_id=base.signature_id)
+    store.db.close()
+    evaluated.fake.configure(record_bodies=True)
+    assert evaluated.cli("eval", "--prompt", knn.ref, "--name", "knn", "--no-cache").code == 0
+    sent = {b["messages"][-1]["content"]: b["messages"] for b in evaluated.fake.stats()["bodies"]}
+    loaded = promptlab.load_prompt(knn.ref, db=evaluated.db_path)
+    assert loaded.messages(text="great") == sent["great"]  # the nearest pool case is its demo
+    assert sent["great"][-3]["content"] == "great fun"
+
+    fun = pool[0]
+    refused = evaluated.cli("case", "edit", str(fun), "-e", "label=negative")
+    assert refused.code == 2 and f"demo that {knn.ref} may pick" in refused.stderr
+    assert evaluated.cli("case", "edit", str(fun), "--tag", "demo").code == 0  # tags change nothing it sends
+    result = evaluated.cli("case", "delete", *map(str, pool), "--yes")
+    assert result.code == 0 and f"the demo pool of {knn.ref}" in result.stdout
+    assert evaluated.rows("select count(*) from cases where archived = 1") == [(2,)]
+    assert promptlab.load_prompt(knn.ref, db=evaluated.db_path).messages(text="great") == sent["great"]

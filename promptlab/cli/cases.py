@@ -133,16 +133,18 @@ def delete(ctx: typer.Context, ids: Annotated[list[int], typer.Argument(help="Ca
     """Delete cases; a case that a run used is archived instead (kept for that run, never selected again)."""
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
-    used = store.case_runs(project_id, ids)
-    note = f" ({len(used)} used by runs are archived instead)" if used else ""
+    used = {case_id: [f"run {name}" for name in runs] for case_id, runs in store.case_runs(project_id, ids).items()}
+    for case_id, refs in store.case_demo_prompts(project_id, ids).items():
+        used.setdefault(case_id, []).extend(f"the demo pool of {ref}" for ref in refs)
+    note = f" ({len(used)} in use are archived instead)" if used else ""
     confirm(f"Delete {len(set(ids))} cases{note}?", yes)
     deleted, archived = store.remove_cases(project_id, ids)
     if deleted:
         typer.echo(f"deleted cases {', '.join(map(str, deleted))}")
     for case_id in archived:
-        runs = used[case_id]
-        shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-        typer.echo(printable(f"archived case {case_id}: used by run {shown} (excluded from new selections)"))
+        users = used[case_id]
+        shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+        typer.echo(printable(f"archived case {case_id}: used by {shown} (excluded from new selections)"))
 
 
 @app.command("edit")

@@ -192,7 +192,7 @@ def try_(ctx: typer.Context, ref: Ref,
 
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
-    loaded = LoadedPrompt(version, store.prompt_signature(version))
+    loaded = LoadedPrompt.from_store(store, version)
     messages = loaded.messages(**_inputs(input, loaded.signature))
     data: dict = {"prompt": version.ref, "messages": messages}
     if not dry_run:
@@ -269,7 +269,10 @@ def export(ctx: typer.Context, ref: Ref,
         raise UsageError(f"prompt export: unknown --format '{format}'; use yaml or json")
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
-    entry = LoadedPrompt(version, store.prompt_signature(version)).as_entry()
+    entry = LoadedPrompt.from_store(store, version).as_entry()
+    if version.content.demo_selector is not None:
+        typer.echo(printable(f"promptlab: warning: {version.ref} picks its demos from cases of this database "
+                             f"(a demo selector's pool of case ids); an experiment file cannot carry it"), err=True)
     if format == "json":  # JSON escapes C0 controls itself; DEL and C1 too, so nothing reaches the terminal raw
         text = json.dumps(entry, ensure_ascii=False, indent=2)
         return typer.echo(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
