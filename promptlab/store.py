@@ -588,9 +588,10 @@ class Store:
             if rows:
                 self.db["results"].insert_all(rows, ignore=True, batch_size=500)
 
-    def results(self, run_id: int) -> list[dict]:
-        return [_result(r) for r in self.db["results"].rows_where(
-            "run_id = ?", [run_id], order_by="case_id, repeat")]
+    def results(self, run_id: int, case_id: int | None = None) -> list[dict]:
+        """A run's results (of one case, if given), by case and repeat."""
+        where, args = ("run_id = ?", [run_id]) if case_id is None else ("run_id = ? and case_id = ?", [run_id, case_id])
+        return [_result(r) for r in self.db["results"].rows_where(where, args, order_by="case_id, repeat")]
 
     def find_run(self, project_id: int, name: str) -> dict | None:
         """The run with this name, or None."""

@@ -497,3 +497,17 @@ def test_a_demo_selector_version_from_code_and_its_pool_cases(evaluated):
     assert result.code == 0 and f"the demo pool of {knn.ref}" in result.stdout
     assert evaluated.rows("select count(*) from cases where archived = 1") == [(2,)]
     assert promptlab.load_prompt(knn.ref, db=evaluated.db_path).messages(text="great") == sent["great"]
+
+
+def test_runs_show_case_prints_the_messages_sent(evaluated):
+    evaluated.fake.configure(record_bodies=True)
+    assert evaluated.cli("eval", "--prompt", "p@2", "--name", "sent", "--no-cache").code == 0
+    sent = {b["messages"][-1]["content"]: b["messages"] for b in evaluated.fake.stats()["bodies"]}
+    (great,), = evaluated.rows("select id from cases where inputs like '%great%'")
+    shown = json.loads(evaluated.cli("runs", "show", "sent", "--case", str(great), "--json").stdout)
+    assert shown["messages"] == sent["Review: great"] and shown["prompt"] == "p@2"
+    assert [r["output"] for r in shown["results"]] == ["positive"] and shown["expected"] == {"label": "positive"}
+    text = evaluated.cli("runs", "show", "sent", "--case", str(great)).stdout
+    assert "--- user\nReview: great" in text and "=== reply (repeat 0): score 1.0, passed\npositive" in text
+    missing = evaluated.cli("runs", "show", "sent", "--case", "999")
+    assert missing.code == 2 and "has no case 999" in missing.stderr

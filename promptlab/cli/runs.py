@@ -58,6 +58,9 @@ def list_(ctx: typer.Context, project: Project = None,
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's name (see `promptlab runs list`).")],
          project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
+         case: Annotated[Optional[int], typer.Option(
+             "--case", metavar="ID", help="Show this case instead: the messages sent (rebuilt exactly from the "
+                                          "immutable prompt version) and its results.")] = None,
          json_: AsJson = False) -> None:
     """One run: scores with intervals, per-label P/R/F1, confusion matrix, failed cases."""
     from promptlab import display
@@ -65,6 +68,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
 
     store = ctx.obj.store
     project_id = ctx.obj.project_id(project)
+    if case is not None:
+        return _show_case(store, project_id, store.run(project_id, name), case, json_)
     facts = run_facts(store, project_id, store.run(project_id, name))
     if json_:
         run = store.run(project_id, name)
@@ -72,6 +77,35 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
                                          "slowest": facts["slowest"], "costliest": facts["costliest"],
                                          "distributions": facts["distributions"]})
     display.print_run_facts(facts, failures)
+
+
+def _show_case(store, project_id: int, run: dict, case_id: int, as_json: bool) -> None:
+    import json
+
+    from promptlab.api import LoadedPrompt
+    from promptlab.errors import NotFoundError
+    from promptlab.terminal import printable
+
+    if case_id not in (run["case_ids"] or []):
+        raise NotFoundError(f"run '{run['name']}' has no case {case_id}; its cases are listed by "
+                            f"`promptlab runs show {run['name']} --json`")
+    case = store.cases_by_id(project_id, [case_id])[case_id]
+    loaded = LoadedPrompt.from_store(store, store.prompt_by_id(run["prompt_id"]))
+    messages = loaded.render(case.inputs, case_id=case_id)
+    results = [{k: r[k] for k in ("repeat", "output", "parsed", "parse_error", "scores", "score", "passed",
+                                  "error_kind", "error", "latency_ms", "cached")}
+               for r in store.results(run["id"], case_id)]
+    if as_json:
+        return emit_json({"run": run["name"], "prompt": loaded.ref, "model": run["model"], "case_id": case_id,
+                          "inputs": case.inputs, "expected": case.expected, "messages": messages,
+                          "params": run["params"], "results": results})
+    typer.echo(printable(f"run {run['name']}: {loaded.ref} on {run['model']}, case {case_id} "
+                         f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
+    for message in messages:
+        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+    for r in results or [{"repeat": 0, "output": None, "error": "no result stored yet"}]:
+        outcome = r.get("error") or f"score {r['score']}, {'passed' if r['passed'] else 'failed'}"
+        typer.echo(printable(f"=== reply (repeat {r['repeat']}): {outcome}\n{r.get('output') or ''}"))
 
 
 @app.command("compare")
