@@ -735,3 +735,27 @@ def test_reflect_runs_on_when_the_proposer_is_useless(workspace):
     assert any(e["event"] == "candidate" and e["operator"] in ("knn", "add_demos", "verbalizer", "format",
                                                                "swap_demo", "grips", "remove_demo",
                                                                "shuffle_demos") for e in history)
+
+
+def test_a_metrics_feedback_reaches_the_reflective_proposer(workspace, monkeypatch):
+    from promptlab.scorers import Score
+    from promptlab.scorers.registry import _REGISTRY, BaseMetric
+
+    def labelled():
+        def score(item):
+            ok = (item.parsed or {}).get("label") == item.expected["label"]
+            return Score(1.0 if ok else 0.0, ok, {} if ok else {"feedback": "name a label, never say maybe"})
+        return BaseMetric("labelled", score)
+
+    monkeypatch.setitem(_REGISTRY, "labelled", labelled)
+    ws = workspace
+    world(ws)
+    # the scripted proposer writes the good instruction only when it is shown the metric's feedback
+    ws.fake.configure(rules=[["feedback: name a label", "(JSON):", PROPOSER_REPLY]] + RULES[1:],
+                      default_reply="maybe")
+    result, data = optimize(ws, "--strategy", "reflect", "--metric", "labelled", "--budget-calls", "200",
+                            "--name", "fb", "--knob", "max_demos=1")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    winner = next(c for c in report["candidates"] if c["prompt_id"] == report["winner"]["prompt_id"])
+    assert winner["operator"] == "reflect" and report["winner"]["test"] == 1.0
