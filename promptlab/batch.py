@@ -29,9 +29,9 @@ from typing import Any, Callable
 
 from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
-from promptlab.evaluation import RunPlan, job, pending_jobs
+from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import CallError, cache_key, classify, litellm
+from promptlab.lm import CallError, Gateway, cache_key, classify, litellm
 from promptlab.models import Completion, Usage
 from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
@@ -42,6 +42,7 @@ PROVIDERS = ("openai", "azure", "vertex_ai", "bedrock")
 ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled")
+FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
 
 
 def provider(model: ModelConfig) -> str:
@@ -110,12 +111,15 @@ class _LineError(Exception):
         self.status_code = status
 
 
-async def execute(store: Store, plans: list[RunPlan], progress: Progress, *, config: BatchConfig,
-                  use_cache: bool, wait: bool, say: Callable[[str], None], retries: int = 3,
-                  timeout: float = 600.0) -> Outcome:
+async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
+                  config: BatchConfig, use_cache: bool, wait: bool, say: Callable[[str], None]) -> Outcome:
     """Evaluate the runs through batches: ingest what finished, submit what is missing, and (with
-    `wait`) poll every `config.poll_s` seconds until every item has a result."""
-    batches = _Batches(store, config, say, retries, timeout, progress)
+    `wait`) poll every `config.poll_s` seconds until every item has a result.
+
+    The gateway's retries apply to the files and batches calls; metrics that call a model
+    (judge, embedding) score through it, per call."""
+    batches = _Batches(store, config, say, gateway.retries, max(gateway.timeout, FILE_TIMEOUT_S), progress)
+    bind_metrics(plans, gateway)
     _, total = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
     progress.start(total)
     try:
@@ -129,6 +133,11 @@ async def execute(store: Store, plans: list[RunPlan], progress: Progress, *, con
             await batches.pause(waiting)
     finally:
         progress.finish()
+        if isinstance(gateway.cache, StoreSink):  # what the metrics' calls cached
+            gateway.cache.close()
+        await gateway.aclose()
+    if isinstance(gateway.cache, StoreSink):
+        gateway.cache.check()
     return Outcome(batches.states)
 
 

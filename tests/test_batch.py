@@ -278,3 +278,15 @@ def test_a_batch_the_provider_no_longer_knows_is_submitted_again(workspace):
     assert json.loads(waited.stdout)["runs"][0]["n"] == 10
     assert workspace.rows("select status, done from batches order by id") == [("lost", 1), ("completed", 1)]
     assert workspace.fake.stats()["batches"]["items"] == [10]
+
+
+def test_metrics_that_call_a_model_score_batch_replies(workspace):
+    setup_project(workspace, n=6)
+    batch_settings(workspace)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--json",
+                           "--metric", 'embedding_similarity:{"model": "fake", "field": "label"}')
+    assert result.code == 0, result.stderr
+    run = json.loads(result.stdout)["runs"][0]
+    assert (run["n"], run["errors"]) == (6, 0)
+    assert run["scores"]["embedding_similarity"] == pytest.approx(1.0)  # same words, same vectors
+    assert workspace.fake.stats()["by_path"]["/v1/embeddings"] >= 1  # scored per call, through the gateway

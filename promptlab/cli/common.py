@@ -197,9 +197,9 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
             outcome = await execute(store, gateway, calls, progress, concurrency=concurrency,
                                     use_cache=use_cache, settings=settings)
         if batched:
-            more = await batches.execute(store, batched, progress, config=settings.batch, use_cache=use_cache,
-                                         wait=wait, say=lambda line: _say(printable(f"promptlab: {line}")),
-                                         retries=settings.defaults.retries, timeout=settings.defaults.timeout)
+            more = await batches.execute(store, make_gateway(store, settings), batched, progress,
+                                         config=settings.batch, use_cache=use_cache, wait=wait,
+                                         say=lambda line: _say(printable(f"promptlab: {line}")))
             outcome.states.update(more.states)
         return outcome
 
@@ -224,6 +224,13 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
                elapsed_s=elapsed())
         raise
     runs = finish(store, plans, outcome, elapsed_s=elapsed())
+    submitted = [r for r in runs if r["status"] == "submitted"]
+    if submitted:  # --no-wait: the batches outlive this process
+        if as_json:
+            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
+        for run in submitted:
+            typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
+        return
     submitted = [r for r in runs if r["status"] == "submitted"]
     if submitted:  # --no-wait: the batches outlive this process
         if as_json:
