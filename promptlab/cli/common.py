@@ -231,20 +231,6 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
         for run in submitted:
             typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
         return
-    submitted = [r for r in runs if r["status"] == "submitted"]
-    if submitted:  # --no-wait: the batches outlive this process
-        if as_json:
-            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
-        for run in submitted:
-            typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
-        return
-    submitted = [r for r in runs if r["status"] == "submitted"]
-    if submitted:  # --no-wait: the batches outlive this process
-        if as_json:
-            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
-        for run in submitted:
-            typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
-        return
     from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
 
     gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
