@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +34,24 @@ PROVIDER_KEYS = {
 }
 
 
+AUTO = "auto"
+# calls in flight: a number, or "auto" (AIMD: halved on a 429, grown on success; lm.AdaptiveLimit)
+Concurrency = Annotated[int, Field(ge=1)] | Literal["auto"]
+
+
+def parse_concurrency(text: str, where: str) -> int | str:
+    """'auto' or a whole number of at least 1 (bad input: one line naming `where`)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{where} must be a whole number of at least 1, or auto (got '{text}')")
+    return value
+
+
 class ModelConfig(BaseModel):
     """One model alias: where to call it and how hard."""
 
@@ -44,7 +62,7 @@ class ModelConfig(BaseModel):
     api_key_env: str | None = None
     rpm: float | None = None
     tpm: float | None = None
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: Concurrency | None = None
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True  # an OpenAI-compatible api_base is called directly, not through litellm
@@ -96,7 +114,7 @@ class ModelConfig(BaseModel):
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = "local"
-    concurrency: int = Field(default=8, ge=1)
+    concurrency: Concurrency = 8
     timeout: float = Field(default=60.0, gt=0)
     retries: int = Field(default=8, ge=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
@@ -192,8 +210,6 @@ def load_settings(start: Path | None = None) -> Settings:
     if os.environ.get("PROMPTLAB_MODEL"):
         settings.defaults.model = os.environ["PROMPTLAB_MODEL"]
     if os.environ.get("PROMPTLAB_CONCURRENCY"):
-        try:
-            settings.defaults.concurrency = max(1, int(os.environ["PROMPTLAB_CONCURRENCY"]))
-        except ValueError:
-            raise UsageError("PROMPTLAB_CONCURRENCY must be a whole number") from None
+        settings.defaults.concurrency = parse_concurrency(os.environ["PROMPTLAB_CONCURRENCY"],
+                                                          "PROMPTLAB_CONCURRENCY")
     return settings

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.live import Live
@@ -55,9 +55,18 @@ class Tally:
 
 
 class _Tallies:
-    def __init__(self, runs: dict[int, tuple[str, int]]):
+    def __init__(self, runs: dict[int, tuple[str, int]], limits: Callable[[], dict[str, int]] | None = None):
         self.tallies = {run_id: Tally(label, total) for run_id, (label, total) in runs.items()}
         self.started = time.monotonic()
+        self.limits = limits  # concurrency "auto": each model's calls in flight allowed now
+
+    def concurrency(self) -> str:
+        """Under concurrency "auto", the calls in flight allowed now: '12', or per model
+        'gpt 12, mini 4'; else ''."""
+        limits = self.limits() if self.limits else {}
+        if len(limits) == 1:
+            return str(next(iter(limits.values())))
+        return printable(", ".join(f"{k} {v}" for k, v in limits.items()))
 
     def rates(self, tally: Tally) -> tuple[float, str]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -75,12 +84,15 @@ def _pct(part: int, whole: int) -> str:
 class RichProgress(_Tallies):
     """A live table, one row per run: done/total, pass rate, mean score, errors, tokens, cost, calls/s, ETA."""
 
-    def __init__(self, runs: dict[int, tuple[str, int]], console: Console = err):
-        super().__init__(runs)
+    def __init__(self, runs: dict[int, tuple[str, int]], console: Console = err,
+                 limits: Callable[[], dict[str, int]] | None = None):
+        super().__init__(runs, limits)
         self.live = Live(self._table(), console=console, refresh_per_second=4, transient=False)
 
     def _table(self) -> Table:
-        table = Table(title="promptlab eval", title_justify="left")
+        shown = self.concurrency()
+        table = Table(title=Text(f"promptlab eval · concurrency {shown}" if shown else "promptlab eval"),
+                      title_justify="left")
         for col in ("run", "done", "pass", "mean", "errors", "tokens", "cost", "calls/s", "ETA"):
             table.add_column(col, justify="left" if col == "run" else "right")
         for tally in self.tallies.values():
@@ -108,8 +120,9 @@ class RichProgress(_Tallies):
 class PlainProgress(_Tallies):
     """Periodic plain lines on stderr, for logs and CI."""
 
-    def __init__(self, runs: dict[int, tuple[str, int]], every_s: float = 5.0):
-        super().__init__(runs)
+    def __init__(self, runs: dict[int, tuple[str, int]], every_s: float = 5.0,
+                 limits: Callable[[], dict[str, int]] | None = None):
+        super().__init__(runs, limits)
         self.every_s, self.last = every_s, 0.0
 
     def start(self, total: int) -> None:
@@ -127,7 +140,8 @@ class PlainProgress(_Tallies):
         rate, eta = self.rates(tally)
         mean = f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-"
         print(f"{tally.label}: {tally.done}/{tally.total} pass={_pct(tally.passed, tally.done - tally.errors)} "
-              f"mean={mean} errors={tally.errors} tokens={tally.tokens} calls/s={rate:.1f} eta={eta}",
+              f"mean={mean} errors={tally.errors} tokens={tally.tokens} calls/s={rate:.1f} eta={eta}"
+              + (f" concurrency={shown}" if (shown := self.concurrency()) else ""),
               file=sys.stderr, flush=True)
 
     def finish(self) -> None:
@@ -168,12 +182,14 @@ def _silence_dead_streams() -> None:
             setattr(sys, name, open(os.devnull, "w"))
 
 
-def make_progress(runs: dict[int, tuple[str, int]], quiet: bool = False):
+def make_progress(runs: dict[int, tuple[str, int]], quiet: bool = False,
+                  limits: Callable[[], dict[str, int]] | None = None):
+    """`limits`: the gateway's adaptive limits (Gateway.adaptive_limits), shown under concurrency auto."""
     from promptlab.runner import SilentProgress
 
     if quiet:
         return SilentProgress()
-    return Guarded(RichProgress(runs) if err.is_terminal else PlainProgress(runs))
+    return Guarded(RichProgress(runs, limits=limits) if err.is_terminal else PlainProgress(runs, limits=limits))
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -18,10 +18,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from promptlab.baselines import collapse, constant_baseline
-from promptlab.config import ModelConfig, Settings
+from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import Gateway, check_credentials
+from promptlab.lm import AUTO_CEILING, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.render import check_cases, check_prompt, render_messages
 from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
@@ -131,7 +131,7 @@ class RunPlan:
     repeat: int
     metrics: tuple[Metric, ...]
     params: dict
-    concurrency: int = 8
+    concurrency: Concurrency = 8
     use_cache: bool = True
     done_before: int = 0  # results it held when this process took it up
     demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
@@ -190,7 +190,7 @@ def check_code_execution(store: Store, project_id: int, project: str, metrics: t
 
 def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig,
              cases: list[Case], *, name: str | None, metric_specs: list[Any] | None,
-             repeat: int = 1, concurrency: int = 8, params: dict | None = None,
+             repeat: int = 1, concurrency: Concurrency = 8, params: dict | None = None,
              optimization_id: int | None = None, where: str = "eval",
              context: MetricContext | None = None, use_cache: bool = True) -> RunPlan:
     """Validate everything a run needs, then create its row (nothing is written on bad input).
@@ -264,11 +264,14 @@ def job(plan: RunPlan, case: Case, repeat: int) -> Job:
 
 
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
-                  concurrency: int, use_cache: bool, settings: Settings) -> Outcome:
+                  concurrency: Concurrency, use_cache: bool, settings: Settings) -> Outcome:
     """Evaluate what the runs still need, beating their heartbeat meanwhile.
 
-    A run keeps the cache choice it was made with (`--no-cache` holds on resume too).
+    A run keeps the cache choice it was made with (`--no-cache` holds on resume too). With
+    concurrency "auto" the gateway's AIMD limits decide how many of AUTO_CEILING workers call.
     """
+    if concurrency == AUTO:
+        gateway.adaptive, concurrency = True, AUTO_CEILING
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
     bind_metrics(plans, gateway)
     jobs, total = pending_jobs(store, plans)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from promptlab.config import PROVIDER_KEYS, ModelConfig
+from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
 from promptlab.errors import AuthError, UsageError
 from promptlab.models import Completion, Usage
 from promptlab.redact import redact
@@ -31,6 +31,7 @@ from promptlab.redact import redact
 _litellm = None
 import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
 MAX_RETRY_AFTER_S = 60.0
+AUTO_START, AUTO_CEILING = 8, 64  # concurrency "auto": calls in flight at first, and at most
 
 
 def litellm():
@@ -178,6 +179,39 @@ class RateLimiter:
                 await asyncio.sleep((min(amount, self.capacity) - self.tokens) / self.rate)
 
 
+class AdaptiveLimit:
+    """Calls in flight under AIMD, as promptfoo and Inspect do: a 429 halves the limit (once per
+    round: the 429s of calls sent before the last cut are the same congestion), each success adds
+    1/limit (about +1 per `limit` successes), between 1 and `ceiling`."""
+
+    def __init__(self, start: int = AUTO_START, ceiling: int = AUTO_CEILING):
+        self.limit, self.ceiling = float(min(start, ceiling)), ceiling
+        self.in_flight = 0
+        self.round = 0  # bumped at each cut
+        self.freed = asyncio.Condition()
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait for a free slot; returns the round the call is sent in."""
+        async with self.freed:
+            await self.freed.wait_for(lambda: self.in_flight < self.current)
+            self.in_flight += 1
+        return self.round
+
+    async def release(self, sent_in: int, outcome: str) -> None:
+        """outcome: "ok" grows the limit, "rate_limit" cuts it, anything else leaves it."""
+        if outcome == "ok":
+            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+        elif outcome == "rate_limit" and sent_in == self.round:
+            self.limit, self.round = max(1.0, self.limit / 2), self.round + 1
+        async with self.freed:
+            self.in_flight -= 1
+            self.freed.notify_all()
+
+
 def check_credentials(model: ModelConfig) -> None:
     """Before any call: a model whose provider key is missing is bad input (exit 2).
 
@@ -209,8 +243,9 @@ class Gateway:
     backoff_cap: float = 15.0
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
-    _limits: dict[str, tuple[asyncio.Semaphore | None, RateLimiter | None, RateLimiter | None]] = \
-        field(default_factory=dict)
+    adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    _limits: dict[str, tuple[asyncio.Semaphore | AdaptiveLimit | None, RateLimiter | None,
+                             RateLimiter | None]] = field(default_factory=dict)
     _direct_client: Any = None
 
     @property
@@ -223,8 +258,9 @@ class Gateway:
     def _limiters(self, model: ModelConfig):
         key = model.alias or model.model
         if key not in self._limits:
+            auto = model.concurrency == AUTO or (model.concurrency is None and self.adaptive)
             self._limits[key] = (
-                asyncio.Semaphore(model.concurrency) if model.concurrency else None,
+                AdaptiveLimit() if auto else asyncio.Semaphore(model.concurrency) if model.concurrency else None,
                 RateLimiter(model.rpm) if model.rpm else None,
                 RateLimiter(model.tpm) if model.tpm else None)
         return self._limits[key]
@@ -285,6 +321,11 @@ class Gateway:
                     self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
         return [found[i] for i in range(len(texts))]
 
+    def adaptive_limits(self) -> dict[str, int]:
+        """The current limit of each model under concurrency "auto" (for the live view)."""
+        return {key: limit.current for key, (limit, _, _) in self._limits.items()
+                if isinstance(limit, AdaptiveLimit)}
+
     async def aclose(self) -> None:
         """Close the direct path's connections (those of the running event loop)."""
         if self._direct_client is not None:
@@ -292,7 +333,8 @@ class Gateway:
 
     async def _call(self, model: ModelConfig, send: Callable[[dict], Any], **kwargs: Any) -> tuple[Any, int]:
         """`send(kwargs)` with promptlab's limits, call budget, timeout and retries."""
-        semaphore, rpm, tpm = self._limiters(model)
+        slots, rpm, tpm = self._limiters(model)
+        adaptive = slots if isinstance(slots, AdaptiveLimit) else None  # it takes a slot per attempt
         timeout = model.timeout or self.timeout
         kwargs.update(model=model.model, timeout=timeout, num_retries=0, max_retries=0)
         if model.api_base:
@@ -311,17 +353,24 @@ class Gateway:
             if self.max_calls is not None and self.calls >= self.max_calls:
                 raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
                                 attempts=attempts)
+            sent_in = await adaptive.acquire() if adaptive else 0
             attempts += 1
             self.calls += 1
+            outcome = "cancelled"
             try:
-                return await asyncio.wait_for(send(kwargs), timeout + 5)
+                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                outcome = "ok"
+                return reply
             except Exception as exc:  # every provider failure becomes a CallError
                 error = classify(exc)
-                error.attempts = attempts
+                error.attempts, outcome = attempts, error.kind
                 if error.kind == "auth":
                     raise AuthError(f"{model.alias or model.model}: authentication failed "
                                     f"({error.status}); check {model.api_key_env or 'the API key'}") from None
                 raise error from None
+            finally:
+                if adaptive:
+                    await adaptive.release(sent_in, outcome)
 
         async def retried() -> Any:
             async for attempt in AsyncRetrying(
@@ -332,8 +381,8 @@ class Gateway:
                 with attempt:
                     return await once()
 
-        if semaphore:
-            async with semaphore:
+        if isinstance(slots, asyncio.Semaphore):
+            async with slots:
                 return await retried(), attempts
         return await retried(), attempts
 

@@ -177,6 +177,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
         totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
                                len(plan.cases) * plan.repeat - done)
     progress = display.make_progress(totals)
+    progress = display.make_progress(totals, limits=gateway.adaptive_limits)
     gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), lm.import_seconds
     resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch

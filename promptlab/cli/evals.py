@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
               prompt: Annotated[Optional[str], typer.Option(help="NAME, NAME@VERSION or NAME@LABEL.")] = None,
               model: Annotated[Optional[str], typer.Option(help="Alias from promptlab.toml or a LiteLLM model.")] = None,
               name: Annotated[Optional[str], typer.Option(help="Run name (unique in the project).")] = None,
-              concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
+              concurrency: Annotated[Optional[str], typer.Option(
+                  metavar="N|auto", help="Calls in flight, or auto: halved on rate limits (429), "
+                                         "grown while calls succeed.")] = None,
               repeat: Annotated[int, typer.Option(min=1, help="Evaluate each case N times.")] = 1,
               metric: Annotated[list[str], typer.Option(
                   help="Metric name, or NAME:JSON-ARGS such as 'fuzzy:{\"threshold\":0.9}' (repeatable).")] = [],
@@ -57,12 +59,14 @@ def register(app: typer.Typer) -> None:
         """
         from promptlab import batch as batches
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
+        from promptlab.config import parse_concurrency
         from promptlab.errors import UsageError
         from promptlab.evaluation import metric_context, plan_run, resume_plan
         from promptlab.gates import check_baseline, validate_gates
 
         state = ctx.obj
         store, settings = state.store, state.settings
+        concurrency = concurrency and parse_concurrency(concurrency, "--concurrency")
         project_id = state.project_id(project)
         gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
                            max_regression=max_regression, baseline=baseline)

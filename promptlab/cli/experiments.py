@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(ctx: typer.Context,
             file: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
-            concurrency: Annotated[Optional[int], typer.Option(min=1, help="Override eval.concurrency.")] = None,
+            concurrency: Annotated[Optional[str], typer.Option(
+                metavar="N|auto", help="Override eval.concurrency (auto: adapts to rate limits).")] = None,
             model: Annotated[list[str], typer.Option(
                 help="Evaluate on this model instead of the file's models (repeatable).")] = [],
             split: Annotated[Optional[str], typer.Option(help="Override eval.split: only cases of this split.")] = None,
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
 
         from promptlab import batch as batches
         from promptlab.cli.common import gate_flags, run_plans
+        from promptlab.config import parse_concurrency
         from promptlab.experiment import load_experiment, setup
         from promptlab.gates import check_baseline, validate_gates
 
@@ -58,7 +60,8 @@ def register(app: typer.Typer) -> None:
         project_row = next((p for p in state.store.projects() if p["name"] == experiment.spec.project), None)
         check_baseline(state.store, project_row["id"] if project_row else None, gates,
                        [p.name for p in experiment.spec.prompts], str(file))
-        workers = concurrency or experiment.spec.eval.concurrency or state.settings.defaults.concurrency
+        workers = ((concurrency and parse_concurrency(concurrency, "--concurrency"))
+                   or experiment.spec.eval.concurrency or state.settings.defaults.concurrency)
         mode = experiment.spec.eval.mode
         if mode == "batch":  # before anything is written
             for model in experiment.models:
