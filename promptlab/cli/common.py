@@ -176,9 +176,8 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
         done = len(store.done_keys(plan.run_id))
         totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
                                len(plan.cases) * plan.repeat - done)
-    progress = display.make_progress(totals)
-    progress = display.make_progress(totals, limits=gateway.adaptive_limits)
     gateway = make_gateway(store, settings)
+    progress = display.make_progress(totals, limits=gateway.adaptive_limits)
     started, imported_before = time.perf_counter(), lm.import_seconds
     resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
                            else f"`promptlab eval --resume {p.name}`" for p in plans)
