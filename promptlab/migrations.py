@@ -154,3 +154,10 @@ def m007_provider_batches(db: Database) -> None:
 def m008_prompt_demo_selector(db: Database) -> None:
     """A prompt version may pick its demos per input (a kNN selector, JSON) instead of a fixed list."""
     db["prompts"].add_column("demo_selector", str)
+
+
+@migrations()
+def m009_prompt_archived(db: Database) -> None:
+    """A prompt version in use (runs, optimizations, later versions) is archived rather than deleted:
+    never the family's latest again, still resolvable as NAME@VERSION for what used it."""
+    db["prompts"].add_column("archived", int, not_null_default=0)

@@ -197,6 +197,7 @@ class PromptVersion(BaseModel):
     made_by: str = "person"
     message: str = ""
     candidate: bool = False               # an optimizer's candidate: never the family's latest
+    archived: bool = False                # `prompt delete` of a version in use: never the latest again
     labels: tuple[str, ...] = ()
     created_at: str = ""
 

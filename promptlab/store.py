@@ -234,7 +234,7 @@ class Store:
         the candidates of the same `made_by`, other versions only against non-candidates."""
         digest = content.hash()
         if dedupe:
-            where = "project_id = ? and name = ? and content_hash = ? and candidate = ?"
+            where = "project_id = ? and name = ? and content_hash = ? and candidate = ? and archived = 0"
             args: list[Any] = [project_id, name, digest, int(candidate)]
             if candidate:
                 where, args = where + " and made_by = ?", args + [made_by]
@@ -245,7 +245,7 @@ class Store:
                                [project_id, name]).fetchone()[0] or 0
         if parent_id is None:  # the latest version people use (never a candidate)
             latest = self.db.execute(
-                "select id from prompts where project_id = ? and name = ? and candidate = 0 "
+                "select id from prompts where project_id = ? and name = ? and candidate = 0 and archived = 0 "
                 "order by version desc limit 1", [project_id, name]).fetchone()
             parent_id = latest[0] if latest else None
         data = content.model_dump(mode="json")
@@ -257,6 +257,28 @@ class Store:
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
             "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
+
+    def remove_prompt(self, version: PromptVersion) -> str:
+        """Delete a version nothing uses; archive one that runs, optimizations or later versions use,
+        or the family's newest (its number is never given to other content). Returns what was done."""
+        project_id = self.project_id(version.project)
+        with self.db.atomic():
+            labels = [r[0] for r in self.db.execute("select label from prompt_labels where prompt_id = ?",
+                                                    [version.id])]
+            if labels:
+                raise UsageError(f"{version.ref} carries label {labels[0]}; remove it first with "
+                                 f"`promptlab prompt label {version.name} {labels[0]} --remove`")
+            used = (self.db["runs"].count_where("prompt_id = ?", [version.id])
+                    or self.db["optimizations"].count_where("base_prompt_id = ? or winner_prompt_id = ?",
+                                                            [version.id, version.id])
+                    or self.db["prompts"].count_where("parent_id = ?", [version.id]))
+            newest = self.db.execute("select max(version) from prompts where project_id = ? and name = ?",
+                                     [project_id, version.name]).fetchone()[0] == version.version
+            if used or newest:
+                self.db["prompts"].update(version.id, {"archived": 1})
+                return "archived"
+            self.db["prompts"].delete(version.id)
+        return "deleted"
 
     def promote_prompt(self, prompt_id: int) -> PromptVersion:
         """A candidate stops being one: it becomes a version like any other (the latest, being newest)."""
@@ -270,10 +292,10 @@ class Store:
             raise NotFoundError(f"no prompt version with id {prompt_id}") from None
 
     def prompt(self, project_id: int, ref: str) -> PromptVersion:
-        """Resolve NAME (latest), NAME@VERSION or NAME@LABEL; the latest is never a candidate."""
+        """Resolve NAME (latest), NAME@VERSION or NAME@LABEL; the latest is never a candidate nor archived."""
         name, selector = parse_ref(ref)
         if selector is None or selector == "latest":
-            where, args = "project_id = ? and name = ? and candidate = 0", [project_id, name]
+            where, args = "project_id = ? and name = ? and candidate = 0 and archived = 0", [project_id, name]
         elif selector.isdigit():
             where, args = "project_id = ? and name = ? and version = ?", [project_id, name, int(selector)]
         else:
@@ -294,10 +316,10 @@ class Store:
 
     def prompts(self, project_id: int, name: str | None = None, *,
                 candidates: bool = False) -> list[PromptVersion]:
-        """Prompt versions by name and version; optimizer candidates only if asked."""
+        """Prompt versions by name and version; optimizer candidates and archived versions only if asked."""
         where, args = "project_id = ?", [project_id]
         if not candidates:
-            where += " and candidate = 0"
+            where += " and candidate = 0 and archived = 0"
         if name:
             where, args = where + " and name = ?", args + [name]
         return [self._prompt(r) for r in self.db["prompts"].rows_where(
@@ -343,6 +365,7 @@ class Store:
                              signature_version=sig and sig["version"],
                              parent_id=row["parent_id"], made_by=row["made_by"] or "person",
                              message=row["message"] or "", candidate=bool(row.get("candidate")),
+                             archived=bool(row.get("archived")),
                              labels=labels,
                              created_at=row["created_at"] or "")
 

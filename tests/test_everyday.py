@@ -511,3 +511,31 @@ def test_runs_show_case_prints_the_messages_sent(evaluated):
     assert "--- user\nReview: great" in text and "=== reply (repeat 0): score 1.0, passed\npositive" in text
     missing = evaluated.cli("runs", "show", "sent", "--case", "999")
     assert missing.code == 2 and "has no case 999" in missing.stderr
+
+
+def test_prompt_delete_deletes_an_unused_version_and_archives_one_in_use(evaluated):
+    assert evaluated.cli("prompt", "add", "p", "--signature", "s", "--template", "Third: {{ text }}").code == 0
+    assert evaluated.cli("prompt", "add", "q", "--signature", "s", "--template", "Q {{ text }}").code == 0
+    assert evaluated.cli("prompt", "add", "q", "--signature", "s", "--template", "Q2 {{ text }}").code == 0
+    before = evaluated.counts()
+    assert evaluated.cli("prompt", "delete", "p@1").code == 2  # no --yes
+    used = evaluated.cli("prompt", "delete", "p@1", "--yes")  # r1 and r2 ran it
+    assert used.code == 0 and "archived p@1" in used.stdout
+    assert evaluated.counts() == before and evaluated.rows("select archived from prompts where version = 1 "
+                                                          "and name = 'p'") == [(1,)]
+    assert json.loads(evaluated.cli("runs", "show", "r1", "--json").stdout)["n"] == 2  # its runs still read it
+    assert evaluated.cli("prompt", "show", "p@1").code == 0
+    newest = evaluated.cli("prompt", "delete", "p@3", "--yes")  # unused, but the newest: number kept
+    assert "archived p@3" in newest.stdout
+    assert json.loads(evaluated.cli("prompt", "show", "p", "--json").stdout)["version"] == 2  # the latest
+    listed = [v["version"] for v in json.loads(evaluated.cli("prompt", "list", "p", "--json").stdout)]
+    assert listed == [2] and len(json.loads(evaluated.cli("prompt", "list", "p", "--all", "--json").stdout)) == 3
+    evaluated.rows("update prompts set parent_id = null where name = 'q'")
+    gone = evaluated.cli("prompt", "delete", "q@1", "--yes")
+    assert gone.code == 0 and "deleted q@1" in gone.stdout
+    assert evaluated.rows("select version from prompts where name = 'q'") == [(2,)]
+    evaluated.cli("prompt", "label", "q@2", "production")
+    labelled = evaluated.cli("prompt", "delete", "q@2", "--yes")
+    assert labelled.code == 2 and "--remove" in labelled.stderr
+    again = evaluated.cli("prompt", "add", "p", "--signature", "s", "--template", "Third: {{ text }}")
+    assert "p@4" in again.stdout  # an archived version's content makes a new version, never reuses a number

@@ -1,4 +1,4 @@
-"""`promptlab prompt add|list|show|diff|log|label|revert`: immutable prompt versions."""
+"""`promptlab prompt add|list|show|diff|log|label|revert|delete|try|export`: immutable prompt versions."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), N
 def _version_json(p) -> dict:
     return {"id": p.id, "name": p.name, "version": p.version, "signature": p.signature,
             "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by, "candidate": p.candidate,
+            "archived": p.archived,
             "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
             **p.content.model_dump(mode="json")}
 
@@ -82,8 +83,8 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
 def list_(ctx: typer.Context,
           name: Annotated[Optional[str], typer.Argument(help="Only this prompt's versions (default: every prompt).")] = None,
           project: Project = None,
-          candidates: Annotated[bool, typer.Option("--candidates", "--all",
-                                                   help="Also list optimizer candidates (hidden by default).")] = False,
+          candidates: Annotated[bool, typer.Option("--candidates", "--all", help=(
+              "Also list optimizer candidates and archived versions (hidden by default)."))] = False,
           json_: AsJson = False) -> None:
     """List prompt versions (an optimization's candidates only with --candidates)."""
     from promptlab import display
@@ -96,7 +97,8 @@ def list_(ctx: typer.Context,
     if json_:
         return emit_json([_version_json(v) | {"parent": parents.get(v.id)} for v in versions])
     display.print_table("prompts", ["ref", "labels", "signature", "made by", "parent", "message", "created"],
-                        [[v.ref + (" (candidate)" if v.candidate else ""), ",".join(v.labels), v.signature,
+                        [[v.ref + (" (candidate)" if v.candidate else "") + (" (archived)" if v.archived else ""),
+                          ",".join(v.labels), v.signature,
                           v.made_by, parents.get(v.id, ""), v.message, v.created_at] for v in versions])
 
 
@@ -163,6 +165,19 @@ def label(ctx: typer.Context, ref: Ref,
     version = store.prompt(project_id, ref)
     store.set_label(version, name)
     typer.echo(printable(f"{version.name}@{name} -> {version.ref}"))
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, ref: Ref, project: Project = None, yes: Yes = False) -> None:
+    """Delete a prompt version; one that runs, optimizations or later versions use is archived instead
+    (still NAME@VERSION for them, never the latest again), and so is the newest (its number stays taken)."""
+    from promptlab.terminal import printable
+
+    store = ctx.obj.store
+    version = store.prompt(ctx.obj.project_id(project), ref)
+    confirm(f"Delete prompt version {version.ref}?", yes)
+    done = store.remove_prompt(version)
+    typer.echo(printable(f"{done} {version.ref}"))
 
 
 @app.command("revert")
