@@ -565,11 +565,13 @@ class Store:
         return [dict(row) for row in self.db.query(sql, args)]
 
     def delete_run(self, run_id: int) -> int:
-        """Delete a run and its results (nothing else: cases, prompts and cached replies stay)."""
+        """Delete a run, its results and any other record of it (provider batches); nothing else:
+        cases, prompts and cached replies stay. Returns how many results went."""
         with self.db.atomic():
-            removed = self.db.execute("delete from results where run_id = ?", [run_id]).rowcount
+            removed = {table: self.db.execute(f"delete from [{table}] where run_id = ?", [run_id]).rowcount
+                       for table in self.db.table_names() if "run_id" in self.db[table].columns_dict}
             self.db["runs"].delete(run_id)
-        return removed
+        return removed["results"]
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v

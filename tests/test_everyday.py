@@ -539,3 +539,13 @@ def test_prompt_delete_deletes_an_unused_version_and_archives_one_in_use(evaluat
     assert labelled.code == 2 and "--remove" in labelled.stderr
     again = evaluated.cli("prompt", "add", "p", "--signature", "s", "--template", "Third: {{ text }}")
     assert "p@4" in again.stdout  # an archived version's content makes a new version, never reuses a number
+
+
+def test_runs_delete_takes_the_runs_provider_batches_too(evaluated):
+    (r1,), = evaluated.rows("select id from runs where name = 'r1'")
+    (r2,), = evaluated.rows("select id from runs where name = 'r2'")
+    for run_id, batch in ((r1, "b1"), (r2, "b2")):
+        evaluated.rows("insert into batches (run_id, batch_id, status, items) values (?, ?, 'completed', '{}')",
+                       (run_id, batch))
+    assert evaluated.cli("runs", "delete", "r1", "--yes").code == 0
+    assert evaluated.rows("select batch_id from batches") == [("b2",)]
