@@ -210,7 +210,7 @@ class _Batches:
                 self.say(f"{plan.name}: batch {row['batch_id']}: {exc}; checking again later")
                 continue
             self.report(plan, row, batch)
-            if batch.status in FINISHED:
+            if batch.status in FINISHED and not _output_pending(batch):
                 await self.ingest(plan, row, batch)
             elif batch.status != row["status"]:
                 self.store.db["batches"].update(row["id"], {"status": batch.status, "updated_at": now()})
@@ -395,6 +395,13 @@ class _Batches:
             except Exception as exc:  # a busy database skips a beat; anything else is a real failure
                 if not is_locked(exc):
                     raise
+
+
+def _output_pending(batch: Any) -> bool:
+    """A completed batch may name no output file for a moment before it is ready (OpenAI): ingesting
+    it then would send every item again."""
+    total = getattr(batch.request_counts, "total", 0) or 0
+    return batch.status == "completed" and total > 0 and not batch.output_file_id and not batch.error_file_id
 
 
 def _batch_error(batch: Any) -> str | None:

@@ -66,6 +66,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_expire_done": 0,         # ...with only their first M requests answered
     "batch_fail_next": 0,           # the next N batches created fail (no output at all)
     "batch_create_hang_after": None,  # batch creations after the first N hang (until the client goes)
+    "batch_output_lag": 0,          # a completed batch names no output file for its first N reads
 }
 
 ERROR_TYPES = {
@@ -485,6 +486,9 @@ def make_app(state: State):
         if batch is None:
             return fail(404, "no such batch")
         advance(batch)
+        if batch["status"] == "completed" and batch.setdefault("_reads", 0) < state.b["batch_output_lag"]:
+            batch["_reads"] += 1  # as OpenAI: completed, its output file not named yet
+            return jresp({**public(batch), "output_file_id": None, "error_file_id": None})
         return jresp(public(batch))
 
     app = web.Application(client_max_size=256 * 1024 ** 2)  # batch input files are large

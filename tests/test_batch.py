@@ -108,6 +108,7 @@ def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
     assert workspace.rows("select count(*) from results") == [(0,)]
     listed = workspace.cli("runs", "list", "--status", "submitted", "--json")
     assert [r["name"] for r in json.loads(listed.stdout)] == ["later"]
+    assert "30 requests (at the provider)" in workspace.cli("runs", "show", "later").stdout
 
     workspace.fake.configure(batch_hold=False)
     waited = workspace.cli("runs", "wait", "later", "--json")
@@ -115,6 +116,9 @@ def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
     assert json.loads(waited.stdout)["runs"][0]["n"] == 30
     assert workspace.rows("select status from runs") == [("completed",)]
     assert workspace.fake.stats()["batches"]["created"] == 1
+    shown = json.loads(workspace.cli("runs", "show", "later", "--json").stdout)["batches"]
+    assert [(b["status"], b["n_items"], b["done"]) for b in shown] == [("completed", 30, 1)]
+    assert "(at the provider)" not in workspace.cli("runs", "show", "later").stdout
 
 
 def test_batches_split_by_the_request_limit(workspace):
@@ -290,3 +294,13 @@ def test_metrics_that_call_a_model_score_batch_replies(workspace):
     assert (run["n"], run["errors"]) == (6, 0)
     assert run["scores"]["embedding_similarity"] == pytest.approx(1.0)  # same words, same vectors
     assert workspace.fake.stats()["by_path"]["/v1/embeddings"] >= 1  # scored per call, through the gateway
+
+
+def test_a_completed_batch_without_its_output_file_yet_is_read_again_not_resubmitted(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_output_lag=2)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["n"] == 10
+    assert workspace.fake.stats()["batches"]["items"] == [10]

@@ -71,12 +71,23 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
     if case is not None:
         return _show_case(store, project_id, store.run(project_id, name), case, json_)
     facts = run_facts(store, project_id, store.run(project_id, name))
+    batches = _batches(store, store.run(project_id, name)["id"])
     if json_:
         run = store.run(project_id, name)
         return emit_json(facts["run"] | {"summary": run["summary"], "failed": facts["failed"][:failures],
                                          "slowest": facts["slowest"], "costliest": facts["costliest"],
-                                         "distributions": facts["distributions"]})
+                                         "distributions": facts["distributions"], "batches": batches})
     display.print_run_facts(facts, failures)
+    for batch in batches:
+        typer.echo(f"batch {batch['batch_id']}: {batch['status']}, {batch['n_items']} requests"
+                   f"{'' if batch['done'] else ' (at the provider)'}")
+
+
+def _batches(store, run_id: int) -> list[dict]:
+    """A batch run's provider batches, oldest first (none for a per-call run)."""
+    return [dict(row) for row in store.db.query(
+        "select batch_id, provider, status, n_items, done, input_file_id, output_file_id, error_file_id, "
+        "error, created_at, updated_at from batches where run_id = ? order by id", [run_id])]
 
 
 def _show_case(store, project_id: int, run: dict, case_id: int, as_json: bool) -> None:
