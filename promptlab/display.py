@@ -69,12 +69,16 @@ class _Tallies:
         return printable(", ".join(f"{k} {v}" for k, v in limits.items()))
 
     def rates(self, tally: Tally) -> tuple[float, str]:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        done = sum(t.done for t in self.tallies.values())
-        total = sum(t.total for t in self.tallies.values())
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else 0
-        return rate, f"{eta:.0f}s" if done < total else "-"
+        """This run's own items per second and time left at that pace (runs share the workers)."""
+        rate = tally.done / max(time.monotonic() - self.started, 1e-6)
+        if tally.done >= tally.total:
+            return rate, "-"
+        return rate, f"{(tally.total - tally.done) / rate:.0f}s" if rate > 0 else "?"
+
+    def title(self) -> str:
+        """What runs: the one run's prompt × model, or how many runs."""
+        labels = [t.label for t in self.tallies.values()]
+        return printable(f"evaluating {labels[0]}" if len(labels) == 1 else f"evaluating {len(labels)} runs")
 
 
 def _pct(part: int, whole: int) -> str:
@@ -91,13 +95,13 @@ class RichProgress(_Tallies):
 
     def _table(self) -> Table:
         shown = self.concurrency()
-        table = Table(title=Text(f"promptlab eval · concurrency {shown}" if shown else "promptlab eval"),
+        table = Table(title=Text(f"{self.title()} · concurrency {shown}" if shown else self.title()),
                       title_justify="left")
         for col in ("run", "done", "pass", "mean", "errors", "tokens", "cost", "calls/s", "ETA"):
             table.add_column(col, justify="left" if col == "run" else "right")
         for tally in self.tallies.values():
             rate, eta = self.rates(tally)
-            table.add_row(tally.label, f"{tally.done}/{tally.total}",
+            table.add_row(safe(tally.label), f"{tally.done}/{tally.total}",
                           _pct(tally.passed, tally.done - tally.errors),
                           f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-",
                           f"[red]{tally.errors}[/]" if tally.errors else "0", f"{tally.tokens:,}",
@@ -139,7 +143,7 @@ class PlainProgress(_Tallies):
     def _line(self, tally: Tally) -> None:
         rate, eta = self.rates(tally)
         mean = f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-"
-        print(f"{tally.label}: {tally.done}/{tally.total} pass={_pct(tally.passed, tally.done - tally.errors)} "
+        print(f"{printable(tally.label)}: {tally.done}/{tally.total} pass={_pct(tally.passed, tally.done - tally.errors)} "
               f"mean={mean} errors={tally.errors} tokens={tally.tokens} calls/s={rate:.1f} eta={eta}"
               + (f" concurrency={shown}" if (shown := self.concurrency()) else ""),
               file=sys.stderr, flush=True)

@@ -82,9 +82,9 @@ def test_the_live_table_names_the_limit_only_under_auto():
 
     from promptlab.display import RichProgress
 
-    for limits, title in (({"fake": 12}, "promptlab eval · concurrency 12"),
-                          ({"a": 3, "b[red]": 1}, "promptlab eval · concurrency a 3, b[red] 1"),
-                          ({}, "promptlab eval")):
+    for limits, title in (({"fake": 12}, "evaluating p@1 × fake · concurrency 12"),
+                          ({"a": 3, "b[red]": 1}, "evaluating p@1 × fake · concurrency a 3, b[red] 1"),
+                          ({}, "evaluating p@1 × fake")):
         console = Console(record=True, width=200, force_terminal=False)
         progress = RichProgress({1: ("p@1 × fake", 10)}, console=console, limits=lambda: limits)
         console.print(progress._table())
