@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from promptlab.caseio import load_yaml, read_cases, rows_to_cases
-from promptlab.config import ModelConfig, Settings
+from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run
 from promptlab.models import Case, Demo, PromptContent, Signature
@@ -45,9 +45,10 @@ class InlineModel(BaseModel):
     api_key_env: str | None = None
     rpm: float | None = None
     tpm: float | None = None
-    concurrency: int | None = None
+    concurrency: Concurrency | None = None
     timeout: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    fast_path: bool = True
 
 
 class CasesFile(BaseModel):
@@ -59,7 +60,7 @@ class CasesFile(BaseModel):
 
 class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: Concurrency | None = None  # a number, or "auto" (AIMD on rate limits)
     repeat: int = Field(default=1, ge=1)
     cache: bool = True
     split: str | None = None  # evaluate only the cases of this split

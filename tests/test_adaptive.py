@@ -89,3 +89,17 @@ def test_the_live_table_names_the_limit_only_under_auto():
         progress = RichProgress({1: ("p@1 × fake", 10)}, console=console, limits=lambda: limits)
         console.print(progress._table())
         assert console.export_text().splitlines()[0].strip() == title
+
+
+def test_an_experiment_file_can_ask_for_auto(workspace):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    workspace.write("cases.jsonl", "".join(json.dumps({"text": f"great {i}", "label": "positive"}) + "\n"
+                                           for i in range(6)))
+    exp = workspace.write("exp.yaml", SENTIMENT_EXPERIMENT.replace("concurrency: 8", "concurrency: auto"))
+    result = workspace.cli("run", exp, "--json")
+    assert result.code == 0, result.stderr
+    assert workspace.rows("select concurrency from runs") == [("auto",)]
+    bad = workspace.cli("run", workspace.write("bad.yaml", SENTIMENT_EXPERIMENT.replace(
+        "concurrency: 8", "concurrency: 0")))
+    assert bad.code == 2 and "concurrency" in bad.stderr
