@@ -68,6 +68,7 @@ class CallError(Exception):
 _MISSING_CREDENTIALS = re.compile(
     r"missing credentials|api[_ ]?key (?:is )?(?:not set|missing|required)|no api[_ ]?key|"
     r"(?:must|need to) (?:set|provide|pass) (?:an? |the )?api[_ ]?key|AuthenticationError", re.I)
+_RATE_LIMITED = re.compile(r"rate[\s_\-]*limit|service tier capacity exceeded", re.I)  # as litellm's
 _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
@@ -111,6 +112,8 @@ def status_error(status: int | None, message: str, retry_after: Any = None) -> C
     """An HTTP failure by its status (a missing or rejected key is never transient)."""
     if _MISSING_CREDENTIALS.search(message):
         return CallError("auth", message, status=status or 401)
+    if status != 429 and _RATE_LIMITED.search(message):  # litellm reads these as 429s, whatever the status
+        status = 429
     if status is None:
         return CallError("error", message)
     if status in _TRANSIENT_STATUS:
@@ -279,13 +282,12 @@ class Gateway:
         direct = self._direct if fast_path(model) else None
         if direct is None:
             litellm()  # its first import takes seconds: not part of this call's latency
-        started = time.perf_counter()
         if direct is not None:
-            data, attempts = await self._call(model, direct.chat, messages=messages, **params)
+            data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
             reply = _reply_of_json(data)
         else:
-            response, attempts = await self._call(model, _litellm_method("acompletion"),
-                                                  messages=messages, **params)
+            response, attempts, started = await self._call(model, _litellm_method("acompletion"),
+                                                           messages=messages, **params)
             reply = _reply_of_litellm(response)
         if reply is None:
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
@@ -313,7 +315,8 @@ class Gateway:
                     found[i] = hit["vector"]
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
-            response, _ = await self._call(model, _litellm_method("aembedding"), input=[texts[i] for i in missing])
+            response, _, _ = await self._call(model, _litellm_method("aembedding"),
+                                              input=[texts[i] for i in missing])
             for i, item in zip(missing, response.data):
                 vector = item["embedding"] if isinstance(item, dict) else item.embedding
                 found[i] = list(vector)
@@ -331,8 +334,11 @@ class Gateway:
         if self._direct_client is not None:
             await self._direct_client.aclose()
 
-    async def _call(self, model: ModelConfig, send: Callable[[dict], Any], **kwargs: Any) -> tuple[Any, int]:
-        """`send(kwargs)` with promptlab's limits, call budget, timeout and retries."""
+    async def _call(self, model: ModelConfig, send: Callable[[dict], Any],
+                    **kwargs: Any) -> tuple[Any, int, float]:
+        """`send(kwargs)` with promptlab's limits, call budget, timeout and retries; returns the reply,
+        the attempts and when the first was sent (latency counts from there: not the wait for a slot
+        behind other calls, which only says how many were in flight)."""
         slots, rpm, tpm = self._limiters(model)
         adaptive = slots if isinstance(slots, AdaptiveLimit) else None  # it takes a slot per attempt
         timeout = model.timeout or self.timeout
@@ -342,10 +348,10 @@ class Gateway:
         key = model.api_key()
         if key:
             kwargs["api_key"] = key
-        attempts = 0
+        attempts, first_sent = 0, None
 
         async def once() -> Any:
-            nonlocal attempts
+            nonlocal attempts, first_sent
             if rpm:
                 await rpm.acquire()
             if tpm:
@@ -354,6 +360,7 @@ class Gateway:
                 raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
                                 attempts=attempts)
             sent_in = await adaptive.acquire() if adaptive else 0
+            first_sent = first_sent or time.perf_counter()
             attempts += 1
             self.calls += 1
             outcome = "cancelled"
@@ -383,8 +390,8 @@ class Gateway:
 
         if isinstance(slots, asyncio.Semaphore):
             async with slots:
-                return await retried(), attempts
-        return await retried(), attempts
+                return await retried(), attempts, first_sent
+        return await retried(), attempts, first_sent
 
 
 

@@ -570,3 +570,27 @@ def test_live_view_is_titled_by_its_runs_and_each_run_has_its_own_eta(monkeypatc
     assert view._table().title.plain == "evaluating 2 runs"
     one = display.RichProgress({1: ("[red]a@1 × fake", 3)}, console=Console(file=open("/dev/null", "w")))
     assert one._table().title.plain == "evaluating [red]a@1 × fake"  # names are never markup
+
+
+def test_latency_leaves_out_the_wait_behind_other_calls(fake_llm):
+    """Four calls through one slot: each one's latency is its own request, so they do not overlap."""
+    import asyncio
+    import time
+
+    from promptlab.config import ModelConfig
+    from promptlab.lm import Gateway
+
+    fake_llm.configure(latency_ms=150)
+    model = ModelConfig(alias="one", model="openai/fake", api_base=fake_llm.base_url, concurrency=1)
+    gateway = Gateway(cache=None, retries=0)
+
+    async def four():
+        started = time.perf_counter()
+        replies = await asyncio.gather(*(gateway.complete(model, [{"role": "user", "content": f"hi {i}"}])
+                                         for i in range(4)))
+        return replies, (time.perf_counter() - started) * 1000
+
+    replies, elapsed_ms = asyncio.run(four())
+    latencies = [r.latency_ms for r in replies]
+    assert min(latencies) >= 150
+    assert sum(latencies) <= elapsed_ms  # queued behind each other, they would add up to far more
