@@ -41,13 +41,19 @@ from promptlab.store import Store, dumps, is_locked, now
 PROVIDERS = ("openai", "azure", "vertex_ai", "bedrock")
 ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
-STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled")
+STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled", "lost")
 FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
 
 
 def provider(model: ModelConfig) -> str:
-    """The LiteLLM provider that serves this model (openai for a bare OpenAI model name)."""
-    return model.route or litellm().get_llm_provider(model.model)[1]
+    """The LiteLLM provider that serves this model (openai for a bare OpenAI model name; "" when
+    LiteLLM cannot tell, which has no batches either)."""
+    if model.route:
+        return model.route
+    try:
+        return litellm().get_llm_provider(model.model)[1]
+    except Exception:  # litellm's BadRequestError: "LLM Provider NOT provided"
+        return ""
 
 
 def check(model: ModelConfig) -> None:
@@ -79,21 +85,6 @@ def choose(mode: str, plans: list[RunPlan], store: Store, config: BatchConfig) -
 def live_batches(store: Store, run_id: int) -> list[dict]:
     """The run's batches not yet ingested (at the provider, or finished but not yet stored)."""
     return list(store.db["batches"].rows_where("run_id = ? and done = 0", [run_id], order_by="id"))
-
-
-def has_batches(store: Store, run_id: int) -> bool:
-    return bool(store.db["batches"].count_where("run_id = ?", [run_id]))
-
-
-def mark_submitted(store: Store, run_ids: list[int]) -> list[int]:
-    """Runs with batches still at the provider stay `submitted`, with no owner (any process may
-    wait for them); returns those run ids."""
-    waiting = [run_id for run_id in run_ids if live_batches(store, run_id)]
-    for run_id in waiting:
-        n = len(live_batches(store, run_id))
-        store.update_run(run_id, status="submitted", owner_pid=None,
-                         error=f"{n} batch{'es' if n > 1 else ''} at the provider")
-    return waiting
 
 
 def chat_key(item: Job) -> str:
@@ -233,15 +224,23 @@ class _Batches:
         unanswered are submitted again, until they have been through `max_attempts` batches."""
         items = {cid: tuple(key) for cid, key in json.loads(row["items"]).items()}
         cases = {c.id: c for c in plan.cases}
-        lines = []
+        lines, unreadable = [], 0
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 content = await self.api(plan.model, "afile_content", file_id=file_id)
-                lines += [json.loads(line) for line in content.content.decode().splitlines() if line.strip()]
+                for text in content.content.decode(errors="replace").splitlines():
+                    line = _json(text)
+                    if isinstance(line, dict):
+                        lines.append(line)
+                    else:
+                        unreadable += bool(text.strip())
+        if unreadable:  # provider output is data: a broken line is not a crash, its item is asked again
+            self.say(f"{plan.name}: batch {row['batch_id']}: {unreadable} unreadable output lines")
         ended = (getattr(batch, f"{batch.status}_at", None) or time.time()) - (batch.created_at or time.time())
         results, cache_rows, answered, transient = [], [], set(), {}
         for line in lines:
-            key = items.get(line.get("custom_id"))
+            custom_id = line.get("custom_id")
+            key = items.get(custom_id) if isinstance(custom_id, str) else None
             if key is None or key in answered or key[0] not in cases:
                 continue
             item = job(plan, cases[key[0]], key[1])
@@ -257,9 +256,10 @@ class _Batches:
             n = tries.get(key, 0) + 1
             if n >= self.config.max_attempts:  # given up: the last error, as the per-call path would
                 last = transient.get(key)
-                results.append(ItemResult(
-                    plan.run_id, key[0], key[1], error_kind=last.kind if last else f"batch_{batch.status}",
-                    error=f"no answer after {n} batches ({last or reason})", attempts=n))
+                # a completed batch without a usable line for it answered badly; else the batch's fate
+                kind = last.kind if last else "bad_response" if batch.status == "completed" else f"batch_{batch.status}"
+                results.append(ItemResult(plan.run_id, key[0], key[1], error_kind=kind,
+                                          error=f"no answer after {n} batches ({last or reason})", attempts=n))
         with self.store.db.atomic():
             self.store.save_results([r.row() | {"created_at": now()} for r in results], cache_rows)
             self.store.db["batches"].update(row["id"], {
@@ -280,28 +280,23 @@ class _Batches:
                      cache_rows: list[dict]) -> ItemResult | CallError | None:
         """One output line as the item's result; the transient error (429, 5xx…) or None (no
         answer) when it must be asked again."""
-        response = line.get("response") or {}
-        status, body = response.get("status_code"), response.get("body") or {}
-        if status is None:
+        status, body = _dig(line, "response", "status_code"), _dig(line, "response", "body")
+        if not isinstance(status, int):
             return None
         if status != 200:
-            message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-            error = classify(_LineError(status, str(message or body)[:300]))
+            error = classify(_LineError(status, str(_dig(body, "error", "message") or body)[:300]))
             if error.transient:
                 return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
-        choices = body.get("choices") or []
-        text = (choices[0].get("message") or {}).get("content") if choices else None
-        if text is None:  # not an empty answer: never scored as one, never cached
+        text = _dig(body, "choices", 0, "message", "content")
+        if not isinstance(text, str):  # not an empty answer: never scored as one, never cached
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)
-        tokens = body.get("usage") or {}
-        usage = Usage(prompt_tokens=tokens.get("prompt_tokens") or 0,
-                      completion_tokens=tokens.get("completion_tokens") or 0)
-        usage = usage.model_copy(update={"cost": self.cost(plan.model, usage.prompt_tokens,
-                                                           usage.completion_tokens)})
+        prompt, completion = (_count(_dig(body, "usage", k)) for k in ("prompt_tokens", "completion_tokens"))
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
+                      cost=self.cost(plan.model, prompt, completion))
         cache_rows.append({"key": chat_key(item), "kind": "chat", "model": plan.model.model,
                            "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
         return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
@@ -395,6 +390,27 @@ class _Batches:
             except Exception as exc:  # a busy database skips a beat; anything else is a real failure
                 if not is_locked(exc):
                     raise
+
+
+def _dig(value: Any, *path: str | int) -> Any:
+    """value[path[0]][path[1]]…, None where the shape differs (provider output is data)."""
+    for key in path:
+        if isinstance(key, int):
+            value = value[key] if isinstance(value, list) and len(value) > key else None
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _output_pending(batch: Any) -> bool:

@@ -67,6 +67,8 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_fail_next": 0,           # the next N batches created fail (no output at all)
     "batch_create_hang_after": None,  # batch creations after the first N hang (until the client goes)
     "batch_output_lag": 0,          # a completed batch names no output file for its first N reads
+    "batch_garble_if_contains": [],  # output lines for these conversations are not JSON, or JSON of
+                                     # the wrong shape (alternately)
 }
 
 ERROR_TYPES = {
@@ -445,7 +447,7 @@ def make_app(state: State):
         if b["batch_hold"] or age < b["batch_delay_s"]:
             batch.update(status="in_progress", in_progress_at=batch["in_progress_at"] or now)
             return
-        outputs, errors = [], []
+        outputs, errors, garbled = [], [], []
         for i, line in enumerate(batch["_lines"]):
             rid = f"batch_req_{batch['id']}_{i}"
             if batch["_fate"] == "expire" and i >= b["batch_expire_done"]:
@@ -462,20 +464,25 @@ def make_app(state: State):
                 errors.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                     "status_code": forced[0], "request_id": rid, "body": error_body(*forced)}})
                 continue
-            outputs.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
+            answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        chat_reply(b, joined, last_user))}})
+                                        chat_reply(b, joined, last_user))}}
+            if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
+                garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
+                               json.dumps({"custom_id": line["custom_id"], "response": [answer]}))
+                continue
+            outputs.append(answer)
         state.batch_answered += len(outputs)
 
-        def jsonl(rows: list[dict]) -> str | None:
-            if not rows:
+        def jsonl(rows: list[dict], extra: list[str] = ()) -> str | None:
+            if not rows and not extra:
                 return None
-            data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            data = ("".join(json.dumps(r) + "\n" for r in rows) + "".join(t + "\n" for t in extra)).encode()
             return add_file(data, "batch_output", f"{batch['id']}.jsonl")["id"]
 
         batch.update(status="expired" if batch["_fate"] == "expire" else "completed",
-                     output_file_id=jsonl(outputs), error_file_id=jsonl(errors),
+                     output_file_id=jsonl(outputs, garbled), error_file_id=jsonl(errors),
                      request_counts={"total": len(batch["_lines"]), "completed": len(outputs),
                                      "failed": len(errors)},
                      in_progress_at=batch["in_progress_at"] or now, finalizing_at=now,

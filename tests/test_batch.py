@@ -304,3 +304,15 @@ def test_a_completed_batch_without_its_output_file_yet_is_read_again_not_resubmi
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["runs"][0]["n"] == 10
     assert workspace.fake.stats()["batches"]["items"] == [10]
+
+
+def test_unreadable_batch_output_is_data_not_a_crash(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace, max_attempts=2)
+    workspace.fake.configure(batch_garble_if_contains=["thing 3", "thing 6"])
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--json")
+    assert workspace.fake.stats()["batches"]["items"] == [10, 2]  # the two asked again, once
+    kinds = dict(workspace.rows("select c.inputs, r.error_kind from results r join cases c on c.id = r.case_id"))
+    assert kinds['{"text": "great thing 3"}'] == kinds['{"text": "awful thing 6"}'] == "bad_response"
+    assert sum(kind is None for kind in kinds.values()) == 8
+    assert "1 unreadable output lines" in result.stderr and json.loads(result.stdout)["runs"][0]["errors"] == 2
