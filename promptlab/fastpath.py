@@ -51,13 +51,13 @@ class DirectClient:
     async def chat(self, kwargs: dict) -> dict:
         """POST {api_base}/chat/completions; the reply's JSON, or a CallError as litellm's path raises."""
         body = {k: v for k, v in kwargs.items() if k not in _NOT_BODY}
-        body["model"] = kwargs["model"].split("/", 1)[1]
+        body.update(body.pop("extra_body", None) or {}, model=kwargs["model"].split("/", 1)[1])
+        headers = {**(body.pop("extra_headers", None) or {}),
+                   "Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
         try:
             response = await self.client().post(
                 kwargs["api_base"].rstrip("/") + "/chat/completions",
-                content=json.dumps(body, ensure_ascii=False).encode(),
-                headers={"Authorization": f"Bearer {kwargs['api_key']}",
-                         "Content-Type": "application/json"},
+                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
                 timeout=kwargs["timeout"])
         except httpx.TimeoutException as exc:
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None

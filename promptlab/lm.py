@@ -235,6 +235,13 @@ def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def chat_key(model: ModelConfig, messages: list[dict], params: dict, sample: int = 0) -> str:
+    """The response-cache key of a chat request (`params`: the model's merged with the call's);
+    batch mode looks replies up and stores them under it too."""
+    return cache_key("chat", model, {"messages": messages, "params": params,
+                                     **({"sample": sample} if sample else {})})
+
+
 @dataclass
 class Gateway:
     """Calls models with promptlab's retries, cache, rate limits and timeout."""
@@ -272,8 +279,7 @@ class Gateway:
                        *, use_cache: bool = True, sample: int = 0) -> Completion:
         """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats)."""
         params = {**model.params, **(params or {})}
-        key = cache_key("chat", model, {"messages": messages, "params": params,
-                                        **({"sample": sample} if sample else {})})
+        key = chat_key(model, messages, params, sample)
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

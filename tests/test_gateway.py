@@ -203,3 +203,20 @@ def test_an_eval_on_the_fast_path_never_imports_litellm(workspace, setting, impo
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(imported)
     assert workspace.fake.stats()["total"] == 5
+
+
+def test_both_paths_send_the_same_body(fake_llm, monkeypatch):
+    fake_llm.configure(record_bodies=True, default_reply="ok")
+    for flag in ("1", "0"):
+        monkeypatch.setenv("PROMPTLAB_FAST_PATH", flag)
+        ask(Gateway(), model(fake_llm), "same body", temperature=0, max_tokens=5, extra_body={"top_k": 3})
+    fast, via_litellm = fake_llm.stats()["bodies"]
+    assert fast == via_litellm and fast["top_k"] == 3 and fast["model"] == "fake"
+
+
+def test_a_rate_limit_in_words_is_a_rate_limit_on_both_paths(fake_llm, call_path):
+    # litellm reads "rate limit" in an error message as a 429, whatever the status; so does the direct path
+    fake_llm.configure(always_status_if_contains={"rate limit": 400})
+    with pytest.raises(CallError) as info:
+        ask(Gateway(retries=2, backoff_base=0.01), model(fake_llm), "over the rate limit")
+    assert (info.value.kind, info.value.transient, info.value.attempts) == ("rate_limit", True, 3)
