@@ -31,7 +31,7 @@ from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
 from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import CallError, Gateway, cache_key, classify, litellm
+from promptlab.lm import CallError, Gateway, chat_key, classify, litellm
 from promptlab.models import Completion, Usage
 from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
@@ -87,11 +87,9 @@ def live_batches(store: Store, run_id: int) -> list[dict]:
     return list(store.db["batches"].rows_where("run_id = ? and done = 0", [run_id], order_by="id"))
 
 
-def chat_key(item: Job) -> str:
+def cache_key(item: Job) -> str:
     """The response-cache key the per-call path (`Gateway.complete`) gives this request."""
-    params = {**item.model.params, **item.params}
-    return cache_key("chat", item.model, {"messages": item.messages, "params": params,
-                                          **({"sample": item.repeat} if item.repeat else {})})
+    return chat_key(item.model, item.messages, {**item.model.params, **item.params}, item.repeat)
 
 
 class _LineError(Exception):
@@ -297,7 +295,7 @@ class _Batches:
         prompt, completion = (_count(_dig(body, "usage", k)) for k in ("prompt_tokens", "completion_tokens"))
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
                       cost=self.cost(plan.model, prompt, completion))
-        cache_rows.append({"key": chat_key(item), "kind": "chat", "model": plan.model.model,
+        cache_rows.append({"key": cache_key(item), "kind": "chat", "model": plan.model.model,
                            "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
         return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
 
@@ -320,7 +318,7 @@ class _Batches:
                 if (case.id, r) in done or (case.id, r) in busy:
                     continue
                 item = job(plan, case, r)
-                hit = self.store.cache_get(chat_key(item)) if use_cache else None
+                hit = self.store.cache_get(cache_key(item)) if use_cache else None
                 if hit is None:
                     todo.append(item)
                 else:
