@@ -316,3 +316,23 @@ def test_unreadable_batch_output_is_data_not_a_crash(workspace):
     assert kinds['{"text": "great thing 3"}'] == kinds['{"text": "awful thing 6"}'] == "bad_response"
     assert sum(kind is None for kind in kinds.values()) == 8
     assert "1 unreadable output lines" in result.stderr and json.loads(result.stdout)["runs"][0]["errors"] == 2
+
+
+def test_ctrl_c_while_waiting_leaves_the_run_submitted(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    workspace.fake.configure(batch_hold=True)
+    proc = _spawn(workspace, "eval", "--prompt", "p", "--batch", "--name", "big", "--repeat", "2",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while _count(workspace, "select count(*) from batches where status = 'in_progress'") == 0 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait() == 130
+    assert "promptlab runs wait big" in proc.stderr.read()
+    assert workspace.rows("select status, owner_pid from runs") == [("submitted", None)]
+
+    workspace.fake.configure(batch_hold=False)
+    waited = workspace.cli("runs", "wait", "big", "--json")
+    assert json.loads(waited.stdout)["runs"][0]["n"] == 20  # both repeats of every case
+    assert results(workspace) == (20, 20)
+    assert workspace.fake.stats()["batches"]["items"] == [20]
