@@ -15,7 +15,7 @@ def prompt_text(p: PromptVersion) -> str:
         lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
                      f"{json.dumps(demo.outputs, ensure_ascii=False)}")
     if p.content.demo_selector:  # per-input demos: the settings and the pool's case ids
-        selector = p.content.demo_selector.model_dump(mode="json", exclude={"pool"})
+        selector = p.content.demo_selector.model_dump(mode="json", exclude={"pool"}, exclude_none=True)
         lines.append(f"# demo selector\n{json.dumps(selector, sort_keys=True)}\n"
                      f"pool: {len(p.content.demo_selector.pool)} cases "
                      f"{json.dumps(list(p.content.demo_selector.pool))}")

@@ -19,11 +19,11 @@ import numpy as np
 
 from promptlab.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
-from promptlab.errors import StorageError, UsageError
+from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import AUTO_CEILING, Gateway, check_credentials
+from promptlab.lm import AUTO_CEILING, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.render import check_cases, check_prompt, render_messages
+from promptlab.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, Score, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
@@ -135,6 +135,7 @@ class RunPlan:
     use_cache: bool = True
     done_before: int = 0  # results it held when this process took it up
     demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
+    demo_vectors: dict[str, list[float]] | None = None  # its texts' embeddings (embed_demo_texts)
 
 
 def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
@@ -259,8 +260,26 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int
 def job(plan: RunPlan, case: Case, repeat: int) -> Job:
     """One (case, repeat) of a run, its messages rendered."""
     return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs,
-                                                     case_id=case.id, resolve=lambda ids: plan.demo_pool),
+                                                     case_id=case.id, resolve=lambda ids: plan.demo_pool,
+                                                     vectors=plan.demo_vectors),
                plan.model, plan.params, plan.signature, plan.metrics)
+
+
+async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Settings) -> None:
+    """The vectors a demo selector that compares embeddings needs: of its pool's inputs and the
+    run's, one cached request per text (a text embedded once is never sent again)."""
+    for plan in plans:
+        selector = plan.prompt.content.demo_selector
+        if selector is None or selector.similarity != "embedding":
+            continue
+        texts = sorted({demo_text(c.inputs, plan.signature) for c in (*plan.demo_pool, *plan.cases)})
+        model = settings.resolve_model(selector.embedding_model)
+        try:
+            vectors = await asyncio.gather(*(gateway.embed(model, [text]) for text in texts))
+        except CallError as exc:
+            raise ProviderError(f"demo selector of {plan.prompt.ref}: embedding model "
+                                f"{selector.embedding_model}: {exc.kind}: {exc}") from None
+        plan.demo_vectors = {text: vector[0] for text, vector in zip(texts, vectors)}
 
 
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
@@ -275,6 +294,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
     bind_metrics(plans, gateway)
     jobs, total = pending_jobs(store, plans)
+    await embed_demo_texts(gateway, plans, settings)
     run_ids = [p.run_id for p in plans]
 
     async def heartbeat() -> None:

@@ -151,12 +151,19 @@ class DemoSelector(BaseModel):
     k: int = Field(ge=1, le=64)
     pool: tuple[int, ...] = Field(min_length=1)  # case ids, sorted: the order carries no meaning
     balance: bool = False       # labels as even as the pool allows among the k
-    similarity: Literal["lexical"] = "lexical"  # rapidfuzz token-set ratio over the input fields
+    similarity: Literal["lexical", "embedding"] = "lexical"  # rapidfuzz token-set ratio, or cosine
+    embedding_model: str | None = None  # the model alias (or LiteLLM model) of similarity "embedding"
 
     @field_validator("pool")
     @classmethod
     def _sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _embedding_needs_a_model(self) -> "DemoSelector":
+        if (self.similarity == "embedding") != bool(self.embedding_model):
+            raise ValueError("demo_selector: similarity 'embedding' needs an embedding_model (and only it does)")
+        return self
 
 
 class PromptContent(BaseModel):
@@ -179,6 +186,8 @@ class PromptContent(BaseModel):
         data = self.model_dump(mode="json")
         if data["demo_selector"] is None:  # versions without one keep the hash they always had
             del data["demo_selector"]
+        elif data["demo_selector"]["embedding_model"] is None:  # lexical ones too
+            del data["demo_selector"]["embedding_model"]
         return content_hash(data)
 
 

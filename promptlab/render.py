@@ -5,10 +5,12 @@ text follows it; each demo is a user turn (the template filled with the demo's
 inputs) and an assistant turn (the demo's outputs as the model should write them).
 
 A version with a demo selector picks its demos per input (`select_demos`): the
-k pool cases nearest to the input by a lexical similarity, the input's own case
-never among them. The caller passes a resolver that fetches the pool's cases,
-so this module never reads the database; the choice depends only on the input,
-the pool and the selector, so the same input renders the same messages every time.
+k pool cases nearest to the input by a lexical similarity or by the cosine of
+their embeddings, the input's own case never among them. The caller passes a
+resolver that fetches the pool's cases (and, for embeddings, the vectors of the
+texts, from the gateway's cache), so this module never reads the database or
+calls a model; the choice depends only on the input, the pool and the selector,
+so the same input renders the same messages every time.
 
 Templates are untrusted (experiment files, databases, optimizer proposals): they
 are checked statically before they are stored or rendered, and render in jinja2's
@@ -18,8 +20,9 @@ immutable sandbox with no globals but `range`, so a template can never run code.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jinja2
 from jinja2 import meta, nodes
@@ -158,15 +161,17 @@ PoolResolver = Callable[[Sequence[int]], Sequence[Case]]
 
 
 def render_messages(content: PromptContent, signature: Signature | None, inputs: dict[str, Any], *,
-                    case_id: int | None = None, resolve: PoolResolver | None = None) -> list[dict[str, str]]:
+                    case_id: int | None = None, resolve: PoolResolver | None = None,
+                    vectors: Mapping[str, Sequence[float]] | None = None) -> list[dict[str, str]]:
     """The messages for one input. A version with a demo selector needs `resolve` (its pool's
-    cases) and gets the case's id so that case is never its own demo."""
+    cases), `vectors` if it compares embeddings (`demo_text` -> vector), and the case's id so
+    that case is never its own demo."""
     demos = content.demos
     if content.demo_selector is not None:
         if resolve is None:
             raise ValueError("a prompt with a demo selector renders only with a pool resolver")
         demos = select_demos(content.demo_selector, _pool(content.demo_selector, resolve), inputs,
-                             signature, case_id=case_id)
+                             signature, case_id=case_id, vectors=vectors)
     own = _render(content.system, inputs, "prompt system text") if content.system else ""
     system = "\n".join(p for p in (signature.instruction if signature else "", own) if p).strip()
     messages = [{"role": "system", "content": system}] if system else []
@@ -186,27 +191,37 @@ def _pool(selector: DemoSelector, resolve: PoolResolver) -> list[Case]:
     return sorted(cases, key=lambda c: c.id or 0)
 
 
-def _text(values: dict[str, Any], names: Sequence[str]) -> str:
+def demo_text(inputs: dict[str, Any], signature: Signature | None) -> str:
     """The input fields as one text to compare (strings as they are, other values as JSON)."""
+    names = signature.input_names if signature else sorted(inputs)
     return "\n".join(v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
-                     for v in (values.get(n) for n in names) if v is not None)
+                     for v in (inputs.get(n) for n in names) if v is not None)
 
 
 def select_demos(selector: DemoSelector, pool: Sequence[Case], inputs: dict[str, Any],
-                 signature: Signature | None, *, case_id: int | None = None) -> tuple[Demo, ...]:
+                 signature: Signature | None, *, case_id: int | None = None,
+                 vectors: Mapping[str, Sequence[float]] | None = None) -> tuple[Demo, ...]:
     """The k pool cases nearest to the input (rapidfuzz token-set ratio over the input fields,
-    ties by case id), the most similar last — next to the question. Never the input's own case
-    (same id or same inputs: leave-one-out). `balance`: take the nearest of each label in turn."""
-    from rapidfuzz import fuzz, process
-
+    or the cosine of their embeddings in `vectors`; ties by case id), the most similar last —
+    next to the question. Never the input's own case (same id or same inputs: leave-one-out).
+    `balance`: take the nearest of each label in turn."""
     names = signature.input_names if signature else sorted(inputs)
     key = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
     others = [c for c in pool if c.id != case_id and json.dumps(c.inputs, sort_keys=True,
                                                                 ensure_ascii=False) != key]
     if not others:
         return ()
-    scores = process.cdist([_text(inputs, names)], [_text(c.inputs, names) for c in others],
-                           scorer=fuzz.token_set_ratio)[0]
+    query, texts = demo_text(inputs, signature), [demo_text(c.inputs, signature) for c in others]
+    if selector.similarity == "embedding":
+        missing = [t for t in [query, *texts] if t not in (vectors or {})]
+        if missing:
+            raise ValueError(f"an embedding demo selector renders only with the vectors of its texts "
+                             f"({len(missing)} missing)")
+        scores = [_cosine(vectors[query], vectors[t]) for t in texts]
+    else:
+        from rapidfuzz import fuzz, process
+
+        scores = process.cdist([query], texts, scorer=fuzz.token_set_ratio)[0]
     ranked = [c for _, c in sorted(zip(scores, others), key=lambda p: (-float(p[0]), p[1].id or 0))]
     if selector.balance:
         ranked = _interleave_labels(ranked, signature)
@@ -215,6 +230,11 @@ def select_demos(selector: DemoSelector, pool: Sequence[Case], inputs: dict[str,
     return tuple(Demo(inputs={n: c.inputs[n] for n in names if n in c.inputs},
                       outputs={n: v for n, v in c.expected.items() if outputs is None or n in outputs})
                  for c in reversed(chosen))
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return round(sum(x * y for x, y in zip(a, b)) / norm, 9) if norm else 0.0  # rounded: ties stay ties
 
 
 def _interleave_labels(ranked: list[Case], signature: Signature | None) -> list[Case]:

@@ -133,3 +133,80 @@ def test_the_search_tries_knn_demos_and_resume_of_it_sends_nothing(workspace):
               for r in (report, resumed)]
     assert hashes[0] == hashes[1]                                   # the same winner
     assert resumed["spent"]["calls"] == report["spent"]["calls"]
+
+
+# ---- similarity by embeddings, through the gateway ---------------------------------------------
+def test_an_embedding_selector_ranks_by_cosine_and_needs_the_vectors():
+    selector = DemoSelector(k=1, pool=(1, 2, 3), similarity="embedding", embedding_model="emb")
+    vectors = {"q": [1.0, 0.0], "the pizza was good and hot": [0.0, 1.0], "the pizza was cold and bad": [0.6, 0.8],
+               "a good film with a good cast": [0.6, 0.8]}
+    picked = select_demos(selector, POOL[:3], {"text": "q"}, SIGNATURE, vectors=vectors)
+    assert _texts(picked) == ["the pizza was cold and bad"]       # cosine 0.6 twice: the lower case id
+    with pytest.raises(ValueError, match="vectors"):
+        select_demos(selector, POOL[:3], {"text": "q"}, SIGNATURE, vectors={"q": [1.0, 0.0]})
+    with pytest.raises(ValidationError, match="embedding_model"):
+        DemoSelector(k=1, pool=(1,), similarity="embedding")
+
+
+def _with_embeddings(ws) -> None:
+    config = ws.root / "promptlab.toml"
+    config.write_text(config.read_text() + f'\n[models.fake-embed]\nmodel = "openai/fake-embed"\n'
+                                           f'api_base = "{ws.fake.base_url}"\n')
+
+
+def _embedding_calls(ws) -> int:
+    return ws.fake.stats()["by_path"].get("/v1/embeddings", 0)
+
+
+def test_an_embedding_knn_version_embeds_each_text_once_and_renders_the_same_messages(workspace):
+    from promptlab.store import open_store
+
+    ws = workspace
+    world(ws, n=4)
+    _with_embeddings(ws)
+    store = open_store(ws.db_path)
+    project_id = store.ensure_project("p")
+    base = store.prompt(project_id, "clf@1")
+    selector = DemoSelector(k=2, pool=tuple(c.id for c in store.cases(project_id)), similarity="embedding",
+                            embedding_model="fake-embed")
+    ref = store.add_prompt(project_id, "clf", base.content.model_copy(update={"demo_selector": selector}),
+                           signature_id=base.signature_id).ref
+    store.db.close()
+    ws.fake.configure(record_bodies=True)
+    for name in ("a", "b"):
+        result = ws.cli("eval", "--project", "p", "--prompt", ref, "--name", name, "--no-cache", "--json")
+        assert result.code == 0, result.stderr
+    assert _embedding_calls(ws) == 8                     # the 8 case texts, once: the second run hit the cache
+    chats = [json.dumps(b["messages"]) for b in ws.fake.stats()["bodies"] if "messages" in b]
+    assert len(chats) == 16 and len(set(chats)) == 8     # the same messages on both runs
+
+
+def test_an_optimization_with_embedding_selectors_counts_them_and_resumes_without_calls(workspace):
+    ws = workspace
+    world(ws, n=8)
+    _with_embeddings(ws)
+    result, data = optimize(ws, "--strategy", "bootstrap", "--budget-calls", "200", "--name", "e",
+                            "--knob", "max_demos=1", "--knob", "knn_rate=1.0", "--knob", "use_proposer=false",
+                            "--knob", "embedding_model=fake-embed")
+    assert result.code == 0, result.stderr
+    report = data["optimization"]
+    selectors = [json.loads(s) for (s,) in ws.rows("select demo_selector from prompts where demo_selector is not null")]
+    assert selectors and all(s["similarity"] == "embedding" for s in selectors)
+    sent = chat_calls(ws) + _embedding_calls(ws)
+    assert sent == report["spent"]["provider_calls"] <= 200
+    assert 0 < _embedding_calls(ws) <= 16                                      # each case's text once at most
+    # the budget counts what the search needed, embeddings included (a chat reply another candidate
+    # already got is a cache hit: needed, not sent)
+    assert report["spent"]["calls"] + report["spent"]["test_calls"] >= sent
+
+    import sqlite3
+    opt_id = ws.rows("select id from optimizations where name = 'e'")[0][0]
+    with sqlite3.connect(ws.db_path) as conn:   # runs gone, the response cache kept
+        conn.execute("delete from results where run_id in (select id from runs where optimization_id = ?)",
+                     (opt_id,))
+        conn.execute("delete from runs where optimization_id = ?", (opt_id,))
+        conn.execute("update optimizations set status = 'interrupted', report = null where id = ?", (opt_id,))
+    again = ws.cli("optimize", "--project", "p", "--resume", "e", "--json")
+    assert again.code == 0, again.stderr
+    assert chat_calls(ws) + _embedding_calls(ws) == sent                      # no new calls of either kind
+    assert json.loads(again.stdout)["optimization"]["spent"]["calls"] == report["spent"]["calls"]

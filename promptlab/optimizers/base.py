@@ -205,6 +205,7 @@ class CommonKnobs:
     proposer_retries: int = knob(1, "re-asks when the proposer's JSON is invalid")
     proposer_temperature: float = knob(0.7, "sampling temperature of the proposer")
     proposer_max_tokens: int = knob(128, "longest proposer reply, in tokens")
+    embedding_model: str = knob("", "model whose embeddings kNN demo selectors compare ('': lexical similarity)")
 
 
 class KnobError(ValueError):

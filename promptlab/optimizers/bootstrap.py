@@ -79,7 +79,7 @@ class Bootstrap(SearchStrategy):
             operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
             if rng.random() < k.knn_rate:
                 content = ops.with_knn(base.content, [c.id for c in problem.train], max(1, size),
-                                       rng.random() < 0.5)
+                                       rng.random() < 0.5, k.embedding_model)
                 operator, note = "knn", f"the {size} nearest train cases as demos"
             if k.rewrite_every and i % k.rewrite_every == k.rewrite_every - 1:
                 written = await edits.rewrite(search, teacher, failures, rng)

@@ -68,7 +68,8 @@ def model_free(op: str, content: PromptContent, search: Search, rng: random.Rand
     if op == "shuffle_demos":
         return ops.shuffle_demos(content, rng)
     if op == "knn":
-        return ops.knn_edit(content, [c.id for c in search.problem.train], pool, rng, max_demos)
+        return ops.knn_edit(content, [c.id for c in search.problem.train], pool, rng, max_demos,
+                            search.knobs.embedding_model)
     if op == "format":
         return ops.state_format(content, search.problem.signature)
     if op == "verbalizer":

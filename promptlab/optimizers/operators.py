@@ -55,14 +55,18 @@ def with_demos(content: PromptContent, demos: Sequence[Demo]) -> PromptContent:
     return content.model_copy(update=update)
 
 
-def with_knn(content: PromptContent, pool: Sequence[int], k: int, balance: bool) -> PromptContent:
-    """The content picking its k demos per input from the pool's nearest cases (no fixed demos)."""
-    return content.model_copy(update={"demos": (), "demo_selector": DemoSelector(k=k, pool=tuple(pool),
-                                                                                  balance=balance)})
+def with_knn(content: PromptContent, pool: Sequence[int], k: int, balance: bool,
+             embedding_model: str = "") -> PromptContent:
+    """The content picking its k demos per input from the pool's nearest cases (no fixed demos),
+    nearest by embeddings of `embedding_model` if given, else lexically."""
+    selector = DemoSelector(k=k, pool=tuple(pool), balance=balance,
+                            similarity="embedding" if embedding_model else "lexical",
+                            embedding_model=embedding_model or None)
+    return content.model_copy(update={"demos": (), "demo_selector": selector})
 
 
 def knn_edit(content: PromptContent, pool_ids: Sequence[int], pool: Sequence[Demo], rng: random.Random,
-             max_demos: int) -> PromptContent | None:
+             max_demos: int, embedding_model: str = "") -> PromptContent | None:
     """One edit of how demos are chosen: fixed demos become a kNN selector over train (k = as many
     demos, or max_demos); a selector gets another k, the other balance, or fixed demos again."""
     selector = content.demo_selector
@@ -70,15 +74,15 @@ def knn_edit(content: PromptContent, pool_ids: Sequence[int], pool: Sequence[Dem
         if not pool_ids or max_demos < 1:
             return None
         k = min(len(content.demos) or max_demos, max_demos, len(pool_ids))
-        return with_knn(content, pool_ids, max(1, k), rng.random() < 0.5)
+        return with_knn(content, pool_ids, max(1, k), rng.random() < 0.5, embedding_model)
     ks = [k for k in sorted({2, 4, max_demos // 2, max_demos, max_demos + 4}) if 1 <= k != selector.k
           and k <= len(selector.pool)]
     options = ["balance", "fixed"] + (["k"] if ks else [])
     op = rng.choice(options)
     if op == "k":
-        return with_knn(content, selector.pool, rng.choice(ks), selector.balance)
+        return with_knn(content, selector.pool, rng.choice(ks), selector.balance, selector.embedding_model or "")
     if op == "balance":
-        return with_knn(content, selector.pool, selector.k, not selector.balance)
+        return with_knn(content, selector.pool, selector.k, not selector.balance, selector.embedding_model or "")
     shots = sample_demos(pool, min(selector.k, max_demos), rng)
     return with_demos(content, shots) if shots else None
 

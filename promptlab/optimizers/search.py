@@ -41,7 +41,7 @@ from promptlab.optimizers.base import (BudgetExhausted, CandidateRecord, CommonK
                                        Problem, Spent)
 from promptlab.optimizers.operators import inputs_key
 from promptlab.outputs import ParseError, _json_from
-from promptlab.render import check_prompt, prompt_tokens_estimate
+from promptlab.render import check_prompt, demo_text, prompt_tokens_estimate
 from promptlab.runner import ItemResult
 from promptlab.store import Store
 
@@ -235,6 +235,8 @@ class Search:
         self.latest: list[tuple[str, str, float | None, float | None]] = []
         self.base = self._register(problem.base, "base", parent=None)
         self.naive: Candidate | None = None  # the naive k-shot baseline (see `add_naive`)
+        self.embedded: set[tuple[str, str]] = set()   # (model, text) a kNN selector's embeddings need
+        self._pools: dict[tuple[int, ...], list[Case]] = {}
 
     # ---- where the search starts ------------------------------------------------------
     async def add_naive(self, rng: random.Random) -> None:
@@ -350,15 +352,18 @@ class Search:
         stopped requests (retries spent the budget)."""
         cases = list(cases if cases is not None else self.split_cases(split))
         todo: list[tuple[Candidate, list[Case]]] = []
+        texts: set[tuple[str, str]] = set()
         short = False
         needed = 0
         for cand, missing in self._missing(candidates, cases):
-            if not self.can_afford(needed + len(missing)):
+            more = self._unembedded(cand, missing) - texts
+            if not self.can_afford(needed + len(missing) + len(more)):
                 short = True
                 break
-            needed += len(missing)
+            needed += len(missing) + len(more)
+            texts |= more
             todo.append((cand, missing))
-        unsent = bool(todo) and await self._run(todo)
+        unsent = await self._embed(texts) or (bool(todo) and await self._run(todo))
         self.calls += needed
         self._log_eval(todo, split)
         if short:
@@ -371,14 +376,42 @@ class Search:
         """Score the base and the winner on the held-out test split, with the calls set aside for it."""
         todo = self._missing(candidates, list(cases))
         self._cap(0)
-        if todo and await self._run(todo):
+        texts = set().union(*(self._unembedded(cand, missing) for cand, missing in todo))
+        if await self._embed(texts) or (todo and await self._run(todo)):
             self.save()
             raise ProviderError(f"optimize {self.name}: the call budget ({self.problem.budget.calls} requests, "
                                 f"retries included) ran out before the test split was scored; the provider "
                                 f"needed retries. Start again with a larger --budget-calls: replies already "
                                 f"received are reused from the cache")
-        self.test_calls += sum(len(missing) for _, missing in todo)
+        self.test_calls += sum(len(missing) for _, missing in todo) + len(texts)
         self.save()
+
+    def _unembedded(self, cand: Candidate, cases: Sequence[Case]) -> set[tuple[str, str]]:
+        """(model, text) pairs a candidate comparing embeddings needs before it renders these
+        cases (its pool's inputs and theirs) that this search has not embedded yet."""
+        selector = cand.content.demo_selector
+        if selector is None or selector.similarity != "embedding" or not cases:
+            return set()
+        if selector.pool not in self._pools:
+            self._pools[selector.pool] = list(self.store.cases_by_id(self.project_id, selector.pool).values())
+        signature = self.problem.signature
+        return {(selector.embedding_model, demo_text(c.inputs, signature))
+                for c in (*self._pools[selector.pool], *cases)} - self.embedded
+
+    async def _embed(self, texts: set[tuple[str, str]]) -> bool:
+        """Embed the texts through the gateway (one cached request each, so rendering finds them
+        all in the cache); True if the budget's cap left some unsent."""
+        for model_name, text in sorted(texts):
+            model = self.settings.resolve_model(model_name)
+            try:
+                await self.gateway.embed(model, [text])
+            except CallError as exc:
+                if exc.kind == UNSENT:
+                    return True
+                raise ProviderError(f"embedding model {model_name}: {exc.kind}: {exc}; fix the provider and "
+                                    f"continue with `promptlab optimize --resume {self.name}`") from None
+            self.embedded.add((model_name, text))
+        return False
 
     @staticmethod
     def _missing(candidates: Sequence[Candidate], cases: list[Case]) -> list[tuple[Candidate, list[Case]]]:
