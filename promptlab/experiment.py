@@ -7,6 +7,7 @@ metric and every case.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from promptlab.caseio import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
-from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run
+from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, PromptContent, Signature
 from promptlab.scorers import MetricContext
 from promptlab.render import check_prompt
@@ -166,8 +167,10 @@ def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:
     return rows_to_cases(spec.cases, spec.signature, f"{path}: cases")
 
 
-def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[int, list[RunPlan]]:
-    """Upsert project, signature, prompts and cases, and plan one run per prompt × model."""
+def setup(store: Store, experiment: Experiment, *, concurrency: int,
+          settings: Settings | None = None) -> tuple[int, list[RunPlan]]:
+    """Upsert project, signature, prompts and cases, and plan one run per prompt × model. With
+    `settings`, a prompt × model whose same run (cases, metrics, repeat) was interrupted resumes it."""
     spec = experiment.spec
     with store.db.atomic():
         project_id = store.ensure_project(spec.project, spec.description)
@@ -177,9 +180,22 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int) -> tuple[in
                    for p in spec.prompts]
         store.add_cases(project_id, experiment.cases, source=str(experiment.path))
         cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.eval_cases])
-        plans = [plan_run(store, project_id, prompt, model, cases, name=None,
-                          metric_specs=spec.metrics, repeat=spec.eval.repeat,
-                          concurrency=concurrency, where=str(experiment.path),
-                          context=experiment.context)
-                 for prompt in prompts for model in experiment.models]
+        same = {"case_ids": [c.id for c in cases], "repeat": spec.eval.repeat, "metrics": json.loads(json.dumps(
+            [m.spec for m in build_metrics(spec.metrics, str(experiment.path), experiment.context)]))}
+        plans = []
+        for prompt in prompts:
+            for model in experiment.models:
+                twin = _interrupted(store, project_id, prompt.id, model.alias or model.model, same) \
+                    if settings is not None else None
+                plans.append(resume_plan(store, settings, project_id, twin) if twin else plan_run(
+                    store, project_id, prompt, model, cases, name=None, metric_specs=spec.metrics,
+                    repeat=spec.eval.repeat, concurrency=concurrency, where=str(experiment.path),
+                    context=experiment.context))
     return project_id, plans
+
+
+def _interrupted(store: Store, project_id: int, prompt_id: int, model: str, same: dict) -> str | None:
+    """The newest interrupted run of this prompt version on this model over the same cases,
+    metrics and repeat, if any (what re-running an experiment file continues)."""
+    run = store.latest_run(project_id, prompt_id, model=model, status="interrupted")
+    return run["name"] if run and all(run[k] == v for k, v in same.items()) else None

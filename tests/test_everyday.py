@@ -401,12 +401,16 @@ def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
     result = workspace.cli("run", "exp.yaml")
     assert result.code == 130
     names = re.findall(r"`promptlab eval --resume (\S+)`", result.stderr)
-    assert len(names) == 2 and " then " in result.stderr and "or re-run `promptlab run exp.yaml`" in result.stderr
+    assert len(names) == 2 and " then " in result.stderr
+    assert "or re-run `promptlab run exp.yaml`, which continues them" in result.stderr
     monkeypatch.setattr(promptlab.evaluation, "execute", real)
-    for name in names:
-        resumed = workspace.cli("eval", "--resume", name)
-        assert resumed.code == 0, resumed.stderr
-    assert workspace.rows("select distinct status from runs") == [("completed",)]
+    resumed = workspace.cli("eval", "--resume", names[0])
+    assert resumed.code == 0, resumed.stderr
+    again = workspace.cli("run", "exp.yaml", "--json")  # continues the interrupted run; the finished one anew
+    assert again.code == 0, again.stderr
+    ran = [r["name"] for r in json.loads(again.stdout)["runs"]]
+    assert names[1] in ran and names[0] not in ran and len(ran) == 2
+    assert workspace.rows("select status, count(*) from runs group by status") == [("completed", 3)]
 
 
 def test_the_local_model_takes_one_call_at_a_time(workspace, empty):

@@ -160,7 +160,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
 
     `then()`, if given, runs after the evaluation (e.g. an experiment's optimization) and
     returns (extra JSON keys, extra gate results, a function that prints its part). `rerun`: the
-    command that made these runs, offered as another way to continue when replies are cached."""
+    command that made these runs, which continues them when run again."""
     import asyncio
     import time
 
@@ -181,8 +181,8 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     started, imported_before = time.perf_counter(), lm.import_seconds
     resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
                            else f"`promptlab eval --resume {p.name}`" for p in plans)
-    if rerun and use_cache and not batch:  # re-running while batches are out would submit them again
-        resume += f", or re-run `{rerun}` (the replies already received come from the cache)"
+    if rerun and not batch:  # re-running while batches are out would submit them again
+        resume += f", or re-run `{rerun}`, which continues them"
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
         return time.perf_counter() - started - (lm.import_seconds - imported_before)

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
         Gate flags override the file's gates; exit 1 when a gate fails. Running the same file again
-        adds nothing that exists and re-evaluates nothing that finished.
+        adds nothing that exists and continues its interrupted runs (replies come from the cache).
 
         Examples:
 
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         if mode == "batch":  # before anything is written
             for model in experiment.models:
                 batches.check(model)
-        project_id, plans = setup(state.store, experiment, concurrency=workers)
+        project_id, plans = setup(state.store, experiment, concurrency=workers, settings=state.settings)
         chosen = batches.choose(mode, plans, state.store, state.settings.batch)
         then = None
         if optimize is not None:  # after the baseline eval: search, then gate on the held-out test
