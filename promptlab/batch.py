@@ -43,6 +43,7 @@ ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled", "lost")
 FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
+READY_BATCH = 1000  # cache hits committed this many at a time
 
 
 def provider(model: ModelConfig) -> str:
@@ -264,11 +265,7 @@ class _Batches:
                 "status": batch.status, "output_file_id": batch.output_file_id,
                 "error_file_id": batch.error_file_id, "done": 1, "updated_at": now(),
                 "error": _batch_error(batch)})
-        state = self.states.setdefault(plan.run_id, RunState())
-        for result in results:
-            self.progress.update(result)
-            state.finished += 1
-            state.failed += result.error_kind is not None
+        self.record(plan, results)
         left = len(items) - len(answered)
         if left and batch.status != "completed":
             self.say(f"{plan.name}: batch {row['batch_id']} {batch.status} with {left} of {len(items)} "
@@ -308,52 +305,58 @@ class _Batches:
         return tries
 
     async def submit(self, plan: RunPlan, use_cache: bool) -> None:
-        """Cache hits become results; every other missing item goes out in batches."""
+        """Cache hits become results; every other missing item goes out in batches, each one
+        submitted as soon as it is full (so memory holds one batch's input at most)."""
         busy = {tuple(key) for row in live_batches(self.store, plan.run_id)
                 for key in json.loads(row["items"]).values()}
         done = self.store.done_keys(plan.run_id)
-        hits, todo = [], []
+        model = litellm().get_llm_provider(plan.model.model)[0]  # the name the provider knows
+        ready: list[ItemResult] = []  # cache hits, and requests too large for any batch
+        chunk: list[tuple[str, Job, bytes]] = []
+        size = 0
         for r in range(plan.repeat):
             for case in plan.cases:
                 if (case.id, r) in done or (case.id, r) in busy:
                     continue
                 item = job(plan, case, r)
                 hit = self.store.cache_get(cache_key(item)) if use_cache else None
-                if hit is None:
-                    todo.append(item)
-                else:
-                    hits.append(await reply_item(item, Completion(text=hit["text"], usage=Usage(**hit["usage"]),
-                                                                  cached=True, attempts=0)))
-        if hits:
-            self.store.save_results([h.row() | {"created_at": now()} for h in hits])
-            state = self.states.setdefault(plan.run_id, RunState())
-            for hit in hits:
-                self.progress.update(hit)
-                state.finished += 1
-                state.failed += hit.error_kind is not None
-        for chunk in self.split(plan, todo):
+                if hit is not None:
+                    ready.append(await reply_item(item, Completion(
+                        text=hit["text"], usage=Usage(**hit["usage"]), cached=True, attempts=0)))
+                    if len(ready) >= READY_BATCH:
+                        self.save(plan, ready)
+                        ready = []
+                    continue
+                custom_id = f"{case.id}-{r}"
+                body = {"model": model, "messages": item.messages, **plan.model.params, **item.params}
+                line = (json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
+                                   ensure_ascii=False) + "\n").encode()
+                if len(line) > self.config.max_bytes:
+                    ready.append(ItemResult(plan.run_id, case.id, r, error_kind="too_large", error=(
+                        f"the request is {len(line):,} bytes, over [batch] max_bytes "
+                        f"({self.config.max_bytes:,}); evaluate this case per call")))
+                    continue
+                if chunk and (len(chunk) >= self.config.max_requests or size + len(line) > self.config.max_bytes):
+                    await self.create(plan, chunk)
+                    chunk, size = [], 0
+                chunk.append((custom_id, item, line))
+                size += len(line)
+        self.save(plan, ready)
+        if chunk:
             await self.create(plan, chunk)
 
-    def split(self, plan: RunPlan, todo: list[Job]) -> list[list[tuple[str, Job, bytes]]]:
-        """Requests as batch input lines, in chunks within the request and byte limits."""
-        model = litellm().get_llm_provider(plan.model.model)[0]  # the name the provider knows
-        chunks: list[list[tuple[str, Job, bytes]]] = []
-        size = 0
-        for item in todo:
-            custom_id = f"{item.case.id}-{item.repeat}"
-            body = {"model": model, "messages": item.messages, **plan.model.params, **item.params}
-            line = (json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
-                               ensure_ascii=False) + "\n").encode()
-            if len(line) > self.config.max_bytes:
-                raise UsageError(f"run '{plan.name}': case {item.case.id}'s request is {len(line)} bytes, over "
-                                 f"the batch limit ([batch] max_bytes = {self.config.max_bytes}); "
-                                 f"evaluate it per call")
-            if not chunks or len(chunks[-1]) >= self.config.max_requests or size + len(line) > self.config.max_bytes:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((custom_id, item, line))
-            size += len(line)
-        return chunks
+    def save(self, plan: RunPlan, results: list[ItemResult]) -> None:
+        """Commit results made without the provider (cache hits, refused requests)."""
+        self.store.save_results([result.row() | {"created_at": now()} for result in results])
+        self.record(plan, results)
+
+    def record(self, plan: RunPlan, results: list[ItemResult]) -> None:
+        """Stored results, counted and shown."""
+        state = self.states.setdefault(plan.run_id, RunState())
+        for result in results:
+            self.progress.update(result)
+            state.finished += 1
+            state.failed += result.error_kind is not None
 
     async def create(self, plan: RunPlan, chunk: list[tuple[str, Job, bytes]]) -> None:
         """Upload one input file and create its batch; the batch row is the very next commit."""

@@ -336,3 +336,13 @@ def test_ctrl_c_while_waiting_leaves_the_run_submitted(workspace):
     assert json.loads(waited.stdout)["runs"][0]["n"] == 20  # both repeats of every case
     assert results(workspace) == (20, 20)
     assert workspace.fake.stats()["batches"]["items"] == [20]
+
+
+def test_a_request_larger_than_any_batch_is_an_error_the_rest_go_out(workspace):
+    setup_project(workspace, texts=["great one", "awful two", "great " + "long " * 200, "awful four"])
+    batch_settings(workspace, max_bytes=600)
+    result = workspace.cli("eval", "--prompt", "p", "--batch", "--json")
+    assert workspace.fake.stats()["batches"]["items"] == [3]
+    assert workspace.rows("select error_kind, count(*) from results group by 1 order by 1") == [
+        (None, 3), ("too_large", 1)]
+    assert json.loads(result.stdout)["runs"][0]["errors"] == 1
