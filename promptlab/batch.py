@@ -21,6 +21,7 @@ by the next wait (paid twice at worst, stored once). Nothing else runs in that w
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import time
@@ -43,7 +44,7 @@ ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled", "lost")
 FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
-READY_BATCH = 1000  # cache hits committed this many at a time
+READY_BATCH = 1000  # results committed this many at a time
 
 
 def provider(model: ModelConfig) -> str:
@@ -219,53 +220,55 @@ class _Batches:
                  f"batches: {len(statuses)} submitted, {tally}")
 
     async def ingest(self, plan: RunPlan, row: dict, batch: Any) -> None:
-        """Store a finished batch's answers and mark it done, in one commit. Items it left
-        unanswered are submitted again, until they have been through `max_attempts` batches."""
+        """Store a finished batch's answers, a thousand at a time, then mark it done. A kill in
+        between ingests it again (results are unique per item: the stored ones are kept). Items
+        it left unanswered are submitted again, until they have been through `max_attempts` batches."""
         items = {cid: tuple(key) for cid, key in json.loads(row["items"]).items()}
         cases = {c.id: c for c in plan.cases}
-        lines, unreadable = [], 0
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
-                content = await self.api(plan.model, "afile_content", file_id=file_id)
-                for text in content.content.decode(errors="replace").splitlines():
-                    line = _json(text)
-                    if isinstance(line, dict):
-                        lines.append(line)
-                    else:
-                        unreadable += bool(text.strip())
-        if unreadable:  # provider output is data: a broken line is not a crash, its item is asked again
-            self.say(f"{plan.name}: batch {row['batch_id']}: {unreadable} unreadable output lines")
         ended = (getattr(batch, f"{batch.status}_at", None) or time.time()) - (batch.created_at or time.time())
-        results, cache_rows, answered, transient = [], [], set(), {}
-        for line in lines:
-            custom_id = line.get("custom_id")
-            key = items.get(custom_id) if isinstance(custom_id, str) else None
-            if key is None or key in answered or key[0] not in cases:
+        answered, transient, unreadable = set(), {}, 0
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
                 continue
-            item = job(plan, cases[key[0]], key[1])
-            result = await self.answer(plan, item, line, max(ended, 0) * 1000, cache_rows)
-            if isinstance(result, CallError):
-                transient[key] = result
-            elif result is not None:
-                results.append(result)
-                answered.add(key)
+            content = await self.api(plan.model, "afile_content", file_id=file_id)
+            results, cache_rows = [], []
+            for raw in io.BytesIO(content.content):
+                line = _json(raw)
+                custom_id = line.get("custom_id") if isinstance(line, dict) else None
+                key = items.get(custom_id) if isinstance(custom_id, str) else None
+                unreadable += key is None and bool(raw.strip())
+                if key is None or key in answered or key[0] not in cases:
+                    continue
+                result = await self.answer(plan, job(plan, cases[key[0]], key[1]), line,
+                                           max(ended, 0) * 1000, cache_rows)
+                if isinstance(result, CallError):
+                    transient[key] = result
+                elif result is not None:
+                    results.append(result)
+                    answered.add(key)
+                if len(results) >= READY_BATCH:
+                    self.save(plan, results, cache_rows)
+                    results, cache_rows = [], []
+            self.save(plan, results, cache_rows)
+        if unreadable:  # provider output is data: a broken line is not a crash, its item is asked again
+            self.say(f"{plan.name}: batch {row['batch_id']}: {unreadable} unreadable or unknown output lines")
         tries = self.attempts(plan.run_id)
         reason = _batch_error(batch) or f"batch {row['batch_id']} {batch.status}"
+        given_up = []
         for key in set(items.values()) - answered:
             n = tries.get(key, 0) + 1
             if n >= self.config.max_attempts:  # given up: the last error, as the per-call path would
                 last = transient.get(key)
                 # a completed batch without a usable line for it answered badly; else the batch's fate
                 kind = last.kind if last else "bad_response" if batch.status == "completed" else f"batch_{batch.status}"
-                results.append(ItemResult(plan.run_id, key[0], key[1], error_kind=kind,
-                                          error=f"no answer after {n} batches ({last or reason})", attempts=n))
+                given_up.append(ItemResult(plan.run_id, key[0], key[1], error_kind=kind,
+                                           error=f"no answer after {n} batches ({last or reason})", attempts=n))
         with self.store.db.atomic():
-            self.store.save_results([r.row() | {"created_at": now()} for r in results], cache_rows)
+            self.save(plan, given_up)
             self.store.db["batches"].update(row["id"], {
                 "status": batch.status, "output_file_id": batch.output_file_id,
                 "error_file_id": batch.error_file_id, "done": 1, "updated_at": now(),
                 "error": _batch_error(batch)})
-        self.record(plan, results)
         left = len(items) - len(answered)
         if left and batch.status != "completed":
             self.say(f"{plan.name}: batch {row['batch_id']} {batch.status} with {left} of {len(items)} "
@@ -312,7 +315,7 @@ class _Batches:
         done = self.store.done_keys(plan.run_id)
         model = litellm().get_llm_provider(plan.model.model)[0]  # the name the provider knows
         ready: list[ItemResult] = []  # cache hits, and requests too large for any batch
-        chunk: list[tuple[str, Job, bytes]] = []
+        chunk: list[tuple[str, tuple[int, int], bytes]] = []  # custom_id, (case_id, repeat), input line
         size = 0
         for r in range(plan.repeat):
             for case in plan.cases:
@@ -339,26 +342,23 @@ class _Batches:
                 if chunk and (len(chunk) >= self.config.max_requests or size + len(line) > self.config.max_bytes):
                     await self.create(plan, chunk)
                     chunk, size = [], 0
-                chunk.append((custom_id, item, line))
+                chunk.append((custom_id, (case.id, r), line))
                 size += len(line)
         self.save(plan, ready)
         if chunk:
             await self.create(plan, chunk)
 
-    def save(self, plan: RunPlan, results: list[ItemResult]) -> None:
-        """Commit results made without the provider (cache hits, refused requests)."""
-        self.store.save_results([result.row() | {"created_at": now()} for result in results])
-        self.record(plan, results)
-
-    def record(self, plan: RunPlan, results: list[ItemResult]) -> None:
-        """Stored results, counted and shown."""
+    def save(self, plan: RunPlan, results: list[ItemResult], cache_rows: list[dict] = ()) -> None:
+        """Commit results (and the replies they cache), then count and show them."""
+        if results or cache_rows:
+            self.store.save_results([result.row() | {"created_at": now()} for result in results], cache_rows)
         state = self.states.setdefault(plan.run_id, RunState())
         for result in results:
             self.progress.update(result)
             state.finished += 1
             state.failed += result.error_kind is not None
 
-    async def create(self, plan: RunPlan, chunk: list[tuple[str, Job, bytes]]) -> None:
+    async def create(self, plan: RunPlan, chunk: list[tuple[str, tuple[int, int], bytes]]) -> None:
         """Upload one input file and create its batch; the batch row is the very next commit."""
         data = b"".join(line for _, _, line in chunk)
         try:
@@ -374,7 +374,7 @@ class _Batches:
             self.store.db["batches"].insert({
                 "run_id": plan.run_id, "provider": provider(plan.model), "batch_id": batch.id,
                 "input_file_id": upload.id, "status": batch.status or "validating",
-                "items": dumps({cid: [item.case.id, item.repeat] for cid, item, _ in chunk}),
+                "items": dumps({cid: list(key) for cid, key, _ in chunk}),
                 "n_items": len(chunk), "done": 0, "created_at": now(), "updated_at": now()})
             self.store.update_run(plan.run_id, status="submitted")
         self.say(f"{plan.name}: submitted batch {batch.id} ({len(chunk)} requests, {len(data):,} bytes)")

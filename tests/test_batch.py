@@ -315,7 +315,7 @@ def test_unreadable_batch_output_is_data_not_a_crash(workspace):
     kinds = dict(workspace.rows("select c.inputs, r.error_kind from results r join cases c on c.id = r.case_id"))
     assert kinds['{"text": "great thing 3"}'] == kinds['{"text": "awful thing 6"}'] == "bad_response"
     assert sum(kind is None for kind in kinds.values()) == 8
-    assert "1 unreadable output lines" in result.stderr and json.loads(result.stdout)["runs"][0]["errors"] == 2
+    assert "1 unreadable or unknown output lines" in result.stderr and json.loads(result.stdout)["runs"][0]["errors"] == 2
 
 
 def test_ctrl_c_while_waiting_leaves_the_run_submitted(workspace):
