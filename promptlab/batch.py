@@ -34,6 +34,7 @@ from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_
 from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import CallError, Gateway, chat_key, classify, litellm
 from promptlab.models import Completion, Usage
+from promptlab.redact import redact
 from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
@@ -407,9 +408,9 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def _json(text: str) -> Any:
+def _json(raw: bytes) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(raw)
     except ValueError:
         return None
 
@@ -429,4 +430,4 @@ def _batch_error(batch: Any) -> str | None:
     if first is None:
         return None
     message = getattr(first, "message", None) or (first.get("message") if isinstance(first, dict) else None)
-    return str(message)[:300] if message else None
+    return redact(str(message))[:300] if message else None  # stored and printed: no key in it
