@@ -184,6 +184,10 @@ def test_batch_mode_refuses_a_provider_without_batches_before_writing(workspace)
     assert refused.code == 2 and "has no batch API" in refused.stderr
     assert workspace.rows("select count(*) from runs") == [(0,)]
     assert workspace.cli("eval", "--prompt", "p", "--no-wait").code == 2  # --no-wait needs batches
+    assert workspace.rows("select count(*) from runs") == [(0,)]
+    assert workspace.cli("eval", "--prompt", "p", "--name", "calls").code == 0
+    refused = workspace.cli("eval", "--resume", "calls", "--no-wait")  # a per-call run
+    assert refused.code == 2 and "--no-wait is for batch mode" in refused.stderr
     assert workspace.cli("eval", "--prompt", "p", "--batch", "--mode", "call").code == 2
 
 

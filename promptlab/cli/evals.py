@@ -72,6 +72,9 @@ def register(app: typer.Typer) -> None:
                            max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         mode = _mode(batch, mode, resume)
+        if no_wait and (store.run(project_id, resume).get("mode") if resume else mode) != "batch" \
+                and mode != "auto":  # refused before anything is written
+            raise UsageError("eval: --no-wait is for batch mode; add --batch")
         if resume:  # a resumed run keeps its mode
             plans = [resume_plan(store, settings, project_id, resume)]
             chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).get("mode") == "batch"}
@@ -98,8 +101,6 @@ def register(app: typer.Typer) -> None:
                                   context=metric_context(settings), use_cache=not no_cache)]
         # a resumed run keeps its concurrency and cache choice unless told otherwise
             chosen = batches.choose(mode, plans, store, settings.batch)
-        if no_wait and not chosen:
-            raise UsageError("eval: --no-wait is for batch mode; add --batch")
         run_plans(state, plans, concurrency=concurrency or plans[0].concurrency,
                   use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md,
                   batch=frozenset(chosen), wait=not no_wait)
