@@ -63,7 +63,7 @@ class DirectClient:
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None
         except httpx.TransportError as exc:
             raise CallError("connection", cut(f"{type(exc).__name__}: {exc}"), transient=True) from None
-        if response.status_code != 200:
+        if response.status_code >= 300:
             raise status_error(response.status_code, cut(_error_message(response)),
                                response.headers.get("retry-after"))
         try:
@@ -86,19 +86,22 @@ def _error_message(response: Any) -> str:
 
 
 @functools.cache
-def _priced_names() -> frozenset[str]:
-    """The model names LiteLLM's (local) price map knows, read without importing litellm."""
+def _price_map_providers() -> dict[str, str]:
+    """Each model LiteLLM's (local) price map prices → its provider, read without importing litellm."""
     spec = find_spec("litellm")
     folder = Path(next(iter(spec.submodule_search_locations)))
     with open(folder / "model_prices_and_context_window_backup.json", encoding="utf-8") as f:
-        return frozenset(json.load(f))
+        return {name: entry.get("litellm_provider") for name, entry in json.load(f).items()
+                if isinstance(entry, dict)}
 
 
 def cost(model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """LiteLLM's price for these tokens; None ("n/a") for a model its price map does not know,
-    found without importing litellm (a self-hosted model usually is not priced)."""
+    """LiteLLM's price for these tokens; None ("n/a") when its price map has no entry for this
+    model under this provider (as litellm's own path answers), found without importing litellm: a
+    self-hosted model usually is not priced."""
     name = model.model.split("/", 1)[1]
-    if name not in _priced_names() and model.model not in _priced_names():
+    providers = _price_map_providers()
+    if model.route not in (providers.get(model.model), providers.get(name)):
         return None
     prompt, completion = litellm().cost_per_token(
         model=name, custom_llm_provider=model.route,

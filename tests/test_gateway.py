@@ -122,6 +122,9 @@ def test_cost_is_litellms_price_or_none_when_unknown(fake_llm, call_path):
     known = ModelConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url)
     assert ask(gateway, known, "price me").usage.cost > 0
     assert ask(gateway, model(fake_llm), "price me").usage.cost is None  # "n/a", never a crash
+    # priced by litellm under provider openai only: served by vLLM it is not priced
+    other = ModelConfig(model="hosted_vllm/gpt-4o-mini", api_base=fake_llm.base_url)
+    assert ask(gateway, other, "price me").usage.cost is None
 
 
 def test_null_content_is_a_bad_response(fake_llm, call_path):
@@ -147,14 +150,16 @@ def test_both_paths_share_cache_keys_and_usage(fake_llm, monkeypatch):
             self[key] = value
 
     fake_llm.configure(default_reply="same")
+    priced = ModelConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url)
     replies = {}
     for flag in ("1", "0"):
         monkeypatch.setenv("PROMPTLAB_FAST_PATH", flag)
         cache = DictCache()
-        reply = ask(Gateway(cache=cache), model(fake_llm), "one question", temperature=0)
-        replies[flag] = (reply.text, reply.usage, list(cache))
-    assert replies["1"] == replies["0"]
-    assert fake_llm.stats()["total"] == 2
+        replies[flag] = [(reply.text, reply.usage, list(cache))
+                         for cfg in (model(fake_llm), priced)
+                         for reply in [ask(Gateway(cache=cache), cfg, "one question", temperature=0)]]
+    assert replies["1"] == replies["0"] and replies["1"][1][1].cost > 0
+    assert fake_llm.stats()["total"] == 4
 
 
 def test_context_overflow_messages_are_context_window_errors():
