@@ -25,6 +25,7 @@ import io
 import json
 import random
 import time
+import warnings
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -38,19 +39,29 @@ from promptlab.redact import redact
 from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
+# litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:
+# nothing is fetched twice, only this warning would reach the terminal
+warnings.filterwarnings("ignore", message="coroutine 'OpenAIFilesAPI.afile_content' was never awaited",
+                        category=RuntimeWarning)
+
 # LiteLLM's providers with both a files and a batches API (an OpenAI-compatible server is `openai`
 # with an api_base).
 PROVIDERS = ("openai", "azure", "vertex_ai", "bedrock")
+OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "litellm_proxy")  # with an api_base: OpenAI's shapes
 ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled", "lost")
+POLL_START_S = 1.0
 FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
 READY_BATCH = 1000  # results committed this many at a time
 
 
 def provider(model: ModelConfig) -> str:
-    """The LiteLLM provider that serves this model (openai for a bare OpenAI model name; "" when
-    LiteLLM cannot tell, which has no batches either)."""
+    """The LiteLLM provider whose files and batches calls serve this model: openai for a bare
+    OpenAI model name and for any OpenAI-compatible server (an api_base); "" when LiteLLM cannot
+    tell, which has no batches either."""
+    if model.api_base and model.route in OPENAI_COMPATIBLE:
+        return "openai"
     if model.route:
         return model.route
     try:
@@ -139,6 +150,7 @@ class _Batches:
         self.store, self.config, self.say, self.progress = store, config, say, progress
         self.retries, self.timeout = retries, timeout
         self.states: dict[int, RunState] = {}
+        self.changed, self.quiet = True, 0  # whether a batch moved this round; rounds since one did
         self.seen: dict[str, tuple] = {}  # batch id → (status, done, total) last reported
         self.prices: dict[str, Any] = {}
 
@@ -214,6 +226,7 @@ class _Batches:
         if self.seen.get(row["batch_id"]) == state:
             return
         self.seen[row["batch_id"]] = state
+        self.changed = True
         statuses = [batch.status if r["id"] == row["id"] else r["status"] for r in self.store.db["batches"]
                     .rows_where("run_id = ?", [plan.run_id], select="id, status")]
         tally = ", ".join(f"{statuses.count(s)} {s.replace('_', ' ')}" for s in STAGES if s in statuses)
@@ -381,8 +394,12 @@ class _Batches:
         self.say(f"{plan.name}: submitted batch {batch.id} ({len(chunk)} requests, {len(data):,} bytes)")
 
     async def pause(self, run_ids: list[int]) -> None:
-        """Wait `poll_s` seconds, beating the runs' heartbeat meanwhile."""
-        left = self.config.poll_s
+        """Wait before the next round, beating the runs' heartbeat meanwhile: one second after a
+        change, doubling while nothing moves, up to `poll_s` (a quick batch is seen quickly, a
+        day-long one is not polled more often than needed)."""
+        self.quiet = 0 if self.changed else self.quiet + 1
+        self.changed = False
+        left = min(self.config.poll_s, POLL_START_S * 2 ** min(self.quiet, 16))
         while left > 0:
             step = min(left, HEARTBEAT_S)
             await asyncio.sleep(step)

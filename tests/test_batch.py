@@ -350,3 +350,14 @@ def test_a_request_larger_than_any_batch_is_an_error_the_rest_go_out(workspace):
     assert workspace.rows("select error_kind, count(*) from results group by 1 order by 1") == [
         (None, 3), ("too_large", 1)]
     assert json.loads(result.stdout)["runs"][0]["errors"] == 1
+
+
+def test_an_openai_compatible_server_takes_batches_whatever_its_route(workspace):
+    setup_project(workspace, n=5)
+    batch_settings(workspace)
+    with open(workspace.root / "promptlab.toml", "a") as toml:
+        toml.write(f'\n[models.vllm]\nmodel = "hosted_vllm/fake"\napi_base = "{workspace.fake.base_url}"\n')
+    result = workspace.cli("eval", "--prompt", "p", "--model", "vllm", "--batch", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["n"] == 5
+    assert workspace.fake.stats()["batches"]["items"] == [5]
