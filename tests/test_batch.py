@@ -361,3 +361,30 @@ def test_an_openai_compatible_server_takes_batches_whatever_its_route(workspace)
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["runs"][0]["n"] == 5
     assert workspace.fake.stats()["batches"]["items"] == [5]
+
+
+def test_polling_backs_off_while_nothing_moves(monkeypatch):
+    import asyncio
+
+    from promptlab import batch
+    from promptlab.config import BatchConfig
+    from promptlab.runner import SilentProgress
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    class Store:
+        def heartbeat(self, table, ids) -> None:
+            pass
+
+    monkeypatch.setattr(batch.asyncio, "sleep", sleep)
+    batches = batch._Batches(Store(), BatchConfig(poll_s=8), print, 0, 1.0, SilentProgress())
+    waits = []
+    for changed in (True, False, False, False, False, True, False):
+        batches.changed = batches.changed or changed
+        slept.clear()
+        asyncio.run(batches.pause([1]))
+        waits.append(sum(slept))
+    assert waits == [1, 2, 4, 8, 8, 1, 2]
