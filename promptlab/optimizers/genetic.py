@@ -1,7 +1,8 @@
 """genetic — a population of prompts evolved on val minibatches.
 
-The first population is the base (and the naive k-shot version, if better) plus variants carrying random label-balanced
-demo sets (some stating the output format). Every generation scores the
+The first population is the base (and the naive k-shot version, if better) plus
+variants carrying random label-balanced demo sets, or (`knn_rate`) the k train
+cases nearest to each input; some state the output format. Every generation scores the
 population on a fresh val minibatch (fitness = mean over every val case scored
 so far), keeps the `elite` best, and breeds the rest: tournament selection,
 crossover (uniform over the parents' demos; the instruction from one parent,
@@ -36,6 +37,7 @@ class GeneticKnobs(CommonKnobs):
     llm_rate: float = knob(0.15, "chance a crossover or mutation is written by the proposer")
     minibatch: int = knob(20, "val cases added to the fitness per generation (0: all of val)")
     final_top: int = knob(3, "fittest prompts scored on the whole val split at the end")
+    knn_rate: float = knob(0.25, "chance an initial variant picks its demos per input (the k nearest train cases)")
 
 
 class Genetic(SearchStrategy):
@@ -70,6 +72,9 @@ class Genetic(SearchStrategy):
             tries += 1
             shots = ops.sample_demos(pool, rng.randint(1, k.max_demos), rng)
             content = ops.with_demos(search.base.content, shots)
+            if rng.random() < k.knn_rate:
+                content = ops.with_knn(search.base.content, [c.id for c in problem.train], len(shots),
+                                       rng.random() < 0.5, k.embedding_model)
             if rng.random() < 0.5:
                 content = ops.state_format(content, problem.signature) or content
             cand = search.candidate(content, search.base, "init", f"{len(shots)} random demos")
