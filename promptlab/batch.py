@@ -80,12 +80,17 @@ def check(model: ModelConfig) -> None:
 
 
 def choose(mode: str, plans: list[RunPlan], store: Store, config: BatchConfig) -> set[int]:
-    """The runs (ids) to evaluate through batches, recorded on each run (so a resume keeps it).
+    """The runs (ids) to evaluate through batches, recorded on each run: a run that has a mode
+    already (one being resumed) keeps it, so its live batches are never also called per item.
 
     `batch`: all of them; `call`: none; `auto`: those with at least `config.auto_threshold`
     items still to do, on a model whose provider has a batch API."""
     chosen = set()
     for plan in plans:
+        recorded = store.run_by_id(plan.run_id).get("mode")
+        if recorded:
+            chosen |= {plan.run_id} if recorded == "batch" else set()
+            continue
         if mode == "batch":
             check(plan.model)
         todo = len(plan.cases) * plan.repeat - len(store.done_keys(plan.run_id))

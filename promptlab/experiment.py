@@ -195,7 +195,10 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int,
 
 
 def _interrupted(store: Store, project_id: int, prompt_id: int, model: str, same: dict) -> str | None:
-    """The newest interrupted run of this prompt version on this model over the same cases,
-    metrics and repeat, if any (what re-running an experiment file continues)."""
-    run = store.latest_run(project_id, prompt_id, model=model, status="interrupted")
+    """The newest interrupted (or submitted: its batches are waited for, never sent again) run of
+    this prompt version on this model over the same cases, metrics and repeat, if any (what
+    re-running an experiment file continues)."""
+    run = max((r for status in ("interrupted", "submitted")
+               if (r := store.latest_run(project_id, prompt_id, model=model, status=status))),
+              key=lambda r: r["id"], default=None)
     return run["name"] if run and all(run[k] == v for k, v in same.items()) else None

@@ -388,3 +388,27 @@ def test_polling_backs_off_while_nothing_moves(monkeypatch):
         asyncio.run(batches.pause([1]))
         waits.append(sum(slept))
     assert waits == [1, 2, 4, 8, 8, 1, 2]
+
+
+def test_rerunning_an_experiment_waits_for_its_killed_batch_run(workspace):
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    rows = [{"text": f"great thing {i}" if i % 2 else f"awful thing {i}",
+             "label": "positive" if i % 2 else "negative"} for i in range(30)]
+    workspace.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    batch_settings(workspace, auto_threshold=20)
+    workspace.write("exp.yaml", SENTIMENT_EXPERIMENT.replace("repeat: 1}", "repeat: 1, mode: auto}"))
+    workspace.fake.configure(batch_hold=True)
+    proc = _spawn(workspace, "run", "exp.yaml", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while _count(workspace, "select count(*) from batches") < 1 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    workspace.fake.configure(batch_hold=False)
+    again = workspace.cli("run", "exp.yaml", "--json")
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["runs"][0]["n"] == 30
+    assert workspace.rows("select mode, status from runs") == [("batch", "completed")]  # the same run
+    assert workspace.fake.stats()["batches"]["items"] == [30]  # waited for, not sent again
+    assert workspace.fake.stats()["by_path"].get("/v1/chat/completions", 0) == 0

@@ -181,7 +181,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
     started, imported_before = time.perf_counter(), lm.import_seconds
     resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
                            else f"`promptlab eval --resume {p.name}`" for p in plans)
-    if rerun and not batch:  # re-running while batches are out would submit them again
+    if rerun:
         resume += f", or re-run `{rerun}`, which continues them"
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
