@@ -552,7 +552,7 @@ class Store:
             where.append("r.optimization_id is null")
         sql = f"""
             select r.name, r.status, p.name as prompt, p.version, r.model,
-                   case when r.status = 'running'
+                   case when r.status in ('running', 'submitted')
                         then (select count(*) from results where run_id = r.id) else r.n_results end as n,
                    r.n_errors as errors, json_extract(r.metrics, '$[0].name') as metric,
                    json_extract(r.summary, '$.metrics."' || json_extract(r.metrics, '$[0].name') || '".mean')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -412,3 +413,15 @@ def test_rerunning_an_experiment_waits_for_its_killed_batch_run(workspace):
     assert workspace.rows("select mode, status from runs") == [("batch", "completed")]  # the same run
     assert workspace.fake.stats()["batches"]["items"] == [30]  # waited for, not sent again
     assert workspace.fake.stats()["by_path"].get("/v1/chat/completions", 0) == 0
+
+
+def test_runs_list_counts_a_submitted_runs_results_as_they_arrive(workspace):
+    setup_project(workspace, n=10)
+    batch_settings(workspace)
+    assert workspace.cli("eval", "--prompt", "p", "--limit", "4", "--name", "first").code == 0
+    workspace.fake.configure(batch_hold=True)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "later").code == 0
+    with sqlite3.connect(workspace.db_path) as db:  # as while a waiter ingests: its summary not yet rewritten
+        db.execute("update runs set n_results = 0 where name = 'later'")
+    listed = {r["name"]: r for r in json.loads(workspace.cli("runs", "list", "--json").stdout)}
+    assert (listed["later"]["status"], listed["later"]["n"]) == ("submitted", 4)  # the 4 cached ones
