@@ -228,8 +228,12 @@ def main() -> None:
             continue
         print(f"{r['name']:<22}{r['seed']:>5}{_f(r.get('base_test'))}{_f(r.get('constant_test'))}"
               f"{_f(r.get('naive_test'))}{_f(r['best_test'])}{_f(r.get('lift'), 8, '+')}  {r.get('over') or '':<9}"
-              f"{_f(r.get('p_value'))}{r['calls']:>7}{r.get('provider_calls', r['calls']):>6}"
+              f"{_p(r.get('p_value'))}{r['calls']:>7}{r.get('provider_calls', r['calls']):>6}"
               f"{r.get('seconds', 0):>7.0f}  {r.get('operator', '')} {r.get('stopped') or r.get('note', '')}")
+
+
+def _p(value) -> str:
+    return f"{'-':>7}" if value is None else f"{value:>7.2g}"
 
 
 def _f(value, width: int = 7, sign: str = "") -> str:
