@@ -13,9 +13,11 @@ later `promptlab runs wait` picks it up. Each round, per run:
    submitted, split by the provider's request and byte limits. The batch row is stored,
    and the run marked `submitted`, in the commit right after the create call returns.
 
-The one window left: a process killed after the provider accepted a batch and before
-that commit leaves a batch promptlab does not know about. Its items are submitted again
-by the next wait (paid twice at worst, stored once). Nothing else runs in that window.
+A process killed after the provider accepted a batch and before that commit leaves a
+batch the store does not know: every batch carries the run's name and creation time as
+metadata, and each waiting process first lists the provider's batches and adopts those
+(their items read back from their input files). Where the provider cannot list batches
+that window stays open: their items would be submitted again (paid twice at worst, stored once).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import random
 import time
 import warnings
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -131,6 +134,8 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
     _, total = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
     progress.start(total)
     try:
+        for plan in plans:
+            await batches.adopt(plan)
         while True:
             for plan in plans:
                 await batches.poll(plan)
@@ -384,19 +389,61 @@ class _Batches:
             upload = await self.api(plan.model, "acreate_file", file=("promptlab-batch.jsonl", data),
                                     purpose="batch", model=plan.model.model)
             batch = await self.api(plan.model, "acreate_batch", completion_window="24h", endpoint=ENDPOINT,
-                                   input_file_id=upload.id, model=plan.model.model,
-                                   metadata={"promptlab_run": plan.name[:500]})
+                                   input_file_id=upload.id, model=plan.model.model, metadata=self.tag(plan))
         except CallError as exc:
             raise ProviderError(f"run '{plan.name}': could not submit a batch: {exc}") from None
-        # from the create call until this commit, a kill leaves the batch unknown (see the module doc)
+        # a kill before this commit leaves the batch to `adopt` (see the module doc)
+        self.keep(plan, batch, {cid: list(key) for cid, key, _ in chunk})
+        self.say(f"{plan.name}: submitted batch {batch.id} ({len(chunk)} requests, {len(data):,} bytes)")
+
+    def keep(self, plan: RunPlan, batch: Any, items: dict[str, list[int]]) -> None:
+        """Store a batch the provider holds, and mark its run `submitted`, in one commit."""
         with self.store.db.atomic():
             self.store.db["batches"].insert({
                 "run_id": plan.run_id, "provider": provider(plan.model), "batch_id": batch.id,
-                "input_file_id": upload.id, "status": batch.status or "validating",
-                "items": dumps({cid: list(key) for cid, key, _ in chunk}),
-                "n_items": len(chunk), "done": 0, "created_at": now(), "updated_at": now()})
+                "input_file_id": batch.input_file_id, "status": batch.status or "validating",
+                "items": dumps(items), "n_items": len(items), "done": 0, "created_at": now(),
+                "updated_at": now()})
             self.store.update_run(plan.run_id, status="submitted")
-        self.say(f"{plan.name}: submitted batch {batch.id} ({len(chunk)} requests, {len(data):,} bytes)")
+
+    def tag(self, plan: RunPlan) -> dict[str, str]:
+        """The metadata every batch of this run carries (how `adopt` recognises it)."""
+        return {"promptlab_run": plan.name[:500], "promptlab_run_created": self.store.run_by_id(plan.run_id)["created_at"]}
+
+    async def adopt(self, plan: RunPlan) -> None:
+        """Store the run's batches the provider holds and the store does not: a process killed
+        between a create call and the commit that keeps it left them. Recognised by their metadata,
+        their items read back from their input file; so they are waited for, never sent again.
+        Providers that cannot list batches leave that window open (said once)."""
+        tag, known = self.tag(plan), {row["batch_id"] for row in self.store.db["batches"].rows_where(
+            "run_id = ?", [plan.run_id], select="batch_id")}
+        since = datetime.fromisoformat(tag["promptlab_run_created"]).timestamp() - 60
+        after, orphans = None, []
+        while True:
+            try:
+                page = await self.api(plan.model, "alist_batches", limit=100, after=after)
+            except CallError as exc:
+                self.say(f"{plan.name}: cannot list the provider's batches ({exc}); a batch a killed process "
+                         f"submitted but never stored would be submitted again")
+                return
+            data = list(getattr(page, "data", None) or [])
+            orphans += [b for b in data if b.id not in known and all(
+                _dig(b.metadata, k) == v for k, v in tag.items())]
+            if not data or not getattr(page, "has_more", False) or (data[-1].created_at or 0) < since:
+                break
+            after = data[-1].id
+        for batch in orphans:
+            content = await self.api(plan.model, "afile_content", file_id=batch.input_file_id)
+            items = {}
+            for raw in io.BytesIO(content.content):
+                line = _json(raw)
+                custom_id = line.get("custom_id") if isinstance(line, dict) else None
+                case_id, _, repeat = str(custom_id).partition("-")
+                if case_id.isdigit() and repeat.isdigit():
+                    items[custom_id] = [int(case_id), int(repeat)]
+            self.keep(plan, batch, items)
+            self.say(f"{plan.name}: found batch {batch.id} ({len(items)} requests), submitted by a process "
+                     f"that ended before storing it")
 
     async def pause(self, run_ids: list[int]) -> None:
         """Wait before the next round, beating the runs' heartbeat meanwhile: one second after a

@@ -10,7 +10,7 @@ prints ``READY http://127.0.0.1:PORT`` on stdout once listening.
 Endpoints: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models,
 POST /_control (merge behaviour keys), GET /_stats, POST /_reset.
 Batch API (OpenAI's shapes): POST /v1/files (multipart, purpose=batch),
-GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches/{id}; a batch
+GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches[/{id}]; a batch
 answers every request by the chat rules once it completes (knobs batch_*).
 
 From Python use ``start_server(...)`` (context manager) which returns a
@@ -67,6 +67,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_fail_next": 0,           # the next N batches created fail (no output at all)
     "batch_create_hang_after": None,  # batch creations after the first N hang (until the client goes)
     "batch_output_lag": 0,          # a completed batch names no output file for its first N reads
+    "batch_list_status": None,      # listing batches answers this error status (a provider without it)
     "batch_garble_if_contains": [],  # output lines for these conversations are not JSON, or JSON of
                                      # the wrong shape (alternately)
 }
@@ -488,6 +489,22 @@ def make_app(state: State):
                      in_progress_at=batch["in_progress_at"] or now, finalizing_at=now,
                      **({"expired_at": now} if batch["_fate"] == "expire" else {"completed_at": now}))
 
+    async def list_batches(request):
+        """Newest first, `limit` at a time, from after the batch `after` (OpenAI's cursor)."""
+        if state.b["batch_list_status"]:
+            return fail(state.b["batch_list_status"], "listing batches is not supported here")
+        ordered = sorted(state.batches.values(), key=lambda bt: bt["_born"], reverse=True)
+        after = request.query.get("after")
+        if after:
+            ordered = ordered[next((i + 1 for i, bt in enumerate(ordered) if bt["id"] == after), len(ordered)):]
+        limit = int(request.query.get("limit", 20))
+        page = ordered[:limit]
+        for batch in page:
+            advance(batch)
+        return jresp({"object": "list", "data": [public(bt) for bt in page],
+                      "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+                      "has_more": len(ordered) > limit})
+
     async def get_batch(request):
         batch = state.batches.get(request.match_info["batch_id"])
         if batch is None:
@@ -508,6 +525,7 @@ def make_app(state: State):
         web.post("/v1/files", create_file),
         web.get("/v1/files/{file_id}/content", file_content),
         web.post("/v1/batches", create_batch),
+        web.get("/v1/batches", list_batches),
         web.get("/v1/batches/{batch_id}", get_batch),
         web.post("/_control", control),
         web.get("/_stats", stats),

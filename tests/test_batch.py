@@ -101,7 +101,7 @@ def test_a_failed_batch_is_resubmitted_and_an_item_gives_up_after_max_attempts(w
 def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
     setup_project(workspace, n=30)
     batch_settings(workspace)
-    workspace.fake.configure(batch_hold=True)
+    workspace.fake.configure(batch_hold=True, batch_list_status=404)  # a provider that cannot list batches
     submitted = workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "later")
     assert submitted.code == 0, submitted.stderr
     assert "later" in submitted.stdout and "promptlab runs wait later" in submitted.stdout
@@ -115,6 +115,7 @@ def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
     waited = workspace.cli("runs", "wait", "later", "--json")
     assert waited.code == 0, waited.stderr
     assert json.loads(waited.stdout)["runs"][0]["n"] == 30
+    assert "cannot list the provider's batches" in waited.stderr  # said, not a failure
     assert workspace.rows("select status from runs") == [("completed",)]
     assert workspace.fake.stats()["batches"]["created"] == 1
     shown = json.loads(workspace.cli("runs", "show", "later", "--json").stdout)["batches"]
@@ -425,3 +426,29 @@ def test_runs_list_counts_a_submitted_runs_results_as_they_arrive(workspace):
         db.execute("update runs set n_results = 0 where name = 'later'")
     listed = {r["name"]: r for r in json.loads(workspace.cli("runs", "list", "--json").stdout)}
     assert (listed["later"]["status"], listed["later"]["n"]) == ("submitted", 4)  # the 4 cached ones
+
+
+def test_a_batch_created_but_never_stored_is_adopted_not_sent_again(workspace, monkeypatch):
+    from promptlab import batch
+
+    setup_project(workspace, n=500)
+    batch_settings(workspace, max_requests=200)
+    workspace.fake.configure(batch_hold=True)
+    keep = batch._Batches.keep
+
+    def killed_after_the_second_create(self, plan, created, items):
+        if workspace.fake.stats()["batches"]["created"] == 2:
+            raise SystemExit(137)  # the process dies after the provider took the batch, before the commit
+        keep(self, plan, created, items)
+
+    monkeypatch.setattr(batch._Batches, "keep", killed_after_the_second_create)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--name", "big").code == 137
+    assert workspace.rows("select count(*) from batches") == [(1,)]  # the second one is unknown here
+    monkeypatch.setattr(batch._Batches, "keep", keep)
+
+    workspace.fake.configure(batch_hold=False)
+    waited = workspace.cli("runs", "wait", "big", "--json")
+    assert waited.code == 0, waited.stderr
+    assert "found batch" in waited.stderr
+    assert results(workspace) == (500, 500)
+    assert workspace.fake.stats()["batches"]["items"] == [200, 200, 100]  # the orphan waited for, not resent
