@@ -286,12 +286,11 @@ class Gateway:
                 return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
                                   attempts=0)
         direct = self._direct if fast_path(model) else None
-        if direct is None:
-            litellm()  # its first import takes seconds: not part of this call's latency
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
             reply = _reply_of_json(data)
         else:
+            litellm()  # its first import takes seconds: not part of this call's latency
             response, attempts, started = await self._call(model, _litellm_method("acompletion"),
                                                            messages=messages, **params)
             reply = _reply_of_litellm(response)

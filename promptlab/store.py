@@ -392,9 +392,10 @@ class Store:
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
               golden: bool | None = None, limit: int | None = None) -> list[Case]:
         """The cases a new selection may take (archived ones never), by id; selected in SQL, so
-        `limit` reads no more rows than it returns."""
+        `limit` reads no more rows than it returns, and only the columns a Case holds."""
         where, args = _case_filter(project_id, split, tags, golden)
-        return [_case(r) for r in self.db["cases"].rows_where(where, args, order_by="id", limit=limit)]
+        return [_case(r) for r in self.db["cases"].rows_where(where, args, select=_CASE_COLUMNS,
+                                                              order_by="id", limit=limit)]
 
     def count_cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
                     golden: bool | None = None) -> int:
@@ -608,10 +609,19 @@ class Store:
     def save_results(self, rows: list[dict], cache_rows: list[dict] = ()) -> None:
         """One commit for a batch of finished results (and the replies they cached)."""
         with self.db.atomic():
-            if cache_rows:
-                self.db["response_cache"].insert_all(cache_rows, ignore=True, batch_size=500)
-            if rows:
-                self.db["results"].insert_all(rows, ignore=True, batch_size=500)
+            self._insert_or_ignore("response_cache", cache_rows)
+            self._insert_or_ignore("results", rows)
+
+    def _insert_or_ignore(self, table: str, rows: Iterable[dict]) -> None:
+        """Rows of prepared values (JSON already encoded), straight to executemany: sqlite-utils'
+        insert_all reads the table's schema on every call, several times an eval's per-item cost."""
+        by_columns: dict[tuple[str, ...], list[tuple]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(row), []).append(tuple(row.values()))
+        for columns, values in by_columns.items():
+            self.db.conn.executemany(
+                f"insert or ignore into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
+                f"values ({', '.join('?' * len(columns))})", values)
 
     def results(self, run_id: int, case_id: int | None = None) -> list[dict]:
         """A run's results (of one case, if given), by case and repeat."""
@@ -742,6 +752,9 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
+
+
+_CASE_COLUMNS = "id, inputs, expected, golden, tags, split"  # what _case reads
 
 
 def _case(row: dict) -> Case:

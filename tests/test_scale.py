@@ -23,18 +23,25 @@ def write_cases(path: Path, n: int, start: int = 0) -> Path:
     return path
 
 
+# Runs the command and writes its peak RSS (kB) to a file. This small process starts the CLI: a
+# child's peak counts the memory it had before exec, that is, the process that forked it (pytest,
+# hundreds of MB once litellm is loaded).
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def peak_rss_mb(workspace, *args: str) -> tuple[float, str]:
-    """Run the CLI in its own process; its peak resident memory (MB) and its stdout."""
+    """Run the CLI in its own process; its peak resident memory (MB) and its output."""
     env = {**os.environ, "PROMPTLAB_CONFIG": str(workspace.root / "promptlab.toml"), "PYTHONPATH": str(ROOT)}
-    with open(workspace.root / "out.txt", "w+") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "promptlab", *args], cwd=workspace.root, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
-    assert proc.returncode == 0, text[-2000:]
-    return usage.ru_maxrss / 1024, text  # Linux reports kilobytes
+    peak = workspace.root / "peak.txt"
+    out = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, str(peak), sys.executable, "-m", "promptlab",
+                          *args], cwd=workspace.root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(peak.read_text()) / 1024, out.stdout  # Linux reports kilobytes
 
 
 def project(workspace) -> None:
@@ -132,6 +139,13 @@ def test_case_list_reads_only_the_rows_it_shows(workspace, monkeypatch):
     write_cases(workspace.root / "cases.jsonl", 300)
     assert workspace.cli("case", "import", "cases.jsonl").code == 0
     reads = count_case_reads(monkeypatch)
+    statements = []
+    real = store_module.Database.execute
+    monkeypatch.setattr(store_module.Database, "execute",
+                        lambda db, sql, *args: statements.append(sql) or real(db, sql, *args))
     listed = workspace.cli("case", "list", "--limit", "5")
     assert listed.code == 0 and "cases (300)" in listed.stdout
     assert reads[0] == 5
+    case_reads = [s for s in statements if " from \"cases\"" in s and "count(" not in s]
+    assert case_reads and all(s.startswith("select id, inputs, expected, golden, tags, split from") and
+                              "limit 5" in s for s in case_reads), case_reads
