@@ -452,3 +452,23 @@ def test_a_batch_created_but_never_stored_is_adopted_not_sent_again(workspace, m
     assert "found batch" in waited.stderr
     assert results(workspace) == (500, 500)
     assert workspace.fake.stats()["batches"]["items"] == [200, 200, 100]  # the orphan waited for, not resent
+
+
+def test_gates_apply_when_the_results_are_in(workspace):
+    setup_project(workspace, texts=["great a", "awful b", "great c", "meh d"])  # the fake answers d wrongly
+    batch_settings(workspace)
+    refused = workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--min-score", "0.9")
+    assert refused.code == 2 and "runs wait" in refused.stderr  # never silently dropped
+    assert workspace.rows("select count(*) from runs") == [(0,)]
+
+    workspace.fake.configure(batch_hold=True)
+    assert workspace.cli("eval", "--prompt", "p", "--batch", "--no-wait", "--name", "g").code == 0
+    workspace.fake.configure(batch_hold=False)
+    waited = workspace.cli("runs", "wait", "g", "--min-score", "0.9", "--junit", "ci.xml", "--json")
+    assert waited.code == 1 and "min_score" in waited.stderr
+    report = json.loads(waited.stdout)
+    assert report["passed"] is False and report["runs"][0]["scores"]["exact_match"] == 0.75
+    assert "<testsuite" in (workspace.root / "ci.xml").read_text()
+    again = workspace.cli("runs", "wait", "g", "--min-score", "0.5")  # completed: gated the same way
+    assert again.code == 0 and "0.750" in again.stdout
+    assert workspace.cli("runs", "wait", "g", "--min-score", "0.9").code == 1

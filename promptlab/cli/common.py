@@ -166,8 +166,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
 
     from promptlab import display, lm
     from promptlab.evaluation import execute, finish, make_gateway
-    from promptlab.errors import AuthError, GateFailed, StorageError
-    from promptlab.gates import check_gates
+    from promptlab.errors import AuthError, StorageError
     from promptlab.terminal import printable
 
     store, settings = state.store, state.settings
@@ -231,8 +230,23 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cac
         for run in submitted:
             typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
         return
-    from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
+    conclude(state, plans, runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
+             report_md=report_md, then=then)
 
+
+def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool, gates: dict | None = None,
+             extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
+             then: Any = None) -> None:
+    """Ended runs (`plans`: what has their run_id and project_id, `runs`: their summaries): apply
+    the gates, write the JUnit/Markdown files if asked, print, exit (3 when a run did not complete,
+    1 when a gate failed). `then`: see `run_plans`."""
+    from promptlab import display
+    from promptlab.errors import GateFailed
+    from promptlab.gates import check_gates
+    from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
+    from promptlab.terminal import printable
+
+    store = state.store
     gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
     later_json, later_gates, later_show = then() if then is not None else ({}, [], None)
     gate_results = [*gate_results, *later_gates]

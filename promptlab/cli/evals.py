@@ -75,6 +75,9 @@ def register(app: typer.Typer) -> None:
         if no_wait and (store.run(project_id, resume).get("mode") if resume else mode) != "batch" \
                 and mode != "auto":  # refused before anything is written
             raise UsageError("eval: --no-wait is for batch mode; add --batch")
+        if no_wait and (gates or junit or report_md):  # never dropped: they apply once the results are in
+            raise UsageError("eval: with --no-wait, give the gates and --junit/--report-md to "
+                             "`promptlab runs wait RUN`, which applies them once the results are in")
         if resume:  # a resumed run keeps its mode
             plans = [resume_plan(store, settings, project_id, resume)]
             chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).get("mode") == "batch"}

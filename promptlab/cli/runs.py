@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
+from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+                                  ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
@@ -168,23 +169,32 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 
 @app.command("wait")
 def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.")],
-         project: Project = None, json_: AsJson = False) -> None:
+         project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
+         max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+         baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
+         json_: AsJson = False) -> None:
     """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
-    what a failed or expired batch left unanswered. One process waits at a time; a killed wait loses
-    nothing (run it again)."""
-    from promptlab import display
-    from promptlab.cli.common import run_plans
+    what a failed or expired batch left unanswered; then apply the gates given (exit 1 when one fails).
+    One process waits at a time; a killed wait loses nothing (run it again)."""
+    from types import SimpleNamespace
+
+    from promptlab.cli.common import conclude, gate_flags, run_plans
     from promptlab.errors import UsageError
     from promptlab.evaluation import resume_plan, run_json
+    from promptlab.gates import validate_gates
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
+    gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                       max_regression=max_regression, baseline=baseline)
+    validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)
     if run.get("mode") != "batch":
         raise UsageError(f"run '{name}' is not a batch run; continue it with `promptlab eval --resume {name}`")
-    if run["status"] == "completed":
-        summary = run_json(run, store.prompt_by_id(run["prompt_id"]))
-        return emit_json({"runs": [summary]}) if json_ else display.print_runs([summary])
+    if run["status"] == "completed":  # waited for already: its numbers, gated
+        return conclude(state, [SimpleNamespace(run_id=run["id"], project_id=project_id)],
+                        [run_json(run, store.prompt_by_id(run["prompt_id"]))], as_json=json_, gates=gates,
+                        junit=junit, report_md=report_md)
     plan = resume_plan(store, state.settings, project_id, name)
     run_plans(state, [plan], concurrency=plan.concurrency, use_cache=plan.use_cache, as_json=json_,
-              batch=frozenset({plan.run_id}))
+              gates=gates, junit=junit, report_md=report_md, batch=frozenset({plan.run_id}))
