@@ -407,6 +407,8 @@ def make_app(state: State):
             return fail(404, "no such input file")
         lines = [json.loads(line) for line in entry["data"].decode().splitlines() if line.strip()]
         b = state.b
+        if b["record_bodies"]:  # each request's body, as for chat requests
+            state.bodies.extend(line.get("body") for line in lines)
         fate = "complete"
         if b["batch_fail_next"] > 0:
             b["batch_fail_next"] -= 1

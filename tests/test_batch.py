@@ -472,3 +472,14 @@ def test_gates_apply_when_the_results_are_in(workspace):
     again = workspace.cli("runs", "wait", "g", "--min-score", "0.5")  # completed: gated the same way
     assert again.code == 0 and "0.750" in again.stdout
     assert workspace.cli("runs", "wait", "g", "--min-score", "0.9").code == 1
+
+
+def test_a_batch_request_is_the_per_call_request(workspace):
+    setup_project(workspace, n=1)
+    batch_settings(workspace)
+    workspace.fake.configure(record_bodies=True)
+    params = ("--param", "temperature=0", "--param", "max_tokens=5")
+    assert workspace.cli("eval", "--prompt", "p", "--no-cache", *params).code == 0
+    assert workspace.cli("eval", "--prompt", "p", "--no-cache", "--batch", *params).code == 0
+    per_call, batched = workspace.fake.stats()["bodies"]
+    assert batched == {k: per_call[k] for k in ("model", "messages", "temperature", "max_tokens")}
