@@ -110,6 +110,8 @@ def test_no_wait_returns_at_once_and_runs_wait_collects(workspace):
     listed = workspace.cli("runs", "list", "--status", "submitted", "--json")
     assert [r["name"] for r in json.loads(listed.stdout)] == ["later"]
     assert "30 requests (at the provider)" in workspace.cli("runs", "show", "later").stdout
+    asked = workspace.cli("runs", "delete", "later")  # no terminal to ask on: refused, saying why
+    assert asked.code == 2 and "1 batch(es) at the provider run on" in asked.stderr
 
     workspace.fake.configure(batch_hold=False)
     waited = workspace.cli("runs", "wait", "later", "--json")

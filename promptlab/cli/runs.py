@@ -84,11 +84,13 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
                    f"{'' if batch['done'] else ' (at the provider)'}")
 
 
-def _batches(store, run_id: int) -> list[dict]:
-    """A batch run's provider batches, oldest first (none for a per-call run)."""
+def _batches(store, run_id: int, live: bool = False) -> list[dict]:
+    """A batch run's provider batches (`live`: those not collected yet), oldest first (none for a
+    per-call run)."""
     return [dict(row) for row in store.db.query(
         "select batch_id, provider, status, n_items, done, input_file_id, output_file_id, error_file_id, "
-        "error, created_at, updated_at from batches where run_id = ? order by id", [run_id])]
+        f"error, created_at, updated_at from batches where run_id = ? {'and done = 0' if live else ''} "
+        "order by id", [run_id])]
 
 
 def _show_case(store, project_id: int, run: dict, case_id: int, as_json: bool) -> None:
@@ -162,7 +164,10 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
     if run["optimization_id"]:  # the optimization's report and resume read its runs
         owner = store.db["optimizations"].get(run["optimization_id"])["name"]
         raise UsageError(f"run '{name}' belongs to optimization '{owner}', whose report needs it")
-    confirm(f"Delete run '{name}' and its {run['n_results'] or 0} results?", yes)
+    out = len(_batches(store, run["id"], live=True))
+    confirm(f"Delete run '{name}' and its {run['n_results'] or 0} results?"
+            + (f" Its {out} batch(es) at the provider run on (and are billed): no one will collect them."
+               if out else ""), yes)
     removed = store.delete_run(run["id"])
     typer.echo(printable(f"deleted run {name} ({removed} results)"))
 
