@@ -3,6 +3,7 @@
 import asyncio
 import json
 import re
+import sqlite3
 
 from promptlab.config import ModelConfig
 from promptlab.lm import AUTO_START, AdaptiveLimit, Gateway
@@ -62,6 +63,11 @@ def test_eval_with_concurrency_auto_shows_the_limit_and_stores_it(workspace):
     assert workspace.rows("select concurrency from runs") == [("auto",)]
     fixed = workspace.cli("eval", "--prompt", "p", "--concurrency", "4")
     assert fixed.code == 0 and "40/40" in fixed.stderr and "concurrency=" not in fixed.stderr
+    with sqlite3.connect(workspace.db_path) as db:  # as if it had been cut short
+        db.execute("delete from results where run_id = 1 and case_id > 30")
+        db.execute("update runs set status = 'interrupted' where id = 1")
+    resumed = workspace.cli("eval", "--resume", "r", "--no-cache")  # cached replies need no slot
+    assert resumed.code == 0 and re.search(r"10/10 .* concurrency=\d+$", resumed.stderr, re.M), resumed.stderr
 
 
 def test_concurrency_auto_in_the_config_and_bad_values(workspace):
