@@ -7,6 +7,10 @@ keys: split, tags, golden.
 Case files are untrusted: YAML aliases, NaN/Infinity, non-JSON values and deep
 nesting are refused, and with a signature every value must have its field's
 declared type (CSV cells, being text, are converted to it first).
+
+JSONL and CSV files are read row by row (`iter_cases`), so an import of any
+size holds one batch of cases at a time; a JSON or YAML file is one document,
+parsed whole.
 """
 
 from __future__ import annotations
