@@ -371,22 +371,35 @@ class Store:
 
     # ---- cases ----------------------------------------------------------
     def add_cases(self, project_id: int, cases: Iterable[Case], source: str = "") -> tuple[int, int]:
-        """Insert the new cases, CASE_BATCH at a time (any number, in bounded memory: the unique
-        content-hash index dedupes them in SQL); returns (added, already present: repeats within
-        `cases` included). One transaction: a bad case met on the way leaves nothing written."""
-        added = total = 0
-        stamp = now()
+        """Insert the new cases; returns (added, already present: repeats within `cases` included).
+
+        Any number, in bounded memory: they are staged CASE_BATCH at a time in a temporary table
+        (on disk, this connection's own, so no lock on the database while the file is read), then
+        copied in one statement whose insert-or-ignore on the content-hash index drops the ones
+        already present. A bad case met on the way leaves nothing written."""
         conn = self.db.conn
-        with self.db.atomic():
+        outer = conn.in_transaction  # part of a caller's unit of work: stage and copy inside it
+        conn.execute("create temp table staged_cases (inputs, expected, golden, tags, split, content_hash)")
+        try:
+            total = 0
             for batch in _batches(cases, CASE_BATCH):
-                before = conn.total_changes
-                conn.executemany(
-                    "insert or ignore into cases (project_id, inputs, expected, golden, tags, split, "
-                    "content_hash, source, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(project_id, dumps(c.inputs), dumps(c.expected), int(c.golden), dumps(list(c.tags)),
-                      c.split, c.hash(), source, stamp) for c in batch])
-                added += conn.total_changes - before
+                conn.executemany("insert into temp.staged_cases values (?, ?, ?, ?, ?, ?)",
+                                 [(dumps(c.inputs), dumps(c.expected), int(c.golden), dumps(list(c.tags)),
+                                   c.split, c.hash()) for c in batch])
                 total += len(batch)
+            if not outer:
+                conn.commit()  # the staging only: the copy below takes the write lock up front
+            with self.db.atomic():
+                before = conn.total_changes
+                conn.execute("insert or ignore into cases (project_id, inputs, expected, golden, tags, split, "
+                             "content_hash, source, created_at) select ?, inputs, expected, golden, tags, "
+                             "split, content_hash, ?, ? from temp.staged_cases order by rowid",
+                             [project_id, source, now()])
+                added = conn.total_changes - before
+        finally:
+            if not outer and conn.in_transaction:  # a bad case: the staging is dropped
+                conn.rollback()
+            conn.execute("drop table temp.staged_cases")
         return added, total - added
 
     def cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,22 @@ def test_case_list_reads_only_the_rows_it_shows(workspace, monkeypatch):
     case_reads = [s for s in statements if " from \"cases\"" in s and "count(" not in s]
     assert case_reads and all(s.startswith("select id, inputs, expected, golden, tags, split from") and
                               "limit 5" in s for s in case_reads), case_reads
+
+
+def test_an_import_leaves_the_database_writable_while_it_reads(workspace):
+    from promptlab.models import Case
+    from promptlab.store import open_store
+
+    project(workspace)
+    store = open_store(workspace.db_path)
+
+    def cases():
+        for i in range(2500):
+            if i == 2000:  # well into the file, past the first batches: another process writes
+                with sqlite3.connect(workspace.db_path, timeout=0) as other:
+                    other.execute("update projects set description = 'written meanwhile'")
+            yield Case(inputs={"text": f"review {i}"}, expected={"label": "positive"})
+
+    assert store.add_cases(1, cases()) == (2500, 0)
+    assert workspace.rows("select description from projects") == [("written meanwhile",)]
+    assert store.add_cases(1, cases()) == (0, 2500)
