@@ -191,7 +191,8 @@ class AdaptiveLimit:
         self.limit, self.ceiling = float(min(start, ceiling)), ceiling
         self.in_flight = 0
         self.round = 0  # bumped at each cut
-        self.freed = asyncio.Condition()
+        self.freed: asyncio.Condition | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def current(self) -> int:
@@ -199,6 +200,8 @@ class AdaptiveLimit:
 
     async def acquire(self) -> int:
         """Wait for a free slot; returns the round the call is sent in."""
+        if self.loop is not asyncio.get_running_loop():  # a gateway can outlive one asyncio.run
+            self.freed, self.loop, self.in_flight = asyncio.Condition(), asyncio.get_running_loop(), 0
         async with self.freed:
             await self.freed.wait_for(lambda: self.in_flight < self.current)
             self.in_flight += 1

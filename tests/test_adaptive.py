@@ -109,3 +109,19 @@ def test_an_experiment_file_can_ask_for_auto(workspace):
     bad = workspace.cli("run", workspace.write("bad.yaml", SENTIMENT_EXPERIMENT.replace(
         "concurrency: 8", "concurrency: 0")))
     assert bad.code == 2 and "concurrency" in bad.stderr
+
+
+def test_an_adaptive_limit_serves_one_event_loop_after_another():
+    limit = AdaptiveLimit(start=1)
+
+    async def two_at_once():  # the second waits for the first: the limit is 1
+        async def one():
+            sent_in = await limit.acquire()
+            await asyncio.sleep(0.01)
+            await limit.release(sent_in, "server")
+
+        await asyncio.gather(one(), one())
+
+    asyncio.run(two_at_once())
+    asyncio.run(two_at_once())  # a new loop: no "bound to a different event loop"
+    assert limit.in_flight == 0
