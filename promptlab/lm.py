@@ -116,13 +116,13 @@ def status_error(status: int | None, message: str, retry_after: Any = None) -> C
         status = 429
     if status is None:
         return CallError("error", message)
+    if status != 429 and _CONTEXT_WINDOW.search(message):  # so does litellm, whatever the status
+        return CallError("context_window", message, status=status)
     if status in _TRANSIENT_STATUS:
         return CallError(_TRANSIENT_STATUS[status], message, status=status, transient=True,
                          retry_after=_seconds(retry_after))
     if status >= 500:
         return CallError("server", message, status=status, transient=True, retry_after=_seconds(retry_after))
-    if status in (400, 413) and _CONTEXT_WINDOW.search(message):
-        return CallError("context_window", message, status=status)
     return CallError(_PERMANENT_STATUS.get(status, "client"), message, status=status)
 
 

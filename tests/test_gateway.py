@@ -166,6 +166,7 @@ def test_context_overflow_messages_are_context_window_errors():
     error = status_error(400, "400 This model's maximum context length is 512 tokens. However, you "
                               "requested 900 tokens")
     assert error.kind == "context_window" and not error.transient
+    assert status_error(500, "500 input exceeds the available context size").kind == "context_window"
     assert status_error(400, "400 bad field").kind == "bad_request"
     assert status_error(429, "slow down", "2").retry_after == 2.0
 
