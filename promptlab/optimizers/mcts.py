@@ -7,9 +7,9 @@ through nodes that are fully expanded (`expand_width` expansions tried) until
 it reaches one that is not, or `max_depth`. It expands that node with one
 error-driven edit: the node is scored on a train minibatch (fixed per node),
 and its failures drive the edit — failed cases added as demos, the
-proposer's rewrite of the instruction, stating the output format, or a swap,
-drop or GrIPS phrase edit. The child's reward is its val score (a
-`val_batch`-case minibatch if set), backed up along the path. A child whose
+proposer's rewrite of the instruction, per-input (kNN) demos, stating the
+output format, or a swap, drop or GrIPS phrase edit. The child's reward is its
+val score (a `val_batch`-case minibatch if set), backed up along the path. A child whose
 reward is within `dedup_eps` of a sibling's is not added to the tree (near-equal
 scores: the search would only spend visits telling them apart). Stop after
 `simulations`, on a perfect val score, after `patience` simulations without a
@@ -153,11 +153,10 @@ class Mcts(SearchStrategy):
         failures = node.cand.failures(node.batch or [])
         failed = [ops.demo_from_case(c, problem.signature) for c, _ in failures]
         pool = demo_pool(search)
-        # the first expansion of a node adds failed cases as demos, the second asks the proposer;
-        # the rest (and the fallbacks) are model-free edits in a seeded order
-        order = ["add_demos", "rewrite"] if node.attempts <= 1 else ["rewrite", "add_demos"]
-        if node.attempts > 2:
-            order = []
+        # the first expansion of a node adds failed cases as demos, the second asks the proposer,
+        # the third gives every input its own nearest demos; the rest (and the fallbacks) are
+        # model-free edits in a seeded order
+        order = {1: ["add_demos", "rewrite"], 2: ["rewrite", "add_demos"], 3: ["knn"]}.get(node.attempts, [])
         rest = [op for op in ("format", "verbalizer", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
                 if op not in order]
         rng.shuffle(rest)

@@ -10,7 +10,8 @@ and writes a new instruction.
 - Each round the parent runs on a fresh train minibatch (`minibatch` cases); if it
   fails none of them the round is skipped. Otherwise the proposer reflects on the
   failures and rewrites the instruction (a useless reply, as a weak proposer's
-  tends to be, falls back to one model-free edit, so the search still moves).
+  tends to be, falls back to one model-free edit — per-input demos first — so
+  the search still moves).
 - The child is scored on the same minibatch first, and on the whole val split only
   if it beats the parent there; then it joins the pool.
 - Every `merge_every`-th round two front candidates that are best on different val
@@ -121,9 +122,11 @@ class Reflect(SearchStrategy):
                                     "reflect", str(obj.get("rationale") or "")[:200])
         pool = demo_pool(search)
         failed = [ops.demo_from_case(c, search.problem.signature) for c, _ in shown]
-        options = list(edits.MODEL_FREE)
+        options = [op for op in edits.MODEL_FREE if op != "knn"]
         rng.shuffle(options)
-        for op in options:  # the proposer gave nothing usable: one model-free edit instead
+        # the proposer gave nothing usable: one model-free edit instead, per-input demos first
+        # (the edit that changes what every input is shown without a model writing anything)
+        for op in ["knn"] + options:
             content = edits.model_free(op, parent.content, search, rng, pool=pool, failed=failed)
             if content is not None and search.known(content) is None:
                 return search.candidate(content, parent, op, "the proposer's reflection was unusable")
