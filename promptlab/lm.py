@@ -364,15 +364,15 @@ class Gateway:
                 await rpm.acquire()
             if tpm:
                 await tpm.acquire(_estimate_tokens(kwargs))
-            if self.max_calls is not None and self.calls >= self.max_calls:
-                raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
-                                attempts=attempts)
-            sent_in = await adaptive.acquire() if adaptive else 0
-            first_sent = first_sent or time.perf_counter()
-            attempts += 1
-            self.calls += 1
+            sent_in = await adaptive.acquire() if adaptive else 0  # before the budget: others may spend it
             outcome = "cancelled"
             try:
+                if self.max_calls is not None and self.calls >= self.max_calls:
+                    raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
+                                    attempts=attempts)
+                first_sent = first_sent or time.perf_counter()
+                attempts += 1
+                self.calls += 1
                 reply = await asyncio.wait_for(send(kwargs), timeout + 5)
                 outcome = "ok"
                 return reply

@@ -125,3 +125,17 @@ def test_an_adaptive_limit_serves_one_event_loop_after_another():
     asyncio.run(two_at_once())
     asyncio.run(two_at_once())  # a new loop: no "bound to a different event loop"
     assert limit.in_flight == 0
+
+
+def test_calls_waiting_for_an_adaptive_slot_never_overspend_the_call_budget(fake_llm):
+    cfg = ModelConfig(alias="fake", model="openai/fake", api_base=fake_llm.base_url, concurrency="auto")
+    fake_llm.configure(default_reply="ok", latency_ms=20)
+    gateway = Gateway(max_calls=10)
+
+    async def many():
+        return await asyncio.gather(*(gateway.complete(cfg, [{"role": "user", "content": f"q {i}"}])
+                                      for i in range(30)), return_exceptions=True)
+
+    replies = asyncio.run(many())
+    assert sum(getattr(r, "kind", None) == "budget" for r in replies) == 20
+    assert gateway.calls == 10 and fake_llm.stats()["total"] == 10
