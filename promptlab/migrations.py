@@ -161,3 +161,10 @@ def m009_prompt_archived(db: Database) -> None:
     """A prompt version in use (runs, optimizations, later versions) is archived rather than deleted:
     never the family's latest again, still resolvable as NAME@VERSION for what used it."""
     db["prompts"].add_column("archived", int, not_null_default=0)
+
+
+@migrations()
+def m010_cases_by_project_id(db: Database) -> None:
+    """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
+    every case of the project sorted first."""
+    db["cases"].create_index(["project_id", "id"])

@@ -169,3 +169,22 @@ def test_an_import_leaves_the_database_writable_while_it_reads(workspace):
     assert store.add_cases(1, cases()) == (2500, 0)
     assert workspace.rows("select description from projects") == [("written meanwhile",)]
     assert store.add_cases(1, cases()) == (0, 2500)
+
+
+def test_a_limited_selection_is_read_in_id_order_from_an_index(workspace, monkeypatch):
+    from promptlab.store import open_store
+
+    project(workspace)
+    write_cases(workspace.root / "cases.jsonl", 50)
+    assert workspace.cli("case", "import", "cases.jsonl").code == 0
+    store = open_store(workspace.db_path)
+    statements = []
+    real = store_module.Database.execute
+    monkeypatch.setattr(store_module.Database, "execute",
+                        lambda db, sql, *args: statements.append((sql, *args)) or real(db, sql, *args))
+    for split, golden in ((None, None), ("test", True)):
+        statements.clear()
+        assert len(store.cases(1, split=split, golden=golden, limit=10)) == 10
+        (sql, args), = [s for s in statements if ' from "cases"' in s[0]]
+        plan = " ".join(row[3] for row in real(store.db, "explain query plan " + sql, args).fetchall())
+        assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan  # LIMIT stops after ten rows
