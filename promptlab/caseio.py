@@ -16,10 +16,9 @@ parsed whole.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 import yaml
 from pydantic import ValidationError
@@ -240,28 +239,41 @@ def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bo
                 golden=bool(row_golden))
 
 
-def dump_cases(cases: list[Case], fmt: str, signature: Signature | None = None) -> str:
-    """Cases as text; with a signature, CSV writes its json fields as JSON even when they hold text
-    (so that importing reads them back as the same values)."""
-    rows = [{"id": c.id, "inputs": c.inputs, "expected": c.expected, "split": c.split,
-             "tags": list(c.tags), "golden": c.golden} for c in cases]
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+def write_cases(cases: Iterable[Case], fmt: str, out: TextIO, signature: Signature | None = None,
+                columns: tuple[list[str], list[str]] | None = None) -> int:
+    """Write cases to `out` in `fmt`; returns how many. JSONL and CSV go one case at a time (any
+    number, in bounded memory); JSON and YAML are one document, built whole. CSV's header takes
+    `columns`, the input and the expected field names (Store.case_fields), else those of `cases`.
+    With a signature, CSV writes its json fields as JSON even when they hold text (so that
+    importing reads them back as the same values)."""
+    rows = ({"id": c.id, "inputs": c.inputs, "expected": c.expected, "split": c.split,
+             "tags": list(c.tags), "golden": c.golden} for c in cases)
     if fmt == "json":
-        return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+        rows = list(rows)
+        out.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return len(rows)
     if fmt == "yaml":
-        return yaml.safe_dump(rows, allow_unicode=True, sort_keys=False)
+        rows = list(rows)
+        out.write(yaml.safe_dump(rows, allow_unicode=True, sort_keys=False))
+        return len(rows)
+    count = 0
+    if fmt == "jsonl":
+        for count, row in enumerate(rows, start=1):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return count
+    if columns is None:
+        cases = list(cases)
+        columns = ([k for c in cases for k in c.inputs], [k for c in cases for k in c.expected])
+    inputs = sorted(set(columns[0]))
+    outputs = sorted(set(columns[1]) - set(inputs))
     as_json = {f.name for f in (*signature.inputs, *signature.outputs) if f.type == "json"} if signature else set()
-    out = io.StringIO()
-    inputs = sorted({k for c in cases for k in c.inputs})
-    outputs = sorted({k for c in cases for k in c.expected} - set(inputs))
     writer = csv.DictWriter(out, fieldnames=[*inputs, *outputs, "split", "tags", "golden"])
     writer.writeheader()
-    for c in cases:
+    for count, c in enumerate(cases, start=1):
         writer.writerow({**{k: _cell(v, k in as_json) for k, v in c.inputs.items()},
                          **{k: _cell(v, k in as_json) for k, v in c.expected.items()},
                          "split": c.split or "", "tags": ",".join(c.tags), "golden": int(c.golden)})
-    return out.getvalue()
+    return count
 
 
 def _cell(value: Any, as_json: bool) -> str:

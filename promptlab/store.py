@@ -17,7 +17,7 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 from sqlite_utils.db import NotFoundError as RowNotFound
@@ -409,6 +409,28 @@ class Store:
         where, args = _case_filter(project_id, split, tags, golden)
         return [_case(r) for r in self.db["cases"].rows_where(where, args, select=_CASE_COLUMNS,
                                                               order_by="id", limit=limit)]
+
+    def iter_cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
+                   golden: bool | None = None) -> Iterator[Case]:
+        """What `cases` returns, read CASE_BATCH at a time (after the last id seen): any number of
+        cases in bounded memory."""
+        where, args = _case_filter(project_id, split, tags, golden)
+        last = 0
+        while True:
+            page = [_case(r) for r in self.db["cases"].rows_where(
+                where + " and id > ?", [*args, last], select=_CASE_COLUMNS, order_by="id", limit=CASE_BATCH)]
+            yield from page
+            if len(page) < CASE_BATCH:
+                return
+            last = page[-1].id
+
+    def case_fields(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
+                    golden: bool | None = None) -> tuple[list[str], list[str]]:
+        """The input and the expected field names those cases use (a CSV export's header)."""
+        where, args = _case_filter(project_id, split, tags, golden)
+        return tuple([r[0] for r in self.db.execute(
+            f"select distinct j.key from cases, json_each(cases.{column}) j where {where} order by 1", args)]
+            for column in ("inputs", "expected"))
 
     def count_cases(self, project_id: int, *, split: str | None = None, tags: Iterable[str] = (),
                     golden: bool | None = None) -> int:

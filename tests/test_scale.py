@@ -188,3 +188,16 @@ def test_a_limited_selection_is_read_in_id_order_from_an_index(workspace, monkey
         (sql, args), = [s for s in statements if ' from "cases"' in s[0]]
         plan = " ".join(row[3] for row in real(store.db, "explain query plan " + sql, args).fetchall())
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan  # LIMIT stops after ten rows
+
+
+def test_exporting_100k_cases_stays_in_bounded_memory(workspace):
+    project(workspace)
+    write_cases(workspace.root / "cases.jsonl", 100_000)
+    assert workspace.cli("case", "import", "cases.jsonl").code == 0
+    for name in ("out.jsonl", "out.csv"):
+        peak, out = peak_rss_mb(workspace, "case", "export", name, "--split", "test")
+        assert "exported 50000 cases" in out and peak < MAX_RSS_MB, (name, peak)
+    lines = (workspace.root / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(2, 100_001, 2))  # every page, in order
+    rows = (workspace.root / "out.csv").read_text().splitlines()
+    assert rows[0] == "text,label,split,tags,golden" and len(rows) == 50_001

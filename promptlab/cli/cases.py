@@ -77,18 +77,22 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
            format: Annotated[Optional[str], typer.Option(help="csv, json, jsonl or yaml.")] = None,
            split: Annotated[Optional[str], typer.Option(help="Only cases of this split.")] = None) -> None:
     """Export cases (`case import` reads every format back to the same cases)."""
-    from promptlab.caseio import detect_format, dump_cases
+    import sys
+
+    from promptlab.caseio import detect_format, write_cases
 
     state = ctx.obj
-    project_id = state.project_id(project)
-    cases = state.store.cases(project_id, split=split)
+    store, project_id = state.store, state.project_id(project)
     fmt = detect_format(file, format or ("jsonl" if str(file) == "-" else None))
-    text = dump_cases(cases, fmt, _signature(state, project_id, signature))
+    sig = _signature(state, project_id, signature)
+    columns = store.case_fields(project_id, split=split) if fmt == "csv" else None
+    cases = store.iter_cases(project_id, split=split)  # JSONL and CSV: written as they are read
     if str(file) == "-":
-        typer.echo(text, nl=False)
-    else:
-        file.write_text(text)
-        typer.echo(f"exported {len(cases)} cases to {file}")
+        write_cases(cases, fmt, sys.stdout, sig, columns)
+        return
+    with open(file, "w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+        count = write_cases(cases, fmt, out, sig, columns)
+    typer.echo(f"exported {count} cases to {file}")
 
 
 @app.command("list")
