@@ -6,15 +6,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from promptlab.runner import ItemResult
 from promptlab.terminal import printable
+
+if TYPE_CHECKING:  # the runner pulls in numpy and the scorers: `runs list` needs neither
+    from promptlab.runner import ItemResult
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132

@@ -149,6 +149,19 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
     return out
 
 
+def metric_spec(text: str) -> str | dict[str, Any]:
+    """`--metric` as given: 'name' or 'name:{json args}'."""
+    from promptlab.errors import UsageError
+
+    name, sep, args = text.partition(":")
+    if not sep or not args.lstrip().startswith("{"):
+        return text
+    try:
+        return {"name": name, **json.loads(args)}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None
+
+
 def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
               as_json: bool, gates: dict | None = None, extra: dict | None = None,
               junit: Path | None = None, report_md: Path | None = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ReportMd)
+                                  ReportMd, metric_spec)
 
 
 def register(app: typer.Typer) -> None:
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
                                  "--include-generated")
             with store.db.atomic():
                 plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
-                                  name=name, metric_specs=[_metric_spec(m) for m in metric] or None,
+                                  name=name, metric_specs=[metric_spec(m) for m in metric] or None,
                                   repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
                                   params=parse_pairs(param, "--param"),
                                   context=metric_context(settings), use_cache=not no_cache)]
@@ -135,17 +135,3 @@ def _check_selection(store, project_id: int, split: str | None, tags: list[str])
         here = ", ".join(f"{name} ({n})" for name, n in known_tags.items()) or "none"
         raise UsageError(f"eval: no case has tag '{unknown[0]}'; tags here: {here}")
 
-
-def _metric_spec(text: str):
-    """'name' or 'name:{json args}'."""
-    import json
-
-    from promptlab.errors import UsageError
-
-    name, sep, args = text.partition(":")
-    if not sep or not args.lstrip().startswith("{"):
-        return text
-    try:
-        return {"name": name, **json.loads(args)}
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None

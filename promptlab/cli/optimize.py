@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from datetime import datetime, timezone
 
         from promptlab import display
-        from promptlab.cli.common import emit_json, parse_pairs
+        from promptlab.cli.common import emit_json, metric_spec, parse_pairs
         from promptlab.errors import GateFailed, UsageError
         from promptlab.optimizers.base import Budget, Objective
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             else:
                 if not prompt:
                     raise UsageError("optimize: give --prompt NAME[@VERSION] (or --resume NAME)")
-                specs = [_metric_spec(m) for m in metric] or ["exact_match"]
+                specs = [metric_spec(m) for m in metric] or ["exact_match"]
                 weights = parse_pairs(weight, "--weight")
                 names = [s if isinstance(s, str) else s["name"] for s in specs]
                 unknown = sorted(set(weights) - set(names))
@@ -112,9 +112,3 @@ def register(app: typer.Typer) -> None:
             failing = [g for g in gates if not g.passed]
             raise GateFailed(f"{len(failing)} gate(s) failed: " + "; ".join(g.message for g in failing))
 
-
-def _metric_spec(text: str):
-    """'name' or 'name:{json args}' (as `promptlab eval --metric` takes it)."""
-    from promptlab.cli.evals import _metric_spec as spec
-
-    return spec(text)
