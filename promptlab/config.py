@@ -155,6 +155,11 @@ class Settings(BaseModel):
         path = Path(override) if override else Path(self.store.path)
         return path if path.is_absolute() else (Path.cwd() if override else self.root) / path
 
+    def concurrency(self, *given: Concurrency | None) -> Concurrency:
+        """The first concurrency given (a flag before a file's setting or a resumed run's), else the
+        workspace default: every command resolves it here."""
+        return next((c for c in given if c), self.defaults.concurrency)
+
     def resolve_model(self, name: str | None) -> ModelConfig:
         """An alias from the config, or a LiteLLM model string (provider/model)."""
         name = name or self.defaults.model

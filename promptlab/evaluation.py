@@ -191,7 +191,7 @@ def check_code_execution(store: Store, project_id: int, project: str, metrics: t
 
 def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig,
              cases: list[Case], *, name: str | None, metric_specs: list[Any] | None,
-             repeat: int = 1, concurrency: Concurrency = 8, params: dict | None = None,
+             concurrency: Concurrency, repeat: int = 1, params: dict | None = None,
              optimization_id: int | None = None, where: str = "eval",
              context: MetricContext | None = None, use_cache: bool = True) -> RunPlan:
     """Validate everything a run needs, then create its row (nothing is written on bad input).

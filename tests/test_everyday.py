@@ -385,7 +385,7 @@ def test_cache_stats_table_by_model_and_kind(evaluated):
 def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
     import re
 
-    import promptlab.evaluation
+    import promptlab.services.evaluate
     from tests.conftest import SENTIMENT_EXPERIMENT
 
     workspace.write("cases.jsonl", '{"text": "great", "label": "positive"}\n{"text": "awful", "label": "negative"}\n')
@@ -396,14 +396,14 @@ def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    real = promptlab.evaluation.execute
-    monkeypatch.setattr(promptlab.evaluation, "execute", interrupted)
+    real = promptlab.services.evaluate.execute
+    monkeypatch.setattr(promptlab.services.evaluate, "execute", interrupted)
     result = workspace.cli("run", "exp.yaml")
     assert result.code == 130
     names = re.findall(r"`promptlab eval --resume (\S+)`", result.stderr)
     assert len(names) == 2 and " then " in result.stderr
     assert "or re-run `promptlab run exp.yaml`, which continues them" in result.stderr
-    monkeypatch.setattr(promptlab.evaluation, "execute", real)
+    monkeypatch.setattr(promptlab.services.evaluate, "execute", real)
     resumed = workspace.cli("eval", "--resume", names[0])
     assert resumed.code == 0, resumed.stderr
     again = workspace.cli("run", "exp.yaml", "--json")  # continues the interrupted run; the finished one anew

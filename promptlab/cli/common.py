@@ -162,121 +162,60 @@ def metric_spec(text: str) -> str | dict[str, Any]:
         raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None
 
 
-def run_plans(state: State, plans: list["RunPlan"], *, concurrency: int, use_cache: bool,
+def run_plans(state: State, plans: list["RunPlan"], *, concurrency: Any, use_cache: bool,
               as_json: bool, gates: dict | None = None, extra: dict | None = None,
               junit: Path | None = None, report_md: Path | None = None,
               then: Any = None, rerun: str | None = None, batch: frozenset[int] = frozenset(),
               wait: bool = True) -> None:
-    """Evaluate planned runs with live progress, record them, print, apply gates, write the
-    JUnit/Markdown files if asked, exit. The runs whose ids are in `batch` go through the
-    provider's Batch API; without `wait` they are left `submitted` (no gates then).
-
-    `then()`, if given, runs after the evaluation (e.g. an experiment's optimization) and
-    returns (extra JSON keys, extra gate results, a function that prints its part). `rerun`: the
-    command that made these runs, which continues them when run again."""
-    import asyncio
-    import time
-
-    from promptlab import display, lm
-    from promptlab.evaluation import execute, finish, make_gateway
-    from promptlab.errors import AuthError, StorageError
+    """Evaluate planned runs with live progress, then `conclude`. The runs whose ids are in `batch`
+    go through the provider's Batch API; without `wait` they are left `submitted` (no gates then).
+    `then`, `rerun`: see services.gates.judge and services.evaluate.EvaluateRequest."""
+    from promptlab import display
+    from promptlab.services.evaluate import EvaluateRequest, Interrupted, evaluate
     from promptlab.terminal import printable
 
-    store, settings = state.store, state.settings
-    totals = {}
-    for plan in plans:
-        done = len(store.done_keys(plan.run_id))
-        totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
-                               len(plan.cases) * plan.repeat - done)
-    gateway = make_gateway(store, settings)
-    progress = display.make_progress(totals, limits=gateway.adaptive_limits)
-    started, imported_before = time.perf_counter(), lm.import_seconds
-    resume = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in batch
-                           else f"`promptlab eval --resume {p.name}`" for p in plans)
-    if rerun:
-        resume += f", or re-run `{rerun}`, which continues them"
-
-    def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
-        return time.perf_counter() - started - (lm.import_seconds - imported_before)
-
-    async def evaluate() -> Any:  # the per-call runs, then the batched ones
-        from promptlab import batch as batches
-        from promptlab.runner import Outcome
-
-        calls, batched = [p for p in plans if p.run_id not in batch], [p for p in plans if p.run_id in batch]
-        outcome = Outcome({})
-        if calls:
-            outcome = await execute(store, gateway, calls, progress, concurrency=concurrency,
-                                    use_cache=use_cache, settings=settings)
-        if batched:
-            more = await batches.execute(store, make_gateway(store, settings), batched, progress,
-                                         config=settings.batch, use_cache=use_cache, wait=wait,
-                                         say=lambda line: _say(printable(f"promptlab: {line}")))
-            outcome.states.update(more.states)
-        return outcome
-
+    request = EvaluateRequest(plans, concurrency, use_cache, batch=batch, wait=wait, rerun=rerun)
     try:
-        outcome = asyncio.run(evaluate())
-    except KeyboardInterrupt:
-        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
-        print(f"promptlab: interrupted; finished results are saved. Continue with {resume}", file=sys.stderr)
+        evaluation = evaluate(state.store, state.settings, request,
+                              progress=lambda totals, limits: display.make_progress(totals, limits=limits),
+                              say=lambda line: _say(printable(f"promptlab: {line}")))
+    except Interrupted as exc:
+        print(f"promptlab: {exc}", file=sys.stderr)
         sys.exit(130)
-    except AuthError as exc:
-        finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed())
-        raise exc
-    except StorageError as exc:
-        try:  # folding the log into the database may leave room to record why the run stopped
-            store.checkpoint()
-            finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed())
-        except sqlite3.Error:  # no room even so: the run's owner is gone, so resume takes it over
-            pass
-        raise StorageError(f"{exc}, then continue with {resume}") from None
-    except Exception as exc:  # a bug must not leave the runs `running`: record it, then report it
-        finish(store, plans, None, status="interrupted", reason=f"{type(exc).__name__}: {exc}",
-               elapsed_s=elapsed())
-        raise
-    runs = finish(store, plans, outcome, elapsed_s=elapsed())
-    submitted = [r for r in runs if r["status"] == "submitted"]
-    if submitted:  # --no-wait: the batches outlive this process
+    if evaluation.submitted:  # --no-wait: the batches outlive this process
         if as_json:
-            return emit_json({"runs": runs, "submitted": [r["name"] for r in submitted], **(extra or {})})
-        for run in submitted:
+            return emit_json({"runs": evaluation.runs, "submitted": [r["name"] for r in evaluation.submitted],
+                              **(extra or {})})
+        for run in evaluation.submitted:
             typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
         return
-    conclude(state, plans, runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
+    conclude(state, plans, evaluation.runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
              report_md=report_md, then=then)
 
 
 def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool, gates: dict | None = None,
              extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
              then: Any = None) -> None:
-    """Ended runs (`plans`: what has their run_id and project_id, `runs`: their summaries): apply
-    the gates, write the JUnit/Markdown files if asked, print, exit (3 when a run did not complete,
-    1 when a gate failed). `then`: see `run_plans`."""
+    """Ended runs (`plans`: what has their run_id and project_id, `runs`: their summaries): judge
+    them, print, exit (3 when a run did not complete, 1 when a gate failed)."""
     from promptlab import display
     from promptlab.errors import GateFailed
-    from promptlab.gates import check_gates
-    from promptlab.reports.ci import failure_summary, resolve_baselines, write_ci_outputs
+    from promptlab.reports.ci import failure_summary
+    from promptlab.services.gates import judge
     from promptlab.terminal import printable
 
-    store = state.store
-    gate_results = check_gates(gates or {}, runs, resolve_baselines(store, plans, gates or {}))
-    later_json, later_gates, later_show = then() if then is not None else ({}, [], None)
-    gate_results = [*gate_results, *later_gates]
-    write_ci_outputs(store, plans, gate_results, junit=junit, report_md=report_md)
-    passed = all(g.passed for g in gate_results)
-    failed_runs = [r for r in runs if r["status"] != "completed"]
+    verdict = judge(state.store, plans, runs, gates or {}, then=then, junit=junit, report_md=report_md)
     if as_json:
-        emit_json({"runs": runs, "passed": passed and not failed_runs,
-                   "gates": [g.__dict__ for g in gate_results], **(extra or {}), **later_json})
+        emit_json({"runs": runs, "passed": verdict.exit_code == 0,
+                   "gates": [g.__dict__ for g in verdict.gates], **(extra or {}), **verdict.extra})
     else:
         display.print_runs(runs)
-        if later_show is not None:
-            later_show()
-        display.print_gates(gate_results)
-    if failed_runs:
-        for run in failed_runs:
-            _say(printable(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}"))
+        if verdict.show is not None:
+            verdict.show()
+        display.print_gates(verdict.gates)
+    for run in verdict.failed_runs:
+        _say(printable(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}"))
+    if verdict.exit_code == 3:
         sys.exit(3)
-    if not passed:
-        raise GateFailed(failure_summary(gate_results))
+    if verdict.exit_code == 1:
+        raise GateFailed(failure_summary(verdict.gates))

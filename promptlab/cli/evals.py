@@ -99,12 +99,12 @@ def register(app: typer.Typer) -> None:
             with store.db.atomic():
                 plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
                                   name=name, metric_specs=[metric_spec(m) for m in metric] or None,
-                                  repeat=repeat, concurrency=concurrency or settings.defaults.concurrency,
+                                  repeat=repeat, concurrency=settings.concurrency(concurrency),
                                   params=parse_pairs(param, "--param"),
                                   context=metric_context(settings), use_cache=not no_cache)]
         # a resumed run keeps its concurrency and cache choice unless told otherwise
             chosen = batches.choose(mode, plans, store, settings.batch)
-        run_plans(state, plans, concurrency=concurrency or plans[0].concurrency,
+        run_plans(state, plans, concurrency=settings.concurrency(concurrency, plans[0].concurrency),
                   use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md,
                   batch=frozenset(chosen), wait=not no_wait)
 

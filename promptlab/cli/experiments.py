@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
         project_row = next((p for p in state.store.projects() if p["name"] == experiment.spec.project), None)
         check_baseline(state.store, project_row["id"] if project_row else None, gates,
                        [p.name for p in experiment.spec.prompts], str(file))
-        workers = ((concurrency and parse_concurrency(concurrency, "--concurrency"))
-                   or experiment.spec.eval.concurrency or state.settings.defaults.concurrency)
+        workers = state.settings.concurrency(concurrency and parse_concurrency(concurrency, "--concurrency"),
+                                             experiment.spec.eval.concurrency)
         mode = experiment.spec.eval.mode
         if mode == "batch":  # before anything is written
             for model in experiment.models:

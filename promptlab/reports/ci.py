@@ -1,27 +1,13 @@
-"""What `eval` and `run` add for CI: gate baselines, JUnit and Markdown files, the failure summary."""
+"""What `eval` and `run` add for CI: the JUnit and Markdown files, the failure summary."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from promptlab.evaluation import run_json
-from promptlab.gates import DEFAULT_BASELINE, GateResult, find_baseline
+from promptlab.gates import GateResult
 from promptlab.store import Store
 
 MAX_LISTED = 10
-
-
-def resolve_baselines(store: Store, plans: list, gates: dict[str, Any]) -> dict[str, dict | str]:
-    """Run name -> its baseline (run_json) or why there is none, for the max_regression gate."""
-    if "max_regression" not in gates:
-        return {}
-    out: dict[str, dict | str] = {}
-    for plan in plans:
-        run = store.run_by_id(plan.run_id)
-        base = find_baseline(store, plan.project_id, gates.get("baseline", DEFAULT_BASELINE), run)
-        out[run["name"]] = base if isinstance(base, str) else run_json(base, store.prompt_by_id(base["prompt_id"]))
-    return out
 
 
 def write_ci_outputs(store: Store, plans: list, gates: list[GateResult], *, junit: Path | None = None,

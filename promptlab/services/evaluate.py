@@ -1,0 +1,108 @@
+"""Evaluate planned runs: per call or through the provider's Batch API, then record how each ended."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from promptlab import lm
+from promptlab.errors import AuthError, StorageError
+from promptlab.evaluation import RunPlan, execute, finish, make_gateway
+
+if TYPE_CHECKING:
+    from promptlab.config import Concurrency, Settings
+    from promptlab.runner import Outcome, Progress
+    from promptlab.store import Store
+
+# (run id -> (label, items still to do), the gateway's adaptive limits) -> the progress to report to
+ProgressFactory = Callable[[dict[int, tuple[str, int]], Callable[[], dict[str, int]]], "Progress"]
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    plans: list[RunPlan]
+    concurrency: Concurrency
+    use_cache: bool
+    batch: frozenset[int] = frozenset()  # the run ids that go through the Batch API
+    wait: bool = True  # False: batch runs are left `submitted`, their batches outlive the process
+    rerun: str | None = None  # the command that made these runs, which continues them when run again
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    runs: list[dict]  # each run's summary (run_json) as it ended
+
+    @property
+    def submitted(self) -> list[dict]:
+        return [r for r in self.runs if r["status"] == "submitted"]
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the runs are recorded `interrupted`; the message says how to continue them."""
+
+
+def resume_hint(request: EvaluateRequest) -> str:
+    """The commands that continue these runs."""
+    hint = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in request.batch
+                         else f"`promptlab eval --resume {p.name}`" for p in request.plans)
+    return hint + (f", or re-run `{request.rerun}`, which continues them" if request.rerun else "")
+
+
+def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, progress: ProgressFactory,
+             say: Callable[[str], None]) -> Evaluation:
+    """Run the plans and record each run's end. However the evaluation stops (Ctrl-C, a provider
+    refusing the key, a full disk, a bug) no run is left `running`. `say`: the batch runner's notes."""
+    plans = request.plans
+    totals = {}
+    for plan in plans:
+        done = len(store.done_keys(plan.run_id))
+        totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
+                               len(plan.cases) * plan.repeat - done)
+    gateway = make_gateway(store, settings)
+    shown = progress(totals, gateway.adaptive_limits)
+    started, imported_before = time.perf_counter(), lm.import_seconds
+
+    def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
+        return time.perf_counter() - started - (lm.import_seconds - imported_before)
+
+    async def run() -> Outcome:  # the per-call runs, then the batched ones
+        from promptlab import batch as batches
+        from promptlab.runner import Outcome
+
+        calls = [p for p in plans if p.run_id not in request.batch]
+        batched = [p for p in plans if p.run_id in request.batch]
+        outcome = Outcome({})
+        if calls:
+            outcome = await execute(store, gateway, calls, shown, concurrency=request.concurrency,
+                                    use_cache=request.use_cache, settings=settings)
+        if batched:
+            more = await batches.execute(store, make_gateway(store, settings), batched, shown,
+                                         config=settings.batch, use_cache=request.use_cache,
+                                         wait=request.wait, say=say)
+            outcome.states.update(more.states)
+        return outcome
+
+    try:
+        outcome = asyncio.run(run())
+    except KeyboardInterrupt:
+        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
+        raise Interrupted(f"interrupted; finished results are saved. Continue with {resume_hint(request)}") \
+            from None
+    except AuthError as exc:
+        finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed())
+        raise exc
+    except StorageError as exc:
+        try:  # folding the log into the database may leave room to record why the run stopped
+            store.checkpoint()
+            finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed())
+        except sqlite3.Error:  # no room even so: the run's owner is gone, so resume takes it over
+            pass
+        raise StorageError(f"{exc}, then continue with {resume_hint(request)}") from None
+    except Exception as exc:  # a bug must not leave the runs `running`: record it, then report it
+        finish(store, plans, None, status="interrupted", reason=f"{type(exc).__name__}: {exc}",
+               elapsed_s=elapsed())
+        raise
+    return Evaluation(finish(store, plans, outcome, elapsed_s=elapsed()))
