@@ -120,7 +120,7 @@ def test_unknown_names_are_usage_errors(workspace):
 
 def test_large_runs_compare_without_hitting_sqlite_variable_limits(tmp_path):
     """1,200 paired results written straight to a store (no model): more ids than one SQL statement takes."""
-    from promptlab.compare import compare_runs
+    from promptlab.services.compare import compare_runs
     from promptlab.models import Case, PromptContent
     from promptlab.reports import render
     from promptlab.reports.facts import run_facts

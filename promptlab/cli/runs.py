@@ -137,7 +137,7 @@ def compare(ctx: typer.Context,
     """Compare two runs on their shared cases: deltas with paired bootstrap intervals and p-values,
     McNemar on pass/fail, the cases that regressed and were fixed, and the prompt diff."""
     from promptlab import display
-    from promptlab.compare import compare_runs, resolve_runs
+    from promptlab.services.compare import compare_runs, resolve_runs
 
     store = ctx.obj.store
     project_id = ctx.obj.project_id(project)

@@ -130,7 +130,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         return JSONResponse(queries.progress(store, _run(store, request)))
 
     def compare(request: Request, store: Store) -> Response:
-        from promptlab.compare import compare_runs, resolve_runs
+        from promptlab.services.compare import compare_runs, resolve_runs
 
         project = queries.project(store, request.path_params["pid"])
         q = request.query_params
