@@ -15,7 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
-    from promptlab.evaluation import RunPlan
+    from promptlab.services.evaluate import EvaluateRequest
     from promptlab.store import Store
 
 
@@ -162,19 +162,16 @@ def metric_spec(text: str) -> str | dict[str, Any]:
         raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None
 
 
-def run_plans(state: State, plans: list["RunPlan"], *, concurrency: Any, use_cache: bool,
-              as_json: bool, gates: dict | None = None, extra: dict | None = None,
-              junit: Path | None = None, report_md: Path | None = None,
-              then: Any = None, rerun: str | None = None, batch: frozenset[int] = frozenset(),
-              wait: bool = True) -> None:
-    """Evaluate planned runs with live progress, then `conclude`. The runs whose ids are in `batch`
-    go through the provider's Batch API; without `wait` they are left `submitted` (no gates then).
-    `then`, `rerun`: see services.gates.judge and services.evaluate.EvaluateRequest."""
+def run_plans(state: State, request: "EvaluateRequest", *, as_json: bool, gates: dict | None = None,
+              extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
+              then: Any = None) -> None:
+    """Evaluate planned runs with live progress, then `conclude`. Batch runs left `submitted`
+    (`request.wait` False) are only listed: their gates apply in `runs wait`. `then`: see
+    services.gates.judge."""
     from promptlab import display
-    from promptlab.services.evaluate import EvaluateRequest, Interrupted, evaluate
+    from promptlab.services.evaluate import Interrupted, evaluate
     from promptlab.terminal import printable
 
-    request = EvaluateRequest(plans, concurrency, use_cache, batch=batch, wait=wait, rerun=rerun)
     try:
         evaluation = evaluate(state.store, state.settings, request,
                               progress=lambda totals, limits: display.make_progress(totals, limits=limits),
@@ -189,7 +186,7 @@ def run_plans(state: State, plans: list["RunPlan"], *, concurrency: Any, use_cac
         for run in evaluation.submitted:
             typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
         return
-    conclude(state, plans, evaluation.runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
+    conclude(state, request.plans, evaluation.runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
              report_md=report_md, then=then)
 
 

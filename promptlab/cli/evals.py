@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
         from promptlab.errors import UsageError
         from promptlab.evaluation import metric_context, plan_run, resume_plan
         from promptlab.gates import check_baseline, validate_gates
+        from promptlab.services.evaluate import EvaluateRequest
 
         state = ctx.obj
         store, settings = state.store, state.settings
@@ -104,9 +105,9 @@ def register(app: typer.Typer) -> None:
                                   context=metric_context(settings), use_cache=not no_cache)]
         # a resumed run keeps its concurrency and cache choice unless told otherwise
             chosen = batches.choose(mode, plans, store, settings.batch)
-        run_plans(state, plans, concurrency=settings.concurrency(concurrency, plans[0].concurrency),
-                  use_cache=not no_cache, as_json=json_, gates=gates, junit=junit, report_md=report_md,
-                  batch=frozenset(chosen), wait=not no_wait)
+        request = EvaluateRequest(plans, settings.concurrency(concurrency, plans[0].concurrency),
+                                  use_cache=not no_cache, batch=frozenset(chosen), wait=not no_wait)
+        run_plans(state, request, as_json=json_, gates=gates, junit=junit, report_md=report_md)
 
 
 def _mode(batch: bool, mode: str | None, resume: str | None) -> str:

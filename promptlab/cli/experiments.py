@@ -40,39 +40,21 @@ def register(app: typer.Typer) -> None:
         """
         import functools
 
-        from promptlab import batch as batches
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
-        from promptlab.experiment import load_experiment, setup
-        from promptlab.gates import check_baseline, validate_gates
+        from promptlab.optimizers import experiment as optimize_section
+        from promptlab.services.experiment import ExperimentRequest, prepare
 
         state = ctx.obj
-        evals = {k: v for k, v in (("split", split), ("limit", limit)) if v is not None}
-        overrides = {**({"models": model} if model else {}), **({"eval": evals} if evals else {})}
-        experiment = load_experiment(file, state.settings, overrides)
-        from promptlab.optimizers import experiment as optimize_section
-
-        optimize = optimize_section.check(experiment, state.settings)
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
                            max_regression=max_regression, baseline=baseline)
-        gates = {**experiment.spec.gates, **flags}
-        validate_gates(gates, f"{file}: gates")
-        project_row = next((p for p in state.store.projects() if p["name"] == experiment.spec.project), None)
-        check_baseline(state.store, project_row["id"] if project_row else None, gates,
-                       [p.name for p in experiment.spec.prompts], str(file))
-        workers = state.settings.concurrency(concurrency and parse_concurrency(concurrency, "--concurrency"),
-                                             experiment.spec.eval.concurrency)
-        mode = experiment.spec.eval.mode
-        if mode == "batch":  # before anything is written
-            for model in experiment.models:
-                batches.check(model)
-        project_id, plans = setup(state.store, experiment, concurrency=workers, settings=state.settings)
-        chosen = batches.choose(mode, plans, state.store, state.settings.batch)
+        request = ExperimentRequest(file, models=model, split=split, limit=limit,
+                                    concurrency=concurrency and parse_concurrency(concurrency, "--concurrency"),
+                                    use_cache=not no_cache, gates=flags)
+        prepared = prepare(state.store, state.settings, request)
         then = None
-        if optimize is not None:  # after the baseline eval: search, then gate on the held-out test
-            then = functools.partial(optimize_section.run, state.store, state.settings, experiment,
-                                     optimize, project_id, quiet=json_)
-        run_plans(state, plans, concurrency=workers,
-                  use_cache=experiment.spec.eval.cache and not no_cache, as_json=json_,
-                  gates=gates, extra={"experiment": str(file)}, junit=junit, report_md=report_md,
-                  then=then, rerun=f"promptlab run {file}", batch=frozenset(chosen))
+        if prepared.optimize is not None:  # after the baseline eval: search, then gate on the held-out test
+            then = functools.partial(optimize_section.run, state.store, state.settings, prepared.experiment,
+                                     prepared.optimize, prepared.project_id, quiet=json_)
+        run_plans(state, prepared.evaluation, as_json=json_, gates=prepared.gates,
+                  extra={"experiment": str(file)}, junit=junit, report_md=report_md, then=then)

@@ -187,6 +187,7 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
     from promptlab.errors import UsageError
     from promptlab.evaluation import resume_plan, run_json
     from promptlab.gates import validate_gates
+    from promptlab.services.evaluate import EvaluateRequest
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
@@ -201,5 +202,5 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
                         [run_json(run, store.prompt_by_id(run["prompt_id"]))], as_json=json_, gates=gates,
                         junit=junit, report_md=report_md)
     plan = resume_plan(store, state.settings, project_id, name)
-    run_plans(state, [plan], concurrency=plan.concurrency, use_cache=plan.use_cache, as_json=json_,
-              gates=gates, junit=junit, report_md=report_md, batch=frozenset({plan.run_id}))
+    request = EvaluateRequest([plan], plan.concurrency, plan.use_cache, batch=frozenset({plan.run_id}))
+    run_plans(state, request, as_json=json_, gates=gates, junit=junit, report_md=report_md)
