@@ -33,3 +33,25 @@ def test_concurrency_is_the_first_one_given_else_the_workspace_default():
     assert settings.concurrency(None, 4) == 4
     assert settings.concurrency("auto", 4) == "auto"
     assert settings.concurrency(None, None) == 3
+
+
+def test_preparing_an_experiment_plans_its_runs_with_the_requests_overrides(workspace, capsys):
+    from pathlib import Path
+
+    from promptlab.config import load_settings
+    from promptlab.services.experiment import ExperimentRequest, prepare
+    from promptlab.store import open_store
+    from tests.conftest import SENTIMENT_EXPERIMENT
+
+    workspace.write("cases.jsonl", '{"text": "great", "label": "positive"}\n{"text": "awful", "label": "negative"}\n')
+    workspace.write("exp.yaml", SENTIMENT_EXPERIMENT)
+    settings = load_settings()
+    store = open_store(settings.db_path)
+    request = ExperimentRequest(Path("exp.yaml"), limit=1, concurrency=2, use_cache=False, gates={"min_score": 0.9})
+    prepared = prepare(store, settings, request)
+    assert prepared.gates == {"min_score": 0.9}  # the request's gate over the file's 0.5
+    assert prepared.evaluation.concurrency == 2 and prepared.evaluation.use_cache is False
+    assert [len(p.cases) for p in prepared.evaluation.plans] == [1]
+    assert prepared.evaluation.rerun == "promptlab run exp.yaml"
+    assert store.db.execute("select status from runs").fetchall() == [("running",)]
+    assert capsys.readouterr() == ("", "")  # a service never prints
