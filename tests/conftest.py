@@ -88,6 +88,20 @@ class Workspace:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         return CliResult(code, out.getvalue(), err.getvalue())
 
+    def sentiment_project(self, rows: list[dict], *, instruction: str | None = None) -> None:
+        """Project `demo`: signature `sentiment` (text → label: positive|negative), `rows` as its
+        cases, prompt `p` ("Review: {{ text }}")."""
+        import json
+
+        self.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        signature = ["signature", "add", "sentiment", "--input", "text", "--output", "label:enum:positive,negative"]
+        for args in (("project", "add", "demo"),
+                     (*signature, *(("--instruction", instruction) if instruction else ())),
+                     ("case", "import", "cases.jsonl"),
+                     ("prompt", "add", "p", "--signature", "sentiment", "--template", "Review: {{ text }}")):
+            result = self.cli(*args)
+            assert result.code == 0, result.stderr
+
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         with sqlite3.connect(self.db_path) as conn:
             return conn.execute(sql, params).fetchall()

@@ -23,14 +23,7 @@ GENERATED = reply(("a great phone", "positive"),               # exact duplicate
 
 
 def setup(ws):
-    ws.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in SEEDS))
-    for args in (("project", "add", "demo"),
-                 ("signature", "add", "sentiment", "--input", "text", "--output", "label:enum:positive,negative",
-                  "--instruction", "Classify the sentiment of the review."),
-                 ("case", "import", "cases.jsonl"),
-                 ("prompt", "add", "p", "--signature", "sentiment", "--template", "Review: {{ text }}")):
-        result = ws.cli(*args)
-        assert result.code == 0, result.stderr
+    ws.sentiment_project(SEEDS, instruction="Classify the sentiment of the review.")
 
 
 def cases(ws):

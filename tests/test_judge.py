@@ -31,13 +31,7 @@ def config(ws, **defaults):
 
 
 def setup(ws, rows=CASES):
-    ws.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    for args in (("project", "add", "demo"),
-                 ("signature", "add", "sentiment", "--input", "text", "--output", "label:enum:positive,negative"),
-                 ("case", "import", "cases.jsonl"),
-                 ("prompt", "add", "p", "--signature", "sentiment", "--template", "Review: {{ text }}")):
-        result = ws.cli(*args)
-        assert result.code == 0, result.stderr
+    ws.sentiment_project(rows)
 
 
 JUDGE = 'judge:{"rubric": "Is the label right?"}'

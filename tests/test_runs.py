@@ -13,13 +13,7 @@ import time
 def setup_project(ws, n=20, texts=None):
     texts = texts or [f"great thing {i}" if i % 2 else f"awful thing {i}" for i in range(n)]
     rows = [{"text": t, "label": "positive" if "great" in t else "negative"} for t in texts]
-    ws.write("cases.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    assert ws.cli("project", "add", "demo").code == 0
-    assert ws.cli("signature", "add", "sentiment", "--input", "text",
-                  "--output", "label:enum:positive,negative").code == 0
-    assert ws.cli("case", "import", "cases.jsonl").code == 0
-    assert ws.cli("prompt", "add", "p", "--signature", "sentiment", "--template",
-                  "Review: {{ text }}").code == 0
+    ws.sentiment_project(rows)
 
 
 def test_injected_transient_failures_all_succeed(workspace, call_path):
