@@ -39,17 +39,19 @@ def test_preparing_an_experiment_plans_its_runs_with_the_requests_overrides(work
     from pathlib import Path
 
     from promptlab.config import load_settings
-    from promptlab.services.experiment import ExperimentRequest, prepare
+    from promptlab.services.experiment import ExperimentRequest, check, prepare
     from promptlab.store import open_store
     from tests.conftest import SENTIMENT_EXPERIMENT
 
     workspace.write("cases.jsonl", '{"text": "great", "label": "positive"}\n{"text": "awful", "label": "negative"}\n')
     workspace.write("exp.yaml", SENTIMENT_EXPERIMENT)
     settings = load_settings()
-    store = open_store(settings.db_path)
     request = ExperimentRequest(Path("exp.yaml"), limit=1, concurrency=2, use_cache=False, gates={"min_score": 0.9})
-    prepared = prepare(store, settings, request)
-    assert prepared.gates == {"min_score": 0.9}  # the request's gate over the file's 0.5
+    checked = check(settings, request)
+    assert checked.gates == {"min_score": 0.9}  # the request's gate over the file's 0.5
+    assert not workspace.db_path.exists()  # checking the file touches no database
+    store = open_store(settings.db_path)
+    prepared = prepare(store, settings, request, checked)
     assert prepared.evaluation.concurrency == 2 and prepared.evaluation.use_cache is False
     assert [len(p.cases) for p in prepared.evaluation.plans] == [1]
     assert prepared.evaluation.rerun == "promptlab run exp.yaml"

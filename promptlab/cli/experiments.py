@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
         from promptlab.optimizers import experiment as optimize_section
-        from promptlab.services.experiment import ExperimentRequest, prepare
+        from promptlab.services.experiment import ExperimentRequest, check, prepare
 
         state = ctx.obj
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
@@ -51,10 +51,11 @@ def register(app: typer.Typer) -> None:
         request = ExperimentRequest(file, models=model, split=split, limit=limit,
                                     concurrency=concurrency and parse_concurrency(concurrency, "--concurrency"),
                                     use_cache=not no_cache, gates=flags)
-        prepared = prepare(state.store, state.settings, request)
+        checked = check(state.settings, request)  # before the store is opened: a bad file writes nothing
+        prepared = prepare(state.store, state.settings, request, checked)
         then = None
-        if prepared.optimize is not None:  # after the baseline eval: search, then gate on the held-out test
-            then = functools.partial(optimize_section.run, state.store, state.settings, prepared.experiment,
-                                     prepared.optimize, prepared.project_id, quiet=json_)
-        run_plans(state, prepared.evaluation, as_json=json_, gates=prepared.gates,
+        if checked.optimize is not None:  # after the baseline eval: search, then gate on the held-out test
+            then = functools.partial(optimize_section.run, state.store, state.settings, checked.experiment,
+                                     checked.optimize, prepared.project_id, quiet=json_)
+        run_plans(state, prepared.evaluation, as_json=json_, gates=checked.gates,
                   extra={"experiment": str(file)}, junit=junit, report_md=report_md, then=then)

@@ -1,7 +1,6 @@
-"""Prepare an experiment file's runs: load and check it, then set it up idempotently and plan them.
-
-Everything that can refuse the file (its gates, their baseline, batch mode's models, its optimize
-section) is checked before anything is written."""
+"""An experiment file's runs: `check` reads the file (no database touched, so a bad file leaves
+nothing behind), `prepare` checks what needs the store (the gates' baseline, batch mode's models),
+then sets the experiment up idempotently and plans its runs."""
 
 from __future__ import annotations
 
@@ -32,25 +31,35 @@ class ExperimentRequest:
 
 
 @dataclass(frozen=True)
-class PreparedExperiment:
+class CheckedExperiment:
     experiment: Experiment
-    project_id: int
     gates: dict[str, Any]  # the file's, overridden by the request's
     optimize: optimize_section.OptimizeSpec | None  # the optimize section, run after the evaluation
+
+
+@dataclass(frozen=True)
+class PreparedExperiment:
+    checked: CheckedExperiment
+    project_id: int
     evaluation: EvaluateRequest
 
 
-def prepare(store: Store, settings: Settings, request: ExperimentRequest) -> PreparedExperiment:
-    file = request.file
+def check(settings: Settings, request: ExperimentRequest) -> CheckedExperiment:
     evals = {k: v for k, v in (("split", request.split), ("limit", request.limit)) if v is not None}
     overrides = {**({"models": request.models} if request.models else {}), **({"eval": evals} if evals else {})}
-    experiment = load_experiment(file, settings, overrides)
+    experiment = load_experiment(request.file, settings, overrides)
     optimize = optimize_section.check(experiment, settings)
     gates = {**experiment.spec.gates, **request.gates}
-    validate_gates(gates, f"{file}: gates")
+    validate_gates(gates, f"{request.file}: gates")
+    return CheckedExperiment(experiment, gates, optimize)
+
+
+def prepare(store: Store, settings: Settings, request: ExperimentRequest,
+            checked: CheckedExperiment) -> PreparedExperiment:
+    experiment, gates = checked.experiment, checked.gates
     project_row = next((p for p in store.projects() if p["name"] == experiment.spec.project), None)
     check_baseline(store, project_row["id"] if project_row else None, gates,
-                   [p.name for p in experiment.spec.prompts], str(file))
+                   [p.name for p in experiment.spec.prompts], str(request.file))
     workers = settings.concurrency(request.concurrency, experiment.spec.eval.concurrency)
     mode = experiment.spec.eval.mode
     if mode == "batch":
@@ -59,5 +68,5 @@ def prepare(store: Store, settings: Settings, request: ExperimentRequest) -> Pre
     project_id, plans = setup(store, experiment, concurrency=workers, settings=settings)
     chosen = batches.choose(mode, plans, store, settings.batch)
     evaluation = EvaluateRequest(plans, workers, experiment.spec.eval.cache and request.use_cache,
-                                 batch=frozenset(chosen), rerun=f"promptlab run {file}")
-    return PreparedExperiment(experiment, project_id, gates, optimize, evaluation)
+                                 batch=frozenset(chosen), rerun=f"promptlab run {request.file}")
+    return PreparedExperiment(checked, project_id, evaluation)
