@@ -26,6 +26,7 @@ def results(ws) -> tuple[int, int]:
     return ws.rows("select count(*), count(distinct run_id || '-' || case_id || '-' || repeat) from results")[0]
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_killed_while_waiting_then_runs_wait_finishes_without_resubmitting(workspace):
     n = 500
     setup_project(workspace, n=n)
@@ -214,6 +215,7 @@ def test_batch_results_cost_the_batch_price(workspace):
     assert json.loads(unpriced.stdout)["runs"][0]["cost"] is None  # unknown price: n/a, never 0
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_batch_status_changes_are_shown_and_a_second_wait_is_refused(workspace):
     setup_project(workspace, n=10)
     batch_settings(workspace)
@@ -257,6 +259,7 @@ def test_eval_resume_of_a_batch_run_waits_for_its_batches(workspace):
     assert workspace.fake.stats()["batches"]["created"] == 1
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_killed_while_submitting_then_runs_wait_submits_only_the_rest(workspace):
     setup_project(workspace, n=500)
     batch_settings(workspace, max_requests=200)
@@ -326,6 +329,7 @@ def test_unreadable_batch_output_is_data_not_a_crash(workspace):
     assert "1 unreadable or unknown output lines" in result.stderr and json.loads(result.stdout)["runs"][0]["errors"] == 2
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_ctrl_c_while_waiting_leaves_the_run_submitted(workspace):
     setup_project(workspace, n=10)
     batch_settings(workspace)
@@ -394,6 +398,7 @@ def test_polling_backs_off_while_nothing_moves(monkeypatch):
     assert waits == [1, 2, 4, 8, 8, 1, 2]
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_rerunning_an_experiment_waits_for_its_killed_batch_run(workspace):
     from tests.conftest import SENTIMENT_EXPERIMENT
 

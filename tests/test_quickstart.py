@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(not _llama_available() and not os.environ.get("C
                                 reason="the local extra is not installed")
 
 
+@pytest.mark.slow  # a minute and more of the real local model
 def test_quickstart_few_shot_beats_zero_shot_offline(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copy(ROOT / "promptlab.toml", tmp_path / "promptlab.toml")

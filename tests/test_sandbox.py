@@ -144,6 +144,7 @@ def test_forbidden_import():
     assert "subprocess" in r.message
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_infinite_loop_hits_the_wall_clock_limit():
     r = run_python("while True:\n    pass\n", TESTS, timeout_s=2, cpu_s=60)
     assert (r.status, r.passed) == ("timeout", False), r
@@ -248,6 +249,7 @@ def test_fork_is_refused_by_the_guard():
     assert (r.status, r.passed) == ("forbidden", False), r
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 @root_only
 @pytest.mark.parametrize("code", [
     "import os\nwhile True:\n    os.fork()\n",
@@ -541,6 +543,7 @@ def test_metric_refuses_a_huge_reply():
     assert "240,010 characters" in score.detail["message"] and "200,000" in score.detail["message"]
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_other_items_keep_flowing_while_code_runs():
     """A cheap item finishes while a slow code item is still in its sandbox."""
     from promptlab.config import ModelConfig

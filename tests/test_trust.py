@@ -47,6 +47,7 @@ def _wait_for_results(ws, proc, at_least: int) -> int:
     return done
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_many_processes_share_one_database(workspace):
     """Three evals, an optimize and a case import side by side: all exit 0, nothing lost or doubled."""
     n = 150
@@ -122,6 +123,7 @@ def test_disk_full_stops_the_run_and_resume_completes_it(workspace):
     assert workspace.rows("select status from runs") == [("completed",)]
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_resume_of_a_live_run_is_refused_and_a_killed_one_resumes(workspace):
     n = 60
     setup_project(workspace, n=n)

@@ -23,6 +23,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests.seeing import evaluate, rules, setup_project
 from tests.test_reports import HOSTILE, HOSTILE_CASE, chromium, hostile_run, insert_optimization  # noqa: F401
 
@@ -101,6 +103,7 @@ LIVE = {
 }
 
 
+@pytest.mark.slow  # a live run watched in a real browser
 def test_a_live_run_a_compare_and_an_optimization_chart_in_chromium(workspace, chromium):  # noqa: F811
     ids = setup_project(workspace, n=24)
     workspace.fake.configure(rules=rules(broken=[1, 2, 5]))
@@ -186,6 +189,7 @@ def test_a_live_run_a_compare_and_an_optimization_chart_in_chromium(workspace, c
             eval_proc.wait()
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_scripts_in_cases_outputs_and_names_stay_text(workspace, chromium):  # noqa: F811
     ids = hostile_run(workspace)
     assert workspace.cli("prompt", "add", "p", "--signature", "sentiment", "--template",
@@ -283,6 +287,7 @@ def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_browsing_leaves_the_database_byte_for_byte_unchanged(workspace, chromium):  # noqa: F811
     setup_project(workspace, n=12)
     workspace.fake.configure(rules=rules(broken=[3]))
@@ -309,6 +314,7 @@ def test_browsing_leaves_the_database_byte_for_byte_unchanged(workspace, chromiu
     assert sha256(workspace.db_path) == before
 
 
+@pytest.mark.slow  # seconds: real processes, servers, signals or timeouts
 def test_pages_filter_sort_and_show_what_the_report_shows(workspace, chromium):  # noqa: F811
     ids = setup_project(workspace, n=12)
     assert workspace.cli("prompt", "label", "p@1", "production").code == 0
