@@ -17,21 +17,19 @@ Used by the LLM judge, case generation and the optimizers' proposer.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from promptlab.models import Usage
+from promptlab.outputs import extract_json
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
     from promptlab.lm import Gateway
 
 T = TypeVar("T", bound=BaseModel)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
 
 class InvalidReply(Exception):
@@ -49,23 +47,6 @@ class Answer(Generic[T]):
     attempts: int       # replies asked for (1 = the first was valid)
     calls: int          # of those, how many reached the provider (0 = all cached)
     usage: Usage        # tokens and cost of the provider calls made
-
-
-def extract_json(text: str) -> Any:
-    """The JSON value in a reply: the whole text, a ``` fenced block, or the first {...}/[...]."""
-    fenced = _FENCE.search(text)
-    candidate = (fenced.group(1) if fenced else text).strip()
-    try:
-        return json.loads(candidate)
-    except json.JSONDecodeError:
-        pass
-    starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
-    if not starts:
-        raise ValueError("the reply holds no JSON object")
-    try:
-        return json.JSONDecoder().raw_decode(candidate[min(starts):])[0]
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the reply is not valid JSON ({exc.msg} at character {exc.pos})") from None
 
 
 def describe(exc: ValidationError) -> str:

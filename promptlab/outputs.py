@@ -12,7 +12,7 @@ from typing import Any
 from promptlab.models import FieldSpec, Signature
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _WORD = re.compile(r"[\w-]+")
 
 
@@ -20,19 +20,22 @@ class ParseError(ValueError):
     pass
 
 
-def _json_from(text: str) -> Any:
+def extract_json(text: str) -> Any:
+    """The JSON value in a model's reply: the whole text, a ``` fenced block, or the first {...}/[...]
+    (every caller that reads JSON from a reply: output parsing, ask_json, the proposer)."""
     fenced = _FENCE.search(text)
-    candidate = fenced.group(1) if fenced else text
+    candidate = (fenced.group(1) if fenced else text).strip()
     try:
         return json.loads(candidate)
     except json.JSONDecodeError:
-        start = min((i for i in (candidate.find("{"), candidate.find("[")) if i >= 0), default=-1)
-        if start < 0:
-            raise ParseError("no JSON found in the reply") from None
-        try:
-            return json.JSONDecoder().raw_decode(candidate[start:])[0]
-        except json.JSONDecodeError as exc:
-            raise ParseError(f"invalid JSON in the reply: {exc.msg}") from None
+        pass
+    starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
+    if not starts:
+        raise ParseError("the reply holds no JSON object")
+    try:
+        return json.JSONDecoder().raw_decode(candidate[min(starts):])[0]
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"the reply is not valid JSON ({exc.msg} at character {exc.pos})") from None
 
 
 def coerce(value: Any, spec: FieldSpec) -> Any:
@@ -68,12 +71,12 @@ def coerce(value: Any, spec: FieldSpec) -> Any:
             return value
         text = str(value).strip()
         if text.startswith("["):
-            parsed = _json_from(text)
+            parsed = extract_json(text)
             if isinstance(parsed, list):
                 return parsed
         return [p.strip(" -*\t") for p in re.split(r"[,\n]", text) if p.strip(" -*\t")]
     if spec.type == "json":
-        return _json_from(value) if isinstance(value, str) else value
+        return extract_json(value) if isinstance(value, str) else value
     raise ParseError(f"field '{spec.name}': unsupported type {spec.type}")
 
 
@@ -117,7 +120,7 @@ def parse_output(text: str, signature: Signature | None) -> tuple[dict[str, Any]
 def _fields_from(text: str, signature: Signature) -> dict[str, Any]:
     """A JSON object, or 'field: value' lines."""
     try:
-        obj = _json_from(text)
+        obj = extract_json(text)
         if isinstance(obj, dict):
             return obj
     except ParseError:

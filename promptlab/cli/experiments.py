@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -38,8 +38,7 @@ def register(app: typer.Typer) -> None:
           promptlab run experiment.yaml --json --junit ci.xml --min-score 0.8
           promptlab run experiment.yaml --model gpt --split test --limit 20
         """
-        import functools
-
+        from promptlab import display
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
         from promptlab.optimizers import experiment as optimize_section
@@ -53,9 +52,13 @@ def register(app: typer.Typer) -> None:
                                     use_cache=not no_cache, gates=flags)
         checked = check(state.settings, request)  # before the store is opened: a bad file writes nothing
         prepared = prepare(state.store, state.settings, request, checked)
-        then = None
-        if checked.optimize is not None:  # after the baseline eval: search, then gate on the held-out test
-            then = functools.partial(optimize_section.run, state.store, state.settings, checked.experiment,
-                                     checked.optimize, prepared.project_id, quiet=json_)
+
+        def optimize() -> tuple[dict, list, Any]:  # after the baseline eval: search, then gate on the test split
+            report, gates = optimize_section.run(state.store, state.settings, checked.experiment, checked.optimize,
+                                                 prepared.project_id,
+                                                 progress=display.make_search_progress(quiet=json_))
+            return {"optimization": report}, gates, lambda: display.print_optimization(report)
+
         run_plans(state, prepared.evaluation, as_json=json_, gates=checked.gates,
-                  extra={"experiment": str(file)}, junit=junit, report_md=report_md, then=then)
+                  extra={"experiment": str(file)}, junit=junit, report_md=report_md,
+                  then=optimize if checked.optimize is not None else None)

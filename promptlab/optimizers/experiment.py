@@ -31,6 +31,7 @@ from promptlab.optimizers.base import Budget, Objective
 if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.experiment import Experiment
+    from promptlab.optimizers.search import SearchProgress
     from promptlab.store import Store
 
 
@@ -109,9 +110,8 @@ def _metric_names(experiment: Experiment) -> list[str]:
 
 
 def run(store: Store, settings: Settings, experiment: Experiment, spec: OptimizeSpec, project_id: int,
-        *, quiet: bool = False) -> tuple[dict, list, Any]:
-    """Start (or reuse/resume) the optimization; (JSON keys, gate results, printer) for `run_plans`."""
-    from promptlab import display
+        *, progress: SearchProgress) -> tuple[dict, list]:
+    """Start (or reuse/resume) the optimization, reporting to `progress`; (its report, gate results)."""
     from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume, start
 
     prompt_spec = next(p for p in experiment.spec.prompts if p.name == (spec.prompt or experiment.spec.prompts[0].name))
@@ -125,7 +125,6 @@ def run(store: Store, settings: Settings, experiment: Experiment, spec: Optimize
                                     "metrics": metric_specs})[:8]
     name = spec.name or f"{prompt_spec.name}-{spec.strategy}-{settings_digest}"
     models = {m.alias: m for m in experiment.models}
-    progress = display.make_search_progress(quiet=quiet)
     if store.find_optimization(project_id, name) is not None:
         report = resume(store, settings, project_id, name, progress=progress)
     else:
@@ -137,5 +136,5 @@ def run(store: Store, settings: Settings, experiment: Experiment, spec: Optimize
             split_seed=spec.split_seed, concurrency=spec.concurrency)
         report = start(store, settings, project_id, request, progress=progress, models=models)
     gates = check_gates(report, min_test_score=spec.gates.min_test_score, min_lift=spec.gates.min_lift)
-    return {"optimization": report}, gates, lambda: display.print_optimization(report)
+    return report, gates
 

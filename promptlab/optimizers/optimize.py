@@ -93,7 +93,7 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
                                                                "weights": list(request.objective.weights)},
               "split_sizes": list(request.split_sizes) if request.split_sizes else None,
               "split_seed": request.split_seed,
-              "concurrency": request.concurrency or settings.defaults.concurrency}
+              "concurrency": settings.concurrency(request.concurrency)}
     opt_id = store.create_optimization(project_id, request.name, request.strategy, config=config,
                                        base_prompt_id=base.id, splits=splits.ids(),
                                        budget=dataclasses.asdict(request.budget))

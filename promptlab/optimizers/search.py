@@ -40,7 +40,7 @@ from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import (BudgetExhausted, CandidateRecord, CommonKnobs, OptimizationResult,
                                        Problem, Spent)
 from promptlab.optimizers.operators import inputs_key
-from promptlab.outputs import ParseError, _json_from
+from promptlab.outputs import ParseError, extract_json
 from promptlab.render import check_prompt, demo_text, prompt_tokens_estimate
 from promptlab.runner import ItemResult
 from promptlab.store import Store
@@ -211,7 +211,7 @@ class Search:
 
     def __init__(self, *, store: Store, settings: Settings, gateway: Gateway, project_id: int,
                  optimization_id: int, name: str, strategy: str, problem: Problem,
-                 knobs: CommonKnobs, concurrency: int = 4, test_reserve: int = 0, sent_before: int = 0,
+                 knobs: CommonKnobs, concurrency: int, test_reserve: int = 0, sent_before: int = 0,
                  progress: SearchProgress | None = None):
         self.store, self.settings, self.gateway = store, settings, gateway
         self.project_id, self.optimization_id, self.name = project_id, optimization_id, name
@@ -552,7 +552,7 @@ class Search:
             self.tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
             self.cost += reply.usage.cost or 0.0
             try:
-                obj = _json_from(reply.text)
+                obj = extract_json(reply.text)
                 reason = validate(obj) or ""
             except ParseError as exc:
                 obj, reason = None, str(exc)
