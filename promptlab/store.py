@@ -15,12 +15,22 @@ import itertools
 import json
 import os
 import sqlite3
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
-from sqlite_utils.db import NotFoundError as RowNotFound
+# sqlite_utils imports numpy (most of a `runs list`'s start) only to map numpy scalars to column
+# types; promptlab declares its columns in migrations.py, so numpy is kept out of that import.
+_NUMPY_ALREADY = "numpy" in sys.modules
+if not _NUMPY_ALREADY:
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` raises ImportError
+try:
+    import sqlite_utils
+    from sqlite_utils.db import NotFoundError as RowNotFound
+finally:
+    if not _NUMPY_ALREADY:
+        del sys.modules["numpy"]
 
 from promptlab import lease
 from promptlab.errors import NotFoundError, StorageError, UsageError
