@@ -16,7 +16,6 @@ import json
 import os
 import sqlite3
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -33,16 +32,13 @@ finally:
         del sys.modules["numpy"]
 
 from promptlab import lease
+from promptlab.lease import now  # one clock for every timestamp (callers import it from here too)
 from promptlab.errors import NotFoundError, StorageError, UsageError
 from promptlab.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
 
 BUSY_TIMEOUT_MS = 30_000
 CASE_BATCH = 1000  # cases per insert while importing
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def dumps(value: Any) -> str:

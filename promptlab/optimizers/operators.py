@@ -326,40 +326,48 @@ _REWRITE_EXAMPLE = (
     'only.", "demos": [1]}')
 
 
+def _proposer_messages(keys: str, example: tuple[str, str], ask: str) -> list[dict[str, str]]:
+    """A proposer's conversation: the JSON keys to answer with, one worked example, the real ask."""
+    return [{"role": "system", "content": f"{PROPOSER_SYSTEM} {keys}"},
+            {"role": "user", "content": example[0]},
+            {"role": "assistant", "content": example[1]},
+            {"role": "user", "content": ask}]
+
+
 def rewrite_messages(signature: Signature | None, system: str,
                      failures: Sequence[tuple[Case, str]]) -> list[dict[str, str]]:
     """Ask for a revised instruction from failure analysis: {rationale, instruction, demos?}."""
-    prompt = (f"{describe_task(signature)}\nCurrent instruction: {system or '(none)'}\n"
-              f"Failures:\n{failure_lines(failures) or '(none)'}\nReply (JSON):")
-    return [{"role": "system", "content": PROPOSER_SYSTEM + " Keys: rationale (why it failed), "
-             "instruction (the new instruction), demos (numbers of failures worth showing as examples)."},
-            {"role": "user", "content": _REWRITE_EXAMPLE[0]},
-            {"role": "assistant", "content": _REWRITE_EXAMPLE[1]},
-            {"role": "user", "content": prompt}]
+    return _proposer_messages(
+        "Keys: rationale (why it failed), instruction (the new instruction), demos (numbers of failures "
+        "worth showing as examples).", _REWRITE_EXAMPLE,
+        f"{describe_task(signature)}\nCurrent instruction: {system or '(none)'}\n"
+        f"Failures:\n{failure_lines(failures) or '(none)'}\nReply (JSON):")
+
+
+_PARAPHRASE_EXAMPLE = (
+    "Task: Sort the words. Inputs: words. Output: sorted (list).\n"
+    "Instruction: Put the words in order.\nParaphrase (JSON):",
+    '{"instruction": "Arrange the given words in alphabetical order and list them."}')
 
 
 def paraphrase_messages(signature: Signature | None, system: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": PROPOSER_SYSTEM + " Key: instruction (a paraphrase that "
-             "keeps the meaning)."},
-            {"role": "user", "content": "Task: Sort the words. Inputs: words. Output: sorted (list).\n"
-                                        "Instruction: Put the words in order.\nParaphrase (JSON):"},
-            {"role": "assistant", "content": '{"instruction": "Arrange the given words in '
-                                             'alphabetical order and list them."}'},
-            {"role": "user", "content": f"{describe_task(signature)}\nInstruction: "
-                                        f"{system or signature and signature.instruction or '(none)'}\n"
-                                        f"Paraphrase (JSON):"}]
+    return _proposer_messages(
+        "Key: instruction (a paraphrase that keeps the meaning).", _PARAPHRASE_EXAMPLE,
+        f"{describe_task(signature)}\nInstruction: "
+        f"{system or signature and signature.instruction or '(none)'}\nParaphrase (JSON):")
+
+
+_CROSSOVER_EXAMPLE = (
+    "Task: Translate to French. Inputs: text. Output: french (string).\n"
+    "Instruction A: Translate the text.\nInstruction B: Keep names unchanged.\nCombined (JSON):",
+    '{"instruction": "Translate the text to French, keeping names unchanged."}')
 
 
 def crossover_messages(signature: Signature | None, a: str, b: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": PROPOSER_SYSTEM + " Key: instruction (one instruction "
-             "that keeps the best of both)."},
-            {"role": "user", "content": "Task: Translate to French. Inputs: text. Output: french (string).\n"
-                                        "Instruction A: Translate the text.\nInstruction B: Keep names "
-                                        "unchanged.\nCombined (JSON):"},
-            {"role": "assistant", "content": '{"instruction": "Translate the text to French, keeping '
-                                             'names unchanged."}'},
-            {"role": "user", "content": f"{describe_task(signature)}\nInstruction A: {a or '(none)'}\n"
-                                        f"Instruction B: {b or '(none)'}\nCombined (JSON):"}]
+    return _proposer_messages(
+        "Key: instruction (one instruction that keeps the best of both).", _CROSSOVER_EXAMPLE,
+        f"{describe_task(signature)}\nInstruction A: {a or '(none)'}\n"
+        f"Instruction B: {b or '(none)'}\nCombined (JSON):")
 
 
 _REFLECT_EXAMPLE = (
@@ -381,20 +389,17 @@ def trace_lines(traces: Sequence[tuple[Case, str, str]]) -> str:
 def reflect_messages(signature: Signature | None, system: str,
                      traces: Sequence[tuple[Case, str, str]]) -> list[dict[str, str]]:
     """GEPA's reflection: read failed traces and their feedback, write a better instruction."""
-    prompt = (f"{describe_task(signature)}\nCurrent instruction: {system or '(none)'}\n"
-              f"Traces:\n{trace_lines(traces) or '(none)'}\nReflect on the traces (JSON):")
-    return [{"role": "system", "content": PROPOSER_SYSTEM + " Keys: rationale (what the failures have "
-             "in common), instruction (the whole new instruction, keeping what works)."},
-            {"role": "user", "content": _REFLECT_EXAMPLE[0]},
-            {"role": "assistant", "content": _REFLECT_EXAMPLE[1]},
-            {"role": "user", "content": prompt}]
+    return _proposer_messages(
+        "Keys: rationale (what the failures have in common), instruction (the whole new instruction, "
+        "keeping what works).", _REFLECT_EXAMPLE,
+        f"{describe_task(signature)}\nCurrent instruction: {system or '(none)'}\n"
+        f"Traces:\n{trace_lines(traces) or '(none)'}\nReflect on the traces (JSON):")
 
 
 MAX_INSTRUCTION_CHARS = 800
 # the worked examples' own instructions: a weak proposer tends to copy them
-EXAMPLE_TEXTS = (json.loads(_REWRITE_EXAMPLE[1])["instruction"],
-                 "Arrange the given words in alphabetical order and list them.",
-                 "Translate the text to French, keeping names unchanged.")
+EXAMPLE_TEXTS = tuple(json.loads(example[1])["instruction"]
+                      for example in (_REWRITE_EXAMPLE, _PARAPHRASE_EXAMPLE, _CROSSOVER_EXAMPLE))
 
 
 def copies_example(text: str) -> bool:
