@@ -90,7 +90,7 @@ def choose(mode: str, plans: list[RunPlan], store: Store, config: BatchConfig) -
     items still to do, on a model whose provider has a batch API."""
     chosen = set()
     for plan in plans:
-        recorded = store.run_by_id(plan.run_id).get("mode")
+        recorded = store.run_by_id(plan.run_id).mode
         if recorded:
             chosen |= {plan.run_id} if recorded == "batch" else set()
             continue
@@ -408,7 +408,7 @@ class _Batches:
 
     def tag(self, plan: RunPlan) -> dict[str, str]:
         """The metadata every batch of this run carries (how `adopt` recognises it)."""
-        return {"promptlab_run": plan.name[:500], "promptlab_run_created": self.store.run_by_id(plan.run_id)["created_at"]}
+        return {"promptlab_run": plan.name[:500], "promptlab_run_created": self.store.run_by_id(plan.run_id).created_at}
 
     async def adopt(self, plan: RunPlan) -> None:
         """Store the run's batches the provider holds and the store does not: a process killed

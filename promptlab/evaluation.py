@@ -23,9 +23,10 @@ from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import AUTO_CEILING, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
+from promptlab.records import Run
 from promptlab.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
-from promptlab.scorers import Metric, MetricContext, MetricError, Score, get_metric
+from promptlab.scorers import Metric, MetricContext, MetricError, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
 
 DEFAULT_METRICS = ("exact_match",)
@@ -223,23 +224,22 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
 
 def resume_plan(store: Store, settings: Settings, project_id: int, name: str) -> RunPlan:
     run = store.run(project_id, name)
-    if run["status"] == "completed":
+    if run.status == "completed":
         raise UsageError(f"run '{name}' is already completed; nothing to resume")
-    prompt = store.prompt_by_id(run["prompt_id"])
+    prompt = store.prompt_by_id(run.prompt_id)
     signature = store.prompt_signature(prompt)
     check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")  # stored before the checks existed?
-    model = settings.resolve_model(run["model"])
-    if model.model != run["model_name"]:  # the alias changed since: call what the run called
-        model = ModelConfig(alias=run["model"], model=run["model_name"], api_base=run["api_base"])
-    by_id = store.cases_by_id(project_id, run["case_ids"])
-    cases = [by_id[i] for i in run["case_ids"] if i in by_id]
-    metrics = build_metrics(run["metrics"], f"run '{name}': metrics", context=metric_context(settings))
+    model = settings.resolve_model(run.model)
+    if model.model != run.model_name:  # the alias changed since: call what the run called
+        model = ModelConfig(alias=run.model, model=run.model_name, api_base=run.api_base)
+    by_id = store.cases_by_id(project_id, run.case_ids)
+    cases = [by_id[i] for i in run.case_ids if i in by_id]
+    metrics = build_metrics(run.metrics, f"run '{name}': metrics", context=metric_context(settings))
     check_code_execution(store, project_id, prompt.project, metrics)
     check_credentials(model)
-    store.claim("runs", run["id"], f"run '{name}'", error=None)
-    return RunPlan(run["id"], name, project_id, prompt, signature, model, cases, run["repeat"],
-                   metrics, run["params"] or {}, run["concurrency"] or 1,
-                   run["use_cache"] is None or bool(run["use_cache"]))
+    store.claim("runs", run.id, f"run '{name}'", error=None)
+    return RunPlan(run.id, name, project_id, prompt, signature, model, cases, run.repeat,
+                   metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache))
 
 
 def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int]:
@@ -342,7 +342,7 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
     summaries = []
     for plan in plans:
         state = outcome.states.get(plan.run_id) if outcome else None
-        active_s = (store.run_by_id(plan.run_id).get("active_s") or 0.0) + (elapsed_s or 0.0)
+        active_s = (store.run_by_id(plan.run_id).active_s or 0.0) + (elapsed_s or 0.0)
         summary = summarize_run(store, plan, active_s or None, session_s=elapsed_s)
         run_status, error, owner = status, reason, {}
         waiting = store.db["batches"].count_where("run_id = ? and done = 0", [plan.run_id])
@@ -391,26 +391,23 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
     """The run's numbers. `elapsed_s`: its active time over every session; calls/s is measured
     over this process's session (`session_s`) alone, since a killed session's time is unknown."""
     results = store.results(plan.run_id)
-    scored = [r for r in results if r["error_kind"] is None]
-    metrics = {}
-    for metric in plan.metrics:
-        scores = [Score(value=s["value"], passed=bool(s["passed"]), detail=s.get("detail") or {})
-                  for r in scored if (s := r["scores"].get(metric.name)) is not None]
-        metrics[metric.name] = metric.summarize(scores)
-    live = [r for r in results if not r["cached"] and r["error_kind"] is None]
-    latencies = np.array([r["latency_ms"] for r in live]) if live else np.array([0.0])
-    costs = [r["cost"] for r in results if not r["cached"] and r["attempts"]]
-    calls = sum(1 for r in results if not r["cached"])
-    prompt_tokens = sum(r["prompt_tokens"] or 0 for r in results)
-    completion_tokens = sum(r["completion_tokens"] or 0 for r in results)
+    scored = [r for r in results if r.error_kind is None]
+    metrics = {metric.name: metric.summarize([r.scores[metric.name] for r in scored if metric.name in r.scores])
+               for metric in plan.metrics}
+    live = [r for r in results if not r.cached and r.error_kind is None]
+    latencies = np.array([r.latency_ms for r in live]) if live else np.array([0.0])
+    costs = [r.cost for r in results if not r.cached and r.attempts]
+    calls = sum(1 for r in results if not r.cached)
+    prompt_tokens = sum(r.prompt_tokens for r in results)
+    completion_tokens = sum(r.completion_tokens for r in results)
     # what answering one label every time would score, and whether the outputs did that
     baseline = constant_baseline(plan.signature, (c.expected for c in plan.cases))
-    collapsed = collapse(plan.signature, (r["parsed"] for r in scored))
+    collapsed = collapse(plan.signature, (r.parsed for r in scored))
     return {
         "n": len(results), "expected": len(plan.cases) * plan.repeat,
         "errors": len(results) - len(scored),
-        "error_kinds": _count(r["error_kind"] for r in results if r["error_kind"]),
-        "pass_rate": (sum(r["passed"] for r in scored) / len(scored)) if scored else None,
+        "error_kinds": _count(r.error_kind for r in results if r.error_kind),
+        "pass_rate": (sum(r.passed for r in scored) / len(scored)) if scored else None,
         "metrics": metrics,
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
                    "per_call": round((prompt_tokens + completion_tokens) / len(results), 1) if results else 0},
@@ -434,12 +431,12 @@ def _count(values) -> dict[str, int]:
     return out
 
 
-def run_json(run: dict, prompt: PromptVersion) -> dict:
+def run_json(run: Run, prompt: PromptVersion) -> dict:
     """The machine-readable shape of one run (as `--json` prints it)."""
-    summary = run["summary"] or {}
+    summary = run.summary or {}
     metrics = summary.get("metrics", {})
-    return {"name": run["name"], "prompt": prompt.name, "version": prompt.version,
-            "model": run["model"], "status": run["status"], "n": summary.get("n", 0),
+    return {"name": run.name, "prompt": prompt.name, "version": prompt.version,
+            "model": run.model, "status": run.status, "n": summary.get("n", 0),
             "errors": summary.get("errors", 0),
             "scores": {k: v.get("mean") for k, v in metrics.items()},
             "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
@@ -448,4 +445,4 @@ def run_json(run: dict, prompt: PromptVersion) -> dict:
             "provider_calls": summary.get("provider_calls"),
             "calls_per_s": summary.get("calls_per_s"), "latency_ms": summary.get("latency_ms"),
             "constant_baseline": summary.get("constant_baseline"), "collapse": summary.get("collapse"),
-            "warnings": summary.get("warnings") or [], "error": run.get("error")}
+            "warnings": summary.get("warnings") or [], "error": run.error}

@@ -200,5 +200,5 @@ def _interrupted(store: Store, project_id: int, prompt_id: int, model: str, same
     re-running an experiment file continues)."""
     run = max((r for status in ("interrupted", "submitted")
                if (r := store.latest_run(project_id, prompt_id, model=model, status=status))),
-              key=lambda r: r["id"], default=None)
-    return run["name"] if run and all(run[k] == v for k, v in same.items()) else None
+              key=lambda r: r.id, default=None)
+    return run.name if run and all(getattr(run, k) == v for k, v in same.items()) else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptlab.errors import UsageError
+from promptlab.records import Run
 
 KNOWN = ("min_score", "min_pass_rate", "max_error_rate", "max_regression", "baseline")
 DEFAULT_BASELINE = "production"
@@ -101,18 +102,18 @@ def _regression(wanted: Any, run: dict, label: str, base: dict | str) -> list[Ga
     return out
 
 
-def find_baseline(store: Any, project_id: int, baseline: str, run: dict) -> dict | str:
-    """The baseline run (a store run row) for `run`, or a one-line reason there is none."""
+def find_baseline(store: Any, project_id: int, baseline: str, run: Run) -> Run | str:
+    """The baseline run for `run`, or a one-line reason there is none."""
     named = store.find_run(project_id, baseline)
     if named is not None:
-        return named if named["id"] != run["id"] else f"baseline '{baseline}' is this run itself"
-    prompt = store.prompt_by_id(run["prompt_id"])
+        return named if named.id != run.id else f"baseline '{baseline}' is this run itself"
+    prompt = store.prompt_by_id(run.prompt_id)
     try:
         version = store.prompt(project_id, f"{prompt.name}@{baseline}")
     except UsageError:
         return f"no run named '{baseline}', and prompt '{prompt.name}' has no label '{baseline}'"
-    found = (store.latest_run(project_id, version.id, model=run["model"], exclude=[run["id"]])
-             or store.latest_run(project_id, version.id, exclude=[run["id"]]))
+    found = (store.latest_run(project_id, version.id, model=run.model, exclude=[run.id])
+             or store.latest_run(project_id, version.id, exclude=[run.id]))
     if found is None:
         return (f"no earlier completed run of {version.ref} ({prompt.name}@{baseline}); "
                 f"evaluate it once: promptlab eval --prompt {version.ref}")

@@ -26,15 +26,14 @@ def mine() -> dict:
     return {"owner_host": HOST, "owner_pid": os.getpid(), "heartbeat_at": now()}
 
 
-def holder(row: dict) -> str | None:
-    """Who holds this running row (or submitted run: a batch waiter), when that is a live process
-    other than this one; else None."""
-    if row.get("status") not in ("running", "submitted") or not row.get("owner_pid"):
+def holder(status: str, host: str | None, pid: int | None, heartbeat_at: str | None) -> str | None:
+    """Who holds this running run or optimization (or submitted run: a batch waiter), when that is
+    a live process other than this one; else None."""
+    if status not in ("running", "submitted") or not pid:
         return None
-    host, pid = row.get("owner_host"), int(row["owner_pid"])
     if host == HOST and pid == os.getpid():
         return None
-    age = _age_s(row.get("heartbeat_at"))
+    age = _age_s(heartbeat_at)
     alive = _pid_alive(pid) if host == HOST else age is not None and age < STALE_S
     if not alive:
         return None

@@ -36,6 +36,8 @@ from promptlab.lease import now  # one clock for every timestamp (callers import
 from promptlab.errors import NotFoundError, StorageError, UsageError
 from promptlab.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
+from promptlab.records import (CandidateRecord, Optimization, Result, Run, Score, Step, history_from_json,
+                               step_json)
 
 BUSY_TIMEOUT_MS = 30_000
 CASE_BATCH = 1000  # cases per insert while importing
@@ -563,13 +565,13 @@ class Store:
         row.update({k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()})
         return self.db["runs"].insert(row).last_pk
 
-    def run(self, project_id: int, name: str) -> dict:
+    def run(self, project_id: int, name: str) -> Run:
         rows = list(self.db["runs"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1))
         if not rows:
             raise NotFoundError(f"no run '{name}' in this project; see `promptlab runs list`")
         return _run(rows[0])
 
-    def run_by_id(self, run_id: int) -> dict:
+    def run_by_id(self, run_id: int) -> Run:
         return _run(self.db["runs"].get(run_id))
 
     def run_rows(self, project_id: int, *, prompt_id: int | None = None, prompt_name: str | None = None,
@@ -619,16 +621,15 @@ class Store:
         self.db["runs"].update(run_id, {k: dumps(v) if isinstance(v, (dict, list)) else v
                                         for k, v in fields.items()})
 
-    def claim(self, table: str, row_id: int, what: str, **fields: Any) -> dict:
+    def claim(self, table: str, row_id: int, what: str, **fields: Any) -> None:
         """Make this process the owner of a run or optimization, unless a live process owns it."""
         with self.db.atomic():
             row = self.db[table].get(row_id)
-            holder = lease.holder(row)
+            holder = lease.holder(row["status"], row["owner_host"], row["owner_pid"], row["heartbeat_at"])
             if holder:
                 raise UsageError(f"{what} is still running ({holder}); wait for it to finish or stop "
                                  f"that process, then resume")
             self.db[table].update(row_id, {"status": "running", **lease.mine(), **fields})
-        return self.db[table].get(row_id)
 
     def heartbeat(self, table: str, ids: Iterable[int]) -> None:
         """Tell other processes that this one still works on these rows."""
@@ -664,18 +665,18 @@ class Store:
                 f"insert or ignore into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
                 f"values ({', '.join('?' * len(columns))})", values)
 
-    def results(self, run_id: int, case_id: int | None = None) -> list[dict]:
+    def results(self, run_id: int, case_id: int | None = None) -> list[Result]:
         """A run's results (of one case, if given), by case and repeat."""
         where, args = ("run_id = ?", [run_id]) if case_id is None else ("run_id = ? and case_id = ?", [run_id, case_id])
         return [_result(r) for r in self.db["results"].rows_where(where, args, order_by="case_id, repeat")]
 
-    def find_run(self, project_id: int, name: str) -> dict | None:
+    def find_run(self, project_id: int, name: str) -> Run | None:
         """The run with this name, or None."""
         rows = list(self.db["runs"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1))
         return _run(rows[0]) if rows else None
 
     def latest_run(self, project_id: int, prompt_id: int, *, model: str | None = None,
-                   status: str = "completed", exclude: Iterable[int] = ()) -> dict | None:
+                   status: str = "completed", exclude: Iterable[int] = ()) -> Run | None:
         """The newest run of a prompt version with this status (optionally on one model)."""
         where, args = "project_id = ? and prompt_id = ? and status = ?", [project_id, prompt_id, status]
         if model is not None:
@@ -686,30 +687,23 @@ class Store:
         rows = list(self.db["runs"].rows_where(where, args, order_by="id desc", limit=1))
         return _run(rows[0]) if rows else None
 
-    def prompt_runs(self, project_id: int, prompt_id: int, status: str = "completed") -> list[dict]:
+    def prompt_runs(self, project_id: int, prompt_id: int, status: str = "completed") -> list[Run]:
         """A prompt version's runs with this status, newest first."""
         return [_run(r) for r in self.db["runs"].rows_where(
             "project_id = ? and prompt_id = ? and status = ?", [project_id, prompt_id, status],
             order_by="id desc")]
 
     # ---- optimizations (read side, for reports) --------------------------
-    def find_optimization(self, project_id: int, name: str) -> dict | None:
-        """The optimization with this name (JSON columns decoded; bad JSON kept as text), or None."""
+    def find_optimization(self, project_id: int, name: str) -> Optimization | None:
+        """The optimization with this name, or None."""
         rows = list(self.db["optimizations"].rows_where("project_id = ? and name = ?", [project_id, name],
                                                         limit=1))
-        if not rows:
-            return None
-        out = {}
-        for key, value in rows[0].items():
-            if key in ("config", "splits", "budget", "history", "spent", "report") and isinstance(value, str):
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    pass
-            out[key] = value
-        return out
+        return _optimization(rows[0], self.path) if rows else None
 
-    def optimization_runs(self, optimization_id: int) -> list[dict]:
+    def optimization_by_id(self, optimization_id: int) -> Optimization:
+        return _optimization(self.db["optimizations"].get(optimization_id), self.path)
+
+    def optimization_runs(self, optimization_id: int) -> list[Run]:
         return [_run(r) for r in self.db["runs"].rows_where(
             "optimization_id = ?", [optimization_id], order_by="id")]
 
@@ -725,12 +719,16 @@ class Store:
                 "status": "running", "history": "[]", "spent": "{}", "created_at": now(),
                 **lease.mine()}).last_pk
 
-    def update_optimization(self, optimization_id: int, **fields: Any) -> None:
+    def update_optimization(self, optimization_id: int, *, history: Iterable[Step] | None = None,
+                            **fields: Any) -> None:
+        if history is not None:
+            fields["history"] = [step_json(step) for step in history]
         self.db["optimizations"].update(optimization_id, {
             k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()})
 
-    def optimizations(self, project_id: int) -> list[dict]:
-        return list(self.db["optimizations"].rows_where("project_id = ?", [project_id], order_by="id"))
+    def optimizations(self, project_id: int) -> list[Optimization]:
+        return [_optimization(r, self.path) for r in self.db["optimizations"].rows_where(
+            "project_id = ?", [project_id], order_by="id")]
 
     def drop_results(self, run_id: int, *, error_kinds: Iterable[str]) -> int:
         """Delete a run's results that ended in one of these error kinds (to retry them)."""
@@ -803,15 +801,36 @@ def _case(row: dict) -> Case:
                 golden=bool(row["golden"]), tags=tuple(loads(row["tags"], [])), split=row["split"])
 
 
-_RUN_JSON = ("params", "metrics", "case_ids", "summary")
+def _run(row: dict) -> Run:
+    return Run(**{**row, "params": loads(row["params"], {}), "metrics": loads(row["metrics"], []),
+                  "case_ids": loads(row["case_ids"], []), "summary": loads(row["summary"])})
 
 
-def _run(row: dict) -> dict:
-    return {k: (loads(v) if k in _RUN_JSON else v) for k, v in row.items()}
+def _result(row: dict) -> Result:
+    return Result(**{**row, "parsed": loads(row["parsed"]), "passed": bool(row["passed"]),
+                     "scores": {name: Score(s["value"], bool(s["passed"]), s.get("detail") or {})
+                                for name, s in loads(row["scores"], {}).items()},
+                     "prompt_tokens": row["prompt_tokens"] or 0,
+                     "completion_tokens": row["completion_tokens"] or 0, "cached": bool(row["cached"])})
 
 
-def _result(row: dict) -> dict:
-    return {k: (loads(v) if k in ("parsed", "scores") else v) for k, v in row.items()}
+def _optimization(row: dict, path: Path | None) -> Optimization:
+    """The record of an optimization row; StorageError for a column in a shape promptlab never
+    writes (every history step and candidate record has one shape, `Search`'s)."""
+    decoded: dict[str, Any] = {}
+    column = ""
+    try:
+        for column in ("config", "splits", "budget", "spent", "report"):
+            decoded[column] = loads(row[column])
+        column = "history"
+        history = history_from_json(loads(row["history"], []))
+        column = "report"
+        candidates = tuple(CandidateRecord(**c) for c in (decoded["report"] or {}).get("candidates", []))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StorageError(f"{path or _opened or 'the database'}: optimization '{row['name']}' has a {column} "
+                           f"promptlab never writes ({exc}); delete that row or restore the database "
+                           f"from a backup") from None
+    return Optimization(**{**row, **decoded, "history": history, "candidates": candidates})
 
 
 _opened: Path | None = None  # the database this process opened, named in write errors

@@ -12,6 +12,7 @@ import re
 import junitparser
 import pytest
 
+from promptlab.records import CandidateStep, EvalStep, Note, step_json
 from tests import browser
 from tests.seeing import evaluate, rules, setup_project, text
 
@@ -92,15 +93,13 @@ def test_html_report_of_an_optimization(workspace, chromium):
     for template in ("Judge: {{ text }}", "</pre><script>window.__pwned=5</script>{{ text }}"):
         assert workspace.cli("prompt", "add", "p", "--signature", "sentiment", "--template", template).code == 0
     prompts = dict(workspace.rows("select version, id from prompts"))
-    history = [{"event": "candidate", "iteration": 0, "prompt_id": prompts[1], "ref": "p@1", "operator": "base"}]
+    history = [joined(0, prompts[1], "p@1", "base")]
     for it, (version, train, val) in enumerate([(1, 0.5, 0.55), (2, 0.6, 0.5), (3, 0.7, 0.65), (4, 0.9, 0.85)]):
         if version > 1:
-            history.append({"event": "candidate", "iteration": it, "prompt_id": prompts[version],
-                            "ref": f"p@{version}", "operator": "<b>edit</b>"})
-        history.append({"event": "eval", "iteration": it, "ref": f"p@{version}", "split": "val", "val": val,
-                        "train": train})
-    history += [{"event": "proposer", "iteration": 2, "ok": False, "reason": "<script>x()</script> bad JSON"},
-                {"event": "stop", "iteration": 3, "reason": "budget", "winner": "p@4"}]
+            history.append(joined(it, prompts[version], f"p@{version}", "<b>edit</b>", prompts[1]))
+        history.append(scored(it, f"p@{version}", train, val))
+    history += [step_json(Note("proposer", 2, {"ok": False, "reason": "<script>x()</script> bad JSON"})),
+                step_json(Note("stop", 3, {"reason": "budget", "winner": "p@4"}))]
     insert_optimization(workspace, "opt1", prompts[1], prompts[4], history)
 
     result = workspace.cli("report", "opt1", "--format", "html", "-o", "opt.html")
@@ -125,6 +124,16 @@ def test_html_report_of_an_optimization(workspace, chromium):
     assert "| val | 0.550 | 0.850 | +0.300 |" in md and "```diff" in md
 
 
+def joined(iteration, prompt_id, ref, operator="edit", parent_id=None):
+    """A history step as `Search` writes it: a candidate joined."""
+    return step_json(CandidateStep(iteration, prompt_id, ref, parent_id, operator))
+
+
+def scored(iteration, ref, train, val):
+    """A history step as `Search` writes it: a candidate was scored (its means after that)."""
+    return step_json(EvalStep(iteration, ref, "val", 4, val, train, val, 8))
+
+
 def insert_optimization(ws, name, base_id, winner_id, history, status="completed"):
     from promptlab.store import open_store
 
@@ -138,26 +147,45 @@ def insert_optimization(ws, name, base_id, winner_id, history, status="completed
     store.db.conn.close()
 
 
-@pytest.mark.parametrize("history", [
-    [{"prompt_id": 1, "train": 0.4, "val": {"mean": 0.5}}, {"prompt_id": 2, "scores": {"train": 0.6, "val": 0.7}}],
-    "not json at all",
-    {"unexpected": "shape"},
-])
-def test_optimization_reports_take_whatever_history_they_find(workspace, history):
+def test_optimization_reports_of_a_running_search(workspace):
     setup_project(workspace, n=2)
-    insert_optimization(workspace, "opt", 1, 2 if isinstance(history, list) else None, history, status="running")
+    insert_optimization(workspace, "opt", 1, None, [], status="running")
     for fmt in ("html", "md", "json", "junit"):
         result = workspace.cli("report", "opt", "-f", fmt, "-o", f"opt.{fmt}")
         assert result.code == 0, (fmt, result.stderr)
     facts = json.loads((workspace.root / "opt.json").read_text())
-    if isinstance(history, list):
-        assert [(c["ref"], c["train"], c["val"]) for c in facts["candidates"]] == [("p@1", 0.4, 0.5),
-                                                                               ("p@2", 0.6, 0.7)]
-        assert facts["winner"]["ref"] == "p@2" and "+Rate: {{ text }}" in facts["diff"]
-    else:
-        assert facts["candidates"] == [] and "no candidate scores recorded yet" in (
-            workspace.root / "opt.html").read_text()
+    assert facts["candidates"] == [] and "no candidate scores recorded yet" in (
+        workspace.root / "opt.html").read_text()
     junitparser.JUnitXml.fromfile(str(workspace.root / "opt.junit"))
+
+    insert_optimization(workspace, "two", 1, 2, [joined(0, 1, "p@1", "base"), scored(0, "p@1", 0.4, 0.5),
+                                                 joined(1, 2, "p@2", "rewrite", 1), scored(1, "p@2", 0.6, 0.7),
+                                                 scored(2, "p@2", 0.65, None)])
+    facts = json.loads(workspace.cli("report", "two", "-f", "json").stdout)
+    assert [(c["ref"], c["step"], c["note"], c["parent_id"], c["train"], c["val"]) for c in facts["candidates"]] \
+        == [("p@1", 0, "base", None, 0.4, 0.5), ("p@2", 1, "rewrite", 1, 0.65, 0.7)]
+    assert facts["candidates"][1]["evals"] == [{"train": 0.6, "val": 0.7, "test": None},
+                                               {"train": 0.65, "val": None, "test": None}]
+    assert facts["winner"]["ref"] == "p@2" and "+Rate: {{ text }}" in facts["diff"]
+
+
+@pytest.mark.parametrize("history, why", [
+    ("not json at all", "Expecting value"),
+    ({"candidates": []}, "not a list of steps"),
+    # shapes facts.py once guessed at: a step must be one that `Search` writes
+    ([{"prompt_id": 1, "train": 0.4, "val": {"mean": 0.5}}], "is not a step"),
+    ([{"event": "candidate", "iteration": 0, "prompt_id": 1, "ref": "p@1", "round": 0}],
+     "a 'candidate' step has the fields"),
+    ([{"event": "eval", "iteration": 0, "ref": "p@1", "split": "val", "n": 2, "val": 0.5, "train": None,
+       "val_estimate": 0.5, "calls": 2}], "p@1 is evaluated before it joined"),
+])
+def test_a_history_in_another_shape_is_an_error_from_the_store(workspace, history, why):
+    setup_project(workspace, n=2)
+    insert_optimization(workspace, "opt", 1, 2, history, status="running")
+    result = workspace.cli("report", "opt", "-f", "json", "-o", "opt.json")
+    assert result.code == 2 and not (workspace.root / "opt.json").exists()
+    [line] = result.stderr.splitlines()
+    assert "optimization 'opt' has a history promptlab never writes" in line and why in line
 
 
 def test_markdown_json_and_junit_of_a_run_agree_with_the_database(workspace):

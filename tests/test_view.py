@@ -26,7 +26,8 @@ import urllib.request
 import pytest
 
 from tests.seeing import evaluate, rules, setup_project
-from tests.test_reports import HOSTILE, HOSTILE_CASE, chromium, hostile_run, insert_optimization  # noqa: F401
+from tests.test_reports import (HOSTILE, HOSTILE_CASE, chromium, hostile_run, insert_optimization,  # noqa: F401
+                                joined, scored)
 
 WAIT_S = 120.0  # only stops a hung process from hanging the suite
 
@@ -156,8 +157,7 @@ def test_a_live_run_a_compare_and_an_optimization_chart_in_chromium(workspace, c
 
             # an optimization that is still running: its chart grows as its history does
             prompts = dict(workspace.rows("select version, id from prompts"))
-            history = [{"event": "candidate", "iteration": 0, "prompt_id": prompts[1], "ref": "p@1"},
-                       {"event": "eval", "iteration": 0, "ref": "p@1", "train": 0.5, "val": 0.55}]
+            history = [joined(0, prompts[1], "p@1", "base"), scored(0, "p@1", 0.5, 0.55)]
             insert_optimization(workspace, "opt", prompts[1], None, history, status="running")
             opt_id = workspace.rows("select id from optimizations where name = 'opt'")[0][0]
 
@@ -165,8 +165,7 @@ def test_a_live_run_a_compare_and_an_optimization_chart_in_chromium(workspace, c
                 time.sleep(2)  # the page is open by then (if not, the chart is already grown: still a pass)
                 with sqlite3.connect(workspace.db_path) as conn:
                     conn.execute("update optimizations set history = ? where id = ?", [json.dumps(history + [
-                        {"event": "candidate", "iteration": 1, "prompt_id": prompts[2], "ref": "p@2"},
-                        {"event": "eval", "iteration": 1, "ref": "p@2", "train": 0.7, "val": 0.8}]), opt_id])
+                        joined(1, prompts[2], "p@2", "rewrite", prompts[1]), scored(1, "p@2", 0.7, 0.8)]), opt_id])
             writer = threading.Thread(target=grow)
             writer.start()
             chart = chromium.open(f"{base}/optimizations/{opt_id}", {
@@ -295,7 +294,8 @@ def test_browsing_leaves_the_database_byte_for_byte_unchanged(workspace, chromiu
     evaluate(workspace, "p@2", "r2")
     prompts = dict(workspace.rows("select version, id from prompts"))
     insert_optimization(workspace, "opt", prompts[1], prompts[2], [
-        {"prompt_id": prompts[1], "train": 0.4, "val": 0.5}, {"prompt_id": prompts[2], "train": 0.6, "val": 0.7}])
+        joined(0, prompts[1], "p@1", "base"), scored(0, "p@1", 0.4, 0.5),
+        joined(1, prompts[2], "p@2", "rewrite", prompts[1]), scored(1, "p@2", 0.6, 0.7)])
     gc.collect()  # close the in-process CLI's connections, then fold the log into the file
     with sqlite3.connect(workspace.db_path) as conn:
         conn.execute("pragma wal_checkpoint(TRUNCATE)")

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
                            max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         mode = _mode(batch, mode, resume)
-        if no_wait and (store.run(project_id, resume).get("mode") if resume else mode) != "batch" \
+        if no_wait and (store.run(project_id, resume).mode if resume else mode) != "batch" \
                 and mode != "auto":  # refused before anything is written
             raise UsageError("eval: --no-wait is for batch mode; add --batch")
         if no_wait and (gates or junit or report_md):  # never dropped: they apply once the results are in
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
                              "`promptlab runs wait RUN`, which applies them once the results are in")
         if resume:  # a resumed run keeps its mode
             plans = [resume_plan(store, settings, project_id, resume)]
-            chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).get("mode") == "batch"}
+            chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).mode == "batch"}
         else:
             if mode == "batch":  # before anything is written
                 batches.check(settings.resolve_model(model))

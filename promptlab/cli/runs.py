@@ -69,13 +69,13 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
 
     store = ctx.obj.store
     project_id = ctx.obj.project_id(project)
+    run = store.run(project_id, name)
     if case is not None:
-        return _show_case(store, project_id, store.run(project_id, name), case, json_)
-    facts = run_facts(store, project_id, store.run(project_id, name))
-    batches = _batches(store, store.run(project_id, name)["id"])
+        return _show_case(store, project_id, run, case, json_)
+    facts = run_facts(store, project_id, run)
+    batches = _batches(store, run.id)
     if json_:
-        run = store.run(project_id, name)
-        return emit_json(facts["run"] | {"summary": run["summary"], "failed": facts["failed"][:failures],
+        return emit_json(facts["run"] | {"summary": run.summary, "failed": facts["failed"][:failures],
                                          "slowest": facts["slowest"], "costliest": facts["costliest"],
                                          "distributions": facts["distributions"], "batches": batches})
     display.print_run_facts(facts, failures)
@@ -93,27 +93,30 @@ def _batches(store, run_id: int, live: bool = False) -> list[dict]:
         "order by id", [run_id])]
 
 
-def _show_case(store, project_id: int, run: dict, case_id: int, as_json: bool) -> None:
+def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None:
+    import dataclasses
     import json
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
     from promptlab.terminal import printable
 
-    if case_id not in (run["case_ids"] or []):
-        raise NotFoundError(f"run '{run['name']}' has no case {case_id}; its cases are listed by "
-                            f"`promptlab runs show {run['name']} --json`")
+    if case_id not in run.case_ids:
+        raise NotFoundError(f"run '{run.name}' has no case {case_id}; its cases are listed by "
+                            f"`promptlab runs show {run.name} --json`")
     case = store.cases_by_id(project_id, [case_id])[case_id]
-    loaded = LoadedPrompt.from_store(store, store.prompt_by_id(run["prompt_id"]))
+    loaded = LoadedPrompt.from_store(store, store.prompt_by_id(run.prompt_id))
     messages = loaded.render(case.inputs, case_id=case_id)
-    results = [{k: r[k] for k in ("repeat", "output", "parsed", "parse_error", "scores", "score", "passed",
-                                  "error_kind", "error", "latency_ms", "cached")}
-               for r in store.results(run["id"], case_id)]
+    results = [{"repeat": r.repeat, "output": r.output, "parsed": r.parsed, "parse_error": r.parse_error,
+                "scores": {name: dataclasses.asdict(s) for name, s in r.scores.items()}, "score": r.score,
+                "passed": r.passed, "error_kind": r.error_kind, "error": r.error, "latency_ms": r.latency_ms,
+                "cached": r.cached}
+               for r in store.results(run.id, case_id)]
     if as_json:
-        return emit_json({"run": run["name"], "prompt": loaded.ref, "model": run["model"], "case_id": case_id,
+        return emit_json({"run": run.name, "prompt": loaded.ref, "model": run.model, "case_id": case_id,
                           "inputs": case.inputs, "expected": case.expected, "messages": messages,
-                          "params": run["params"], "results": results})
-    typer.echo(printable(f"run {run['name']}: {loaded.ref} on {run['model']}, case {case_id} "
+                          "params": run.params, "results": results})
+    typer.echo(printable(f"run {run.name}: {loaded.ref} on {run.model}, case {case_id} "
                          f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
     for message in messages:
         typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
@@ -159,16 +162,16 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 
     store = ctx.obj.store
     run = store.run(ctx.obj.project_id(project), name)
-    if holder := lease.holder(run):
+    if holder := lease.holder(run.status, run.owner_host, run.owner_pid, run.heartbeat_at):
         raise UsageError(f"run '{name}' is still running ({holder}); stop that process first")
-    if run["optimization_id"]:  # the optimization's report and resume read its runs
-        owner = store.db["optimizations"].get(run["optimization_id"])["name"]
+    if run.optimization_id:  # the optimization's report and resume read its runs
+        owner = store.optimization_by_id(run.optimization_id).name
         raise UsageError(f"run '{name}' belongs to optimization '{owner}', whose report needs it")
-    out = len(_batches(store, run["id"], live=True))
-    confirm(f"Delete run '{name}' and its {run['n_results'] or 0} results?"
+    out = len(_batches(store, run.id, live=True))
+    confirm(f"Delete run '{name}' and its {run.n_results or 0} results?"
             + (f" Its {out} batch(es) at the provider run on (and are billed): no one will collect them."
                if out else ""), yes)
-    removed = store.delete_run(run["id"])
+    removed = store.delete_run(run.id)
     typer.echo(printable(f"deleted run {name} ({removed} results)"))
 
 
@@ -195,11 +198,11 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
                        max_regression=max_regression, baseline=baseline)
     validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)
-    if run.get("mode") != "batch":
+    if run.mode != "batch":
         raise UsageError(f"run '{name}' is not a batch run; continue it with `promptlab eval --resume {name}`")
-    if run["status"] == "completed":  # waited for already: its numbers, gated
-        return conclude(state, [SimpleNamespace(run_id=run["id"], project_id=project_id)],
-                        [run_json(run, store.prompt_by_id(run["prompt_id"]))], as_json=json_, gates=gates,
+    if run.status == "completed":  # waited for already: its numbers, gated
+        return conclude(state, [SimpleNamespace(run_id=run.id, project_id=project_id)],
+                        [run_json(run, store.prompt_by_id(run.prompt_id))], as_json=json_, gates=gates,
                         junit=junit, report_md=report_md)
     plan = resume_plan(store, state.settings, project_id, name)
     request = EvaluateRequest([plan], plan.concurrency, plan.use_cache, batch=frozenset({plan.run_id}))

@@ -27,6 +27,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from promptlab.records import CandidateRecord
+
 if TYPE_CHECKING:
     import random
 
@@ -105,25 +107,6 @@ class Problem:
     task_model: ModelConfig
     proposer: ModelConfig
     budget: Budget
-
-
-@dataclass(frozen=True)
-class CandidateRecord:
-    """One candidate as the result reports it."""
-
-    prompt_id: int
-    ref: str
-    parent_id: int | None
-    operator: str
-    iteration: int
-    val: float | None          # mean objective on the whole val split (None: not fully evaluated)
-    train: float | None        # mean objective on the whole train split (None: not fully evaluated)
-    val_estimate: float | None  # mean over the val cases evaluated so far (minibatches)
-    n_val: int                 # val cases evaluated
-    tokens: int                # render.prompt_tokens_estimate of its content
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

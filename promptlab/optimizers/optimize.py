@@ -35,7 +35,7 @@ from promptlab.optimizers.search import Search, SearchProgress
 from promptlab.optimizers.splits import make_splits, splits_from_ids
 from promptlab.scorers.stats import paired_bootstrap
 from promptlab.lease import HEARTBEAT_S
-from promptlab.store import Store, is_locked, loads, now
+from promptlab.store import Store, is_locked, now
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
@@ -103,13 +103,13 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
 def resume(store: Store, settings: Settings, project_id: int, name: str, *,
            progress: SearchProgress | None = None) -> dict:
     """Continue an interrupted optimization (a completed one just gives its report again)."""
-    row = store.find_optimization(project_id, name)
-    if row is None:
-        known = ", ".join(r["name"] for r in store.optimizations(project_id)) or "none yet"
+    opt = store.find_optimization(project_id, name)
+    if opt is None:
+        known = ", ".join(o.name for o in store.optimizations(project_id)) or "none yet"
         raise UsageError(f"no optimization '{name}' in this project (optimizations: {known})")
-    if row["status"] == "completed" and row.get("report"):
-        return loads(row["report"]) if isinstance(row["report"], str) else row["report"]
-    return asyncio.run(_run(store, settings, project_id, row["id"], progress))
+    if opt.status == "completed" and opt.report:
+        return opt.report
+    return asyncio.run(_run(store, settings, project_id, opt.id, progress))
 
 
 async def _heartbeat(store: Store, opt_id: int) -> None:
@@ -125,12 +125,12 @@ async def _heartbeat(store: Store, opt_id: int) -> None:
 
 async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
                progress: SearchProgress | None) -> dict:
-    row = store.db["optimizations"].get(opt_id)
-    config, budget = loads(row["config"]), Budget(**loads(row["budget"]))
+    opt = store.optimization_by_id(opt_id)
+    config, budget = opt.config, Budget(**opt.budget)
     strategy = get_strategy(config["strategy"], config["knobs"])
     cases = {c.id: c for c in store.cases(project_id)}
-    splits = splits_from_ids(cases, loads(row["splits"]))
-    base = store.prompt_by_id(row["base_prompt_id"])
+    splits = splits_from_ids(cases, opt.splits)
+    base = store.prompt_by_id(opt.base_prompt_id)
     signature = store.prompt_signature(base)
     objective = Objective(tuple(config["objective"]["metrics"]), tuple(config["objective"]["weights"]))
     problem = Problem(base=base, signature=signature, train=splits.train, val=splits.val,
@@ -138,14 +138,14 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
                       proposer=ModelConfig(**config["proposer"]), budget=budget)
     gateway = make_gateway(store, settings)
     search = Search(store=store, settings=settings, gateway=gateway, project_id=project_id,
-                    optimization_id=opt_id, name=row["name"], strategy=strategy.name, problem=problem,
+                    optimization_id=opt_id, name=opt.name, strategy=strategy.name, problem=problem,
                     knobs=strategy.knobs, concurrency=config["concurrency"], progress=progress,
                     test_reserve=test_reserve(splits) if budget.calls is not None else 0,
-                    sent_before=(loads(row["spent"]) or {}).get("provider_calls", 0))
-    store.claim("optimizations", opt_id, f"optimization '{row['name']}'")
+                    sent_before=(opt.spent or {}).get("provider_calls", 0))
+    store.claim("optimizations", opt_id, f"optimization '{opt.name}'")
     beating = asyncio.create_task(_heartbeat(store, opt_id))
     if progress is not None:
-        progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}"
+        progress.start(f"optimize {opt.name}: {strategy.name} on {base.ref}, budget {budget.describe()}"
                        + _projected(search.projection(), splits))
     rng = random.Random(config["seed"])
     try:
@@ -168,7 +168,7 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         beating.cancel()
         if progress is not None:
             progress.finish()
-    report = _report(row["name"], config, budget, splits, search, result, winner)
+    report = _report(opt.name, config, budget, splits, search, result, winner)
     with store.db.atomic():  # the winner itself stops being a candidate: NAME means it from now on
         if result.improved:
             store.promote_prompt(winner.id)

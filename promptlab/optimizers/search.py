@@ -37,10 +37,10 @@ from promptlab.errors import ProviderError, UsageError
 from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
 from promptlab.lm import CallError
 from promptlab.models import Case, PromptContent, PromptVersion
-from promptlab.optimizers.base import (BudgetExhausted, CandidateRecord, CommonKnobs, OptimizationResult,
-                                       Problem, Spent)
+from promptlab.optimizers.base import BudgetExhausted, CommonKnobs, OptimizationResult, Problem, Spent
 from promptlab.optimizers.operators import inputs_key
 from promptlab.outputs import ParseError, extract_json
+from promptlab.records import CandidateRecord, CandidateStep, EvalStep, Note, Result, Step
 from promptlab.render import check_prompt, demo_text, prompt_tokens_estimate
 from promptlab.runner import ItemResult
 from promptlab.store import Store
@@ -194,16 +194,12 @@ class Plateau:
         return self.stale >= self.patience
 
 
-def objective_score(result: dict, weights: Sequence[tuple[str, float]]) -> float:
+def objective_score(result: Result, weights: Sequence[tuple[str, float]]) -> float:
     """One result's objective: weighted mean of its metric values; an error scores 0."""
-    if result["error_kind"]:
+    if result.error_kind:
         return 0.0
     total = sum(w for _, w in weights)
-    value = 0.0
-    for name, w in weights:
-        s = (result["scores"] or {}).get(name) or {}
-        value += w * float(s.get("value") or 0.0)
-    return value / total
+    return sum(w * (result.value(name) or 0.0) for name, w in weights) / total
 
 
 class Search:
@@ -223,7 +219,7 @@ class Search:
         self.weights = tuple(zip([m.name for m in self.metrics], problem.objective.weights))
         self.signature_id = problem.base.signature_id  # candidates render with the base's signature version
         self.candidates: dict[str, Candidate] = {}   # content hash -> candidate
-        self.history: list[dict] = []
+        self.history: list[Step] = []
         self.iteration = 0
         self.calls = self.tokens = 0
         self.cost = 0.0
@@ -271,9 +267,8 @@ class Search:
         cand = Candidate(prompt=prompt, operator=operator, iteration=self.iteration,
                          tokens=prompt_tokens_estimate(prompt.content))
         self.candidates[prompt.content.hash()] = cand
-        self.history.append({"event": "candidate", "iteration": self.iteration, "prompt_id": prompt.id,
-                             "ref": prompt.ref, "parent_id": parent.id if parent else None,
-                             "operator": operator})
+        self.history.append(CandidateStep(self.iteration, prompt.id, prompt.ref,
+                                          parent.id if parent else None, operator))
         return cand
 
     def known(self, content: PromptContent) -> Candidate | None:
@@ -429,14 +424,14 @@ class Search:
             digest = hashlib.sha256(json.dumps(sorted(c.id for c in cases)).encode()).hexdigest()[:10]
             run_name = f"opt:{self.name}:{cand.prompt.ref}:{digest}"
             run = self.store.find_run(self.project_id, run_name)
-            if run is not None and run["status"] in ("completed", "failed") and not any(
-                    r["error_kind"] in RETRIED for r in self.store.results(run["id"])):
-                runs.append((cand, run["id"], cases))
+            if run is not None and run.status in ("completed", "failed") and not any(
+                    r.error_kind in RETRIED for r in self.store.results(run.id)):
+                runs.append((cand, run.id, cases))
                 continue
             if run is not None:  # interrupted earlier: finish it (provider failures are retried)
-                self.store.drop_results(run["id"], error_kinds=RETRIED)
-                self.store.claim("runs", run["id"], f"run '{run_name}'", error=None)
-                plan = RunPlan(run["id"], run_name, self.project_id, cand.prompt, self.problem.signature,
+                self.store.drop_results(run.id, error_kinds=RETRIED)
+                self.store.claim("runs", run.id, f"run '{run_name}'", error=None)
+                plan = RunPlan(run.id, run_name, self.project_id, cand.prompt, self.problem.signature,
                                self.problem.task_model, cases, 1, self.metrics,
                                {**cand.prompt.content.params})
             else:
@@ -459,32 +454,31 @@ class Search:
         capped = False
         for cand, run_id, cases in runs:
             results = self.store.results(run_id)
-            unsent = any(r["error_kind"] == UNSENT for r in results)
+            unsent = any(r.error_kind == UNSENT for r in results)
             if unsent:
                 capped = True
                 self.store.drop_results(run_id, error_kinds=[UNSENT])
                 self.store.update_run(run_id, status="interrupted", error="the call budget is spent")
-                results = [r for r in results if r["error_kind"] != UNSENT]
-            failed = [r for r in results if r["error_kind"] in PROVIDER_FAILURES]
+                results = [r for r in results if r.error_kind != UNSENT]
+            failed = [r for r in results if r.error_kind in PROVIDER_FAILURES]
             if failed:
-                self.store.update_run(run_id, status="failed", error=failed[0]["error"])
+                self.store.update_run(run_id, status="failed", error=failed[0].error)
                 raise ProviderError(f"task model {self.problem.task_model.alias or self.problem.task_model.model}: "
-                                    f"{failed[0]['error_kind']}: {failed[0]['error']}; fix the provider "
+                                    f"{failed[0].error_kind}: {failed[0].error}; fix the provider "
                                     f"and continue with `promptlab optimize --resume {self.name}`")
             for r in results:
-                cand.scores[r["case_id"]] = objective_score(r, self.weights)
-                cand.metric_scores[r["case_id"]] = {
-                    name: (0.0 if r["error_kind"] else float(((r["scores"] or {}).get(name) or {}).get("value") or 0.0))
-                    for name, _ in self.weights}
-                cand.outputs[r["case_id"]] = r["output"] or (r["error"] or "")
-                notes = [str(((r["scores"] or {}).get(name) or {}).get("detail", {}).get("feedback") or "")
+                cand.scores[r.case_id] = objective_score(r, self.weights)
+                cand.metric_scores[r.case_id] = {
+                    name: (0.0 if r.error_kind else float(r.value(name) or 0.0)) for name, _ in self.weights}
+                cand.outputs[r.case_id] = r.output or (r.error or "")
+                notes = [str(r.scores[name].detail.get("feedback") or "") if name in r.scores else ""
                          for name, _ in self.weights]
                 if any(notes):  # a metric's Score.detail["feedback"]: what the reflective proposer reads
-                    cand.feedback[r["case_id"]] = " ".join(n for n in notes if n)
-                cand.parsed[r["case_id"]] = r["parsed"]
-                self.tokens += (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
-                self.cost += r["cost"] or 0.0
-            stopped = self.store.run_by_id(run_id).get("error") or "not run"
+                    cand.feedback[r.case_id] = " ".join(n for n in notes if n)
+                cand.parsed[r.case_id] = r.parsed
+                self.tokens += r.prompt_tokens + r.completion_tokens
+                self.cost += r.cost or 0.0
+            stopped = self.store.run_by_id(run_id).error or "not run"
             for case in cases:  # a run stopped by the failure threshold: the rest count as failures
                 if case.id not in cand.scores and not unsent:
                     cand.scores[case.id] = 0.0
@@ -497,10 +491,8 @@ class Search:
             val, train = cand.mean(self.problem.val), cand.mean(self.problem.train)
             shown = val if val is not None else cand.estimate(self.problem.val)
             self.latest = ([(cand.prompt.ref, cand.operator, shown, train)] + self.latest)[:6]
-            self.history.append({"event": "eval", "iteration": self.iteration, "ref": cand.prompt.ref,
-                                 "split": split, "n": len(cases), "val": val, "train": train,
-                                 "val_estimate": cand.estimate(self.problem.val),
-                                 "calls": self.calls})
+            self.history.append(EvalStep(self.iteration, cand.prompt.ref, split, len(cases), val, train,
+                                         cand.estimate(self.problem.val), self.calls))
         self.save()
         if todo:
             self.report()
@@ -521,7 +513,7 @@ class Search:
                                        **fields)
 
     def note(self, event: str, **data: Any) -> None:
-        self.history.append({"event": event, "iteration": self.iteration, **data})
+        self.history.append(Note(event, self.iteration, data))
 
     # ---- the proposer -------------------------------------------------------------
     async def propose(self, operator: str, messages: list[dict],

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from promptlab.errors import UsageError
 from promptlab.models import FieldSpec
+from promptlab.records import Score  # scorers make them, results store them
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
@@ -99,13 +100,6 @@ class ScoreInput:
     expected: dict[str, Any]         # the case's expected output fields
     inputs: dict[str, Any]           # the case's inputs
     outputs: tuple[FieldSpec, ...] = ()  # the signature's output fields
-
-
-@dataclass(frozen=True)
-class Score:
-    value: float | None              # usually 0..1; None = could not be scored (an error)
-    passed: bool
-    detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"reason": ...}, {"predicted": ...}
 
 
 class Metric(Protocol):

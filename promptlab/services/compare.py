@@ -18,6 +18,7 @@ from promptlab.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.evaluation import run_json
 from promptlab.models import PromptVersion
+from promptlab.records import Result, Run
 from promptlab.scorers.stats import mcnemar, paired_bootstrap
 from promptlab.store import Store
 
@@ -25,13 +26,13 @@ N_RESAMPLES = 10_000
 
 
 def resolve_runs(store: Store, project_id: int, a: str, b: str,
-                 model: str | None = None) -> tuple[dict, dict]:
+                 model: str | None = None) -> tuple[Run, Run]:
     """Runs A and B. A run name is that run; a prompt reference picks one of its completed runs
     with results (on `model` if given), like the other side's: on its model, then on its cases,
     then with scored results, then the newest. B follows A when both are references."""
     found_a, found_b = _lookup(store, project_id, a), _lookup(store, project_id, b)
-    run_a = found_a if isinstance(found_a, dict) else None
-    run_b = found_b if isinstance(found_b, dict) else None
+    run_a = found_a if isinstance(found_a, Run) else None
+    run_b = found_b if isinstance(found_b, Run) else None
     if run_a is None:
         run_a = _pick(store, project_id, found_a, model, like=run_b)
     if run_b is None:
@@ -39,7 +40,7 @@ def resolve_runs(store: Store, project_id: int, a: str, b: str,
     return run_a, run_b
 
 
-def _lookup(store: Store, project_id: int, ref: str) -> dict | PromptVersion:
+def _lookup(store: Store, project_id: int, ref: str) -> Run | PromptVersion:
     """A run name first, else a prompt reference."""
     run = store.find_run(project_id, ref)
     if run is not None:
@@ -51,72 +52,65 @@ def _lookup(store: Store, project_id: int, ref: str) -> dict | PromptVersion:
                             f"`promptlab runs list` or `promptlab prompt list`") from None
 
 
-def _pick(store: Store, project_id: int, prompt: PromptVersion, model: str | None, like: dict | None) -> dict:
+def _pick(store: Store, project_id: int, prompt: PromptVersion, model: str | None, like: Run | None) -> Run:
     runs = [r for r in store.prompt_runs(project_id, prompt.id)
-            if r["n_results"] and (model is None or r["model"] == model)]
+            if r.n_results and (model is None or r.model == model)]
     if not runs:
         on = f" on model '{model}'" if model else ""
         raise NotFoundError(f"prompt {prompt.ref} has no completed run{on}; evaluate it first with "
                             f"`promptlab eval --prompt {prompt.ref}`")
 
-    def likeness(run: dict) -> tuple:
-        same_model = like is not None and run["model"] == like["model"]
-        same_cases = like is not None and _case_set(run) == _case_set(like)
-        return same_model, same_cases, run["n_results"] > run["n_errors"], run["id"]
+    def likeness(run: Run) -> tuple:
+        same_model = like is not None and run.model == like.model
+        same_cases = like is not None and set(run.case_ids) == set(like.case_ids)
+        return same_model, same_cases, run.n_results > run.n_errors, run.id
 
     return max(runs, key=likeness)
 
 
-def _case_set(run: dict) -> set[int]:
-    return set(run["case_ids"] or [])
-
-
-def warnings(run_a: dict, run_b: dict, res_a: dict, res_b: dict) -> list[str]:
+def warnings(run_a: Run, run_b: Run, res_a: dict, res_b: dict) -> list[str]:
     """What makes the comparison unlike with unlike: models, cases, runs that are all errors."""
     out = []
-    if run_a["model"] != run_b["model"]:
-        out.append(f"A ran on {run_a['model']} and B on {run_b['model']}: the difference mixes the "
+    if run_a.model != run_b.model:
+        out.append(f"A ran on {run_a.model} and B on {run_b.model}: the difference mixes the "
                    f"prompts with the models")
-    cases_a, cases_b = _case_set(run_a), _case_set(run_b)
+    cases_a, cases_b = set(run_a.case_ids), set(run_b.case_ids)
     if cases_a != cases_b:
         out.append(f"A and B were evaluated on different cases ({len(cases_a)} and {len(cases_b)}, "
                    f"{len(cases_a & cases_b)} shared): only the shared ones are compared")
     for side, run, results in (("A", run_a, res_a), ("B", run_b, res_b)):
-        if results and all(r["error_kind"] is not None for r in results.values()):
-            out.append(f"every result of {side} ({run['name']}) is an error: its scores are 0 and say "
+        if results and all(r.error_kind is not None for r in results.values()):
+            out.append(f"every result of {side} ({run.name}) is an error: its scores are 0 and say "
                        f"nothing about the prompt")
     return out
 
 
-def _value(result: dict, metric: str) -> float:
-    if result["error_kind"] is not None:
-        return 0.0
-    score = (result["scores"] or {}).get(metric) or {}
-    value = score.get("value")
+def _value(result: Result, metric: str) -> float:
+    value = None if result.error_kind is not None else result.value(metric)
     return 0.0 if value is None else float(value)
 
 
-def _metric_names(run: dict, results: list[dict]) -> list[str]:
-    names = list(((run.get("summary") or {}).get("metrics") or {}).keys())
+def _metric_names(run: Run, results: list[Result]) -> list[str]:
+    names = list(((run.summary or {}).get("metrics") or {}).keys())
     for r in results:
-        names.extend(k for k in (r["scores"] or {}) if k not in names)
+        names.extend(k for k in r.scores if k not in names)
     return names
 
 
-def _side(result: dict) -> dict:
-    return {"passed": bool(result["passed"]), "output": result["output"], "score": result["score"],
-            "error": result["error"] or result["parse_error"], "error_kind": result["error_kind"]}
+def _side(result: Result) -> dict:
+    return {"passed": result.passed, "output": result.output, "score": result.score,
+            "error": result.error or result.parse_error, "error_kind": result.error_kind}
 
 
-def compare_runs(store: Store, project_id: int, run_a: dict, run_b: dict, *,
+def compare_runs(store: Store, project_id: int, run_a: Run, run_b: Run, *,
                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Everything `runs compare` shows, as plain data (B is compared against A)."""
-    prompt_a, prompt_b = store.prompt_by_id(run_a["prompt_id"]), store.prompt_by_id(run_b["prompt_id"])
-    res_a = {(r["case_id"], r["repeat"]): r for r in store.results(run_a["id"])}
-    res_b = {(r["case_id"], r["repeat"]): r for r in store.results(run_b["id"])}
+    prompt_a, prompt_b = store.prompt_by_id(run_a.prompt_id), store.prompt_by_id(run_b.prompt_id)
+    res_a = {(r.case_id, r.repeat): r for r in store.results(run_a.id)}
+    res_b = {(r.case_id, r.repeat): r for r in store.results(run_b.id)}
     keys = sorted(res_a.keys() & res_b.keys())
     if not keys:
-        raise UsageError(f"runs '{run_a['name']}' and '{run_b['name']}' share no (case, repeat) results; "
+        raise UsageError(f"runs '{run_a.name}' and '{run_b.name}' share no (case, repeat) results; "
                          f"compare runs evaluated on the same cases")
     notes = []
     only_a, only_b = len(res_a) - len(keys), len(res_b) - len(keys)
@@ -135,12 +129,12 @@ def compare_runs(store: Store, project_id: int, run_a: dict, run_b: dict, *,
     if unmatched:
         notes.append(f"metrics in only one run are not compared: {', '.join(unmatched)}")
 
-    a_pass = [bool(res_a[k]["passed"]) for k in keys]
-    b_pass = [bool(res_b[k]["passed"]) for k in keys]
+    a_pass = [res_a[k].passed for k in keys]
+    b_pass = [res_b[k].passed for k in keys]
     regressed, fixed = _changed_cases(store, project_id, keys, res_a, res_b)
     return {
-        "a": run_json(run_a, prompt_a) | {"id": run_a["id"]},
-        "b": run_json(run_b, prompt_b) | {"id": run_b["id"]},
+        "a": run_json(run_a, prompt_a) | {"id": run_a.id},
+        "b": run_json(run_b, prompt_b) | {"id": run_b.id},
         "pairs": len(keys), "only_a": only_a, "only_b": only_b,
         "metrics": metrics,
         "pass": {"a_rate": sum(a_pass) / len(keys), "b_rate": sum(b_pass) / len(keys),
@@ -161,8 +155,8 @@ def _changed_cases(store: Store, project_id: int, keys: list[tuple[int, int]], r
         by_case.setdefault(key[0], []).append(key)
     changed = []
     for case_id, case_keys in by_case.items():
-        a_share = sum(bool(res_a[k]["passed"]) for k in case_keys) / len(case_keys)
-        b_share = sum(bool(res_b[k]["passed"]) for k in case_keys) / len(case_keys)
+        a_share = sum(res_a[k].passed for k in case_keys) / len(case_keys)
+        b_share = sum(res_b[k].passed for k in case_keys) / len(case_keys)
         if a_share != b_share:
             changed.append((case_id, case_keys, a_share, b_share))
     cases = store.cases_by_id(project_id, (c[0] for c in changed))
@@ -170,8 +164,8 @@ def _changed_cases(store: Store, project_id: int, keys: list[tuple[int, int]], r
     for case_id, case_keys, a_share, b_share in changed:
         worse = b_share < a_share
         # show the repeat where the change is visible: A passed and B failed (or the reverse)
-        key = next((k for k in case_keys if bool(res_a[k]["passed"]) == worse
-                    and bool(res_b[k]["passed"]) != worse), case_keys[0])
+        key = next((k for k in case_keys if res_a[k].passed == worse and res_b[k].passed != worse),
+                   case_keys[0])
         case = cases.get(case_id)
         entry = {"case_id": case_id, "repeat": key[1], "repeats": len(case_keys),
                  "inputs": case.inputs if case else None, "expected": case.expected if case else None,

@@ -47,7 +47,7 @@ def resolve_baselines(store: Store, plans: list, gates: dict[str, Any]) -> dict[
     for plan in plans:
         run = store.run_by_id(plan.run_id)
         base = find_baseline(store, plan.project_id, gates.get("baseline", DEFAULT_BASELINE), run)
-        out[run["name"]] = base if isinstance(base, str) else run_json(base, store.prompt_by_id(base["prompt_id"]))
+        out[run.name] = base if isinstance(base, str) else run_json(base, store.prompt_by_id(base.prompt_id))
     return out
 
 

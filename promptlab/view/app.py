@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.redact import redact_all
+from promptlab.records import Run
 from promptlab.reports import to_html
 from promptlab.store import Store
 from promptlab.view import queries
@@ -89,7 +90,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
                     prompts=queries.prompt_families(store, project["id"]),
                     optimizations=queries.optimizations(store, project["id"]))
 
-    def _run(store: Store, request: Request) -> dict:
+    def _run(store: Store, request: Request) -> Run:
         try:
             return store.run_by_id(request.path_params["rid"])
         except RowNotFound:
@@ -98,14 +99,14 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
     def run(request: Request, store: Store) -> Response:
         from promptlab.reports.facts import run_facts
 
-        row = _run(store, request)
-        facts = redact_all(run_facts(store, row["project_id"], row))
-        return page("run.html", title=row["name"], facts=facts, run=row,
-                    project=queries.project(store, row["project_id"]),
-                    progress=queries.progress(store, row),
+        run = _run(store, request)
+        facts = redact_all(run_facts(store, run.project_id, run))
+        return page("run.html", title=run.name, facts=facts, run=run,
+                    project=queries.project(store, run.project_id),
+                    progress=queries.progress(store, run),
                     header=Markup(to_html.run_header(facts)), overview=Markup(to_html.run_overview(facts)),
                     results=Markup("".join(
-                        to_html.case_article(r, f"/runs/{row['id']}/results/{r['case_id']}/{r['repeat']}")
+                        to_html.case_article(r, f"/runs/{run.id}/results/{r['case_id']}/{r['repeat']}")
                         for r in facts["results"])),
                     prompt=Markup(to_html.prompt_block(facts["prompt"])))
 
@@ -114,16 +115,16 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         from promptlab.render import render_messages
         from promptlab.reports.facts import run_facts
 
-        row = _run(store, request)
+        run = _run(store, request)
         key = (request.path_params["case_id"], request.path_params["repeat"])
-        facts = run_facts(store, row["project_id"], row)
+        facts = run_facts(store, run.project_id, run)
         found = next((r for r in facts["results"] if (r["case_id"], r["repeat"]) == key), None)
         if found is None:
-            raise NotFoundError(f"run {row['name']} has no result for case {key[0]}, repeat {key[1]}")
-        prompt = store.prompt_by_id(row["prompt_id"])
+            raise NotFoundError(f"run {run.name} has no result for case {key[0]}, repeat {key[1]}")
+        prompt = store.prompt_by_id(run.prompt_id)
         messages = render_messages(prompt.content, store.prompt_signature(prompt), found["inputs"] or {})
-        return page("result.html", title=f"{row['name']} · case {key[0]}", run=row,
-                    project=queries.project(store, row["project_id"]), prompt=prompt.ref,
+        return page("result.html", title=f"{run.name} · case {key[0]}", run=run,
+                    project=queries.project(store, run.project_id), prompt=prompt.ref,
                     article=Markup(to_html.case_article(redact_all(found))), messages=redact_all(messages))
 
     def progress(request: Request, store: Store) -> Response:
@@ -138,13 +139,13 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         if picked:  # two ticked in the runs list: the older is A, the newer B
             if len(picked) != 2:
                 raise UsageError(f"tick exactly two runs to compare ({len(picked)} ticked)")
-            picked = sorted(picked, key=lambda name: store.run(project["id"], name)["id"])
+            picked = sorted(picked, key=lambda name: store.run(project["id"], name).id)
         a, b = picked or (q.get("a", ""), q.get("b", ""))
         if not a or not b:
             raise UsageError("name two runs to compare: ?a=RUN&b=RUN (or prompt versions)")
         run_a, run_b = resolve_runs(store, project["id"], a, b)
         data = redact_all(compare_runs(store, project["id"], run_a, run_b))
-        return page("compare.html", title=f"{run_a['name']} vs {run_b['name']}", project=project, c=data)
+        return page("compare.html", title=f"{run_a.name} vs {run_b.name}", project=project, c=data)
 
     def prompt(request: Request, store: Store) -> Response:
         from promptlab.diffing import diff_text, prompt_text
@@ -169,12 +170,11 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
     def _optimization(store: Store, request: Request) -> tuple[dict, dict]:
         from promptlab.reports.facts import optimization_facts
 
-        row = store.db.execute("select project_id, name from optimizations where id = ?",
-                               [request.path_params["oid"]]).fetchone()
-        if row is None:
-            raise NotFoundError(f"no optimization with id {request.path_params['oid']}")
-        facts = optimization_facts(store, row[0], store.find_optimization(row[0], row[1]))
-        return queries.project(store, row[0]), redact_all(facts)
+        try:
+            opt = store.optimization_by_id(request.path_params["oid"])
+        except RowNotFound:
+            raise NotFoundError(f"no optimization with id {request.path_params['oid']}") from None
+        return queries.project(store, opt.project_id), redact_all(optimization_facts(store, opt.project_id, opt))
 
     def optimization(request: Request, store: Store) -> Response:
         project, facts = _optimization(store, request)

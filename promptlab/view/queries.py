@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
+from promptlab.records import Run
 from promptlab.store import BUSY_TIMEOUT_MS, Database, Store
 
 RATE_WINDOW_S = 10.0  # calls/s is measured over the results stored in the last few seconds
@@ -87,23 +88,23 @@ def prompt_families(store: Store, project_id: int) -> list[dict]:
         "from prompts where project_id = ? group by name order by name", [project_id])]
 
 
-def progress(store: Store, run: dict) -> dict[str, Any]:
+def progress(store: Store, run: Run) -> dict[str, Any]:
     """A run's live counters from its stored results (its summary is written only when it ends)."""
     done, passed, errors, cached = store.db.execute(
         "select count(*), coalesce(sum(passed), 0), coalesce(sum(error_kind is not null), 0), "
-        "coalesce(sum(cached), 0) from results where run_id = ?", [run["id"]]).fetchone()
+        "coalesce(sum(cached), 0) from results where run_id = ?", [run.id]).fetchone()
     now = datetime.now(timezone.utc)
-    since = max(_time(run["created_at"]) or now, now - timedelta(seconds=RATE_WINDOW_S))
+    since = max(_time(run.created_at) or now, now - timedelta(seconds=RATE_WINDOW_S))
     calls = store.db.execute(
         "select coalesce(sum(coalesce(attempts, 1)), 0) from results where run_id = ? and cached = 0 "
-        "and created_at >= ?", [run["id"], since.isoformat(timespec="milliseconds")]).fetchone()[0]
+        "and created_at >= ?", [run.id, since.isoformat(timespec="milliseconds")]).fetchone()[0]
     window = (now - since).total_seconds()
-    total = len(run["case_ids"] or []) * (run["repeat"] or 1)
-    if run["status"] == "running":
+    total = len(run.case_ids) * (run.repeat or 1)
+    if run.status == "running":
         rate = round(calls / window, 2) if window > 0 else None
     else:  # an ended run: the rate its summary measured over its whole session
-        rate = (run["summary"] or {}).get("calls_per_s")
-    return {"status": run["status"], "done": done, "total": total, "passed": passed, "errors": errors,
+        rate = (run.summary or {}).get("calls_per_s")
+    return {"status": run.status, "done": done, "total": total, "passed": passed, "errors": errors,
             "cached": cached, "pass_rate": passed / done if done else None, "calls_per_s": rate}
 
 
