@@ -109,8 +109,8 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
     messages = loaded.render(case.inputs, case_id=case_id)
     results = [{"repeat": r.repeat, "output": r.output, "parsed": r.parsed, "parse_error": r.parse_error,
                 "scores": {name: dataclasses.asdict(s) for name, s in r.scores.items()}, "score": r.score,
-                "passed": r.passed, "error_kind": r.error_kind, "error": r.error, "latency_ms": r.latency_ms,
-                "cached": r.cached}
+                "passed": int(r.passed), "error_kind": r.error_kind, "error": r.error, "latency_ms": r.latency_ms,
+                "cached": int(r.cached)}  # 0/1: this output's shape since it was added
                for r in store.results(run.id, case_id)]
     if as_json:
         return emit_json({"run": run.name, "prompt": loaded.ref, "model": run.model, "case_id": case_id,
