@@ -280,8 +280,8 @@ def test_pages_are_made_of_the_reports_pieces_and_keep_scripts_as_text(workspace
     """Without a browser: a run, one of its results and an optimization's chart, from the report's macros."""
     ids = hostile_run(workspace)
     prompt = workspace.rows("select id from prompts")[0][0]
-    insert_optimization(workspace, "opt", prompt, None, [{"prompt_id": prompt, "train": 0.5, "val": 0.6}],
-                        status="running")
+    insert_optimization(workspace, "opt", prompt, None, [joined(0, prompt, "p@1", "base"),
+                                                         scored(0, "p@1", 0.5, 0.6)], status="running")
     with viewer(workspace) as url:
         base = origin(url)
         status, _, run = get(base + "/runs/1")
