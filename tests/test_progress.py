@@ -149,9 +149,13 @@ def test_a_dead_stderr_turns_any_display_off(mode, errno, monkeypatch):
     assert shown.inner is None and not isinstance(sys.stderr, Gone)  # the dead stream is swapped
 
 
-def test_an_unknown_progress_mode_is_one_line(workspace):
+def test_a_progress_mode_that_is_unknown_or_contradicted_is_one_line(workspace):
     result = workspace.cli("eval", "--prompt", "p", "--progress", "loud")
     assert result.code == 2
     assert result.stderr.strip() == ("promptlab: error: --progress must be one of auto, rich, plain, json, "
                                      "none, not 'loud'")
-    assert workspace.counts().get("runs", 0) == 0
+    result = workspace.cli("optimize", "--prompt", "p", "--quiet", "--progress", "json")
+    assert result.code == 2
+    assert result.stderr.strip() == ("promptlab: error: optimize: --quiet is --progress none; drop one of "
+                                     "--quiet and --progress json")
+    assert not workspace.db_path.exists()  # refused before anything is written

@@ -67,12 +67,12 @@ def register(app: typer.Typer) -> None:
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
         from promptlab.optimizers.splits import parse_sizes
 
+        if quiet and progress != "auto":  # before anything is written
+            raise UsageError(f"optimize: --quiet is --progress none; drop one of --quiet and --progress {progress}")
+        shown = make_progress("none" if quiet or (json_ and progress == "auto") else progress)
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
-        if quiet and progress != "auto":
-            raise UsageError(f"optimize: --quiet is --progress none; drop one of --quiet and --progress {progress}")
-        shown = make_progress("none" if quiet or (json_ and progress == "auto") else progress)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         opt_name = resume or name or f"{(prompt or '').split('@')[0]}-{strategy}-{stamp}"
         try:

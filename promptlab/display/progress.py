@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -21,7 +20,9 @@ from promptlab.progress import (ConcurrencyChanged, EvalFinished, EvalStarted, E
                                 SearchStep, SilentProgress)
 from promptlab.terminal import printable
 
-if TYPE_CHECKING:  # the runner pulls in numpy and the scorers
+if TYPE_CHECKING:
+    from rich.console import Console
+
     from promptlab.runner import ItemResult
 
 
