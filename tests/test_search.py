@@ -10,7 +10,7 @@ import pytest
 from promptlab.lm import Gateway, chat_key
 from promptlab.models import Case, PromptContent, Signature
 from promptlab.optimizers import operators as ops
-from promptlab.optimizers.base import Budget, BudgetExhausted, CommonKnobs, Objective, Problem
+from promptlab.optimizers.base import Budget, BudgetExhausted, CommonKnobs, Objective, Problem, SearchConfig
 from tests.fake_model import rules_model
 
 SIGNATURE = Signature(name="sentiment", instruction="Label the review.", inputs=["text"],
@@ -33,6 +33,7 @@ class KeptCache:
 
 def make_search(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs(), test_reserve=0):
     from promptlab.config import Settings
+    from promptlab.optimizers.ledger import Ledger
     from promptlab.optimizers.search import Search
     from promptlab.store import open_store
 
@@ -48,9 +49,8 @@ def make_search(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs(
     opt_id = store.create_optimization(project_id, "o", "iterative", config={}, base_prompt_id=base.id,
                                        splits={}, budget={})
     gateway = Gateway(cache=KeptCache(), retries=0)
-    return Search(store=store, settings=Settings(), gateway=gateway, project_id=project_id,
-                  optimization_id=opt_id, name="o", strategy="iterative", problem=problem, knobs=knobs,
-                  concurrency=2, test_reserve=test_reserve)
+    return Search(SearchConfig(project_id, opt_id, "o", "iterative", knobs, 2), problem, store=store,
+                  settings=Settings(), gateway=gateway, ledger=Ledger(budget, test_reserve=test_reserve))
 
 
 def propose(search, messages):
