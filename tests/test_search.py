@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -31,10 +33,17 @@ class KeptCache:
         self.values[key] = value
 
 
-def make_search(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs(), test_reserve=0):
-    from promptlab.config import Settings
-    from promptlab.optimizers.ledger import Ledger
-    from promptlab.optimizers.search import Search
+@dataclass
+class World:
+    """Project p, prompt clf@1 (zero-shot), 3 good + 3 bad cases (train: the first 2, val: the rest)."""
+
+    store: Any
+    problem: Problem
+    config: SearchConfig
+    gateway: Gateway
+
+
+def world(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs()) -> World:
     from promptlab.store import open_store
 
     store = open_store(tmp_path / "s.db")
@@ -48,9 +57,18 @@ def make_search(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs(
                       objective=Objective(), task_model=model, proposer=model, budget=budget)
     opt_id = store.create_optimization(project_id, "o", "iterative", config={}, base_prompt_id=base.id,
                                        splits={}, budget={})
-    gateway = Gateway(cache=KeptCache(), retries=0)
-    return Search(SearchConfig(project_id, opt_id, "o", "iterative", knobs, 2), problem, store=store,
-                  settings=Settings(), gateway=gateway, ledger=Ledger(budget, test_reserve=test_reserve))
+    return World(store, problem, SearchConfig(project_id, opt_id, "o", "iterative", knobs, 2),
+                 Gateway(cache=KeptCache(), retries=0))
+
+
+def make_search(tmp_path, model, *, budget=Budget(calls=100), knobs=CommonKnobs(), test_reserve=0):
+    from promptlab.config import Settings
+    from promptlab.optimizers.ledger import Ledger
+    from promptlab.optimizers.search import Search
+
+    w = world(tmp_path, model, budget=budget, knobs=knobs)
+    return Search(w.config, w.problem, store=w.store, settings=Settings(), gateway=w.gateway,
+                  ledger=Ledger(budget, test_reserve=test_reserve))
 
 
 def propose(search, messages):
@@ -111,3 +129,127 @@ def test_a_refused_proposer_request_is_an_unusable_reply(tmp_path):
         assert propose(search, ops.paraphrase_messages(SIGNATURE, "Label it.")) is None
     last = search.history[-1]
     assert last["ok"] is False and last["reason"].startswith("bad_request: ") and search.spent.calls == 1
+
+
+# ---- the evaluator ------------------------------------------------------------------------
+def evaluator(w: World, ledger):
+    from promptlab.config import Settings
+    from promptlab.optimizers.evaluator import Evaluator
+
+    w.gateway.max_calls = ledger.gateway_cap()
+    return Evaluator(store=w.store, settings=Settings(), gateway=w.gateway, ledger=ledger, config=w.config,
+                     problem=w.problem)
+
+
+def evaluate(ev, candidates, cases):
+    from promptlab.runner import SilentProgress
+
+    return asyncio.run(ev.evaluate(candidates, cases, SilentProgress()))
+
+
+def candidate(w: World, content=None):
+    from promptlab.optimizers.evaluator import Candidate
+
+    prompt = w.problem.base if content is None else w.store.add_prompt(
+        w.config.project_id, "clf", content, signature_id=w.problem.base.signature_id, candidate=True)
+    return Candidate(prompt=prompt, operator="x", iteration=0)
+
+
+def test_the_evaluator_scores_what_is_missing_and_never_pays_twice(tmp_path):
+    from promptlab.optimizers.ledger import Ledger
+
+    with rules_model([["good", "positive"]], default="maybe") as model:
+        w = world(tmp_path, model)
+        ledger = Ledger(w.problem.budget)
+        ev, base = evaluator(w, ledger), candidate(w)
+        done = evaluate(ev, [base], w.problem.val)
+        assert [(c, [case.id for case in cases]) for c, cases in done.done] == [(base, [3, 4, 5, 6])]
+        assert not done.short and not done.unsent
+        assert base.scores == {3: 1.0, 4: 0.0, 5: 1.0, 6: 0.0} and base.outputs[4] == "maybe"
+        assert base.metric_scores[3] == {"exact_match": 1.0} and base.parsed[3] == {"label": "positive"}
+        assert ledger.calls == 4 and len(model.calls) == 4
+        assert ledger.tokens == 4 * 5     # "Review: good item 0": 4 words in, 1 out
+        # all val again and train: only the train cases are new
+        done = evaluate(ev, [base], w.problem.train + w.problem.val)
+        assert [[case.id for case in cases] for _, cases in done.done] == [[1, 2]]
+        assert ledger.calls == 6 and len(model.calls) == 6
+        assert evaluate(ev, [base], w.problem.val).done == [] and ledger.calls == 6
+
+        # another session of the same search finds the runs: the same calls counted, none sent
+        again_ledger = Ledger(w.problem.budget)
+        again = candidate(w)
+        evaluate(evaluator(w, again_ledger), [again], w.problem.val)
+        assert again.scores == {3: 1.0, 4: 0.0, 5: 1.0, 6: 0.0}
+        assert again_ledger.calls == 4 and again_ledger.tokens == 20 and len(model.calls) == 6
+    assert w.store.db.execute("select count(*) from runs where optimization_id = ?",
+                              [w.config.optimization_id]).fetchone()[0] == 2
+
+
+def test_a_candidate_is_never_scored_on_a_case_it_carries_as_a_demo(tmp_path):
+    from promptlab.optimizers.ledger import Ledger
+
+    with rules_model([["good", "positive"], ["bad", "negative"]]) as model:
+        w = world(tmp_path, model)
+        shown = w.problem.val[0]
+        cand = candidate(w, PromptContent(template="Review: {{ text }}",
+                                          demos=[ops.demo_from_case(shown, SIGNATURE)]))
+        ledger = Ledger(w.problem.budget)
+        evaluate(evaluator(w, ledger), [cand], w.problem.val)
+    assert shown.id not in cand.scores and len(cand.scores) == 3 and ledger.calls == 3
+    assert cand.mean(w.problem.val) == 1.0
+
+
+def test_candidates_past_the_call_budget_are_left_unevaluated(tmp_path):
+    from promptlab.optimizers.ledger import Ledger
+
+    with rules_model([], default="maybe") as model:
+        w = world(tmp_path, model)
+        ledger = Ledger(Budget(calls=10), test_reserve=3)      # 7 calls: one candidate on 4 val cases
+        first, second = candidate(w), candidate(w, PromptContent(system="Be brief.", template="{{ text }}"))
+        done = evaluate(evaluator(w, ledger), [first, second], w.problem.val)
+    assert done.short and [c for c, _ in done.done] == [first]
+    assert len(first.scores) == 4 and second.scores == {} and ledger.calls == 4 and len(model.calls) == 4
+
+
+def test_requests_past_the_gateway_cap_stay_unscored_for_resume(tmp_path):
+    from promptlab.optimizers.ledger import Ledger
+
+    with rules_model([], default="maybe") as model:
+        w = world(tmp_path, model)
+        ledger = Ledger(Budget(calls=10), sent_before=8)      # an earlier session sent 8: 2 may go out
+        cand = candidate(w)
+        done = evaluate(evaluator(w, ledger), [cand], w.problem.val)
+    assert done.unsent and len(model.calls) == 2 and len(cand.scores) == 2
+    assert w.store.db.execute("select status, error from runs").fetchall() == [
+        ("interrupted", "the call budget is spent")]
+
+
+def test_the_test_split_is_scored_with_the_reserve(tmp_path):
+    from promptlab.optimizers.ledger import Ledger
+    from promptlab.runner import SilentProgress
+
+    with rules_model([["good", "positive"]], default="maybe") as model:
+        w = world(tmp_path, model)
+        ledger = Ledger(Budget(calls=10), test_reserve=6)
+        ev, base = evaluator(w, ledger), candidate(w)
+        evaluate(ev, [base], w.problem.val)                  # the search's 4 calls
+        assert w.gateway.max_calls == 4
+        assert asyncio.run(ev.evaluate_test([base], w.problem.train + w.problem.val, SilentProgress())) is False
+    assert w.gateway.max_calls == 10 and ledger.test_calls == 2 and ledger.calls == 4
+    assert base.mean(w.problem.train) == 0.5
+
+
+def test_a_failing_provider_stops_the_evaluation(tmp_path):
+    import litellm
+
+    from promptlab.errors import ProviderError
+    from promptlab.optimizers.ledger import Ledger
+
+    down = litellm.InternalServerError("down", model="rules", llm_provider="openai")
+    with rules_model([["", down]]) as model:
+        w = world(tmp_path, model)
+        ledger = Ledger(w.problem.budget)
+        with pytest.raises(ProviderError, match="task model rules: server: .*optimize --resume o"):
+            evaluate(evaluator(w, ledger), [candidate(w)], w.problem.val)
+    assert ledger.calls == 0
+    assert w.store.db.execute("select status from runs").fetchall() == [("failed",)]
