@@ -132,19 +132,25 @@ def test_a_refused_proposer_request_is_an_unusable_reply(tmp_path):
 
 
 # ---- the evaluator ------------------------------------------------------------------------
-def evaluator(w: World, ledger):
+class Events:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, event):
+        self.events.append(event)
+
+
+def evaluator(w: World, ledger, progress=None):
     from promptlab.config import Settings
     from promptlab.optimizers.evaluator import Evaluator
 
     w.gateway.max_calls = ledger.gateway_cap()
     return Evaluator(store=w.store, settings=Settings(), gateway=w.gateway, ledger=ledger, config=w.config,
-                     problem=w.problem)
+                     problem=w.problem, progress=progress or Events(), status=lambda: "the search's status")
 
 
 def evaluate(ev, candidates, cases):
-    from promptlab.runner import SilentProgress
-
-    return asyncio.run(ev.evaluate(candidates, cases, SilentProgress()))
+    return asyncio.run(ev.evaluate(candidates, cases))
 
 
 def candidate(w: World, content=None):
@@ -160,8 +166,8 @@ def test_the_evaluator_scores_what_is_missing_and_never_pays_twice(tmp_path):
 
     with rules_model([["good", "positive"]], default="maybe") as model:
         w = world(tmp_path, model)
-        ledger = Ledger(w.problem.budget)
-        ev, base = evaluator(w, ledger), candidate(w)
+        ledger, events = Ledger(w.problem.budget), Events()
+        ev, base = evaluator(w, ledger, events), candidate(w)
         done = evaluate(ev, [base], w.problem.val)
         assert [(c, [case.id for case in cases]) for c, cases in done.done] == [(base, [3, 4, 5, 6])]
         assert not done.short and not done.unsent
@@ -174,6 +180,10 @@ def test_the_evaluator_scores_what_is_missing_and_never_pays_twice(tmp_path):
         assert [[case.id for case in cases] for _, cases in done.done] == [[1, 2]]
         assert ledger.calls == 6 and len(model.calls) == 6
         assert evaluate(ev, [base], w.problem.val).done == [] and ledger.calls == 6
+        # each batch that went to the runner: the search's state first, then the runner's events
+        batch = lambda n: ["SearchEvaluating", "EvalStarted", *n * ["ItemFinished"], "EvalFinished"]  # noqa: E731
+        assert [type(e).__name__ for e in events.events] == batch(4) + batch(2)
+        assert events.events[0].status == "the search's status"
 
         # another session of the same search finds the runs: the same calls counted, none sent
         again_ledger = Ledger(w.problem.budget)
@@ -226,15 +236,13 @@ def test_requests_past_the_gateway_cap_stay_unscored_for_resume(tmp_path):
 
 def test_the_test_split_is_scored_with_the_reserve(tmp_path):
     from promptlab.optimizers.ledger import Ledger
-    from promptlab.runner import SilentProgress
-
     with rules_model([["good", "positive"]], default="maybe") as model:
         w = world(tmp_path, model)
         ledger = Ledger(Budget(calls=10), test_reserve=6)
         ev, base = evaluator(w, ledger), candidate(w)
         evaluate(ev, [base], w.problem.val)                  # the search's 4 calls
         assert w.gateway.max_calls == 4
-        assert asyncio.run(ev.evaluate_test([base], w.problem.train + w.problem.val, SilentProgress())) is False
+        assert asyncio.run(ev.evaluate_test([base], w.problem.train + w.problem.val)) is False
     assert w.gateway.max_calls == 10 and ledger.test_calls == 2 and ledger.calls == 4
     assert base.mean(w.problem.train) == 0.5
 

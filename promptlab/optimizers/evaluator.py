@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
 from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
 from promptlab.lm import CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
+from promptlab.progress import SearchEvaluating
 from promptlab.render import demo_text
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from promptlab.lm import Gateway
     from promptlab.optimizers.base import Problem, SearchConfig
     from promptlab.optimizers.ledger import Ledger
-    from promptlab.runner import Progress
+    from promptlab.progress import Progress, SearchStatus
     from promptlab.store import Store
 
 # error kinds that mean the provider failed (after retries), not that the candidate is bad
@@ -155,20 +156,21 @@ class Evaluation:
 
 
 class Evaluator:
-    """Scores candidates for one optimization, paying the ledger for what it has not scored yet."""
+    """Scores candidates for one optimization, paying the ledger for what it has not scored yet.
+    Before each batch goes to the runner, the search's `status` goes out as `SearchEvaluating`."""
 
     def __init__(self, *, store: Store, settings: Settings, gateway: Gateway, ledger: Ledger,
-                 config: SearchConfig, problem: Problem):
+                 config: SearchConfig, problem: Problem, progress: Progress,
+                 status: Callable[[], SearchStatus]):
         self.store, self.settings, self.gateway, self.ledger = store, settings, gateway, ledger
-        self.config, self.problem = config, problem
+        self.config, self.problem, self.progress, self.status = config, problem, progress, status
         self.context = metric_context(settings)
         self.metrics = build_metrics(list(problem.objective.metrics), "objective", context=self.context)
         self.weights = tuple(zip([m.name for m in self.metrics], problem.objective.weights))
         self.embedded: set[tuple[str, str]] = set()   # (model, text) a kNN selector's embeddings need
         self._pools: dict[tuple[int, ...], list[Case]] = {}
 
-    async def evaluate(self, candidates: Sequence[Candidate], cases: Sequence[Case],
-                       progress: Progress) -> Evaluation:
+    async def evaluate(self, candidates: Sequence[Candidate], cases: Sequence[Case]) -> Evaluation:
         """Score the candidates (in order) on the cases they lack, as many as the call budget
         takes whole; the calls they needed are spent from the ledger."""
         todo: Todo = []
@@ -183,18 +185,17 @@ class Evaluator:
             needed += len(missing) + len(more)
             texts |= more
             todo.append((cand, missing))
-        unsent = await self._embed(texts) or (bool(todo) and await self._run(todo, progress))
+        unsent = await self._embed(texts) or (bool(todo) and await self._run(todo))
         self.ledger.spend(needed)
         return Evaluation(todo, short, unsent)
 
-    async def evaluate_test(self, candidates: Sequence[Candidate], cases: Sequence[Case],
-                            progress: Progress) -> bool:
+    async def evaluate_test(self, candidates: Sequence[Candidate], cases: Sequence[Case]) -> bool:
         """Score the candidates on all the cases with the calls set aside for the test split;
         True if the gateway's cap left requests unsent (nothing is then spent)."""
         todo = self.missing(candidates, cases)
         self.gateway.max_calls = self.ledger.gateway_cap(test=True)
         texts = set().union(*(self._unembedded(cand, missing) for cand, missing in todo))
-        if await self._embed(texts) or (todo and await self._run(todo, progress)):
+        if await self._embed(texts) or (todo and await self._run(todo)):
             return True
         self.ledger.spend_test(sum(len(missing) for _, missing in todo) + len(texts))
         return False
@@ -234,7 +235,7 @@ class Evaluator:
             self.embedded.add((model_name, text))
         return False
 
-    async def _run(self, todo: Todo, progress: Progress) -> bool:
+    async def _run(self, todo: Todo) -> bool:
         """Evaluate through the eval runner; True if the gateway's cap left requests unsent
         (those cases stay unscored and their runs are left to finish on resume)."""
         name, project_id = self.config.name, self.config.project_id
@@ -264,8 +265,9 @@ class Evaluator:
             plans.append(plan)
             runs.append((cand, plan.run_id, cases))
         if plans:
+            self.progress.emit(SearchEvaluating(self.status()))
             try:
-                outcome = await execute(self.store, self.gateway, plans, progress,
+                outcome = await execute(self.store, self.gateway, plans, self.progress,
                                         concurrency=self.config.concurrency, use_cache=True,
                                         settings=self.settings)
             except BaseException:

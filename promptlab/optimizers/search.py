@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from promptlab.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
@@ -33,8 +32,8 @@ from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, CandidateRecord, OptimizationResult, Problem, Spent
 from promptlab.optimizers.evaluator import UNSENT, Candidate, Evaluator
 from promptlab.optimizers.ledger import Ledger, Metered
+from promptlab.progress import Progress, SearchStatus, SearchStep, SilentProgress
 from promptlab.render import check_prompt, prompt_tokens_estimate
-from promptlab.runner import ItemResult
 from promptlab.store import Store
 
 if TYPE_CHECKING:
@@ -44,71 +43,6 @@ if TYPE_CHECKING:
 
 # how the proposer is re-asked (its cached replies are keyed by these conversations)
 PROPOSER_RETRY = Retry(note="That reply is unusable: {reason}. Reply with the JSON object only.", keep_all=True)
-
-
-@dataclass(frozen=True)
-class SearchStatus:
-    """What the live display shows after each evaluation."""
-
-    strategy: str
-    iteration: int
-    best_ref: str
-    best_val: float | None
-    base_val: float | None
-    latest: tuple[tuple[str, str, float | None, float | None], ...]  # (ref, operator, val, train)
-    calls: int
-    budget_calls: int | None
-    tokens: int
-    budget_tokens: int | None
-    candidates: int
-    message: str = ""
-
-
-class SearchProgress(Protocol):
-    def start(self, title: str) -> None: ...
-
-    def item(self, item: ItemResult) -> None: ...
-
-    def step(self, status: SearchStatus) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class SilentSearchProgress:
-    def start(self, title: str) -> None:
-        pass
-
-    def item(self, item: ItemResult) -> None:
-        pass
-
-    def step(self, status: SearchStatus) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-class _RunnerProgress:
-    """The runner's progress protocol, forwarding each finished item to the search display, and a
-    status line every `every` replies: a batch (a genetic generation, a val split) can take minutes
-    on a slow model, and a display that is not a terminal shows nothing between steps."""
-
-    def __init__(self, search: Search, every: int = 10):
-        self.search, self.every = search, every
-        self.done = self.total = 0
-
-    def start(self, total: int) -> None:
-        self.done, self.total = 0, total
-        self.search.report(f"evaluating {total} replies")
-
-    def update(self, item: ItemResult) -> None:
-        self.search.progress.item(item)
-        self.done += 1
-        if self.done % self.every == 0 and self.done < self.total:
-            self.search.report(f"evaluating: {self.done}/{self.total} replies")
-
-    def finish(self) -> None:
-        pass
 
 
 class Plateau:
@@ -136,13 +70,13 @@ class Search:
     """One optimization's shared machinery (one per run; strategies keep no state of their own)."""
 
     def __init__(self, config: SearchConfig, problem: Problem, *, store: Store, settings: Settings,
-                 gateway: Gateway, ledger: Ledger, progress: SearchProgress | None = None):
+                 gateway: Gateway, ledger: Ledger, progress: Progress | None = None):
         self.config, self.problem = config, problem
         self.store, self.gateway, self.ledger = store, gateway, ledger
         self.name, self.strategy, self.knobs = config.name, config.strategy, config.knobs
-        self.progress = progress or SilentSearchProgress()
+        self.progress = progress or SilentProgress()
         self.evaluator = Evaluator(store=store, settings=settings, gateway=gateway, ledger=ledger, config=config,
-                                   problem=problem)
+                                   problem=problem, progress=self.progress, status=self.status)
         self.signature_id = problem.base.signature_id  # candidates render with the base's signature version
         self.candidates: dict[str, Candidate] = {}   # content hash -> candidate
         self.history: list[dict] = []
@@ -237,7 +171,7 @@ class Search:
         BudgetExhausted after them if some did not fit, or if the gateway's cap
         stopped requests (retries spent the budget)."""
         cases = list(cases if cases is not None else self.split_cases(split))
-        done = await self.evaluator.evaluate(candidates, cases, _RunnerProgress(self))
+        done = await self.evaluator.evaluate(candidates, cases)
         self._log_eval(done.done, split)
         if done.short:
             raise BudgetExhausted("call budget reached")
@@ -248,7 +182,7 @@ class Search:
 
     async def score_test(self, candidates: Sequence[Candidate], cases: Sequence[Case]) -> None:
         """Score the base and the winner on the held-out test split, with the calls set aside for it."""
-        unsent = await self.evaluator.evaluate_test(candidates, cases, _RunnerProgress(self))
+        unsent = await self.evaluator.evaluate_test(candidates, cases)
         self.save()
         if unsent:
             raise ProviderError(f"optimize {self.name}: the call budget ({self.problem.budget.calls} requests, "
@@ -270,14 +204,17 @@ class Search:
             self.report()
 
     def report(self, message: str = "") -> None:
+        self.progress.emit(SearchStep(self.status(message)))
+
+    def status(self, message: str = "") -> SearchStatus:
         best = self.best()
         b = self.problem.budget
-        self.progress.step(SearchStatus(
+        return SearchStatus(
             strategy=self.strategy, iteration=self.iteration, best_ref=best.prompt.ref if best else "-",
             best_val=best.mean(self.problem.val) if best else None,
             base_val=self.base.mean(self.problem.val), latest=tuple(self.latest), calls=self.ledger.calls,
             budget_calls=self.ledger.projection()["search"], tokens=self.ledger.tokens, budget_tokens=b.tokens,
-            candidates=len(self.candidates), message=message))
+            candidates=len(self.candidates), message=message)
 
     def save(self, **fields: Any) -> None:
         self.store.update_optimization(self.config.optimization_id, history=self.history,
