@@ -1,5 +1,5 @@
-"""Commands that only read the store start light: no litellm, no runner (scorers, numpy), and no
-strategy module (only `optimize --help` reads their knobs)."""
+"""Commands that only read the store start light: no litellm, no runner (scorers, numpy), and none
+of the optimizers but their names (only `optimize --help` reads the strategies' knobs)."""
 
 import subprocess
 import sys
@@ -8,7 +8,8 @@ import pytest
 
 from promptlab.optimizers import STRATEGIES, knob_help
 
-HEAVY = ("litellm", "promptlab.runner", "numpy", *(target.partition(":")[0] for target in STRATEGIES.values()))
+HEAVY = ("litellm", "promptlab.runner", "numpy", "promptlab.optimizers.base",
+         *(target.partition(":")[0] for target in STRATEGIES.values()))
 PROBE = ("import sys\n"
          "from promptlab.cli import main\n"
          "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
