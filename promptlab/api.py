@@ -10,14 +10,16 @@ signature instruction, system text, demos and template, rendered in the sandbox.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.outputs import parse_output
-from promptlab.render import render_messages
+from promptlab.render import demo_text, render_messages
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,16 @@ class LoadedPrompt:
     version: PromptVersion
     signature: Signature | None
     pool: tuple[Case, ...] = ()
+    # texts -> their vectors, for a selector that compares embeddings (a call to its embedding model)
+    embed: Callable[[list[str]], list[list[float]]] | None = None
 
     @classmethod
-    def from_store(cls, store: Any, version: PromptVersion) -> "LoadedPrompt":
+    def from_store(cls, store: Any, version: PromptVersion, *,
+                   embed: Callable[[list[str]], list[list[float]]] | None = None) -> "LoadedPrompt":
         selector = version.content.demo_selector
         pool = tuple(store.cases_by_id(store.project_id(version.project), selector.pool).values()) \
             if selector is not None else ()
-        return cls(version, store.prompt_signature(version), pool)
+        return cls(version, store.prompt_signature(version), pool, embed)
 
     @property
     def ref(self) -> str:
@@ -60,7 +65,19 @@ class LoadedPrompt:
                 raise UsageError(f"{self.ref}: {wrong}; signature '{self.signature.name}' takes "
                                  f"{', '.join(names)}")
         return render_messages(self.version.content, self.signature, inputs, case_id=case_id,
-                               resolve=lambda ids: self.pool)
+                               resolve=lambda ids: self.pool, vectors=self._vectors(inputs))
+
+    def _vectors(self, inputs: dict[str, Any]) -> dict[str, list[float]] | None:
+        """The embeddings of the pool's texts and the input's, as a run computes them."""
+        selector = self.version.content.demo_selector
+        if selector is None or selector.similarity != "embedding":
+            return None
+        if self.embed is None:
+            raise UsageError(f"{self.ref}: its demo selector compares embeddings; load it with "
+                             f"load_prompt (which calls {selector.embedding_model}) to render it")
+        texts = sorted({demo_text(c.inputs, self.signature) for c in self.pool}
+                       | {demo_text(inputs, self.signature)})
+        return dict(zip(texts, self.embed(texts)))
 
     def parse(self, text: str) -> dict[str, Any]:
         """A reply's output fields, checked against the signature; ValueError when it does not fit."""
@@ -81,11 +98,29 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
     from promptlab.config import load_settings
     from promptlab.store import open_store
 
-    path = Path(db) if db is not None else load_settings().db_path
+    settings = load_settings()
+    path = Path(db) if db is not None else settings.db_path
     if not path.exists():
         raise NotFoundError(f"no promptlab database at {path}; pass db= or run `promptlab init`")
     store = open_store(path)
     try:
-        return LoadedPrompt.from_store(store, store.prompt(store.project_id(project), ref))
+        version = store.prompt(store.project_id(project), ref)
+        selector = version.content.demo_selector
+        embed = None
+        if selector is not None and selector.similarity == "embedding":
+            embed = partial(_embed, path, settings, selector.embedding_model)
+        return LoadedPrompt.from_store(store, version, embed=embed)
+    finally:
+        store.db.close()
+
+
+def _embed(path: Path, settings: Any, model: str, texts: list[str]) -> list[list[float]]:
+    """Vectors through the database's response cache (opened for the call: a loaded prompt holds no connection)."""
+    from promptlab.evaluation import embed_texts
+    from promptlab.store import open_store
+
+    store = open_store(path)
+    try:
+        return embed_texts(store, settings, model, texts)
     finally:
         store.db.close()

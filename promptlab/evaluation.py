@@ -282,6 +282,27 @@ async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Set
         plan.demo_vectors = {text: vector[0] for text, vector in zip(texts, vectors)}
 
 
+def embed_texts(store: Store, settings: Settings, model_name: str, texts: list[str]) -> list[list[float]]:
+    """Embeddings outside a run (`prompt try`, `load_prompt` with an embedding demo selector),
+    through the store's response cache: the texts a run embedded cost no request."""
+    model = settings.resolve_model(model_name)
+    gateway = make_gateway(store, settings)
+
+    async def embed() -> list[list[float]]:
+        try:
+            return await gateway.embed(model, texts)
+        finally:
+            await gateway.aclose()
+
+    try:
+        vectors = asyncio.run(embed())
+    except CallError as exc:
+        raise ProviderError(f"embedding model {model_name}: {exc.kind}: {exc}") from None
+    gateway.cache.close()
+    gateway.cache.check()
+    return vectors
+
+
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
                   concurrency: Concurrency, use_cache: bool, settings: Settings) -> Outcome:
     """Evaluate what the runs still need, beating their heartbeat meanwhile.

@@ -18,10 +18,24 @@ from promptlab.caseio import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
-from promptlab.models import Case, Demo, PromptContent, Signature
+from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
 from promptlab.scorers import MetricContext
 from promptlab.render import check_prompt
 from promptlab.store import Store
+
+
+class SelectorSpec(BaseModel):
+    """A prompt entry's `demo_selector`: a `models.DemoSelector` whose pool is named the way an
+    experiment file can — a split of the file's cases, `all` of them, or stored case ids (what
+    `prompt export` writes) — and becomes case ids once the cases are in the store."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["knn"] = "knn"
+    k: int = Field(ge=1, le=64)
+    pool: str | list[int] = "train"
+    balance: bool = False
+    similarity: Literal["lexical", "embedding"] = "lexical"
+    embedding_model: str | None = None
 
 
 class PromptSpec(BaseModel):
@@ -30,12 +44,18 @@ class PromptSpec(BaseModel):
     system: str = ""
     template: str
     demos: list[Demo] = Field(default_factory=list)
+    demo_selector: SelectorSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
 
-    def content(self) -> PromptContent:
-        return PromptContent(system=self.system, template=self.template,
-                             demos=tuple(self.demos), params=self.params)
+    def content(self, pool: tuple[int, ...] | None = None) -> PromptContent:
+        """The version this entry makes; a demo selector needs its `pool` of case ids (without
+        one, the content checked at load time: everything but the selector)."""
+        selector = None
+        if self.demo_selector is not None and pool is not None:
+            selector = DemoSelector(**self.demo_selector.model_dump(exclude={"pool"}), pool=pool)
+        return PromptContent(system=self.system, template=self.template, demos=tuple(self.demos),
+                             demo_selector=selector, params=self.params)
 
 
 class InlineModel(BaseModel):
@@ -114,6 +134,23 @@ class Experiment:
         chosen = [c for c in self.cases if (not split or c.split == split) and tags <= set(c.tags)]
         return chosen[:self.spec.eval.limit]
 
+    def content(self, store: Store, project_id: int, prompt: PromptSpec) -> PromptContent:
+        """The version a prompt entry makes in this project (its cases already stored): a demo
+        selector's pool named by split becomes the ids of those cases."""
+        selector = prompt.demo_selector
+        if selector is None:
+            return prompt.content()
+        where = f"{self.path}: prompts '{prompt.name}': demo_selector.pool"
+        if isinstance(selector.pool, list):
+            found = store.cases_by_id(project_id, selector.pool)
+            missing = [i for i in selector.pool if i not in found]
+            if missing:
+                raise UsageError(f"{where}: case {missing[0]} is not in project '{self.spec.project}'; "
+                                 f"name a split of this file's cases instead (e.g. pool: train)")
+            return prompt.content(tuple(selector.pool))
+        chosen = [c for c in self.cases if selector.pool == "all" or c.split == selector.pool]
+        return prompt.content(tuple(c.id for c in store.cases_by_hash(project_id, [c.hash() for c in chosen])))
+
 
 def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> Experiment:
     """Read and check an experiment file; `overrides` (command-line flags: `models`, `eval.*` keys)
@@ -140,17 +177,43 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("str", "InlineModel",
                                                                               "CasesFile", "list")))
         raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None
+    cases = _cases(spec, path)
     for i, prompt in enumerate(spec.prompts):
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
+        if prompt.demo_selector is not None and prompt.demos:
+            raise UsageError(f"{path}: prompts[{i}] '{prompt.name}': fixed demos or a demo_selector, "
+                             f"not both; drop one")
+        if prompt.demo_selector is not None:
+            _check_selector(prompt.demo_selector, cases, settings, f"{path}: prompts[{i}].demo_selector")
     models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
     context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
-    experiment = Experiment(path, spec, models, _cases(spec, path), context)
+    experiment = Experiment(path, spec, models, cases, context)
     if not experiment.eval_cases:
         splits = sorted({c.split or "none" for c in experiment.cases})
         raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags; "
                          f"splits here: {', '.join(splits) or 'none'})")
     return experiment
+
+
+def _check_selector(selector: SelectorSpec, cases: list[Case], settings: Settings, where: str) -> None:
+    """What can be checked before the store: its settings, the embedding model, a pool split that has cases."""
+    try:
+        DemoSelector(**selector.model_dump(exclude={"pool"}), pool=(0,))
+    except ValidationError as exc:
+        raise UsageError(f"{where}: {exc.errors()[0]['msg'].removeprefix('Value error, demo_selector: ')}") from None
+    if selector.embedding_model:
+        try:
+            settings.resolve_model(selector.embedding_model)
+        except UsageError as exc:
+            raise UsageError(f"{where}.embedding_model: {exc}") from None
+    if isinstance(selector.pool, str) and selector.pool != "all" \
+            and not any(c.split == selector.pool for c in cases):
+        splits = sorted({c.split for c in cases if c.split})
+        raise UsageError(f"{where}.pool: no case of split '{selector.pool}' in this file (splits: "
+                         f"{', '.join(splits) or 'none'}); name one of them, or `all`")
+    if isinstance(selector.pool, list) and not selector.pool:
+        raise UsageError(f"{where}.pool: no case ids; name a split of this file's cases (e.g. pool: train)")
 
 
 def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
@@ -178,10 +241,10 @@ def setup(store: Store, experiment: Experiment, *, concurrency: int,
     with store.db.atomic():
         project_id = store.ensure_project(spec.project, spec.description)
         signature_id = store.upsert_signature(project_id, spec.signature)
-        prompts = [store.add_prompt(project_id, p.name, p.content(), signature_id=signature_id,
-                                    message=p.message or f"from {experiment.path.name}")
-                   for p in spec.prompts]
         store.add_cases(project_id, experiment.cases, source=str(experiment.path))
+        prompts = [store.add_prompt(project_id, p.name, experiment.content(store, project_id, p),
+                                    signature_id=signature_id, message=p.message or f"from {experiment.path.name}")
+                   for p in spec.prompts]
         cases = store.cases_by_hash(project_id, [c.hash() for c in experiment.eval_cases])
         same = {"case_ids": [c.id for c in cases], "repeat": spec.eval.repeat, "metrics": json.loads(json.dumps(
             [m.spec for m in build_metrics(spec.metrics, str(experiment.path), experiment.context)]))}

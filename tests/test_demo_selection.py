@@ -210,3 +210,114 @@ def test_an_optimization_with_embedding_selectors_counts_them_and_resumes_withou
     assert again.code == 0, again.stderr
     assert chat_calls(ws) + _embedding_calls(ws) == sent                      # no new calls of either kind
     assert json.loads(again.stdout)["optimization"]["spent"]["calls"] == report["spent"]["calls"]
+
+
+def test_prompt_try_and_load_prompt_render_an_embedding_version_as_eval_sent_it(workspace):
+    """Outside a run the selector still gets its vectors (through the same response cache), so
+    `prompt try` and `load_prompt` pick the demos eval picked, and texts eval embedded cost nothing."""
+    import promptlab
+    from promptlab.store import open_store
+
+    ws = workspace
+    world(ws, n=3)
+    _with_embeddings(ws)
+    store = open_store(ws.db_path)
+    project_id = store.ensure_project("p")
+    base = store.prompt(project_id, "clf@1")
+    selector = DemoSelector(k=2, pool=tuple(c.id for c in store.cases(project_id)), similarity="embedding",
+                            embedding_model="fake-embed")
+    ref = store.add_prompt(project_id, "clf", base.content.model_copy(update={"demo_selector": selector}),
+                           signature_id=base.signature_id).ref
+    store.db.close()
+    ws.fake.configure(record_bodies=True)
+    assert ws.cli("eval", "--project", "p", "--prompt", ref, "--name", "a", "--no-cache").code == 0
+    sent = {b["messages"][-1]["content"]: b["messages"] for b in ws.fake.stats()["bodies"] if "messages" in b}
+    embedded = _embedding_calls(ws)
+
+    tried = ws.cli("prompt", "try", ref, "--project", "p", "-i", "text=good item 1", "--dry-run", "--json")
+    assert tried.code == 0, tried.stderr
+    assert json.loads(tried.stdout)["messages"] == sent["Review: good item 1"]
+    loaded = promptlab.load_prompt(ref, project="p", db=ws.db_path)
+    assert loaded.messages(text="bad item 2") == sent["Review: bad item 2"]
+    assert _embedding_calls(ws) == embedded                      # every text came from the cache
+
+    new = loaded.messages(text="good news")                       # a new text: embedded once, then cached
+    assert _embedding_calls(ws) == embedded + 1
+    assert loaded.messages(text="good news") == new and _embedding_calls(ws) == embedded + 1
+    assert len(new) == 1 + 2 * 2 + 1                               # system, two demos, the input
+
+    ws.fake.configure(require_api_key="sk-other")                  # a failing embedding model: one clear error
+    failed = ws.cli("prompt", "try", ref, "--project", "p", "-i", "text=unseen words", "--dry-run")
+    assert failed.code == 3 and "fake-embed: authentication failed" in failed.stderr, failed.stderr
+
+
+# ---- demo selectors in experiment files ---------------------------------------------------------
+KNN_EXPERIMENT = """\
+project: knn
+signature:
+  name: clf
+  instruction: Classify.
+  inputs: [text]
+  outputs:
+    - {name: label, type: enum, choices: [positive, negative]}
+prompts:
+  - name: knn
+    template: "Review: {{ text }}"
+    demo_selector: {k: 1, pool: train}
+models: [fake]
+eval: {split: test}
+cases:
+  - {inputs: {text: good item 0}, expected: {label: positive}, split: train}
+  - {inputs: {text: bad item 0}, expected: {label: negative}, split: train}
+  - {inputs: {text: good item 1}, expected: {label: positive}, split: test}
+  - {inputs: {text: bad item 1}, expected: {label: negative}, split: test}
+"""
+
+
+def test_an_experiment_prompt_takes_a_demo_selector_over_a_split_and_export_reruns_it(workspace):
+    from tests.test_optimizers import RULES
+
+    ws = workspace
+    ws.fake.configure(rules=RULES, default_reply="maybe")
+    ws.write("knn.yaml", KNN_EXPERIMENT)
+    result = ws.cli("run", "knn.yaml", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["scores"]["exact_match"] == 1.0   # a demo of its own kind
+    train = {i for (i,) in ws.rows("select id from cases where split = 'train'")}
+    (stored,) = ws.rows("select demo_selector from prompts where name = 'knn'")
+    assert set(json.loads(stored[0])["pool"]) == train
+
+    # prompt export writes an entry (pool as case ids) that recreates the same version
+    exported = ws.cli("prompt", "export", "knn@1", "--project", "knn")
+    assert exported.code == 0, exported.stderr
+    again = KNN_EXPERIMENT.replace(KNN_EXPERIMENT[KNN_EXPERIMENT.index("prompts:"):KNN_EXPERIMENT.index("models:")],
+                                   "prompts:\n" + "".join(f"  {line}\n" for line in exported.stdout.splitlines()))
+    ws.write("again.yaml", again)
+    rerun = ws.cli("run", "again.yaml")
+    assert rerun.code == 0, rerun.stderr
+    assert ws.rows("select count(*) from prompts where name = 'knn'")[0][0] == 1
+
+
+@pytest.mark.parametrize("selector, expected", [
+    ("{k: 1, pool: dev}", "prompts[0].demo_selector.pool: no case of split 'dev'"),
+    ("{k: 1, pool: [9999]}", "demo_selector.pool: case 9999 is not in project"),
+    ("{k: 1, pool: train, similarity: embedding}", "prompts[0].demo_selector: similarity 'embedding' needs"),
+    ("{k: 1, pool: train, similarity: embedding, embedding_model: nope-model}", "demo_selector.embedding_model"),
+    ("{k: 0, pool: train}", "demo_selector.k"),
+])
+def test_a_bad_demo_selector_in_an_experiment_is_one_line_and_writes_nothing(workspace, selector, expected):
+    ws = workspace
+    ws.write("bad.yaml", KNN_EXPERIMENT.replace("{k: 1, pool: train}", selector))
+    result = ws.cli("run", "bad.yaml")
+    assert result.code == 2 and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert ws.rows("select count(*) from prompts")[0][0] == 0 if ws.db_path.exists() else True
+
+
+def test_an_experiment_prompt_with_demos_and_a_selector_is_refused(workspace):
+    ws = workspace
+    both = KNN_EXPERIMENT.replace("    demo_selector:", "    demos: [{inputs: {text: x}, outputs: {label: positive}}]\n"
+                                                      "    demo_selector:")
+    ws.write("both.yaml", both)
+    result = ws.cli("run", "both.yaml")
+    assert result.code == 2 and "fixed demos or a demo_selector, not both" in result.stderr

@@ -115,7 +115,7 @@ def run(store: Store, settings: Settings, experiment: Experiment, spec: Optimize
     from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume, start
 
     prompt_spec = next(p for p in experiment.spec.prompts if p.name == (spec.prompt or experiment.spec.prompts[0].name))
-    digest = prompt_spec.content().hash()
+    digest = experiment.content(store, project_id, prompt_spec).hash()
     base = next(p for p in store.prompts(project_id, prompt_spec.name) if p.content_hash == digest)
     metric_specs = experiment.spec.metrics
     names = _metric_names(experiment)
