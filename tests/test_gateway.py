@@ -118,6 +118,15 @@ def test_a_configured_rpm_is_honoured(fake_llm):
             assert j - i + 1 <= 10 + 10 * (arrivals[j] - first) + 2, (i, j, arrivals)
 
 
+def test_a_gateway_rate_limits_in_each_event_loop_it_is_used_in(fake_llm):
+    import warnings
+
+    gateway, cfg = Gateway(), model(fake_llm, rpm=6000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # aiolimiter's "re-used across loops"
+        assert [ask(gateway, cfg, text).text for text in ("a", "b")] == ["OK", "OK"]
+
+
 def test_a_request_larger_than_the_tpm_burst_counts_in_full():
     from promptlab.lm import per_minute, take
 
