@@ -29,8 +29,8 @@ from promptlab.diffing import diff_text
 from promptlab.errors import UsageError
 from promptlab.gates import GateResult
 from promptlab.evaluation import build_metrics, make_gateway, metric_context
-from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, BudgetExhausted, Objective, Problem, SearchConfig
+from promptlab.optimizers import UnknownStrategyError, get_strategy
+from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem, SearchConfig
 from promptlab.optimizers.ledger import Ledger
 from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
