@@ -30,7 +30,7 @@ import time
 import warnings
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
@@ -38,8 +38,9 @@ from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_
 from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import CallError, Gateway, chat_key, classify, litellm
 from promptlab.models import Completion, Usage
+from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
-from promptlab.runner import ItemResult, Job, Outcome, Progress, RunState, reply_item
+from promptlab.runner import ItemResult, Job, Outcome, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
 # litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:
@@ -123,16 +124,16 @@ class _LineError(Exception):
 
 
 async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
-                  config: BatchConfig, use_cache: bool, wait: bool, say: Callable[[str], None]) -> Outcome:
+                  config: BatchConfig, use_cache: bool, wait: bool) -> Outcome:
     """Evaluate the runs through batches: ingest what finished, submit what is missing, and (with
     `wait`) poll every `config.poll_s` seconds until every item has a result.
 
     The gateway's retries apply to the files and batches calls; metrics that call a model
     (judge, embedding) score through it, per call."""
-    batches = _Batches(store, config, say, gateway.retries, max(gateway.timeout, FILE_TIMEOUT_S), progress)
+    batches = _Batches(store, config, gateway.retries, max(gateway.timeout, FILE_TIMEOUT_S), progress)
     bind_metrics(plans, gateway)
-    _, total = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
-    progress.start(total)
+    _, runs = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
+    progress.emit(EvalStarted(runs))
     try:
         for plan in plans:
             await batches.adopt(plan)
@@ -145,7 +146,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
                 break
             await batches.pause(waiting)
     finally:
-        progress.finish()
+        progress.emit(EvalFinished())
         if isinstance(gateway.cache, StoreSink):  # what the metrics' calls cached
             gateway.cache.close()
         await gateway.aclose()
@@ -155,14 +156,16 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
 
 
 class _Batches:
-    def __init__(self, store: Store, config: BatchConfig, say: Callable[[str], None], retries: int,
-                 timeout: float, progress: Progress):
-        self.store, self.config, self.say, self.progress = store, config, say, progress
+    def __init__(self, store: Store, config: BatchConfig, retries: int, timeout: float, progress: Progress):
+        self.store, self.config, self.progress = store, config, progress
         self.retries, self.timeout = retries, timeout
         self.states: dict[int, RunState] = {}
         self.changed, self.quiet = True, 0  # whether a batch moved this round; rounds since one did
         self.seen: dict[str, tuple] = {}  # batch id → (status, done, total) last reported
         self.prices: dict[str, Any] = {}
+
+    def say(self, line: str) -> None:
+        self.progress.emit(Note(line))
 
     # ---- the provider -------------------------------------------------------
     async def api(self, target: ModelConfig, method: str, **kwargs: Any) -> Any:
@@ -378,7 +381,7 @@ class _Batches:
             self.store.save_results([result.row() | {"created_at": now()} for result in results], cache_rows)
         state = self.states.setdefault(plan.run_id, RunState())
         for result in results:
-            self.progress.update(result)
+            self.progress.emit(ItemFinished(result))
             state.finished += 1
             state.failed += result.error_kind is not None
 

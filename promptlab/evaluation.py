@@ -24,7 +24,8 @@ from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import AUTO_CEILING, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.render import check_cases, check_prompt, demo_text, render_messages
-from promptlab.runner import ItemResult, Job, Outcome, Progress, evaluate
+from promptlab.progress import Progress, RunTotal
+from promptlab.runner import ItemResult, Job, Outcome, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, Score, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
 
@@ -137,6 +138,10 @@ class RunPlan:
     demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
     demo_vectors: dict[str, list[float]] | None = None  # its texts' embeddings (embed_demo_texts)
 
+    @property
+    def label(self) -> str:
+        return f"{self.prompt.ref} × {self.model.alias or self.model.model}"
+
 
 def metric_context(settings: Settings, base_dir: Path | None = None) -> MetricContext:
     """What metrics get from the settings: model aliases, judge/embedding defaults, the base folder."""
@@ -242,19 +247,20 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
                    run["use_cache"] is None or bool(run["use_cache"]))
 
 
-def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], int]:
-    """Jobs for every (run, case, repeat) without a result yet, and how many."""
+def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tuple[RunTotal, ...]]:
+    """Jobs for every (run, case, repeat) without a result yet, and how many each run has."""
     todo: list[tuple[RunPlan, Case, int]] = []
+    totals: list[RunTotal] = []
     for plan in plans:
         selector = plan.prompt.content.demo_selector
         if selector is not None:
             plan.demo_pool = tuple(store.cases_by_id(plan.project_id, selector.pool).values())
         done = store.done_keys(plan.run_id)
         plan.done_before = len(done)
-        todo.extend((plan, case, r) for r in range(plan.repeat) for case in plan.cases
-                    if (case.id, r) not in done)
-
-    return (job(plan, case, r) for plan, case, r in todo), len(todo)
+        mine = [(plan, case, r) for r in range(plan.repeat) for case in plan.cases if (case.id, r) not in done]
+        todo.extend(mine)
+        totals.append(RunTotal(plan.run_id, plan.label, len(mine)))
+    return (job(plan, case, r) for plan, case, r in todo), tuple(totals)
 
 
 def job(plan: RunPlan, case: Case, repeat: int) -> Job:
@@ -314,7 +320,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
         gateway.adaptive, concurrency = True, AUTO_CEILING
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
     bind_metrics(plans, gateway)
-    jobs, total = pending_jobs(store, plans)
+    jobs, runs = pending_jobs(store, plans)
     await embed_demo_texts(gateway, plans, settings)
     run_ids = [p.run_id for p in plans]
 
@@ -325,7 +331,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
 
     beating = asyncio.create_task(heartbeat())
     try:
-        return await evaluate(jobs, gateway, sink, progress, total=total, concurrency=concurrency,
+        return await evaluate(jobs, gateway, sink, progress, runs=runs, concurrency=concurrency,
                               use_cache=use_cache and all(p.use_cache for p in plans),
                               failure_threshold=settings.defaults.failure_threshold,
                               failure_min_items=settings.defaults.failure_min_items)

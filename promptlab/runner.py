@@ -2,8 +2,8 @@
 
 It takes prepared jobs (one per run × case × repeat), calls the model through
 the gateway with bounded concurrency, parses and scores each reply, and hands
-every finished item to a sink (which commits in batches) and to a progress
-display, as it arrives.
+every finished item to a sink (which commits in batches) and, as an event, to the
+progress (`promptlab.progress`), as it arrives.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from promptlab.errors import AuthError, PromptlabError
 from promptlab.lm import CallError, Gateway
 from promptlab.models import Case, Completion, Signature
 from promptlab.outputs import parse_output
+from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 
 
@@ -73,25 +74,6 @@ class Sink(Protocol):
     def check(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-
-    def update(self, item: ItemResult) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class SilentProgress:
-    def start(self, total: int) -> None:
-        pass
-
-    def update(self, item: ItemResult) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclass
@@ -188,15 +170,18 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
-                   total: int, concurrency: int = 8, use_cache: bool = True,
+                   runs: tuple[RunTotal, ...], concurrency: int = 8, use_cache: bool = True,
                    failure_threshold: float = 0.5, failure_min_items: int = 10) -> Outcome:
-    """Run every job; stop a run whose error share passes the threshold; 401/403 stops all,
-    and so does a sink that can no longer store results (only calls in flight finish)."""
+    """Run every job (`runs`: how many each run has, for the progress); stop a run whose error
+    share passes the threshold; 401/403 stops all, and so does a sink that can no longer store
+    results (only calls in flight finish)."""
     states: dict[int, RunState] = {}
     queue = iter(jobs)
-    progress.start(total)
+    limits: dict[str, int] = {}  # the adaptive limits last reported
+    progress.emit(EvalStarted(runs))
 
     async def worker() -> None:
+        nonlocal limits
         for job in queue:
             state = states.setdefault(job.run_id, RunState())
             if state.stopped:
@@ -204,7 +189,10 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
             sink.check()
             item = await run_job(job, gateway, use_cache)
             sink.add(item)
-            progress.update(item)
+            if (now := gateway.adaptive_limits()) != limits:
+                limits = now
+                progress.emit(ConcurrencyChanged(now))
+            progress.emit(ItemFinished(item))
             state.finished += 1
             state.failed += item.error_kind is not None
             if (state.finished >= failure_min_items
@@ -220,6 +208,6 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
         raise errors.exceptions[0] from None
     finally:
         sink.close()
-        progress.finish()
+        progress.emit(EvalFinished())
     sink.check()
     return Outcome(states)

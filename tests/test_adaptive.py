@@ -86,13 +86,16 @@ def test_concurrency_auto_in_the_config_and_bad_values(workspace):
 def test_the_live_table_names_the_limit_only_under_auto():
     from rich.console import Console
 
-    from promptlab.display import RichProgress
+    from promptlab.display.progress import RichProgress
+    from promptlab.progress import ConcurrencyChanged, EvalStarted, RunTotal
 
     for limits, title in (({"fake": 12}, "evaluating p@1 × fake · concurrency 12"),
                           ({"a": 3, "b[red]": 1}, "evaluating p@1 × fake · concurrency a 3, b[red] 1"),
                           ({}, "evaluating p@1 × fake")):
+        progress = RichProgress(console=Console(file=open("/dev/null", "w")))
+        progress.emit(EvalStarted((RunTotal(1, "p@1 × fake", 10),)))
+        progress.emit(ConcurrencyChanged(limits))
         console = Console(record=True, width=200, force_terminal=False)
-        progress = RichProgress({1: ("p@1 × fake", 10)}, console=console, limits=lambda: limits)
         console.print(progress._table())
         assert console.export_text().splitlines()[0].strip() == title
 

@@ -376,7 +376,7 @@ def test_polling_backs_off_while_nothing_moves(monkeypatch):
 
     from promptlab import batch
     from promptlab.config import BatchConfig
-    from promptlab.runner import SilentProgress
+    from promptlab.progress import SilentProgress
 
     slept: list[float] = []
 
@@ -388,7 +388,7 @@ def test_polling_backs_off_while_nothing_moves(monkeypatch):
             pass
 
     monkeypatch.setattr(batch.asyncio, "sleep", sleep)
-    batches = batch._Batches(Store(), BatchConfig(poll_s=8), print, 0, 1.0, SilentProgress())
+    batches = batch._Batches(Store(), BatchConfig(poll_s=8), 0, 1.0, SilentProgress())
     waits = []
     for changed in (True, False, False, False, False, True, False):
         batches.changed = batches.changed or changed

@@ -558,21 +558,22 @@ def test_runs_delete_takes_the_runs_provider_batches_too(evaluated):
 def test_live_view_is_titled_by_its_runs_and_each_run_has_its_own_eta(monkeypatch):
     from rich.console import Console
 
-    from promptlab import display
+    from promptlab.display import progress as shown
+    from promptlab.progress import EvalStarted, ItemFinished, RunTotal
     from promptlab.runner import ItemResult
 
     clock = [100.0]
-    monkeypatch.setattr(display.time, "monotonic", lambda: clock[0])
-    runs = {1: ("a@1 × fake", 10), 2: ("b@1 × fake", 100)}
-    view = display.RichProgress(runs, console=Console(file=open("/dev/null", "w")))
-    view.started = 100.0
+    monkeypatch.setattr(shown.time, "monotonic", lambda: clock[0])
+    view = shown.RichProgress(console=Console(file=open("/dev/null", "w")))
+    view.emit(EvalStarted((RunTotal(1, "a@1 × fake", 10), RunTotal(2, "b@1 × fake", 100))))
     for i in range(5):
-        view.tallies[1].add(ItemResult(1, i, 0))
-    view.tallies[2].add(ItemResult(2, 0, 0))
+        view.emit(ItemFinished(ItemResult(1, i, 0)))
+    view.emit(ItemFinished(ItemResult(2, 0, 0)))
     clock[0] = 110.0  # 10 s: run 1 did 5 (0.5/s, 5 left: 10 s), run 2 did 1 (0.1/s, 99 left: 990 s)
     assert view.rates(view.tallies[1]) == (0.5, "10s") and view.rates(view.tallies[2]) == (0.1, "990s")
     assert view._table().title.plain == "evaluating 2 runs"
-    one = display.RichProgress({1: ("[red]a@1 × fake", 3)}, console=Console(file=open("/dev/null", "w")))
+    one = shown.RichProgress(console=Console(file=open("/dev/null", "w")))
+    one.emit(EvalStarted((RunTotal(1, "[red]a@1 × fake", 3),)))
     assert one._table().title.plain == "evaluating [red]a@1 × fake"  # names are never markup
 
 

@@ -80,7 +80,8 @@ def test_every_strategy_matches_the_protocol():
 
 
 def test_knobs_are_validated():
-    from promptlab.optimizers import KnobError, get_strategy
+    from promptlab.optimizers import get_strategy
+    from promptlab.optimizers.base import KnobError
 
     assert get_strategy("genetic", {"population": "6", "llm_rate": "0.5"}).knobs.population == 6
     with pytest.raises(KnobError, match="unknown knob 'populaton'"):

@@ -5,9 +5,12 @@ make no request but its own file, log no console error, run no script that
 came from a model's output or a case, and paint a non-blank page.
 """
 
+import base64
+import hashlib
 import json
 import os
 import re
+from html import unescape
 
 import junitparser
 import pytest
@@ -212,8 +215,10 @@ def test_html_report_needs_no_browser_to_be_escaped(workspace):
     """The same guarantees checked statically (this runs even where Chromium is missing)."""
     hostile_run(workspace)
     html = workspace.cli("report", "r1", "-f", "html").stdout
-    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
-    assert "default-src &#x27;none&#x27;" in csp and "script-src &#x27;sha256-" in csp
+    csp = unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1))
+    script = html.split("<script>")[1].split("</script>")[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert "default-src 'none'" in csp and f"script-src 'sha256-{digest}'" in csp  # the page's own script only
     assert not re.search(r"<(img|svg)[^>]*\son\w+=", html)
     assert html.count("<script") == 1 and "window.__pwned" not in html.split("<script>")[1]
 

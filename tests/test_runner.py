@@ -4,7 +4,8 @@ import asyncio
 
 from promptlab.lm import Gateway
 from promptlab.models import Case
-from promptlab.runner import Job, SilentProgress, evaluate
+from promptlab.progress import RunTotal, SilentProgress
+from promptlab.runner import Job, evaluate
 from promptlab.scorers import get_metric
 from tests.fake_model import rules_model
 
@@ -35,7 +36,7 @@ def test_the_runner_scores_every_job_and_hands_each_item_to_the_sink():
     with rules_model([["great", "positive"], ["awful", "positive"]], default="neutral") as model:
         sink = ListSink()
         outcome = asyncio.run(evaluate(jobs(model, cases, (get_metric("exact_match"),)), Gateway(), sink,
-                                       SilentProgress(), total=3, concurrency=2))
+                                       SilentProgress(), runs=(RunTotal(1, "p × rules", 3),), concurrency=2))
     assert sorted(model.calls) == ["Review: awful", "Review: great", "Review: meh"]
     assert sink.closed and outcome.states[1].finished == 3 and not outcome.states[1].stopped
     passed = {item.case_id: item.passed for item in sink.items}
@@ -50,7 +51,8 @@ def test_a_run_whose_calls_keep_failing_is_stopped_and_its_other_jobs_skipped():
     with rules_model([["bad", refused]]) as model:
         sink = ListSink()
         outcome = asyncio.run(evaluate(jobs(model, cases, (get_metric("exact_match"),)), Gateway(retries=0), sink,
-                                       SilentProgress(), total=10, concurrency=1, failure_min_items=3))
+                                       SilentProgress(), runs=(RunTotal(1, "p × rules", 10),), concurrency=1,
+                                       failure_min_items=3))
     assert [item.error_kind for item in sink.items] == ["bad_request"] * 3
     assert len(model.calls) == 3
     assert outcome.states[1].stopped == "stopped: 3 of 3 items failed (threshold 50%)"

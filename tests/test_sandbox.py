@@ -548,12 +548,16 @@ def test_other_items_keep_flowing_while_code_runs():
     """A cheap item finishes while a slow code item is still in its sandbox."""
     from promptlab.config import ModelConfig
     from promptlab.models import Case, Completion
-    from promptlab.runner import Job, SilentProgress, evaluate
+    from promptlab.progress import RunTotal, SilentProgress
+    from promptlab.runner import Job, evaluate
     from promptlab.scorers import get_metric
 
     class Gateway:
         async def complete(self, model, messages, params, use_cache=True, sample=0):
             return Completion(text=messages[0]["content"])
+
+        def adaptive_limits(self):
+            return {}
 
     class Sink:
         def __init__(self):
@@ -580,5 +584,6 @@ def test_other_items_keep_flowing_while_code_runs():
     jobs = [job(1, "```python\nwhile True:\n    pass\n```", slow, {"tests": "assert True"})]
     jobs += [job(i, "yes", cheap, {"output": "yes"}) for i in range(2, 6)]
     sink = Sink()
-    asyncio.run(evaluate(jobs, Gateway(), sink, SilentProgress(), total=len(jobs), concurrency=2))
+    asyncio.run(evaluate(jobs, Gateway(), sink, SilentProgress(), runs=(RunTotal(1, "code", len(jobs)),),
+                         concurrency=2))
     assert sink.items == [2, 3, 4, 5, 1]

@@ -277,6 +277,25 @@ def test_loopback_answers_its_own_name_only_and_sends_a_csp(workspace):
         assert get(base + "/runs/99")[0] == 404
 
 
+def test_pages_are_made_of_the_reports_pieces_and_keep_scripts_as_text(workspace):
+    """Without a browser: a run, one of its results and an optimization's chart, from the report's macros."""
+    ids = hostile_run(workspace)
+    prompt = workspace.rows("select id from prompts")[0][0]
+    insert_optimization(workspace, "opt", prompt, None, [{"prompt_id": prompt, "train": 0.5, "val": 0.6}],
+                        status="running")
+    with viewer(workspace) as url:
+        base = origin(url)
+        status, _, run = get(base + "/runs/1")
+        assert status == 200 and "95% CI" in run and '<table class="heat">' in run and "Prompt p@1" in run
+        assert run.count('<article class="case') == 11 and f'href="/runs/1/results/{ids[1]}/0"' in run
+        status, _, result = get(f"{base}/runs/1/results/{ids[1]}/0")
+        assert status == 200 and result.count('<article class="case fail"') == 1
+        for page in (run, result):
+            assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page and "<script>window" not in page
+        chart = json.loads(get(base + "/api/optimizations/1/chart")[2])
+        assert chart["candidates"] == 1 and chart["html"].count("<circle") == 2
+
+
 def test_a_missing_database_is_refused(workspace):
     result = workspace.cli("view")
     assert result.code == 2 and "no promptlab database" in result.stderr and "promptlab init" in result.stderr

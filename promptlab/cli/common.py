@@ -38,6 +38,22 @@ ReportMd = Annotated[Optional[Path], typer.Option(
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
 
+PROGRESS_MODES = ("auto", "rich", "plain", "json", "none")
+
+
+def _progress_mode(mode: str) -> str:
+    from promptlab.errors import UsageError
+
+    if mode not in PROGRESS_MODES:
+        raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not '{mode}'")
+    return mode
+
+
+ProgressMode = Annotated[str, typer.Option(
+    "--progress", metavar="MODE", callback=_progress_mode,
+    help="Progress on stderr: auto (a live view on a terminal, else plain lines), rich, plain, "
+         "json (one JSON object per event, for CI) or none.")]
+
 
 def confirm(question: str, yes: bool) -> None:
     """Ask before deleting; without a terminal to ask on, only --yes goes ahead."""
@@ -162,20 +178,18 @@ def metric_spec(text: str) -> str | dict[str, Any]:
         raise UsageError(f"--metric {text}: arguments are not valid JSON ({exc.msg})") from None
 
 
-def run_plans(state: State, request: "EvaluateRequest", *, as_json: bool, gates: dict | None = None,
-              extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
-              then: Any = None) -> None:
-    """Evaluate planned runs with live progress, then `conclude`. Batch runs left `submitted`
-    (`request.wait` False) are only listed: their gates apply in `runs wait`. `then`: see
-    services.gates.judge."""
-    from promptlab import display
+def run_plans(state: State, request: "EvaluateRequest", *, progress: str, as_json: bool,
+              gates: dict | None = None, extra: dict | None = None, junit: Path | None = None,
+              report_md: Path | None = None, then: Any = None) -> None:
+    """Evaluate planned runs with the `--progress` display, then `conclude`. Batch runs left
+    `submitted` (`request.wait` False) are only listed: their gates apply in `runs wait`. `then`:
+    see services.gates.judge."""
+    from promptlab.display.progress import make_progress
     from promptlab.services.evaluate import Interrupted, evaluate
     from promptlab.terminal import printable
 
     try:
-        evaluation = evaluate(state.store, state.settings, request,
-                              progress=lambda totals, limits: display.make_progress(totals, limits=limits),
-                              say=lambda line: _say(printable(f"promptlab: {line}")))
+        evaluation = evaluate(state.store, state.settings, request, progress=make_progress(progress))
     except Interrupted as exc:
         print(f"promptlab: {exc}", file=sys.stderr)
         sys.exit(130)

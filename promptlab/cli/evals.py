@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ReportMd, metric_spec)
+                                  ProgressMode, ReportMd, metric_spec)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
               min_score: MinScore = None, min_pass_rate: MinPassRate = None,
               max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
               baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
+              progress: ProgressMode = "auto",
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Evaluate a prompt version on a model (or --resume an interrupted run).
 
@@ -107,7 +108,8 @@ def register(app: typer.Typer) -> None:
             chosen = batches.choose(mode, plans, store, settings.batch)
         request = EvaluateRequest(plans, settings.concurrency(concurrency, plans[0].concurrency),
                                   use_cache=not no_cache, batch=frozenset(chosen), wait=not no_wait)
-        run_plans(state, request, as_json=json_, gates=gates, junit=junit, report_md=report_md)
+        run_plans(state, request, progress=progress, as_json=json_, gates=gates, junit=junit,
+                  report_md=report_md)
 
 
 def _mode(batch: bool, mode: str | None, resume: str | None) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ReportMd)
+                                  ProgressMode, ReportMd)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
             min_score: MinScore = None, min_pass_rate: MinPassRate = None,
             max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
             baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
+            progress: ProgressMode = "auto",
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         from promptlab import display
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
+        from promptlab.display.progress import make_progress
         from promptlab.optimizers import experiment as optimize_section
         from promptlab.services.experiment import ExperimentRequest, check, prepare
 
@@ -54,11 +56,11 @@ def register(app: typer.Typer) -> None:
         prepared = prepare(state.store, state.settings, request, checked)
 
         def optimize() -> tuple[dict, list, Any]:  # after the baseline eval: search, then gate on the test split
+            shown = make_progress("none" if json_ and progress == "auto" else progress)  # --json: a quiet search
             report, gates = optimize_section.run(state.store, state.settings, checked.experiment, checked.optimize,
-                                                 prepared.project_id,
-                                                 progress=display.make_search_progress(quiet=json_))
+                                                 prepared.project_id, progress=shown)
             return {"optimization": report}, gates, lambda: display.print_optimization(report)
 
-        run_plans(state, prepared.evaluation, as_json=json_, gates=checked.gates,
+        run_plans(state, prepared.evaluation, progress=progress, as_json=json_, gates=checked.gates,
                   extra={"experiment": str(file)}, junit=junit, report_md=report_md,
                   then=optimize if checked.optimize is not None else None)

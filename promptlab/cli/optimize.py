@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from promptlab.optimizers import STRATEGIES, knob_help
+from promptlab.cli.common import ProgressMode
+from promptlab.optimizers import STRATEGIES
 
-_HELP = f"""Search for a better version of a prompt and report it against the base on the held-out test split.
+_HELP = """Search for a better version of a prompt and report it against the base on the held-out test split.
 
 Every candidate becomes a prompt version (lineage, made_by optimize:NAME) kept out of the way
 (`prompt list --candidates` shows them), every evaluation a run (cached, resumable). A candidate
@@ -24,15 +26,24 @@ Examples:
   promptlab optimize --prompt classifier --strategy bootstrap --budget-calls 400 --name tune-1
   promptlab optimize --prompt classifier@3 --strategy genetic --proposer gpt --seed 1
   promptlab optimize --resume tune-1
-
-\b
-Knobs (--knob NAME=VALUE) with their defaults and what they do:
-{knob_help()}
 """
 
 
+class _WithKnobs(TyperCommand):
+    """`optimize --help` ends with every strategy's knobs. Reading them imports each strategy
+    module, so it happens when that help is printed, not on every start of the CLI."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from promptlab.optimizers import knob_help
+
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text("\b\nKnobs (--knob NAME=VALUE) with their defaults and what they do:\n"
+                                 + knob_help())
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("optimize", help=_HELP)
+    @app.command("optimize", help=_HELP, cls=_WithKnobs)
     def optimize(ctx: typer.Context,
                  project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
                  prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.")] = None,
@@ -53,26 +64,30 @@ def register(app: typer.Typer) -> None:
                  resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
                  min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
-                 quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
+                 progress: ProgressMode = "auto",
+                 quiet: Annotated[bool, typer.Option(help="No progress: --progress none.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         from datetime import datetime, timezone
 
         from promptlab import display
         from promptlab.cli.common import emit_json, metric_spec, parse_pairs
+        from promptlab.display.progress import make_progress
         from promptlab.errors import GateFailed, UsageError
         from promptlab.optimizers.base import Budget, Objective
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
         from promptlab.optimizers.splits import parse_sizes
 
+        if quiet and progress != "auto":  # before anything is written
+            raise UsageError(f"optimize: --quiet is --progress none; drop one of --quiet and --progress {progress}")
+        shown = make_progress("none" if quiet or (json_ and progress == "auto") else progress)
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
-        progress = display.make_search_progress(quiet=quiet or json_)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         opt_name = resume or name or f"{(prompt or '').split('@')[0]}-{strategy}-{stamp}"
         try:
             if resume:
-                report = resume_opt(store, settings, project_id, resume, progress=progress)
+                report = resume_opt(store, settings, project_id, resume, progress=shown)
             else:
                 if not prompt:
                     raise UsageError("optimize: give --prompt NAME[@VERSION] (or --resume NAME)")
@@ -94,7 +109,7 @@ def register(app: typer.Typer) -> None:
                     knobs=parse_pairs(knob, "--knob"), objective=objective,
                     split_sizes=parse_sizes(splits) if splits else None, split_seed=split_seed,
                     concurrency=concurrency)
-                report = start(store, settings, project_id, request, progress=progress)
+                report = start(store, settings, project_id, request, progress=shown)
         except KeyboardInterrupt:
             import sys
 

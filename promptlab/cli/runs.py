@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ReportMd, Yes, confirm, emit_json, read_only)
+                                  ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
@@ -177,7 +177,7 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
          max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
-         json_: AsJson = False) -> None:
+         progress: ProgressMode = "auto", json_: AsJson = False) -> None:
     """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
     what a failed or expired batch left unanswered; then apply the gates given (exit 1 when one fails).
     One process waits at a time; a killed wait loses nothing (run it again)."""
@@ -203,4 +203,4 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
                         junit=junit, report_md=report_md)
     plan = resume_plan(store, state.settings, project_id, name)
     request = EvaluateRequest([plan], plan.concurrency, plan.use_cache, batch=frozenset({plan.run_id}))
-    run_plans(state, request, as_json=json_, gates=gates, junit=junit, report_md=report_md)
+    run_plans(state, request, progress=progress, as_json=json_, gates=gates, junit=junit, report_md=report_md)

@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promptlab.errors import UsageError
 from promptlab.models import content_hash
-from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, Objective
+from promptlab.optimizers import UnknownStrategyError, get_strategy
+from promptlab.optimizers.base import Budget, KnobError, Objective
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.experiment import Experiment
-    from promptlab.optimizers.search import SearchProgress
+    from promptlab.progress import Progress
     from promptlab.store import Store
 
 
@@ -110,7 +110,7 @@ def _metric_names(experiment: Experiment) -> list[str]:
 
 
 def run(store: Store, settings: Settings, experiment: Experiment, spec: OptimizeSpec, project_id: int,
-        *, progress: SearchProgress) -> tuple[dict, list]:
+        *, progress: Progress) -> tuple[dict, list]:
     """Start (or reuse/resume) the optimization, reporting to `progress`; (its report, gate results)."""
     from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume, start
 

@@ -29,10 +29,11 @@ from promptlab.diffing import diff_text
 from promptlab.errors import UsageError
 from promptlab.gates import GateResult
 from promptlab.evaluation import build_metrics, make_gateway, metric_context
-from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, BudgetExhausted, Objective, Problem
-from promptlab.optimizers.search import Search, SearchProgress
+from promptlab.optimizers import UnknownStrategyError, get_strategy
+from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem
+from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
+from promptlab.progress import Progress, SearchFinished, SearchStarted, SilentProgress
 from promptlab.scorers.stats import paired_bootstrap
 from promptlab.lease import HEARTBEAT_S
 from promptlab.store import Store, is_locked, loads, now
@@ -68,7 +69,7 @@ def _model_json(model: ModelConfig) -> dict:
 
 
 def start(store: Store, settings: Settings, project_id: int, request: OptimizeRequest, *,
-          progress: SearchProgress | None = None, models: dict[str, ModelConfig] | None = None) -> dict:
+          progress: Progress = SilentProgress(), models: dict[str, ModelConfig] | None = None) -> dict:
     """Validate, record and run a new optimization; returns its report."""
     try:
         strategy = get_strategy(request.strategy, request.knobs)
@@ -101,7 +102,7 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
 
 
 def resume(store: Store, settings: Settings, project_id: int, name: str, *,
-           progress: SearchProgress | None = None) -> dict:
+           progress: Progress = SilentProgress()) -> dict:
     """Continue an interrupted optimization (a completed one just gives its report again)."""
     row = store.find_optimization(project_id, name)
     if row is None:
@@ -124,7 +125,7 @@ async def _heartbeat(store: Store, opt_id: int) -> None:
 
 
 async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
-               progress: SearchProgress | None) -> dict:
+               progress: Progress) -> dict:
     row = store.db["optimizations"].get(opt_id)
     config, budget = loads(row["config"]), Budget(**loads(row["budget"]))
     strategy = get_strategy(config["strategy"], config["knobs"])
@@ -144,9 +145,8 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
                     sent_before=(loads(row["spent"]) or {}).get("provider_calls", 0))
     store.claim("optimizations", opt_id, f"optimization '{row['name']}'")
     beating = asyncio.create_task(_heartbeat(store, opt_id))
-    if progress is not None:
-        progress.start(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget {budget.describe()}"
-                       + _projected(search.projection(), splits))
+    progress.emit(SearchStarted(f"optimize {row['name']}: {strategy.name} on {base.ref}, budget "
+                                f"{budget.describe()}" + _projected(search.projection(), splits)))
     rng = random.Random(config["seed"])
     try:
         try:  # the base and naive k-shot compete on the same val cases as every candidate
@@ -166,8 +166,7 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         raise
     finally:
         beating.cancel()
-        if progress is not None:
-            progress.finish()
+        progress.emit(SearchFinished())
     report = _report(row["name"], config, budget, splits, search, result, winner)
     with store.db.atomic():  # the winner itself stops being a candidate: NAME means it from now on
         if result.improved:

@@ -31,7 +31,7 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError, UsageError
 from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
@@ -41,8 +41,8 @@ from promptlab.optimizers.base import (BudgetExhausted, CandidateRecord, CommonK
                                        Problem, Spent)
 from promptlab.optimizers.operators import inputs_key
 from promptlab.outputs import ParseError, extract_json
+from promptlab.progress import Progress, SearchEvaluating, SearchStatus, SearchStep, SilentProgress
 from promptlab.render import check_prompt, demo_text, prompt_tokens_estimate
-from promptlab.runner import ItemResult
 from promptlab.store import Store
 
 if TYPE_CHECKING:
@@ -108,71 +108,6 @@ class Candidate:
                 if c.id in self.scores and self.scores[c.id] < below]
 
 
-@dataclass(frozen=True)
-class SearchStatus:
-    """What the live display shows after each evaluation."""
-
-    strategy: str
-    iteration: int
-    best_ref: str
-    best_val: float | None
-    base_val: float | None
-    latest: tuple[tuple[str, str, float | None, float | None], ...]  # (ref, operator, val, train)
-    calls: int
-    budget_calls: int | None
-    tokens: int
-    budget_tokens: int | None
-    candidates: int
-    message: str = ""
-
-
-class SearchProgress(Protocol):
-    def start(self, title: str) -> None: ...
-
-    def item(self, item: ItemResult) -> None: ...
-
-    def step(self, status: SearchStatus) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class SilentSearchProgress:
-    def start(self, title: str) -> None:
-        pass
-
-    def item(self, item: ItemResult) -> None:
-        pass
-
-    def step(self, status: SearchStatus) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-class _RunnerProgress:
-    """The runner's progress protocol, forwarding each finished item to the search display, and a
-    status line every `every` replies: a batch (a genetic generation, a val split) can take minutes
-    on a slow model, and a display that is not a terminal shows nothing between steps."""
-
-    def __init__(self, search: Search, every: int = 10):
-        self.search, self.every = search, every
-        self.done = self.total = 0
-
-    def start(self, total: int) -> None:
-        self.done, self.total = 0, total
-        self.search.report(f"evaluating {total} replies")
-
-    def update(self, item: ItemResult) -> None:
-        self.search.progress.item(item)
-        self.done += 1
-        if self.done % self.every == 0 and self.done < self.total:
-            self.search.report(f"evaluating: {self.done}/{self.total} replies")
-
-    def finish(self) -> None:
-        pass
-
-
 class Plateau:
     """Early stop: `patience` steps in a row without beating the best by more than `min_gain`."""
 
@@ -212,12 +147,12 @@ class Search:
     def __init__(self, *, store: Store, settings: Settings, gateway: Gateway, project_id: int,
                  optimization_id: int, name: str, strategy: str, problem: Problem,
                  knobs: CommonKnobs, concurrency: int, test_reserve: int = 0, sent_before: int = 0,
-                 progress: SearchProgress | None = None):
+                 progress: Progress | None = None):
         self.store, self.settings, self.gateway = store, settings, gateway
         self.project_id, self.optimization_id, self.name = project_id, optimization_id, name
         self.strategy, self.problem, self.knobs = strategy, problem, knobs
         self.concurrency = concurrency
-        self.progress = progress or SilentSearchProgress()
+        self.progress = progress or SilentProgress()
         self.context = metric_context(settings)
         self.metrics = build_metrics(list(problem.objective.metrics), "objective", context=self.context)
         self.weights = tuple(zip([m.name for m in self.metrics], problem.objective.weights))
@@ -448,8 +383,9 @@ class Search:
             plans.append(plan)
             runs.append((cand, plan.run_id, cases))
         if plans:
+            self.progress.emit(SearchEvaluating(self.status()))
             try:
-                outcome = await execute(self.store, self.gateway, plans, _RunnerProgress(self),
+                outcome = await execute(self.store, self.gateway, plans, self.progress,
                                         concurrency=self.concurrency, use_cache=True,
                                         settings=self.settings)
             except BaseException:
@@ -506,14 +442,17 @@ class Search:
             self.report()
 
     def report(self, message: str = "") -> None:
+        self.progress.emit(SearchStep(self.status(message)))
+
+    def status(self, message: str = "") -> SearchStatus:
         best = self.best()
         b = self.problem.budget
-        self.progress.step(SearchStatus(
+        return SearchStatus(
             strategy=self.strategy, iteration=self.iteration, best_ref=best.prompt.ref if best else "-",
             best_val=best.mean(self.problem.val) if best else None,
             base_val=self.base.mean(self.problem.val), latest=tuple(self.latest), calls=self.calls,
             budget_calls=self.projection()["search"], tokens=self.tokens, budget_tokens=b.tokens,
-            candidates=len(self.candidates), message=message))
+            candidates=len(self.candidates), message=message)
 
     def save(self, **fields: Any) -> None:
         self.store.update_optimization(self.optimization_id, history=self.history,

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from promptlab import lm
 from promptlab.errors import AuthError, StorageError
@@ -14,11 +14,9 @@ from promptlab.evaluation import RunPlan, execute, finish, make_gateway
 
 if TYPE_CHECKING:
     from promptlab.config import Concurrency, Settings
-    from promptlab.runner import Outcome, Progress
+    from promptlab.progress import Progress
+    from promptlab.runner import Outcome
     from promptlab.store import Store
-
-# (run id -> (label, items still to do), the gateway's adaptive limits) -> the progress to report to
-ProgressFactory = Callable[[dict[int, tuple[str, int]], Callable[[], dict[str, int]]], "Progress"]
 
 
 @dataclass(frozen=True)
@@ -51,18 +49,11 @@ def resume_hint(request: EvaluateRequest) -> str:
     return hint + (f", or re-run `{request.rerun}`, which continues them" if request.rerun else "")
 
 
-def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, progress: ProgressFactory,
-             say: Callable[[str], None]) -> Evaluation:
-    """Run the plans and record each run's end. However the evaluation stops (Ctrl-C, a provider
-    refusing the key, a full disk, a bug) no run is left `running`. `say`: the batch runner's notes."""
+def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, progress: Progress) -> Evaluation:
+    """Run the plans, reporting to `progress`, and record each run's end. However the evaluation
+    stops (Ctrl-C, a provider refusing the key, a full disk, a bug) no run is left `running`."""
     plans = request.plans
-    totals = {}
-    for plan in plans:
-        done = len(store.done_keys(plan.run_id))
-        totals[plan.run_id] = (f"{plan.prompt.ref} × {plan.model.alias or plan.model.model}",
-                               len(plan.cases) * plan.repeat - done)
     gateway = make_gateway(store, settings)
-    shown = progress(totals, gateway.adaptive_limits)
     started, imported_before = time.perf_counter(), lm.import_seconds
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
@@ -76,12 +67,12 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
         batched = [p for p in plans if p.run_id in request.batch]
         outcome = Outcome({})
         if calls:
-            outcome = await execute(store, gateway, calls, shown, concurrency=request.concurrency,
+            outcome = await execute(store, gateway, calls, progress, concurrency=request.concurrency,
                                     use_cache=request.use_cache, settings=settings)
         if batched:
-            more = await batches.execute(store, make_gateway(store, settings), batched, shown,
+            more = await batches.execute(store, make_gateway(store, settings), batched, progress,
                                          config=settings.batch, use_cache=request.use_cache,
-                                         wait=request.wait, say=say)
+                                         wait=request.wait)
             outcome.states.update(more.states)
         return outcome
 

@@ -1,5 +1,5 @@
 """The viewer's routes: each reads the store through one read-only connection and renders a
-template (jinja2, autoescaped) around the HTML report's own pieces.
+template (jinja2, autoescaped) that imports the HTML report's own pieces (its macros).
 
     make_app(db_path, token=None) -> a Starlette app
 
@@ -14,8 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
-from jinja2 import Environment, PackageLoader
-from markupsafe import Markup
+from jinja2 import PackageLoader
 from sqlite_utils.db import NotFoundError as RowNotFound
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,32 +30,11 @@ from promptlab.view import queries
 from promptlab.view.guard import Guard
 
 SCRIPT = files("promptlab.view").joinpath("static/view.js").read_bytes()
-VIEW_CSS = """
-nav.top{background:var(--card);border-bottom:1px solid var(--line);padding:10px 20px;font-size:14px}
-nav.top a{color:var(--accent);text-decoration:none}
-a{color:var(--accent)}
-form.bar{display:flex;flex-wrap:wrap;gap:10px;align-items:end;margin:8px 0 14px}
-form.bar label{display:flex;flex-direction:column;font-size:12px;color:var(--muted)}
-select,input,button{font:inherit;padding:5px 8px;border:1px solid var(--line);border-radius:6px;
-background:var(--card);color:var(--fg)}
-button{cursor:pointer}
-.live .v{font-size:26px}
-ul.tree{list-style:none;padding-left:18px;border-left:1px solid var(--line)}
-.message{margin-bottom:10px}.message b{font-size:12px;color:var(--muted);text-transform:uppercase}
-"""
-
-
-def _env() -> Environment:
-    env = Environment(loader=PackageLoader("promptlab.view", "templates"), autoescape=True)
-    env.globals.update(css=Markup(to_html.CSS + VIEW_CSS), fields=lambda v: Markup(to_html.fields(v)),
-                       diff_html=lambda d: Markup(to_html.diff_html(d)))
-    env.filters.update(num=lambda v, d=3: "–" if v is None else f"{v:.{d}f}",
-                       pct=lambda v: "–" if v is None else f"{v:.1%}")
-    return env
 
 
 def make_app(db_path: Path, token: str | None = None) -> Starlette:
-    env = _env()
+    env = to_html.environment(PackageLoader("promptlab.view", "templates"))
+    chart_of = env.get_template("optimization_parts.html").module.chart
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(template).render(**context), status_code=status)
@@ -101,13 +79,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         row = _run(store, request)
         facts = redact_all(run_facts(store, row["project_id"], row))
         return page("run.html", title=row["name"], facts=facts, run=row,
-                    project=queries.project(store, row["project_id"]),
-                    progress=queries.progress(store, row),
-                    header=Markup(to_html.run_header(facts)), overview=Markup(to_html.run_overview(facts)),
-                    results=Markup("".join(
-                        to_html.case_article(r, f"/runs/{row['id']}/results/{r['case_id']}/{r['repeat']}")
-                        for r in facts["results"])),
-                    prompt=Markup(to_html.prompt_block(facts["prompt"])))
+                    project=queries.project(store, row["project_id"]), progress=queries.progress(store, row))
 
     def result(request: Request, store: Store) -> Response:
         """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
@@ -124,7 +96,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         messages = render_messages(prompt.content, store.prompt_signature(prompt), found["inputs"] or {})
         return page("result.html", title=f"{row['name']} · case {key[0]}", run=row,
                     project=queries.project(store, row["project_id"]), prompt=prompt.ref,
-                    article=Markup(to_html.case_article(redact_all(found))), messages=redact_all(messages))
+                    result=redact_all(found), messages=redact_all(messages))
 
     def progress(request: Request, store: Store) -> Response:
         return JSONResponse(queries.progress(store, _run(store, request)))
@@ -178,13 +150,12 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
 
     def optimization(request: Request, store: Store) -> Response:
         project, facts = _optimization(store, request)
-        return page("optimization.html", title=facts["optimization"]["name"], project=project, facts=facts,
-                    body=Markup(to_html.optimization_body(facts)))
+        return page("optimization.html", title=facts["optimization"]["name"], project=project, facts=facts)
 
     def chart(request: Request, store: Store) -> Response:
         _, facts = _optimization(store, request)
         return JSONResponse({"status": facts["optimization"]["status"], "candidates": len(facts["candidates"]),
-                             "html": to_html.optimization_chart(facts)})
+                             "html": str(chart_of(facts))})
 
     def script(request: Request) -> Response:
         return Response(SCRIPT, media_type="text/javascript")

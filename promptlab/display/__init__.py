@@ -1,201 +1,21 @@
-"""All rich code: live progress while a run goes, tables after."""
+"""All rich code: the tables a command prints (the live progress displays: `display.progress`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from promptlab.terminal import printable
 
-if TYPE_CHECKING:  # the runner pulls in numpy and the scorers: `runs list` needs neither
-    from promptlab.runner import ItemResult
-
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132
 out = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
-
-
-@dataclass
-class Tally:
-    label: str
-    total: int
-    done: int = 0
-    passed: int = 0
-    errors: int = 0
-    score_sum: float = 0.0
-    scored: int = 0
-    tokens: int = 0
-    cost: float = 0.0
-    cost_known: bool = True
-    cached: int = 0
-    error_kinds: dict[str, int] = field(default_factory=dict)
-
-    def add(self, item: ItemResult) -> None:
-        self.done += 1
-        self.cached += item.cached
-        self.tokens += item.prompt_tokens + item.completion_tokens
-        if item.cost is None and not item.cached:
-            self.cost_known = False
-        self.cost += item.cost or 0.0
-        if item.error_kind:
-            self.errors += 1
-            self.error_kinds[item.error_kind] = self.error_kinds.get(item.error_kind, 0) + 1
-            return
-        self.passed += item.passed
-        if item.score is not None:
-            self.score_sum += item.score
-            self.scored += 1
-
-
-class _Tallies:
-    def __init__(self, runs: dict[int, tuple[str, int]], limits: Callable[[], dict[str, int]] | None = None):
-        self.tallies = {run_id: Tally(label, total) for run_id, (label, total) in runs.items()}
-        self.started = time.monotonic()
-        self.limits = limits  # concurrency "auto": each model's calls in flight allowed now
-
-    def concurrency(self) -> str:
-        """Under concurrency "auto", the calls in flight allowed now: '12', or per model
-        'gpt 12, mini 4'; else ''."""
-        limits = self.limits() if self.limits else {}
-        if len(limits) == 1:
-            return str(next(iter(limits.values())))
-        return printable(", ".join(f"{k} {v}" for k, v in limits.items()))
-
-    def rates(self, tally: Tally) -> tuple[float, str]:
-        """This run's own items per second and time left at that pace (runs share the workers)."""
-        rate = tally.done / max(time.monotonic() - self.started, 1e-6)
-        if tally.done >= tally.total:
-            return rate, "-"
-        return rate, f"{(tally.total - tally.done) / rate:.0f}s" if rate > 0 else "?"
-
-    def title(self) -> str:
-        """What runs: the one run's prompt × model, or how many runs."""
-        labels = [t.label for t in self.tallies.values()]
-        return printable(f"evaluating {labels[0]}" if len(labels) == 1 else f"evaluating {len(labels)} runs")
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{part / whole:.1%}" if whole else "-"
-
-
-class RichProgress(_Tallies):
-    """A live table, one row per run: done/total, pass rate, mean score, errors, tokens, cost, calls/s, ETA."""
-
-    def __init__(self, runs: dict[int, tuple[str, int]], console: Console = err,
-                 limits: Callable[[], dict[str, int]] | None = None):
-        super().__init__(runs, limits)
-        self.live = Live(self._table(), console=console, refresh_per_second=4, transient=False)
-
-    def _table(self) -> Table:
-        shown = self.concurrency()
-        table = Table(title=Text(f"{self.title()} · concurrency {shown}" if shown else self.title()),
-                      title_justify="left")
-        for col in ("run", "done", "pass", "mean", "errors", "tokens", "cost", "calls/s", "ETA"):
-            table.add_column(col, justify="left" if col == "run" else "right")
-        for tally in self.tallies.values():
-            rate, eta = self.rates(tally)
-            table.add_row(safe(tally.label), f"{tally.done}/{tally.total}",
-                          _pct(tally.passed, tally.done - tally.errors),
-                          f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-",
-                          f"[red]{tally.errors}[/]" if tally.errors else "0", f"{tally.tokens:,}",
-                          f"${tally.cost:.4f}" if tally.cost_known else "n/a", f"{rate:.1f}", eta)
-        return table
-
-    def start(self, total: int) -> None:
-        self.started = time.monotonic()
-        self.live.start()
-
-    def update(self, item: ItemResult) -> None:
-        self.tallies[item.run_id].add(item)
-        self.live.update(self._table())
-
-    def finish(self) -> None:
-        self.live.update(self._table())
-        self.live.stop()
-
-
-class PlainProgress(_Tallies):
-    """Periodic plain lines on stderr, for logs and CI."""
-
-    def __init__(self, runs: dict[int, tuple[str, int]], every_s: float = 5.0,
-                 limits: Callable[[], dict[str, int]] | None = None):
-        super().__init__(runs, limits)
-        self.every_s, self.last = every_s, 0.0
-
-    def start(self, total: int) -> None:
-        self.started = self.last = time.monotonic()
-        print(f"promptlab: {total} items to evaluate", file=sys.stderr, flush=True)
-
-    def update(self, item: ItemResult) -> None:
-        tally = self.tallies[item.run_id]
-        tally.add(item)
-        if time.monotonic() - self.last >= self.every_s or tally.done == tally.total:
-            self.last = time.monotonic()
-            self._line(tally)
-
-    def _line(self, tally: Tally) -> None:
-        rate, eta = self.rates(tally)
-        mean = f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-"
-        print(f"{printable(tally.label)}: {tally.done}/{tally.total} pass={_pct(tally.passed, tally.done - tally.errors)} "
-              f"mean={mean} errors={tally.errors} tokens={tally.tokens} calls/s={rate:.1f} eta={eta}"
-              + (f" concurrency={shown}" if (shown := self.concurrency()) else ""),
-              file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        pass
-
-
-class Guarded:
-    """A display that a closed pipe or terminal turns off instead of killing the run.
-
-    Only OSError (EPIPE, EIO, …) is caught: the run goes on without a display,
-    and the dead stream is swapped for /dev/null so later prints and the exit
-    flush cannot fail either.
-    """
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-
-    def __getattr__(self, name: str):
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.inner is None:
-                return None
-            try:
-                return getattr(self.inner, name)(*args, **kwargs)
-            except OSError:
-                self.inner = None
-                _silence_dead_streams()
-                return None
-
-        return call
-
-
-def _silence_dead_streams() -> None:
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            setattr(sys, name, open(os.devnull, "w"))
-
-
-def make_progress(runs: dict[int, tuple[str, int]], quiet: bool = False,
-                  limits: Callable[[], dict[str, int]] | None = None):
-    """`limits`: the gateway's adaptive limits (Gateway.adaptive_limits), shown under concurrency auto."""
-    from promptlab.runner import SilentProgress
-
-    if quiet:
-        return SilentProgress()
-    return Guarded(RichProgress(runs, limits=limits) if err.is_terminal else PlainProgress(runs, limits=limits))
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -387,96 +207,22 @@ def print_comparison(data: dict, show: int = 20, console: Console = out) -> None
 
 # ---- optimize ---------------------------------------------------------------
 
-def _score(value: Any) -> str:
+def score_text(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def _val(side: dict) -> str:
     """The val score; '~x (n)' when only n val cases were scored (a minibatch estimate)."""
     if side.get("val") is not None:
-        return _score(side["val"])
+        return score_text(side["val"])
     if side.get("val_estimate") is not None:
         n = side.get("n_val")
         return f"~{side['val_estimate']:.3f}" + (f" ({n})" if n else "")
     return "-"
 
 
-def _of(used: int, budget: int | None) -> str:
+def of_budget(used: int, budget: int | None) -> str:
     return f"{used:,}" if budget is None else f"{used:,}/{budget:,}"
-
-
-class RichSearchProgress:
-    """A live panel while a search runs: iteration, best so far, latest candidates, budget used."""
-
-    def __init__(self, console: Console = err):
-        self.console = console
-        self.title = "promptlab optimize"
-        self.status = None
-        self.items = 0
-        self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
-
-    def _view(self):
-        from rich.console import Group
-
-        s = self.status
-        table = Table(title=self.title, title_justify="left")
-        for col in ("candidate", "edit", "val", "train"):
-            table.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
-        if s is not None:
-            for ref, op, val, train in s.latest:
-                table.add_row(ref, op, _score(val), _score(train))
-            line = (f"iteration {s.iteration} · best {s.best_ref} val {_score(s.best_val)} "
-                    f"(base {_score(s.base_val)}) · {s.candidates} candidates · calls "
-                    f"{_of(s.calls, s.budget_calls)} · tokens {_of(s.tokens, s.budget_tokens)} · "
-                    f"{self.items} replies this session" + (f" · {s.message}" if s.message else ""))
-        else:
-            line = f"{self.items} replies"
-        return Group(table, Text(line, style="dim"))
-
-    def start(self, title: str) -> None:
-        self.title = title
-        self.live.start()
-
-    def item(self, item: ItemResult) -> None:
-        self.items += 1
-        if self.items % 5 == 0:
-            self.live.update(self._view())
-
-    def step(self, status: Any) -> None:
-        self.status = status
-        self.live.update(self._view())
-
-    def finish(self) -> None:
-        self.live.update(self._view())
-        self.live.stop()
-
-
-class PlainSearchProgress:
-    """One line per evaluated batch on stderr, for logs and CI."""
-
-    def start(self, title: str) -> None:
-        print(f"promptlab: {title}", file=sys.stderr, flush=True)
-
-    def item(self, item: ItemResult) -> None:
-        pass
-
-    def step(self, s: Any) -> None:
-        latest = s.latest[0] if s.latest else None
-        last = f" | last {latest[0]} {latest[1]} val={_score(latest[2])}" if latest else ""
-        print(f"iter {s.iteration} | best {s.best_ref} val={_score(s.best_val)} (base {_score(s.base_val)})"
-              f"{last} | calls {_of(s.calls, s.budget_calls)} tokens {_of(s.tokens, s.budget_tokens)}"
-              + (f" | {s.message}" if s.message else ""), file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        pass
-
-
-def make_search_progress(quiet: bool = False):
-    if quiet:
-        from promptlab.optimizers.search import SilentSearchProgress
-
-        return SilentSearchProgress()
-    return Guarded(RichSearchProgress() if err.is_terminal else PlainSearchProgress())
 
 
 def print_optimization(report: dict, console: Console = out, top: int = 8) -> None:
@@ -488,11 +234,11 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
         table.add_column(col, justify="left" if col in ("", "prompt") else "right")
     sides = [("base", base)] + ([("naive k-shot", report["naive"])] if report.get("naive") else [])
     for label, side in sides + [("winner", win)]:
-        table.add_row(label, safe(side["ref"]), _val(side), _score(side["train"]), _score(side["test"]),
-                      str(side["demos"]), str(side["tokens"]))
+        table.add_row(label, safe(side["ref"]), _val(side), score_text(side["train"]),
+                      score_text(side["test"]), str(side["demos"]), str(side["tokens"]))
     constant = report.get("constant_baseline")
     if constant:
-        table.add_row("constant", safe(f"always {constant['label']}"), "", "", _score(constant["score"]), "", "")
+        table.add_row("constant", safe(f"always {constant['label']}"), "", "", score_text(constant["score"]), "", "")
     lift = report["lift"]
     table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
                   f"{lift['test']:+.3f}" if lift["test"] is not None else "-", "", "")
@@ -519,7 +265,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     for col in ("candidate", "edit", "iter", "val", "train", "tokens"):
         cands.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
     for c in ranked:
-        cands.add_row(safe(c["ref"]), c["operator"], str(c["iteration"]), _val(c), _score(c["train"]),
+        cands.add_row(safe(c["ref"]), c["operator"], str(c["iteration"]), _val(c), score_text(c["train"]),
                       str(c["tokens"]))
     console.print(cands)
     if any(c["val"] is None and c["val_estimate"] is not None for c in ranked):
@@ -529,9 +275,10 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     projected = report.get("projected_calls") or {}
     console.print(f"splits: train {report['splits']['train']}, val {report['splits']['val']}, test "
                   f"{report['splits']['test']} ({report['splits']['method']}) · calls: search "
-                  f"{_of(spent['calls'], projected.get('search'))}, test {_of(spent['test_calls'], projected.get('test'))}, "
-                  f"sent to the provider {_of(spent['provider_calls'], budget.get('calls'))} (retries included) · "
-                  f"tokens {_of(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
+                  f"{of_budget(spent['calls'], projected.get('search'))}, "
+                  f"test {of_budget(spent['test_calls'], projected.get('test'))}, sent to the provider "
+                  f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
+                  f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
     console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
     print_diff(report["diff"], console)
