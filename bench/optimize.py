@@ -145,7 +145,7 @@ def prepare(db: Path, name: str, task: Task, split_seed: int):
 
 def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int, concurrency: int,
                  quiet: bool, tag: str = "") -> dict:
-    from promptlab import display
+    from promptlab.display.progress import make_progress
     from promptlab.config import ModelConfig, load_settings
     from promptlab.optimizers.base import Budget
     from promptlab.optimizers.optimize import OptimizeRequest, resume, start
@@ -153,7 +153,7 @@ def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int,
     settings = load_settings(ROOT)
     local = ModelConfig(alias="local", model="local/gemma-3-270m", params={"temperature": 0})
     name = f"{strategy}-s{seed}-b{budget}{'-' + tag if tag else ''}"
-    progress = display.make_search_progress(quiet=quiet)
+    progress = make_progress("none" if quiet else "auto")
     if store.find_optimization(project_id, name):
         return resume(store, settings, project_id, name, progress=progress)
     request = OptimizeRequest(name=name, strategy=strategy, prompt=base.ref, model="local", proposer="local",
