@@ -13,7 +13,9 @@ optimization scores itself) with the paired bootstrap p-value, and the calls use
 
 Tasks (files in /work/shared/datasets, see each SOURCE.md): sentiment (300
 reviews, positive/negative, 60/60/180), sms (300 SMS, spam/ham, 60/60/180),
-banking10 (banking77's first 10 intents of labels.txt: 100 queries, 30/30/40).
+banking10 (banking77's first 10 intents of labels.txt: 100 queries, 30/30/40); two the
+optimizers were never tuned on: banking10b (the next 10 intents) and sms-skewed (one message
+in five spam: 187 SMS, 40/40/107, the constant answer scores 0.80).
 
 DSPy is not a promptlab dependency: it lives in its own environment, made once by
 
@@ -37,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +59,10 @@ class Task:
     template: str
     splits: tuple[int, int, int]
     max_tokens: int = 3
-    labels_file: str | None = None  # keep only the rows of these labels (the first `n_labels`)
+    labels_file: str | None = None  # keep only the rows of these labels (`n_labels` from `first_label`)
     n_labels: int = 0
+    first_label: int = 0
+    cap: tuple[tuple[str, int], ...] = ()  # at most this many rows of a label (a skewed task)
 
 
 TASKS = {
@@ -69,13 +74,25 @@ TASKS = {
     "banking10": Task("banking77/banking77_test.jsonl", "Classify the intent of the bank customer's query.",
                       "Query: {{ text }}\nIntent:", (30, 30, 40), max_tokens=12,
                       labels_file="banking77/labels.txt", n_labels=10),
+    # banking77's next 10 intents: a task the optimizers were never tuned on
+    "banking10b": Task("banking77/banking77_test.jsonl", "Classify the intent of the bank customer's query.",
+                       "Query: {{ text }}\nIntent:", (30, 30, 40), max_tokens=12,
+                       labels_file="banking77/labels.txt", n_labels=10, first_label=10),
+    # spam as one message in five: the constant answer `ham` scores 0.80
+    "sms-skewed": Task("sms_spam/sms_spam.jsonl", "Classify the SMS message as spam or ham (a legitimate message).",
+                       "Message: {{ text }}\nLabel:", (40, 40, 107), cap=(("spam", 37),)),
 }
 
 
 def rows_of(task: Task) -> tuple[list[dict], list[str]]:
     rows = [json.loads(line) for line in (DATASETS / task.file).read_text().splitlines() if line.strip()]
+    caps, seen = dict(task.cap), Counter()
+    for r in rows:
+        seen[r["label"]] += 1
+        r["_over_cap"] = seen[r["label"]] > caps.get(r["label"], len(rows))
+    rows = [r for r in rows if not r.pop("_over_cap")]
     if task.labels_file:
-        keep = (DATASETS / task.labels_file).read_text().split()[:task.n_labels]
+        keep = (DATASETS / task.labels_file).read_text().split()[task.first_label:task.first_label + task.n_labels]
         return [r for r in rows if r["label"] in keep], keep
     return rows, sorted({r["label"] for r in rows})
 
@@ -128,7 +145,7 @@ def prepare(db: Path, name: str, task: Task, split_seed: int):
 
 def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int, concurrency: int,
                  quiet: bool, tag: str = "") -> dict:
-    from promptlab import display
+    from promptlab.display.progress import make_progress
     from promptlab.config import ModelConfig, load_settings
     from promptlab.optimizers.base import Budget
     from promptlab.optimizers.optimize import OptimizeRequest, resume, start
@@ -136,7 +153,7 @@ def run_strategy(store, project_id, base, strategy: str, budget: int, seed: int,
     settings = load_settings(ROOT)
     local = ModelConfig(alias="local", model="local/gemma-3-270m", params={"temperature": 0})
     name = f"{strategy}-s{seed}-b{budget}{'-' + tag if tag else ''}"
-    progress = display.make_search_progress(quiet=quiet)
+    progress = make_progress("none" if quiet else "auto")
     if store.find_optimization(project_id, name):
         return resume(store, settings, project_id, name, progress=progress)
     request = OptimizeRequest(name=name, strategy=strategy, prompt=base.ref, model="local", proposer="local",

@@ -2,7 +2,7 @@
 
     python bench/startup.py [-n 15]
 
-Runs each command N times in a fresh workspace (a temp dir with one project) and prints the
+Runs each command N times, in turn, in a fresh workspace (a temp dir with one project) and prints the
 median wall time, the median CPU seconds (user + system of the child, from getrusage), and each
 command's ratio to `--help`. Also says whether litellm or the runner got imported.
 """
@@ -53,7 +53,10 @@ def main() -> None:
                        capture_output=True)
         for args in COMMANDS.values():  # warm the bytecode cache and the disk
             run(args, cwd)
-        times = {name: [run(args, cwd) for _ in range(n)] for name, args in COMMANDS.items()}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in COMMANDS}
+        for _ in range(n):  # round-robin: a load that comes and goes on a shared machine hits every command
+            for name, args in COMMANDS.items():
+                times[name].append(run(args, cwd))
         medians = {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
                    for name, t in times.items()}
         base_wall, base_cpu = medians["--help"]

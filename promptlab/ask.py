@@ -12,13 +12,15 @@ with the same bad reply, and a re-run replays every attempt from the cache
 validation error) and keeps the last reply. Call failures stay `CallError`
 (the gateway has already retried the transient ones); 401/403 stay `AuthError`.
 
-Used by the LLM judge, case generation and the optimizers' proposer.
+Used by the LLM judge, case generation and the optimizers' proposer (which checks
+replies with a function of its own and re-asks in a conversation that keeps every
+attempt: `Retry`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,15 +31,15 @@ if TYPE_CHECKING:
     from promptlab.config import ModelConfig
     from promptlab.lm import Gateway
 
-T = TypeVar("T", bound=BaseModel)
+T = TypeVar("T")
 
 
 class InvalidReply(Exception):
     """No attempt gave a valid structured reply."""
 
-    def __init__(self, message: str, reply: str, attempts: int, calls: int = 0):
+    def __init__(self, message: str, reply: str, attempts: int, calls: int = 0, reason: str = ""):
         super().__init__(message)
-        self.reply, self.attempts, self.calls = reply, attempts, calls
+        self.reply, self.attempts, self.calls, self.reason = reply, attempts, calls, reason
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class Answer(Generic[T]):
     usage: Usage        # tokens and cost of the provider calls made
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How an invalid reply is answered. `note` ({reason}, {example}) follows the reply. With
+    `keep_all` the conversation keeps every invalid attempt, so no two attempts are alike and all
+    ask for the same cached sample; else it keeps the last one and attempt i asks for sample + i
+    (two alike would otherwise get the same bad reply from the cache)."""
+
+    note: str = "That reply was not usable: {reason}. Reply again with the JSON object only{example}"
+    keep_all: bool = False
+
+
 def describe(exc: ValidationError) -> str:
     """The first validation error in one line: "field 'score': Input should be ..."."""
     err = exc.errors()[0]
@@ -56,24 +69,28 @@ def describe(exc: ValidationError) -> str:
     return f"field '{loc}': {err['msg']}" if loc else err["msg"]
 
 
-def validate(text: str, schema: type[T], context: dict[str, Any] | None = None) -> T:
-    """Parse and validate one reply; ValueError with a one-line reason when invalid."""
+def validate(text: str, schema: type[T] | Callable[[Any], T], context: dict[str, Any] | None = None) -> T:
+    """Parse and validate one reply; ValueError with a one-line reason when invalid. `schema` is a
+    pydantic model, or a function of the JSON value that returns it checked (ValueError: why not)."""
     data = extract_json(text)
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return schema(data)
     try:
         return schema.model_validate(data, context=context)
     except ValidationError as exc:
         raise ValueError(describe(exc)) from None
 
 
-async def ask_json(gateway: "Gateway", model: "ModelConfig", messages: list[dict], schema: type[T], *,
-                   attempts: int = 3, params: dict | None = None, context: dict[str, Any] | None = None,
-                   example: str = "", use_cache: bool = True, sample: int = 0) -> Answer[T]:
+async def ask_json(gateway: "Gateway", model: "ModelConfig", messages: list[dict],
+                   schema: type[T] | Callable[[Any], T], *, attempts: int = 3, params: dict | None = None,
+                   context: dict[str, Any] | None = None, example: str = "", use_cache: bool = True,
+                   sample: int = 0, retry: Retry = Retry()) -> Answer[T]:
     """Ask until a reply validates against `schema` (at most `attempts` replies).
 
     `context` is passed to pydantic validators (e.g. a score's allowed range);
     `example` (the JSON shape wanted) is repeated in the retry message;
-    `sample`: the cached sample of the first attempt (attempt i asks for
-    sample + i), for callers that ask the same question more than once.
+    `sample`: the cached sample of the first attempt, for callers that ask the
+    same question more than once; `retry`: how an invalid reply is answered.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -82,10 +99,11 @@ async def ask_json(gateway: "Gateway", model: "ModelConfig", messages: list[dict
     convo, last_reply, reason = list(messages), "", ""
     for attempt in range(attempts):
         if attempt:
-            convo = [*messages, {"role": "assistant", "content": last_reply},
-                     {"role": "user", "content": f"That reply was not usable: {reason}. Reply again with "
-                                                 f"the JSON object only{': ' + example if example else ''}"}]
-        reply = await gateway.complete(model, convo, params, use_cache=use_cache, sample=sample + attempt)
+            note = retry.note.format(reason=reason, example=f": {example}" if example else "")
+            convo = [*(convo if retry.keep_all else messages), {"role": "assistant", "content": last_reply},
+                     {"role": "user", "content": note}]
+        reply = await gateway.complete(model, convo, params, use_cache=use_cache,
+                                       sample=sample + (0 if retry.keep_all else attempt))
         if not reply.cached:
             calls += 1
             prompt_tokens += reply.usage.prompt_tokens
@@ -104,4 +122,4 @@ async def ask_json(gateway: "Gateway", model: "ModelConfig", messages: list[dict
                       usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                   cost=None if unknown_cost else cost))
     raise InvalidReply(f"no valid reply in {attempts} attempt{'s' if attempts > 1 else ''} "
-                       f"(last: {reason})", last_reply, attempts, calls)
+                       f"(last: {reason})", last_reply, attempts, calls, reason)

@@ -60,8 +60,8 @@ class ModelConfig(BaseModel):
     model: str
     api_base: str | None = None
     api_key_env: str | None = None
-    rpm: float | None = None
-    tpm: float | None = None
+    rpm: float | None = Field(default=None, gt=0)  # 0 would silently mean no limit
+    tpm: float | None = Field(default=None, gt=0)
     concurrency: Concurrency | None = None
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -64,8 +64,8 @@ class InlineModel(BaseModel):
     model: str
     api_base: str | None = None
     api_key_env: str | None = None
-    rpm: float | None = None
-    tpm: float | None = None
+    rpm: float | None = Field(default=None, gt=0)  # 0 would silently mean no limit
+    tpm: float | None = Field(default=None, gt=0)
     concurrency: Concurrency | None = None
     timeout: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -170,7 +170,10 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
     try:
         spec = ExperimentSpec(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # a model or cases entry that is a mapping fails the `str` branch of its union as well:
+        # that error only says it is not a name, so the mapping's own error is the one to show
+        errors = exc.errors()
+        err = next((e for e in errors if "str" not in map(str, e["loc"])), errors[0])
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("str", "InlineModel",
                                                                               "CasesFile", "list")))
         raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
@@ -160,26 +161,20 @@ class Cache(Protocol):
     def put(self, key: str, kind: str, model: str, value: dict) -> None: ...
 
 
-class RateLimiter:
-    """Requests- and tokens-per-minute as a continuous token bucket."""
+def per_minute(limit: float) -> AsyncLimiter:
+    """A requests- or tokens-per-minute limit whose bucket holds one second's worth (at least one):
+    a run starts at the limit's pace instead of with a whole minute's burst."""
+    burst = max(1.0, limit / 60)
+    return AsyncLimiter(burst, burst * 60 / limit)
 
-    def __init__(self, per_minute: float):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute / 60.0)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self.lock = asyncio.Lock()
 
-    async def acquire(self, amount: float = 1.0) -> None:
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= min(amount, self.capacity):
-                    self.tokens -= amount
-                    return
-                await asyncio.sleep((min(amount, self.capacity) - self.tokens) / self.rate)
+async def take(limiter: AsyncLimiter, amount: float) -> None:
+    """Wait until `amount` fits the limit. aiolimiter takes at most its capacity at once, so a
+    request estimated above one second's tokens is taken in parts: it still counts in full."""
+    while amount > 0:
+        part = min(amount, limiter.max_rate)
+        await limiter.acquire(part)
+        amount -= part
 
 
 class AdaptiveLimit:
@@ -246,6 +241,18 @@ def chat_key(model: ModelConfig, messages: list[dict], params: dict, sample: int
 
 
 @dataclass
+class _Limits:
+    """One model's limits. Calls in flight outlive an event loop (an AdaptiveLimit keeps what it
+    learnt); the rates are made anew in each loop, as aiolimiter asks, for a gateway can outlive
+    one asyncio.run."""
+
+    slots: asyncio.Semaphore | AdaptiveLimit | None
+    loop: asyncio.AbstractEventLoop | None = None
+    rpm: AsyncLimiter | None = None
+    tpm: AsyncLimiter | None = None
+
+
+@dataclass
 class Gateway:
     """Calls models with promptlab's retries, cache, rate limits and timeout."""
 
@@ -257,8 +264,7 @@ class Gateway:
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
-    _limits: dict[str, tuple[asyncio.Semaphore | AdaptiveLimit | None, RateLimiter | None,
-                             RateLimiter | None]] = field(default_factory=dict)
+    _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
 
     @property
@@ -268,15 +274,18 @@ class Gateway:
             self._direct_client = _fastpath().DirectClient()
         return self._direct_client
 
-    def _limiters(self, model: ModelConfig):
+    def _limiters(self, model: ModelConfig) -> _Limits:
         key = model.alias or model.model
         if key not in self._limits:
             auto = model.concurrency == AUTO or (model.concurrency is None and self.adaptive)
-            self._limits[key] = (
-                AdaptiveLimit() if auto else asyncio.Semaphore(model.concurrency) if model.concurrency else None,
-                RateLimiter(model.rpm) if model.rpm else None,
-                RateLimiter(model.tpm) if model.tpm else None)
-        return self._limits[key]
+            self._limits[key] = _Limits(
+                AdaptiveLimit() if auto else asyncio.Semaphore(model.concurrency) if model.concurrency else None)
+        limits = self._limits[key]
+        if limits.loop is not asyncio.get_running_loop():
+            limits.loop = asyncio.get_running_loop()
+            limits.rpm = per_minute(model.rpm) if model.rpm else None
+            limits.tpm = per_minute(model.tpm) if model.tpm else None
+        return limits
 
     async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
                        *, use_cache: bool = True, sample: int = 0) -> Completion:
@@ -334,8 +343,8 @@ class Gateway:
 
     def adaptive_limits(self) -> dict[str, int]:
         """The current limit of each model under concurrency "auto" (for the live view)."""
-        return {key: limit.current for key, (limit, _, _) in self._limits.items()
-                if isinstance(limit, AdaptiveLimit)}
+        return {key: limits.slots.current for key, limits in self._limits.items()
+                if isinstance(limits.slots, AdaptiveLimit)}
 
     async def aclose(self) -> None:
         """Close the direct path's connections (those of the running event loop)."""
@@ -347,7 +356,8 @@ class Gateway:
         """`send(kwargs)` with promptlab's limits, call budget, timeout and retries; returns the reply,
         the attempts and when the first was sent (latency counts from there: not the wait for a slot
         behind other calls, which only says how many were in flight)."""
-        slots, rpm, tpm = self._limiters(model)
+        limits = self._limiters(model)
+        slots, rpm, tpm = limits.slots, limits.rpm, limits.tpm
         adaptive = slots if isinstance(slots, AdaptiveLimit) else None  # it takes a slot per attempt
         timeout = model.timeout or self.timeout
         kwargs.update(model=model.model, timeout=timeout, num_retries=0, max_retries=0)
@@ -363,7 +373,7 @@ class Gateway:
             if rpm:
                 await rpm.acquire()
             if tpm:
-                await tpm.acquire(_estimate_tokens(kwargs))
+                await take(tpm, _estimate_tokens(kwargs))
             sent_in = await adaptive.acquire() if adaptive else 0  # before the budget: others may spend it
             outcome = "cancelled"
             try:

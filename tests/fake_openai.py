@@ -58,6 +58,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
     "record_bodies": False,         # keep request bodies in stats["bodies"]
+    "record_arrivals": False,       # keep each API request's arrival (server clock, s) in stats["arrivals"]
     "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
     "batch_delay_s": 0.0,           # a batch completes this long after its creation
                                     # (validating for the first quarter, then in_progress)
@@ -132,6 +133,7 @@ class State:
         self.inflight = 0
         self.max_inflight = 0
         self.bodies: list[Any] = []
+        self.arrivals: list[float] = []
         self.files: dict[str, dict[str, Any]] = {}    # id -> {"object": file fields, "data": bytes}
         self.batches: dict[str, dict[str, Any]] = {}  # id -> batch object (+ private "_" keys)
         self.batch_items: list[int] = []              # requests per batch created, in order
@@ -175,6 +177,8 @@ class State:
         }
         if self.b["record_bodies"]:
             out["bodies"] = self.bodies
+        if self.b["record_arrivals"]:
+            out["arrivals"] = self.arrivals
         return out
 
 
@@ -255,6 +259,8 @@ def make_app(state: State):
         s = state
         gen = s.gen
         s.total += 1
+        if s.b["record_arrivals"]:
+            s.arrivals.append(time.monotonic())
         path = request.path
         s.by_path[path] = s.by_path.get(path, 0) + 1
         auth = request.headers.get("Authorization")

@@ -93,6 +93,8 @@ BAD_INPUTS = {
     "missing api key": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace(
         "models: [fake]", "models: [{name: keyed, model: openai/x, api_key_env: NO_SUCH_KEY_VAR}]")},
         "NO_SUCH_KEY_VAR is not set"),
+    "a rate of zero": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace(
+        "models: [fake]", "models: [{name: slow, model: openai/x, rpm: 0}]")}, "models.0.rpm"),
     "unknown gate": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace("min_score: 0.5", "min_scor: 0.5")},
                      "unknown gate 'min_scor'"),
     "missing template": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace('    template: "Review: {{ text }}"\n', "")},

@@ -80,7 +80,8 @@ def test_every_strategy_matches_the_protocol():
 
 
 def test_knobs_are_validated():
-    from promptlab.optimizers import KnobError, get_strategy
+    from promptlab.optimizers import get_strategy
+    from promptlab.optimizers.base import KnobError
 
     assert get_strategy("genetic", {"population": "6", "llm_rate": "0.5"}).knobs.population == 6
     with pytest.raises(KnobError, match="unknown knob 'populaton'"):
@@ -122,7 +123,8 @@ def test_explicit_splits_are_kept_and_tiny_sets_are_leave_one_out():
 
 # ---- the winner -------------------------------------------------------------------
 def test_winner_is_best_val_then_best_train_then_fewest_tokens():
-    from promptlab.optimizers.search import Candidate, rank_key
+    from promptlab.optimizers.evaluator import Candidate
+    from promptlab.optimizers.search import rank_key
 
     train, val = _cases(2, 2, "train"), [Case(id=10 + i, inputs={"text": f"v{i}"}, expected={"label": "x"})
                                         for i in range(2)]
@@ -674,7 +676,7 @@ def test_the_search_keeps_a_verbalizer_edit_that_raises_val(workspace):
 # ---- reflect: GEPA-style, for strong proposers (issue 14) ----------------------------------------
 def test_pareto_front_holds_every_candidate_best_on_some_case():
     from promptlab.optimizers.reflect import pareto_front
-    from promptlab.optimizers.search import Candidate
+    from promptlab.optimizers.evaluator import Candidate
 
     val = tuple(_cases(2, 1, "val"))
 

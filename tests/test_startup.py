@@ -1,20 +1,37 @@
-"""Commands that only read the store start light: no litellm, no runner (scorers, numpy)."""
+"""Commands that only read the store start light: no litellm, no runner (scorers, numpy), and none
+of the optimizers but their names (only `optimize --help` reads the strategies' knobs)."""
 
 import subprocess
 import sys
 
 import pytest
 
+from promptlab.optimizers import STRATEGIES, knob_help
+
+HEAVY = ("litellm", "promptlab.runner", "numpy", "promptlab.optimizers.base",
+         *(target.partition(":")[0] for target in STRATEGIES.values()))
 PROBE = ("import sys\n"
          "from promptlab.cli import main\n"
          "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-         "print(' '.join(sorted(m for m in ('litellm', 'promptlab.runner', 'numpy') if m in sys.modules)),"
-         " file=sys.stderr)")
+         f"print(' '.join(sorted(m for m in {HEAVY!r} if m in sys.modules)), file=sys.stderr)")
+
+
+def _imported(workspace, command: list[str]) -> tuple[str, str]:
+    """(the heavy modules that `promptlab COMMAND` imported, its stdout)."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *command], cwd=workspace.root, capture_output=True,
+                          text=True, timeout=120)
+    return (done.stderr.strip().splitlines() or [""])[-1], done.stdout
 
 
 @pytest.mark.parametrize("command", [["runs", "list"], ["prompt", "list"], ["--help"]])
 def test_listing_commands_import_neither_litellm_nor_the_runner(workspace, command):
     assert workspace.cli("project", "add", "demo").code == 0
-    done = subprocess.run([sys.executable, "-c", PROBE, *command], cwd=workspace.root, capture_output=True,
-                          text=True, timeout=120)
-    assert done.stderr.strip().splitlines()[-1:] in ([], [""]), done.stderr
+    heavy, _ = _imported(workspace, command)
+    assert heavy == "", heavy
+
+
+def test_optimize_help_reads_the_knobs_of_every_strategy(workspace):
+    heavy, out = _imported(workspace, ["optimize", "--help"])
+    assert set(heavy.split()) >= {target.partition(":")[0] for target in STRATEGIES.values()}
+    assert out.index("Options:") < out.index("Knobs (--knob NAME=VALUE)")  # below the options: "see below"
+    assert all(line in out for line in knob_help().splitlines())

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from promptlab.cli.common import ProgressMode
-from promptlab.optimizers import STRATEGIES, knob_help
+from promptlab.optimizers import STRATEGIES
 
-_HELP = f"""Search for a better version of a prompt and report it against the base on the held-out test split.
+_HELP = """Search for a better version of a prompt and report it against the base on the held-out test split.
 
 Every candidate becomes a prompt version (lineage, made_by optimize:NAME) kept out of the way
 (`prompt list --candidates` shows them), every evaluation a run (cached, resumable). A candidate
@@ -25,15 +26,24 @@ Examples:
   promptlab optimize --prompt classifier --strategy bootstrap --budget-calls 400 --name tune-1
   promptlab optimize --prompt classifier@3 --strategy genetic --proposer gpt --seed 1
   promptlab optimize --resume tune-1
-
-\b
-Knobs (--knob NAME=VALUE) with their defaults and what they do:
-{knob_help()}
 """
 
 
+class _WithKnobs(TyperCommand):
+    """`optimize --help` ends with every strategy's knobs. Reading them imports each strategy
+    module, so it happens when that help is printed, not on every start of the CLI."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from promptlab.optimizers import knob_help
+
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text("\b\nKnobs (--knob NAME=VALUE) with their defaults and what they do:\n"
+                                 + knob_help())
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("optimize", help=_HELP)
+    @app.command("optimize", help=_HELP, cls=_WithKnobs)
     def optimize(ctx: typer.Context,
                  project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
                  prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.")] = None,

@@ -1,17 +1,15 @@
 """Optimizers: one protocol (`base.Strategy`), shared machinery (`search.Search`), one file per strategy.
 
 The registry maps names to classes; built-ins register the same way an
-extension would. Importing this package (and the strategy modules) is cheap:
-heavy imports happen inside `optimize`, so `promptlab optimize --help` can
-list every knob.
+extension would. Importing this package is cheap (every start of the CLI does, for
+the strategy names); `base` and the strategy modules load when a strategy or its
+knobs are asked for, and their heavy imports only inside `optimize`.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from promptlab.optimizers.base import KnobError, knob_fields, make_knobs
 
 STRATEGIES: dict[str, str] = {
     "iterative": "promptlab.optimizers.iterative:Iterative",
@@ -41,13 +39,15 @@ def strategy_class(name: str) -> type:
 
 def get_strategy(name: str, knobs: dict[str, Any] | None = None) -> Any:
     """A strategy instance with its knobs set (KnobError / UnknownStrategyError on bad input)."""
+    from promptlab.optimizers.base import make_knobs
+
     cls = strategy_class(name)
     return cls(make_knobs(cls.Knobs, knobs))
 
 
 def knob_help() -> str:
     """Every knob with its default and what it does: the common ones once, then each strategy's own."""
-    from promptlab.optimizers.base import CommonKnobs
+    from promptlab.optimizers.base import CommonKnobs, knob_fields
 
     common = knob_fields(CommonKnobs)
     lines = ["every strategy:"] + [f"  {n}={d!r}: {h}" for n, _, d, h in common]
@@ -59,5 +59,5 @@ def knob_help() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STRATEGIES", "KnobError", "UnknownStrategyError", "get_strategy", "knob_help", "register",
+__all__ = ["STRATEGIES", "UnknownStrategyError", "get_strategy", "knob_help", "register",
            "strategy_class"]

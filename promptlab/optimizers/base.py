@@ -32,7 +32,7 @@ from promptlab.records import CandidateRecord
 if TYPE_CHECKING:
     import random
 
-    from promptlab.config import ModelConfig
+    from promptlab.config import Concurrency, ModelConfig
     from promptlab.models import Case, PromptVersion, Signature
     from promptlab.optimizers.search import Search
 
@@ -107,6 +107,18 @@ class Problem:
     task_model: ModelConfig
     proposer: ModelConfig
     budget: Budget
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Which optimization a search works for, and how: its record, the strategy and its knobs."""
+
+    project_id: int
+    optimization_id: int
+    name: str                  # the optimization's: its runs and messages are named after it
+    strategy: str
+    knobs: CommonKnobs
+    concurrency: Concurrency
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Sequence
 
 from promptlab.models import Case, Demo, PromptContent
 from promptlab.optimizers import operators as ops
-from promptlab.optimizers.search import Candidate, Search
+from promptlab.optimizers.evaluator import Candidate
+from promptlab.optimizers.search import Search
 
 MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "knn", "grips", "format",
               "verbalizer")

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promptlab.errors import UsageError
 from promptlab.models import content_hash
-from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, Objective
+from promptlab.optimizers import UnknownStrategyError, get_strategy
+from promptlab.optimizers.base import Budget, KnobError, Objective
 
 if TYPE_CHECKING:
     from promptlab.config import Settings

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, ClassVar
 from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
-    from promptlab.optimizers.search import Candidate, Search
+    from promptlab.optimizers.evaluator import Candidate
+    from promptlab.optimizers.search import Search
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Genetic(SearchStrategy):
             search.next_iteration()
             batch = minibatch(problem.val, batch_size, rng)
             cost = sum(len([c for c in p.eligible(batch) if c.id not in p.scores]) for p in population)
-            if not search.can_afford(cost + reserve):
+            if not search.ledger.fits(cost + reserve):
                 return "budget: kept the rest for the final val scoring"
             await search.evaluate(population, "val", batch)
             ranked = sorted(population, key=lambda c: (fitness(c) or 0.0, search.rank_key(c)), reverse=True)

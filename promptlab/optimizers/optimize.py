@@ -29,8 +29,9 @@ from promptlab.diffing import diff_text
 from promptlab.errors import UsageError
 from promptlab.gates import GateResult
 from promptlab.evaluation import build_metrics, make_gateway, metric_context
-from promptlab.optimizers import KnobError, UnknownStrategyError, get_strategy
-from promptlab.optimizers.base import Budget, BudgetExhausted, Objective, Problem
+from promptlab.optimizers import UnknownStrategyError, get_strategy
+from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem, SearchConfig
+from promptlab.optimizers.ledger import Ledger
 from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
 from promptlab.progress import Progress, SearchFinished, SearchStarted, SilentProgress
@@ -138,15 +139,15 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
                       objective=objective, task_model=ModelConfig(**config["task_model"]),
                       proposer=ModelConfig(**config["proposer"]), budget=budget)
     gateway = make_gateway(store, settings)
-    search = Search(store=store, settings=settings, gateway=gateway, project_id=project_id,
-                    optimization_id=opt_id, name=opt.name, strategy=strategy.name, problem=problem,
-                    knobs=strategy.knobs, concurrency=config["concurrency"], progress=progress,
-                    test_reserve=test_reserve(splits) if budget.calls is not None else 0,
-                    sent_before=(opt.spent or {}).get("provider_calls", 0))
+    ledger = Ledger(budget, test_reserve=test_reserve(splits) if budget.calls is not None else 0,
+                    sent_before=(opt.spent or {}).get("provider_calls", 0), sent_at_start=gateway.calls)
+    search = Search(SearchConfig(project_id, opt_id, opt.name, strategy.name, strategy.knobs,
+                                 config["concurrency"]), problem,
+                    store=store, settings=settings, gateway=gateway, ledger=ledger, progress=progress)
     store.claim("optimizations", opt_id, f"optimization '{opt.name}'")
     beating = asyncio.create_task(_heartbeat(store, opt_id))
     progress.emit(SearchStarted(f"optimize {opt.name}: {strategy.name} on {base.ref}, budget "
-                                f"{budget.describe()}" + _projected(search.projection(), splits)))
+                                f"{budget.describe()}" + _projected(ledger.projection(), splits)))
     rng = random.Random(config["seed"])
     try:
         try:  # the base and naive k-shot compete on the same val cases as every candidate
@@ -207,7 +208,7 @@ def _report(name, config, budget, splits, search: Search, result, winner) -> dic
             "improved": result.improved,
             "outcome": "improved" if result.improved else "no improvement found",
             "seed": config["seed"], "iterations": result.iterations,
-            "objective": search.problem.objective.describe([n for n, _ in search.weights]),
+            "objective": search.problem.objective.describe([n for n, _ in search.evaluator.weights]),
             "model": config["task_model"].get("alias") or config["task_model"]["model"],
             "proposer": config["proposer"].get("alias") or config["proposer"]["model"],
             "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
@@ -216,7 +217,7 @@ def _report(name, config, budget, splits, search: Search, result, winner) -> dic
             "lift": _lift(search, winner, base, naive, best, constant, splits),
             "constant_baseline": constant.as_json() if constant else None,
             "collapse": {**collapse.as_json(), "warning": collapse.warning()} if collapse else None,
-            "budget": dataclasses.asdict(budget), "projected_calls": search.projection(),
+            "budget": dataclasses.asdict(budget), "projected_calls": search.ledger.projection(),
             "spent": dataclasses.asdict(search.spent),
             "candidates": [c.as_dict() for c in sorted(result.candidates, key=lambda c: c.prompt_id)],
             "diff": diff_text(search.base.prompt, winner.prompt)}

@@ -31,7 +31,8 @@ from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
     from promptlab.models import Case
-    from promptlab.optimizers.search import Candidate, Search
+    from promptlab.optimizers.evaluator import Candidate
+    from promptlab.optimizers.search import Search
 
 
 @dataclass(frozen=True)
