@@ -13,6 +13,7 @@ from promptlab.lm import Gateway, chat_key
 from promptlab.models import Case, PromptContent, Signature
 from promptlab.optimizers import operators as ops
 from promptlab.optimizers.base import Budget, BudgetExhausted, CommonKnobs, Objective, Problem, SearchConfig
+from promptlab.records import Note
 from tests.fake_model import rules_model
 
 SIGNATURE = Signature(name="sentiment", instruction="Label the review.", inputs=["text"],
@@ -94,8 +95,7 @@ def test_the_proposer_re_asks_with_every_unusable_reply_in_the_conversation(tmp_
     assert list(search.gateway.cache.values) == [chat_key(model, convo, PARAMS) for convo in (asked, second, third)]
     assert search.spent.calls == 3 and search.spent.provider_calls == 3
     assert search.spent.tokens == sum(len(str(c["content"]).split()) + 1 for c in (asked[-1], second[-1], third[-1]))
-    assert search.history[-1] == {"event": "proposer", "iteration": 0, "operator": "rewrite", "ok": True,
-                                  "attempts": 3}
+    assert search.history[-1] == Note("proposer", 0, {"operator": "rewrite", "ok": True, "attempts": 3})
 
     # the same search again: every reply from the cache, every one counted against the budget
     with rules_model([], default="unused") as again:
@@ -111,8 +111,8 @@ def test_the_proposer_gives_up_after_its_retries_and_stops_at_the_budget(tmp_pat
     with rules_model([], default="no json here") as model:
         search = make_search(tmp_path, model, budget=Budget(calls=5), knobs=CommonKnobs(proposer_retries=1))
         assert propose(search, asked) is None
-        assert search.history[-1] == {"event": "proposer", "iteration": 0, "operator": "rewrite", "ok": False,
-                                      "reason": "the reply holds no JSON object"}
+        assert search.history[-1] == Note("proposer", 0, {"operator": "rewrite", "ok": False,
+                                                          "reason": "the reply holds no JSON object"})
         assert search.spent.calls == 2
         assert propose(search, ops.paraphrase_messages(SIGNATURE, "Other.")) is None  # calls 3 and 4
         with pytest.raises(BudgetExhausted, match="call budget reached"):
@@ -127,7 +127,7 @@ def test_a_refused_proposer_request_is_an_unusable_reply(tmp_path):
     with rules_model([["", refused]]) as model:
         search = make_search(tmp_path, model)
         assert propose(search, ops.paraphrase_messages(SIGNATURE, "Label it.")) is None
-    last = search.history[-1]
+    last = search.history[-1].data
     assert last["ok"] is False and last["reason"].startswith("bad_request: ") and search.spent.calls == 1
 
 
