@@ -289,6 +289,7 @@ def test_a_winner_that_answers_one_label_shows_no_lift_over_the_constant_answer(
     assert report["lift"]["test_over_base"] > 0                   # it does beat the base...
     assert report["lift"]["over"] == "constant" and report["lift"]["test"] <= 0  # ...not the constant answer
     assert report["constant_baseline"]["score"] == report["lift"]["over_score"]
+    assert report["lift"]["over_significant"] is False                # no lift over the constant is claimed
     collapse = report["collapse"]
     assert collapse["label"] == "positive" and collapse["share"] == 1.0 and "collapsed" in collapse["warning"]
     gate = data["gates"][0]
@@ -296,6 +297,26 @@ def test_a_winner_that_answers_one_label_shows_no_lift_over_the_constant_answer(
 
     shown = ws.cli("optimize", "--project", "p", "--resume", "one")   # the saved report, on the terminal
     assert "over the best constant answer" in shown.stdout and "collapsed" in shown.stderr
+    assert "not significant, no lift claimed" in shown.stdout
+
+
+def _lift_report(lift: float, p_value: float) -> dict:
+    return {"improved": True, "base": {"ref": "clf@1"}, "winner": {"ref": "clf@2", "test": 0.82},
+            "lift": {"test": lift, "over": "constant", "over_score": 0.8, "over_p_value": p_value,
+                     "over_significant": p_value < 0.05}}
+
+
+@pytest.mark.parametrize("lift, p_value, min_lift, passed, says", [
+    (0.02, 0.80, 0.01, False, "not significant: p = 0.8 >= 0.05"),   # big enough, but chance
+    (0.02, 0.01, 0.01, True, ""),
+    (0.00, 0.01, 0.01, False, "< 0.01"),
+    (0.00, 1.00, 0.0, True, ""),                                       # "no worse than": no test needed
+])
+def test_a_lift_gate_passes_only_on_a_lift_that_is_significant(lift, p_value, min_lift, passed, says):
+    from promptlab.optimizers.optimize import check_gates
+
+    (gate,) = check_gates(_lift_report(lift, p_value), min_lift=min_lift)
+    assert gate.passed is passed and says in gate.message, gate.message
 
 
 @pytest.mark.parametrize("strategy,budgets", [("bootstrap", (35, 60)), ("iterative", (40, 90)),
@@ -609,7 +630,8 @@ def test_the_search_starts_from_naive_k_shot_and_reports_it(workspace):
     naive = report["naive"]
     assert naive["val"] == naive["test"] == 1.0 and naive["demos"] == 8 and report["base"]["val"] == 0.0
     assert report["winner"]["prompt_id"] == naive["prompt_id"] and report["stopped"] == "done: perfect val score"
-    assert report["lift"]["best_baseline"] == {"name": "naive", "score": 1.0, "lift": 0.0, "p_value": 1.0}
+    assert report["lift"]["best_baseline"] == {"name": "naive", "score": 1.0, "lift": 0.0, "p_value": 1.0,
+                                               "significant": False}
     assert [c["operator"] for c in report["candidates"]] == ["base", "naive"]
     shown = ws.cli("optimize", "--project", "p", "--resume", "n")
     assert "naive k-shot" in shown.stdout

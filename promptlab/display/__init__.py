@@ -225,6 +225,15 @@ def of_budget(used: int, budget: int | None) -> str:
     return f"{used:,}" if budget is None else f"{used:,}/{budget:,}"
 
 
+def _claim(p_value: float | None, significant: bool | None) -> str:
+    """A lift's paired-bootstrap p-value, and whether it counts (reports from before it was stored say none)."""
+    if p_value is None:
+        return ""
+    if significant is None or significant:
+        return f", p = {p_value:.3g}"
+    return f", p = {p_value:.3g}: not significant, no lift claimed"
+
+
 def print_optimization(report: dict, console: Console = out, top: int = 8) -> None:
     """Base vs winner on val, train and held-out test; the best candidates; budget; the diff."""
     base, win = report["base"], report["winner"]
@@ -243,15 +252,16 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
     table.add_row("lift", "", f"{lift['val']:+.3f}" if lift["val"] is not None else "-", "",
                   f"{lift['test']:+.3f}" if lift["test"] is not None else "-", "", "")
     console.print(table)
+    names = {"constant": "the best constant answer", "naive": "naive k-shot", "base": "the base"}
     if lift.get("test") is not None and "over" in lift:
-        over = "the best constant answer" if lift["over"] == "constant" else "the base"
-        console.print(f"test lift {lift['test']:+.3f} over {over} ({lift['over_score']:.3f}); winner vs base "
+        console.print(f"test lift {lift['test']:+.3f} over {names[lift['over']]} ({lift['over_score']:.3f})"
+                      f"{_claim(lift.get('over_p_value'), lift.get('over_significant'))}; winner vs base "
                       f"{lift['test_over_base']:+.3f}, p = {lift['p_value']:.3g} (paired bootstrap, "
                       f"95% CI {lift['ci_low']:+.3f} to {lift['ci_high']:+.3f})", highlight=False)
     strongest = lift.get("best_baseline")
     if strongest and strongest["name"] == "naive":
-        console.print(f"test lift {strongest['lift']:+.3f} over naive k-shot ({strongest['score']:.3f}), "
-                      f"p = {strongest['p_value']:.3g} (paired bootstrap)", highlight=False)
+        console.print(f"test lift {strongest['lift']:+.3f} over naive k-shot ({strongest['score']:.3f})"
+                      f"{_claim(strongest['p_value'], strongest.get('significant'))}", highlight=False)
     if report.get("improved") is False:
         console.print(safe(f"no improvement found: no candidate beat the base's val score by more than "
                            f"min_gain; {base['ref']} is kept and no version was added", "yellow"))

@@ -42,6 +42,8 @@ from promptlab.store import Store, is_locked, now
 if TYPE_CHECKING:
     from promptlab.config import Settings
 
+SIGNIFICANCE = 0.05  # a lift is claimed only with a paired-bootstrap p-value below this
+
 
 @dataclass(frozen=True)
 class OptimizeRequest:
@@ -233,7 +235,7 @@ def _lift(search: Search, winner, base_side: dict, naive_side: dict | None, best
         return None if a is None or b is None else round(round(a, 6) - round(b, 6), 6) + 0.0
 
     out = {"val": diff(best["val"], base_side["val"]), "test": None, "over": "base", "over_score": None,
-           "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None, "best_baseline": None}
+           "over_p_value": None, "over_significant": False, "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None, "best_baseline": None}
     if best["test"] is None or base_side["test"] is None:
         return out
     per_case = {"base": search.base.scores}
@@ -252,13 +254,14 @@ def _lift(search: Search, winner, base_side: dict, naive_side: dict | None, best
         ids = [c.id for c in splits.test if c.id in per_case[name] and c.id in winner.scores]
         return paired_bootstrap([per_case[name][i] for i in ids], [winner.scores[i] for i in ids])
 
-    vs_base = paired("base")
+    vs_base, over_p, strongest_p = paired("base"), paired(over)["p_value"], paired(strongest)["p_value"]
     return {**out, "test": diff(best["test"], over_score), "over": over, "over_score": over_score,
+            "over_p_value": round(over_p, 6), "over_significant": over_p < SIGNIFICANCE,
             "test_over_base": diff(best["test"], base_side["test"]), "p_value": round(vs_base["p_value"], 6),
             "ci_low": round(vs_base["ci_low"], 6), "ci_high": round(vs_base["ci_high"], 6),
             "best_baseline": {"name": strongest, "score": strongest_score,
                               "lift": diff(best["test"], strongest_score),
-                              "p_value": round(paired(strongest)["p_value"], 6)}}
+                              "p_value": round(strongest_p, 6), "significant": strongest_p < SIGNIFICANCE}}
 
 
 def check_gates(report: dict, *, min_test_score: float | None = None,
@@ -272,12 +275,18 @@ def check_gates(report: dict, *, min_test_score: float | None = None,
                           f"test score {_fmt(actual)} {'>=' if ok else '<'} {min_test_score}"
                           + ("" if actual is not None else " (no test split)")))
     if min_lift is not None:  # over the stronger of the base and the best constant answer
-        actual, improved = report["lift"]["test"], report.get("improved", True)
-        ok = improved and actual is not None and actual >= min_lift
-        over = "the best constant answer" if report["lift"].get("over") == "constant" else "the base"
+        lift, improved = report["lift"], report.get("improved", True)
+        actual, p_value = lift["test"], lift.get("over_p_value")
+        # a positive lift passes only when it is real: p < SIGNIFICANCE against that baseline
+        significant = min_lift <= 0 or bool(lift.get("over_significant"))
+        ok = improved and actual is not None and actual >= min_lift and significant
+        over = "the best constant answer" if lift.get("over") == "constant" else "the base"
+        why = (" (no improvement found: the base was kept)" if not improved else
+               f" (not significant: p = {p_value:.3g} >= {SIGNIFICANCE})" if not significant and p_value is not None
+               else "")
         gates.append(GateResult(f"min_lift {report['base']['ref']} -> {report['winner']['ref']}", ok, actual,
-                          min_lift, f"test lift {_fmt(actual)} over {over} {'>=' if ok else '<'} {min_lift}"
-                          + ("" if improved else " (no improvement found: the base was kept)")))
+                          min_lift, f"test lift {_fmt(actual)} over {over} "
+                                    f"{'>=' if actual is not None and actual >= min_lift else '<'} {min_lift}{why}"))
     return gates
 
 
