@@ -36,7 +36,7 @@ from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
 from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import CallError, Gateway, chat_key, classify, litellm
+from promptlab.lm import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
 from promptlab.models import Completion, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
@@ -138,6 +138,7 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
         for plan in plans:
             await batches.adopt(plan)
         while True:
+            raise_if_cancelled()
             for plan in plans:
                 await batches.poll(plan)
                 await batches.submit(plan, use_cache and plan.use_cache)
@@ -179,8 +180,9 @@ class _Batches:
             kwargs["api_key"] = key
         for attempt in range(self.retries + 1):
             try:
-                return await getattr(lib, method)(**kwargs)
+                response = await getattr(lib, method)(**kwargs)
             except Exception as exc:  # every provider failure becomes a CallError
+                raise_if_cancelled()
                 error = classify(exc)
                 if error.kind == "auth":
                     raise AuthError(f"{target.alias or target.model}: authentication failed ({error.status}); "
@@ -189,6 +191,9 @@ class _Batches:
                     raise error from None
                 await asyncio.sleep(error.retry_after if error.retry_after is not None
                                     else random.uniform(0, min(15.0, 0.25 * 2 ** attempt)))
+                continue
+            raise_if_cancelled()
+            return response
         raise AssertionError("unreachable")
 
     def cost(self, model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:

@@ -89,6 +89,15 @@ def cut(text: str) -> str:
     return redact(text).splitlines()[0][:300] if text else ""
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation (Ctrl-C cancels the main task) that an HTTP client turned into
+    its own error or swallowed: the task still counts the request, and retrying would carry on
+    as if nothing had been asked."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 def classify(exc: BaseException) -> CallError:
     """Map any provider exception to a CallError (transient: worth retrying)."""
     if isinstance(exc, CallError):
@@ -384,9 +393,11 @@ class Gateway:
                 attempts += 1
                 self.calls += 1
                 reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
             except Exception as exc:  # every provider failure becomes a CallError
+                raise_if_cancelled()
                 error = classify(exc)
                 error.attempts, outcome = attempts, error.kind
                 if error.kind == "auth":

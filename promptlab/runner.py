@@ -16,7 +16,7 @@ from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
-from promptlab.lm import CallError, Gateway
+from promptlab.lm import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
 from promptlab.outputs import parse_output
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
@@ -183,6 +183,7 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
     async def worker() -> None:
         nonlocal limits
         for job in queue:
+            raise_if_cancelled()
             state = states.setdefault(job.run_id, RunState())
             if state.stopped:
                 continue
