@@ -9,6 +9,15 @@ import sys
 import time
 
 
+def takes_ctrl_c(then=None):
+    """A preexec_fn: the child takes SIGINT as from a terminal even when the suite runs as a
+    background job (whose shell ignores SIGINT, and children inherit that), then `then`."""
+    def child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+    return child
+
 
 def setup_project(ws, n=20, texts=None):
     texts = texts or [f"great thing {i}" if i % 2 else f"awful thing {i}" for i in range(n)]
@@ -115,7 +124,8 @@ def test_ctrl_c_leaves_the_run_interrupted_and_resumable(workspace):
     env = {**os.environ, "PROMPTLAB_CONFIG": str(workspace.root / "promptlab.toml")}
     proc = subprocess.Popen([sys.executable, "-m", "promptlab", "eval", "--prompt", "p", "--name", "r",
                              "--concurrency", "2"],
-                            cwd=workspace.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=workspace.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=takes_ctrl_c())
     done = 0
     while done < 10 and proc.poll() is None:
         time.sleep(0.1)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.test_runs import setup_project
+from tests.test_runs import setup_project, takes_ctrl_c
 
 
 def _env(ws, **extra) -> dict:
@@ -29,7 +29,7 @@ def _spawn(ws, *args, preexec_fn=None, **popen) -> subprocess.Popen:
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen([sys.executable, "-m", "promptlab", *args], cwd=ws.root, env=_env(ws),
-                            preexec_fn=preexec_fn, **popen)
+                            preexec_fn=takes_ctrl_c(preexec_fn), **popen)
 
 
 def _count(ws, sql: str, params=()) -> int:
