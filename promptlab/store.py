@@ -601,7 +601,8 @@ class Store:
                    r.n_errors as errors, json_extract(r.metrics, '$[0].name') as metric,
                    json_extract(r.summary, '$.metrics."' || json_extract(r.metrics, '$[0].name') || '".mean')
                        as score,
-                   r.optimization_id is not null as optimizer, r.created_at
+                   r.optimization_id is not null as optimizer, r.created_at,
+                   r.owner_host, r.owner_pid, r.heartbeat_at
             from runs r join prompts p on p.id = r.prompt_id
             where {' and '.join(where)} order by r.id desc"""
         if limit is not None:

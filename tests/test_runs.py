@@ -101,6 +101,9 @@ def test_sigkill_then_resume_finishes_every_case_once(workspace):
     proc.wait()
     assert 0 < done < n, proc.stderr.read().decode()[-500:]
     assert workspace.rows("select status from runs") == [("running",)]
+    listed = workspace.cli("runs", "list", "--json")           # the listing knows its owner is gone
+    assert [(r["status"], r["owner_gone"]) for r in json.loads(listed.stdout)] == [("running", True)]
+    assert "owner gone: --resume it" in workspace.cli("runs", "list").stdout
 
     result = workspace.cli("eval", "--resume", "r", "--json")
     assert result.code == 0, result.stderr
@@ -108,6 +111,26 @@ def test_sigkill_then_resume_finishes_every_case_once(workspace):
     assert workspace.rows("select count(*), count(distinct case_id) from results") == [(n, n)]
     assert workspace.rows("select status from runs") == [("completed",)]
     assert workspace.fake.stats()["repeated_attempts"] <= concurrency
+
+
+def test_runs_list_tells_a_live_owner_from_a_gone_one(workspace):
+    from promptlab.lease import HOST
+
+    setup_project(workspace, n=2)
+    assert workspace.cli("eval", "--prompt", "p", "--name", "r").code == 0
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for pid, gone in ((live.pid, False), (dead.pid, True)):
+            with sqlite3.connect(workspace.db_path) as conn:
+                conn.execute("update runs set status = 'running', owner_host = ?, owner_pid = ?",
+                             (HOST, pid))
+            listed = json.loads(workspace.cli("runs", "list", "--json").stdout)
+            assert [(r["status"], r["owner_gone"]) for r in listed] == [("running", gone)]
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_resume_of_completed_run_is_refused(workspace):

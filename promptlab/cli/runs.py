@@ -43,15 +43,27 @@ def list_(ctx: typer.Context, project: Project = None,
         filters = ({"prompt_id": store.prompt(project_id, prompt).id} if selector
                    else {"prompt_name": name})
     rows = store.run_rows(project_id, model=model, status=status, optimizer_runs=all_, limit=limit, **filters)
+    gone = {r["name"] for r in rows if _owner_gone(r)}
     if json_:
-        return emit_json([{"name": r["name"], "status": r["status"], "prompt": r["prompt"],
-                           "version": r["version"], "ref": f"{r['prompt']}@{r['version']}", "model": r["model"],
-                           "n": r["n"], "errors": r["errors"], "metric": r["metric"], "score": r["score"],
-                           "optimizer": bool(r["optimizer"]), "created_at": r["created_at"]} for r in rows])
+        return emit_json([{"name": r["name"], "status": r["status"], "owner_gone": r["name"] in gone,
+                           "prompt": r["prompt"], "version": r["version"], "ref": f"{r['prompt']}@{r['version']}",
+                           "model": r["model"], "n": r["n"], "errors": r["errors"], "metric": r["metric"],
+                           "score": r["score"], "optimizer": bool(r["optimizer"]), "created_at": r["created_at"]}
+                          for r in rows])
     display.print_table("runs", ["name", "status", "prompt", "model", "n", "main score", "errors", "created"],
-                        [[r["name"], r["status"], f"{r['prompt']}@{r['version']}", r["model"], r["n"],
+                        [[r["name"], "running, owner gone: --resume it" if r["name"] in gone else r["status"],
+                          f"{r['prompt']}@{r['version']}", r["model"], r["n"],
                           "-" if r["score"] is None else f"{r['score']:.3f} {r['metric']}", r["errors"],
                           (r["created_at"] or "")[:16].replace("T", " ")] for r in rows])
+
+
+def _owner_gone(row: dict) -> bool:
+    """A run still marked running whose process is gone (killed, or its machine down): only a
+    resume finishes it."""
+    from promptlab.lease import holder
+
+    return row["status"] == "running" and holder(row["status"], row["owner_host"], row["owner_pid"],
+                                                  row["heartbeat_at"]) is None
 
 
 @app.command("show")
