@@ -21,7 +21,7 @@ from promptlab.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import AUTO_CEILING, CallError, Gateway, check_credentials
+from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.records import Run
 from promptlab.render import check_cases, check_prompt, demo_text, render_messages
@@ -243,6 +243,7 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     check_code_execution(store, project_id, prompt.project, metrics)
     check_credentials(model)
     store.claim("runs", run.id, f"run '{name}'", error=None)
+    store.drop_results(run.id, error_kinds=PROVIDER_FAILURES)  # asked again: the provider, not the prompt, failed
     return RunPlan(run.id, name, project_id, prompt, signature, model, cases, run.repeat,
                    metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache))
 

@@ -71,6 +71,9 @@ _MISSING_CREDENTIALS = re.compile(
     r"(?:must|need to) (?:set|provide|pass) (?:an? |the )?api[_ ]?key|AuthenticationError", re.I)
 _RATE_LIMITED = re.compile(r"rate[\s_\-]*limit|service tier capacity exceeded", re.I)  # as litellm's
 _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
+# error kinds that say nothing about the prompt, only that the provider did not answer (or
+# refused the key): a resumed run or optimization asks again for the items that ended so
+PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"})
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
 

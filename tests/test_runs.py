@@ -62,6 +62,31 @@ def test_auth_failure_stops_the_run_with_exit_3(workspace, call_path):
     assert workspace.fake.stats()["total"] <= 2  # stopped at once, not once per case
     assert workspace.rows("select status from runs") == [("failed",)]
 
+    # the key fixed, a resume asks again for what the provider refused: every result is a reply
+    workspace.fake.configure(always_status_if_contains={})
+    (name,) = workspace.rows("select name from runs")[0]
+    resumed = workspace.cli("eval", "--resume", name, "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert workspace.rows("select status from runs") == [("completed",)]
+    assert workspace.rows("select count(*), count(distinct case_id), count(error_kind) from results") == [(30, 30, 0)]
+
+
+def test_resume_asks_again_for_items_the_provider_failed(workspace):
+    setup_project(workspace, n=6)
+    toml = workspace.root / "promptlab.toml"
+    toml.write_text(toml.read_text().replace('model = "fake"\n', 'model = "fake"\nretries = 0\n', 1))
+    workspace.fake.configure(always_status_if_contains={"Review": 503})
+    failed = workspace.cli("eval", "--prompt", "p", "--name", "r")
+    assert failed.code == 3 and workspace.rows("select status from runs") == [("failed",)]
+    assert workspace.rows("select count(*), count(error_kind) from results") == [(6, 6)]
+
+    workspace.fake.configure(always_status_if_contains={})       # the provider is back
+    resumed = workspace.cli("eval", "--resume", "r", "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["runs"][0]["errors"] == 0
+    assert workspace.rows("select count(*), count(distinct case_id), count(error_kind) from results") == [(6, 6, 0)]
+    assert workspace.rows("select status from runs") == [("completed",)]
+
 
 def test_duplicate_run_name_is_bad_input(workspace):
     setup_project(workspace, n=4)

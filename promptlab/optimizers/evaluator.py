@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
 from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
-from promptlab.lm import CallError
+from promptlab.lm import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
 from promptlab.progress import SearchEvaluating
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from promptlab.store import Store
 
 # error kinds that mean the provider failed (after retries), not that the candidate is bad
-PROVIDER_FAILURES = {"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"}
 # a request the gateway did not send because the call budget was spent
 UNSENT = "budget"
 RETRIED = PROVIDER_FAILURES | {UNSENT}  # results dropped and evaluated again on resume
