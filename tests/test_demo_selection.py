@@ -158,12 +158,10 @@ def _embedding_calls(ws) -> int:
     return ws.fake.stats()["by_path"].get("/v1/embeddings", 0)
 
 
-def test_an_embedding_knn_version_embeds_each_text_once_and_renders_the_same_messages(workspace):
+def _embedding_knn_version(ws) -> str:
+    """clf@1 with a 2-nearest selector by embeddings (model fake-embed) over every case; its ref."""
     from promptlab.store import open_store
 
-    ws = workspace
-    world(ws, n=4)
-    _with_embeddings(ws)
     store = open_store(ws.db_path)
     project_id = store.ensure_project("p")
     base = store.prompt(project_id, "clf@1")
@@ -172,6 +170,14 @@ def test_an_embedding_knn_version_embeds_each_text_once_and_renders_the_same_mes
     ref = store.add_prompt(project_id, "clf", base.content.model_copy(update={"demo_selector": selector}),
                            signature_id=base.signature_id).ref
     store.db.close()
+    return ref
+
+
+def test_an_embedding_knn_version_embeds_each_text_once_and_renders_the_same_messages(workspace):
+    ws = workspace
+    world(ws, n=4)
+    _with_embeddings(ws)
+    ref = _embedding_knn_version(ws)
     ws.fake.configure(record_bodies=True)
     for name in ("a", "b"):
         result = ws.cli("eval", "--project", "p", "--prompt", ref, "--name", name, "--no-cache", "--json")
@@ -216,19 +222,11 @@ def test_prompt_try_and_load_prompt_render_an_embedding_version_as_eval_sent_it(
     """Outside a run the selector still gets its vectors (through the same response cache), so
     `prompt try` and `load_prompt` pick the demos eval picked, and texts eval embedded cost nothing."""
     import promptlab
-    from promptlab.store import open_store
 
     ws = workspace
     world(ws, n=3)
     _with_embeddings(ws)
-    store = open_store(ws.db_path)
-    project_id = store.ensure_project("p")
-    base = store.prompt(project_id, "clf@1")
-    selector = DemoSelector(k=2, pool=tuple(c.id for c in store.cases(project_id)), similarity="embedding",
-                            embedding_model="fake-embed")
-    ref = store.add_prompt(project_id, "clf", base.content.model_copy(update={"demo_selector": selector}),
-                           signature_id=base.signature_id).ref
-    store.db.close()
+    ref = _embedding_knn_version(ws)
     ws.fake.configure(record_bodies=True)
     assert ws.cli("eval", "--project", "p", "--prompt", ref, "--name", "a", "--no-cache").code == 0
     sent = {b["messages"][-1]["content"]: b["messages"] for b in ws.fake.stats()["bodies"] if "messages" in b}
