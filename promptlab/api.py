@@ -30,15 +30,16 @@ class LoadedPrompt:
     version: PromptVersion
     signature: Signature | None
     pool: tuple[Case, ...] = ()
-    # texts -> their vectors, for a selector that compares embeddings (a call to its embedding model)
-    embed: Callable[[list[str]], list[list[float]]] | None = None
+    # (model, texts) -> their vectors, for a selector that compares embeddings
+    embed: Callable[[str, list[str]], list[list[float]]] | None = None
 
     @classmethod
-    def from_store(cls, store: Any, version: PromptVersion, *,
-                   embed: Callable[[list[str]], list[list[float]]] | None = None) -> "LoadedPrompt":
+    def from_store(cls, store: Any, version: PromptVersion, settings: Any = None) -> "LoadedPrompt":
+        """With `settings`, an embedding selector gets its vectors through the store's response cache."""
         selector = version.content.demo_selector
         pool = tuple(store.cases_by_id(store.project_id(version.project), selector.pool).values()) \
             if selector is not None else ()
+        embed = partial(_embed, store.path, settings) if settings is not None else None
         return cls(version, store.prompt_signature(version), pool, embed)
 
     @property
@@ -77,7 +78,7 @@ class LoadedPrompt:
                              f"load_prompt (which calls {selector.embedding_model}) to render it")
         texts = sorted({demo_text(c.inputs, self.signature) for c in self.pool}
                        | {demo_text(inputs, self.signature)})
-        return dict(zip(texts, self.embed(texts)))
+        return dict(zip(texts, self.embed(selector.embedding_model, texts)))
 
     def parse(self, text: str) -> dict[str, Any]:
         """A reply's output fields, checked against the signature; ValueError when it does not fit."""
@@ -104,18 +105,14 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
         raise NotFoundError(f"no promptlab database at {path}; pass db= or run `promptlab init`")
     store = open_store(path)
     try:
-        version = store.prompt(store.project_id(project), ref)
-        selector = version.content.demo_selector
-        embed = None
-        if selector is not None and selector.similarity == "embedding":
-            embed = partial(_embed, path, settings, selector.embedding_model)
-        return LoadedPrompt.from_store(store, version, embed=embed)
+        return LoadedPrompt.from_store(store, store.prompt(store.project_id(project), ref), settings)
     finally:
         store.db.close()
 
 
 def _embed(path: Path, settings: Any, model: str, texts: list[str]) -> list[list[float]]:
-    """Vectors through the database's response cache (opened for the call: a loaded prompt holds no connection)."""
+    """Vectors through the database's response cache (opened for the call: a loaded prompt holds
+    no connection)."""
     from promptlab.evaluation import embed_texts
     from promptlab.store import open_store
 

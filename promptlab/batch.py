@@ -191,9 +191,9 @@ class _Batches:
                     raise error from None
                 await asyncio.sleep(error.retry_after if error.retry_after is not None
                                     else random.uniform(0, min(15.0, 0.25 * 2 ** attempt)))
-                continue
-            raise_if_cancelled()
-            return response
+            else:
+                raise_if_cancelled()
+                return response
         raise AssertionError("unreachable")
 
     def cost(self, model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:

@@ -207,14 +207,7 @@ def try_(ctx: typer.Context, ref: Ref,
 
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
-    selector = version.content.demo_selector
-    embed = None
-    if selector is not None and selector.similarity == "embedding":  # even --dry-run: they pick the demos
-        from functools import partial
-
-        from promptlab.evaluation import embed_texts
-        embed = partial(embed_texts, store, ctx.obj.settings, selector.embedding_model)
-    loaded = LoadedPrompt.from_store(store, version, embed=embed)
+    loaded = LoadedPrompt.from_store(store, version, ctx.obj.settings)  # embeddings pick demos even on --dry-run
     messages = loaded.messages(**_inputs(input, loaded.signature))
     data: dict = {"prompt": version.ref, "messages": messages}
     if not dry_run:

@@ -235,7 +235,8 @@ def _lift(search: Search, winner, base_side: dict, naive_side: dict | None, best
         return None if a is None or b is None else round(round(a, 6) - round(b, 6), 6) + 0.0
 
     out = {"val": diff(best["val"], base_side["val"]), "test": None, "over": "base", "over_score": None,
-           "over_p_value": None, "over_significant": False, "test_over_base": None, "p_value": None, "ci_low": None, "ci_high": None, "best_baseline": None}
+           "over_p_value": None, "over_significant": False, "test_over_base": None, "p_value": None,
+           "ci_low": None, "ci_high": None, "best_baseline": None}
     if best["test"] is None or base_side["test"] is None:
         return out
     per_case = {"base": search.base.scores}
@@ -254,7 +255,8 @@ def _lift(search: Search, winner, base_side: dict, naive_side: dict | None, best
         ids = [c.id for c in splits.test if c.id in per_case[name] and c.id in winner.scores]
         return paired_bootstrap([per_case[name][i] for i in ids], [winner.scores[i] for i in ids])
 
-    vs_base, over_p, strongest_p = paired("base"), paired(over)["p_value"], paired(strongest)["p_value"]
+    tests = {name: paired(name) for name in dict.fromkeys(("base", over, strongest))}  # each baseline once
+    vs_base, over_p, strongest_p = tests["base"], tests[over]["p_value"], tests[strongest]["p_value"]
     return {**out, "test": diff(best["test"], over_score), "over": over, "over_score": over_score,
             "over_p_value": round(over_p, 6), "over_significant": over_p < SIGNIFICANCE,
             "test_over_base": diff(best["test"], base_side["test"]), "p_value": round(vs_base["p_value"], 6),
