@@ -15,7 +15,7 @@ import contextlib
 from typing import Any, Iterator
 
 from promptlab.config import ModelConfig
-from promptlab.providers.gateway import litellm
+from promptlab.providers.litellm_loader import litellm
 
 PROVIDER = "promptlab-test-rules"
 

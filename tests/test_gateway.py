@@ -12,7 +12,8 @@ import pytest
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError
-from promptlab.providers.gateway import CallError, Gateway, cache_key, classify, fast_path, status_error
+from promptlab.providers.errors import CallError, classify, status_error
+from promptlab.providers.gateway import Gateway, cache_key, fast_path
 
 
 def model(fake, **extra) -> ModelConfig:

@@ -202,7 +202,7 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     from promptlab.errors import ProviderError, UsageError
     from promptlab.evaluation.evaluate import make_gateway
     from promptlab.cases.generate import generate_cases, pick_seeds
-    from promptlab.providers.gateway import CallError
+    from promptlab.providers.errors import CallError
 
     state = ctx.obj
     store, settings = state.store, state.settings

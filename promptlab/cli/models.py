@@ -40,7 +40,8 @@ def check(ctx: typer.Context,
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.providers.gateway import CallError, Gateway
+    from promptlab.providers.errors import CallError
+    from promptlab.providers.gateway import Gateway
     from promptlab.redact import redact
 
     config = ctx.obj.settings.resolve_model(model)

@@ -229,7 +229,8 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.providers.gateway import CallError, Gateway, check_credentials
+    from promptlab.providers.errors import CallError
+    from promptlab.providers.gateway import Gateway, check_credentials
 
     config = settings.resolve_model(model)
     check_credentials(config)

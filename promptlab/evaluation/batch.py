@@ -36,7 +36,9 @@ from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
 from promptlab.evaluation.evaluate import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.store.lease import HEARTBEAT_S
-from promptlab.providers.gateway import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
+from promptlab.providers.errors import CallError, classify, raise_if_cancelled
+from promptlab.providers.gateway import Gateway, chat_key
+from promptlab.providers.litellm_loader import litellm
 from promptlab.models import Completion, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact

@@ -21,7 +21,8 @@ from promptlab.scorers.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.store.lease import HEARTBEAT_S
-from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
+from promptlab.providers.errors import PROVIDER_FAILURES, CallError
+from promptlab.providers.gateway import AUTO_CEILING, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.store.records import Run
 from promptlab.prompting.render import check_cases, check_prompt, demo_text, render_messages

@@ -16,7 +16,8 @@ from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
-from promptlab.providers.gateway import CallError, Gateway, raise_if_cancelled
+from promptlab.providers.errors import CallError, raise_if_cancelled
+from promptlab.providers.gateway import Gateway
 from promptlab.models import Case, Completion, Signature
 from promptlab.prompting.outputs import parse_output
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal

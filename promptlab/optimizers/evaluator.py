@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
 from promptlab.evaluation.evaluate import RunPlan, build_metrics, execute, finish, metric_context, plan_run
-from promptlab.providers.gateway import PROVIDER_FAILURES, CallError
+from promptlab.providers.errors import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
 from promptlab.progress import SearchEvaluating

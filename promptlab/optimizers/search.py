@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from promptlab.providers.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
-from promptlab.providers.gateway import CallError
+from promptlab.providers.errors import CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem, Spent
 from promptlab.optimizers.evaluator import UNSENT, Candidate, Evaluator

@@ -4,7 +4,7 @@ LiteLLM's per-call work (the openai SDK's request transform, cost lookups, its
 response objects) is most of an eval's CPU. For an `openai/…` or `hosted_vllm/…`
 model with an `api_base` the request is a plain POST, so the gateway sends it
 itself; retries, rate limits, the cache and error kinds stay the gateway's, and
-failures map to the same CallErrors as litellm's (`lm.status_error`).
+failures map to the same CallErrors as litellm's (`errors.status_error`).
 Switched off per model (`fast_path = false`) or for the process
 (`PROMPTLAB_FAST_PATH=0`).
 """
@@ -12,16 +12,12 @@ Switched off per model (`fast_path = false`) or for the process
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from importlib.util import find_spec
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from promptlab.config import ModelConfig
-from promptlab.providers.gateway import CallError, cut, litellm, status_error
+from promptlab.providers.errors import CallError, cut, status_error
 
 # what a chat request body never carries (the gateway's own arguments)
 _NOT_BODY = ("model", "timeout", "api_base", "api_key", "num_retries", "max_retries")
@@ -83,27 +79,3 @@ def _error_message(response: Any) -> str:
         error = None
     message = error.get("message") if isinstance(error, dict) else error
     return f"{response.status_code} {message if isinstance(message, str) else response.text}"
-
-
-@functools.cache
-def _price_map_providers() -> dict[str, str]:
-    """Each model LiteLLM's (local) price map prices → its provider, read without importing litellm."""
-    spec = find_spec("litellm")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    with open(folder / "model_prices_and_context_window_backup.json", encoding="utf-8") as f:
-        return {name: entry.get("litellm_provider") for name, entry in json.load(f).items()
-                if isinstance(entry, dict)}
-
-
-def cost(model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """LiteLLM's price for these tokens; None ("n/a") when its price map has no entry for this
-    model under this provider (as litellm's own path answers), found without importing litellm: a
-    self-hosted model usually is not priced."""
-    name = model.model.split("/", 1)[1]
-    providers = _price_map_providers()
-    if model.route not in (providers.get(model.model), providers.get(name)):
-        return None
-    prompt, completion = litellm().cost_per_token(
-        model=name, custom_llm_provider=model.route,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    return prompt + completion

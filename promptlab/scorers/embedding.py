@@ -66,7 +66,7 @@ class EmbeddingMetric:
             return early.score
         if not output.strip():
             return Score(0.0, False, {"reason": "the output is empty"})
-        from promptlab.providers.gateway import CallError
+        from promptlab.providers.errors import CallError
 
         try:
             out_vec, exp_vec = await self._gateway.embed(self.model, [output, expected])

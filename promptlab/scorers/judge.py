@@ -160,7 +160,7 @@ class JudgeMetric:
 
 async def _ask(gateway: "Gateway", model: "ModelConfig", messages: list[dict], schema: type[BaseModel],
                attempts: int, params: dict, context: dict | None, example: str):
-    from promptlab.providers.gateway import CallError
+    from promptlab.providers.errors import CallError
 
     try:
         return await ask_json(gateway, model, messages, schema, attempts=attempts, params=params,

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from promptlab.providers import gateway as lm
+from promptlab.providers import litellm_loader
 from promptlab.errors import AuthError, StorageError
 from promptlab.evaluation.evaluate import RunPlan, execute, finish, make_gateway
 
@@ -54,10 +54,10 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
     stops (Ctrl-C, a provider refusing the key, a full disk, a bug) no run is left `running`."""
     plans = request.plans
     gateway = make_gateway(store, settings)
-    started, imported_before = time.perf_counter(), lm.import_seconds
+    started, imported_before = time.perf_counter(), litellm_loader.import_seconds
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
-        return time.perf_counter() - started - (lm.import_seconds - imported_before)
+        return time.perf_counter() - started - (litellm_loader.import_seconds - imported_before)
 
     async def run() -> Outcome:  # the per-call runs, then the batched ones
         from promptlab.evaluation import batch as batches

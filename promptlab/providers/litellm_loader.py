@@ -1,0 +1,31 @@
+"""litellm, imported once (it takes seconds): offline-safe, its own retries off, the embedded
+model registered as a custom provider."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_litellm = None
+import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
+
+
+def litellm():
+    """Import litellm once, offline-safe, with the local provider registered."""
+    global _litellm, import_seconds
+    if _litellm is None:
+        started = time.perf_counter()
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm as lib
+
+        lib.suppress_debug_info = True
+        # drop_params stays off: with it, litellm answers a 422 with None instead of raising.
+        lib.telemetry = False
+        # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
+        lib.DEFAULT_MAX_RETRIES = 0
+        from promptlab.providers import local as local_provider
+
+        local_provider.register(lib)
+        _litellm = lib
+        import_seconds = time.perf_counter() - started
+    return _litellm
