@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -244,3 +245,36 @@ class Completion(BaseModel):
     cached: bool = False
     attempts: int = 1
     latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One evaluated item (run × case × repeat) as the runner and the batch executor finish it: the
+    row it becomes in `results`, and what progress events carry."""
+
+    run_id: int
+    case_id: int
+    repeat: int
+    output: str = ""
+    parsed: dict | None = None
+    parse_error: str | None = None
+    scores: dict[str, dict] = field(default_factory=dict)
+    score: float | None = None
+    passed: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    cached: bool = False
+    attempts: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
+                "output": self.output, "parsed": None if self.parsed is None else json.dumps(self.parsed),
+                "parse_error": self.parse_error, "scores": json.dumps(self.scores), "score": self.score,
+                "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
+                "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": self.cost,
+                "cached": int(self.cached), "attempts": self.attempts}

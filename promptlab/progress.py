@@ -13,10 +13,9 @@ of candidates `SearchEvaluating` (its state as they go to the runner), that eval
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:  # the runner pulls in numpy and the scorers: `runs list` needs neither
-    from promptlab.evaluation.runner import ItemResult
+from promptlab.models import ItemResult
 
 
 @dataclass(frozen=True)

@@ -560,7 +560,7 @@ def test_live_view_is_titled_by_its_runs_and_each_run_has_its_own_eta(monkeypatc
 
     from promptlab.display import progress as shown
     from promptlab.progress import EvalStarted, ItemFinished, RunTotal
-    from promptlab.evaluation.runner import ItemResult
+    from promptlab.models import ItemResult
 
     clock = [100.0]
     monkeypatch.setattr(shown.time, "monotonic", lambda: clock[0])

@@ -103,7 +103,7 @@ def test_json_progress_is_one_object_per_event_for_an_optimize(workspace):
 
 def test_plain_progress_keeps_its_lines(capsys):
     from promptlab.display.progress import PlainProgress
-    from promptlab.evaluation.runner import ItemResult
+    from promptlab.models import ItemResult
 
     status = SearchStatus(strategy="genetic", iteration=2, best_ref="clf@3", best_val=0.5, base_val=0.25,
                           latest=(("clf@3", "rewrite", 0.5, None),), calls=20, budget_calls=100, tokens=900,

@@ -23,7 +23,7 @@ from promptlab.terminal import printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from promptlab.evaluation.runner import ItemResult
+    from promptlab.models import ItemResult
 
 
 @dataclass

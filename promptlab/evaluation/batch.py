@@ -39,10 +39,10 @@ from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.errors import CallError, classify, raise_if_cancelled
 from promptlab.providers.gateway import Gateway, chat_key
 from promptlab.providers.litellm_loader import litellm
-from promptlab.models import Completion, Usage
+from promptlab.models import Completion, ItemResult, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
-from promptlab.evaluation.runner import ItemResult, Job, Outcome, RunState, reply_item
+from promptlab.evaluation.runner import Job, Outcome, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
 # litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:

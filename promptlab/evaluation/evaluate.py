@@ -23,11 +23,11 @@ from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.errors import PROVIDER_FAILURES, CallError
 from promptlab.providers.gateway import AUTO_CEILING, Gateway, check_credentials
-from promptlab.models import Case, PromptVersion, Signature
+from promptlab.models import Case, ItemResult, PromptVersion, Signature
 from promptlab.store.records import Run
 from promptlab.prompting.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
-from promptlab.evaluation.runner import ItemResult, Job, Outcome, evaluate
+from promptlab.evaluation.runner import Job, Outcome, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from json import dumps
-from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
 from promptlab.providers.errors import CallError, raise_if_cancelled
 from promptlab.providers.gateway import Gateway
-from promptlab.models import Case, Completion, Signature
+from promptlab.models import Case, Completion, ItemResult, Signature
 from promptlab.prompting.outputs import parse_output
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
@@ -34,36 +33,6 @@ class Job:
     params: dict
     signature: Signature | None
     metrics: tuple[Metric, ...]
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    run_id: int
-    case_id: int
-    repeat: int
-    output: str = ""
-    parsed: dict | None = None
-    parse_error: str | None = None
-    scores: dict[str, dict] = field(default_factory=dict)
-    score: float | None = None
-    passed: bool = False
-    error_kind: str | None = None
-    error: str | None = None
-    latency_ms: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = None
-    cached: bool = False
-    attempts: int = 0
-
-    def row(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
-                "output": self.output, "parsed": None if self.parsed is None else dumps(self.parsed),
-                "parse_error": self.parse_error, "scores": dumps(self.scores), "score": self.score,
-                "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
-                "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost": self.cost,
-                "cached": int(self.cached), "attempts": self.attempts}
 
 
 class Sink(Protocol):
