@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
     from promptlab.config import Concurrency, ModelConfig
     from promptlab.models import Case, PromptVersion, Signature
-    from promptlab.optimizers.search import Search
 
 
 class BudgetExhausted(Exception):
@@ -147,39 +146,10 @@ class Strategy(Protocol):
     Knobs: ClassVar[type]
     knobs: Any
 
-    async def optimize(self, problem: Problem, search: Search,
+    async def optimize(self, problem: Problem, search: Any,
                        rng: random.Random) -> OptimizationResult: ...
-
-
-class SearchStrategy:
-    """The shape the built-in strategies share: search until a stop or the end of the
-    budget, let the finalists settle (full val scores), then finish the search."""
-
-    name: ClassVar[str]
-    Knobs: ClassVar[type]
-
-    def __init__(self, knobs: Any = None):
-        self.knobs = knobs or self.Knobs()
-
-    async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
-        if (search.start.mean(problem.val) or 0.0) >= 1.0:  # nothing left to gain on val
-            return await search.finish("done: perfect val score")
-        try:
-            stopped = await self._search(problem, search, rng)
-        except BudgetExhausted as exc:
-            stopped = f"budget: {exc}"
-        try:
-            await self._settle(problem, search)
-        except BudgetExhausted:
-            pass
-        return await search.finish(stopped)
-
-    async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
-        """Run the strategy; return why it stopped."""
-        raise NotImplementedError
-
-    async def _settle(self, problem: Problem, search: Search) -> None:
-        """Give the most promising candidates a full val score (nothing by default)."""
+    # `search` is the shared machinery, a `promptlab.optimizers.search.Search`: typed loosely here
+    # so that this interface imports nothing above it (the machinery imports this module).
 
 
 # ---- knobs ------------------------------------------------------------------

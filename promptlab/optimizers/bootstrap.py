@@ -18,7 +18,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
+from promptlab.optimizers.base import CommonKnobs, Problem, knob
+from promptlab.optimizers.strategy import SearchStrategy
 
 if TYPE_CHECKING:
     from promptlab.optimizers.search import Search
