@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 @dataclass
 class Hook:
     url: str
-    requests: list[tuple[str, str, dict, bytes]] = field(default_factory=list)  # method, path, headers, body
+    requests: list[tuple[str, str, dict, bytes]] = field(default_factory=list)  # method, path, headers (lower-case names), body
     status: int = 200
 
 
@@ -20,7 +20,7 @@ def start_hook(status: int = 200) -> tuple[Hook, http.server.HTTPServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def _record(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            hook.requests.append((self.command, self.path, dict(self.headers), body))
+            hook.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             self.send_response(hook.status)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -26,7 +26,7 @@ def test_run_posts_one_summary_with_scores_gates_and_report_paths(workspace, hoo
     assert result.code == 0, result.stderr
     assert len(hook.requests) == 1
     method, path, headers, body = hook.requests[0]
-    assert (method, path, headers["Content-Type"]) == ("POST", "/done", "application/json")
+    assert (method, path, headers["content-type"]) == ("POST", "/done", "application/json")
     summary = json.loads(body)
     assert summary["passed"] is True and summary["experiment"] == "exp.yaml"
     assert summary["runs"][0]["scores"]["exact_match"] is not None
