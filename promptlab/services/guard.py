@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from promptlab.errors import ProviderError, UsageError
-from promptlab.guard_state import PAUSE_AFTER, Guards
+from promptlab.store.guards import PAUSE_AFTER, Guards
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
@@ -116,7 +116,7 @@ def _decide(guards: Guards, guard_id: int, decision: dict[str, Any], verdict: st
 def _evaluate(store: Store, settings: Settings, project_id: int, version: Any,
               request: GuardRequest) -> tuple[str, float]:
     """The version's headline score on its golden cases (cached when nothing changed)."""
-    from promptlab.evaluation import metric_context, plan_run
+    from promptlab.evaluation.evaluate import metric_context, plan_run
     from promptlab.progress import SilentProgress
     from promptlab.services.evaluate import EvaluateRequest, evaluate
 

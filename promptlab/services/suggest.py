@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from promptlab.diffing import diff_text
+from promptlab.prompting.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptContent, PromptVersion, Signature
 from promptlab.optimizers import operators
@@ -26,7 +26,7 @@ from promptlab.services.failures import Item, analyse
 if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.progress import Progress
-    from promptlab.records import Run
+    from promptlab.store.records import Run
     from promptlab.store import Store
 
 FAILURES_SHOWN = 12  # failures quoted to the model
@@ -132,8 +132,8 @@ async def _ask_model(store: Store, settings: Settings, proposer: Any, version: P
                      signature: Signature | None, out: Suggestions,
                      failures: list[tuple[Case, str]]) -> list[_ModelEdit]:
     """The model's reading of the failures (into `out`) and its edits; none when its reply is unusable."""
-    from promptlab.ask import InvalidReply, ask_json
-    from promptlab.evaluation import make_gateway
+    from promptlab.providers.ask import InvalidReply, ask_json
+    from promptlab.evaluation.evaluate import make_gateway
 
     current = version.content.system or (signature.instruction if signature else "")
     ask = (f"{operators.describe_task(signature)}\nCurrent instruction: {current or '(none)'}\n"
@@ -211,7 +211,7 @@ def _numbered(version: PromptVersion, edits: list[tuple[str, str, str, PromptCon
 
 def _apply(store: Store, settings: Settings, project_id: int, run: Run, version: PromptVersion,
            edits: list[Edit], number: int, promote: bool, progress: Progress) -> dict[str, Any]:
-    from promptlab.evaluation import metric_context, plan_run
+    from promptlab.evaluation.evaluate import metric_context, plan_run
     from promptlab.services.compare import compare_runs
     from promptlab.services.evaluate import EvaluateRequest, evaluate
 

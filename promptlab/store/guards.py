@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from promptlab.lease import now as utc_now
+from promptlab.store.lease import now as utc_now
 
 PAUSE_AFTER = 3  # triggered runs in a row without a significant lift
 
