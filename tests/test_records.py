@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from promptlab import store as store_module
+from promptlab.store import runs as store_runs
 from promptlab.errors import StorageError
 from promptlab.models import Case, ItemResult, PromptContent
 from promptlab.store.records import (CandidateRecord, CandidateStep, EvalStep, Note, Optimization, Result, Run,
@@ -44,13 +44,13 @@ def test_a_run_and_its_results_read_back_as_written(store, monkeypatch):
     store.save_results([r.row() | {"created_at": "2026-01-01T00:00:00"} for r in written])
     store.update_run(run_id, status="completed", summary={"n": 2, "metrics": {"exact_match": {"mean": 0.5}}})
 
-    decoded, loads = [], store_module.loads
+    decoded, loads = [], store_runs.loads
 
     def counting(text, default=None):
         decoded.append(text)
         return loads(text, default)
 
-    monkeypatch.setattr(store_module, "loads", counting)
+    monkeypatch.setattr(store_runs, "loads", counting)
     run = store.run(1, "r1")
     assert len(decoded) == 4  # params, metrics, case ids and summary: once each, when the record is built
     assert isinstance(run, Run) and (run.params, run.metrics, run.case_ids) == (

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from promptlab import store as store_module
+from promptlab.store import cases as store_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_RSS_MB = 200
@@ -92,15 +93,15 @@ def test_repeats_within_a_file_count_as_already_present(workspace):
 
 
 def count_case_reads(monkeypatch) -> list[int]:
-    """Count the case rows decoded into Case records (store._case)."""
+    """Count the case rows decoded into Case records (store.cases._case)."""
     calls = [0]
-    real = store_module._case
+    real = store_cases._case
 
     def counting(row):
         calls[0] += 1
         return real(row)
 
-    monkeypatch.setattr(store_module, "_case", counting)
+    monkeypatch.setattr(store_cases, "_case", counting)
     return calls
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timezone
+from typing import Iterable
+
+from promptlab.errors import UsageError
+from promptlab.store.database import StoreBase
 
 HEARTBEAT_S = 5.0
 STALE_S = 60.0
@@ -62,3 +66,26 @@ def _pid_alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+class Leases(StoreBase):
+    """Which process owns a run or an optimization row."""
+
+    def claim(self, table: str, row_id: int, what: str, **fields: Any) -> None:
+        """Make this process the owner of a run or optimization, unless a live process owns it."""
+        with self.db.atomic():
+            row = self.db[table].get(row_id)
+            owner = holder(row["status"], row["owner_host"], row["owner_pid"], row["heartbeat_at"])
+            if owner:
+                raise UsageError(f"{what} is still running ({owner}); wait for it to finish or stop "
+                                 f"that process, then resume")
+            self.db[table].update(row_id, {"status": "running", **mine(), **fields})
+
+    def heartbeat(self, table: str, ids: Iterable[int]) -> None:
+        """Tell other processes that this one still works on these rows."""
+        ids = list(ids)
+        if ids:
+            with self.db.atomic():
+                self.db.execute(
+                    f"update [{table}] set heartbeat_at = ? where owner_pid = ? and owner_host = ? "
+                    f"and id in ({','.join('?' * len(ids))})", [now(), os.getpid(), HOST, *ids])

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from promptlab.store.records import Run
-from promptlab.store import BUSY_TIMEOUT_MS, Database, Store
+from promptlab.store import Store
+from promptlab.store.database import BUSY_TIMEOUT_MS, Database
 
 RATE_WINDOW_S = 10.0  # calls/s is measured over the results stored in the last few seconds
 RUN_SORTS = ("created", "name", "score", "n", "errors", "status")
