@@ -113,7 +113,7 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
 def _embed(path: Path, settings: Any, model: str, texts: list[str]) -> list[list[float]]:
     """Vectors through the database's response cache (opened for the call: a loaded prompt holds
     no connection)."""
-    from promptlab.evaluation.evaluate import embed_texts
+    from promptlab.evaluation.embeddings import embed_texts
     from promptlab.store import open_store
 
     store = open_store(path)

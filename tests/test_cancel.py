@@ -36,13 +36,12 @@ async def _cancel_when_sent(coro, calls: list[str]) -> None:
 
 
 def test_a_cancelled_batch_call_is_not_retried_either(monkeypatch):
-    from promptlab.evaluation import batch
-    from promptlab.progress import SilentProgress
+    from promptlab.providers import batch_api
 
     calls: list[str] = []
-    monkeypatch.setattr(batch, "litellm", lambda: SimpleNamespace(aretrieve_batch=_swallowing(calls)))
-    batches = batch._Batches(None, BatchConfig(), retries=3, timeout=30, progress=SilentProgress())
-    asyncio.run(_cancel_when_sent(batches.api(MODEL, "aretrieve_batch", batch_id="b"), calls))
+    monkeypatch.setattr(batch_api, "litellm", lambda: SimpleNamespace(aretrieve_batch=_swallowing(calls)))
+    client = batch_api.BatchClient(retries=3, timeout=30)
+    asyncio.run(_cancel_when_sent(client.call(MODEL, "aretrieve_batch", batch_id="b"), calls))
     assert calls == ["sent"]
 
 

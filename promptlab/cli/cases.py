@@ -200,7 +200,7 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
 
     from promptlab.providers.ask import InvalidReply
     from promptlab.errors import ProviderError, UsageError
-    from promptlab.evaluation.evaluate import make_gateway
+    from promptlab.evaluation.sink import make_gateway
     from promptlab.cases.generate import generate_cases, pick_seeds
     from promptlab.providers.errors import CallError
 

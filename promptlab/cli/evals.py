@@ -59,10 +59,11 @@ def register(app: typer.Typer) -> None:
           promptlab eval --prompt classifier@3 --model gpt --batch --no-wait --name big
         """
         from promptlab.evaluation import batch as batches
+        from promptlab.providers import batch_api
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.config import parse_concurrency
         from promptlab.errors import UsageError
-        from promptlab.evaluation.evaluate import metric_context, plan_run, resume_plan
+        from promptlab.evaluation.plan import metric_context, plan_run, resume_plan
         from promptlab.evaluation.gates import check_baseline, validate_gates
         from promptlab.services.evaluate import EvaluateRequest
 
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
             chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).mode == "batch"}
         else:
             if mode == "batch":  # before anything is written
-                batches.check(settings.resolve_model(model))
+                batch_api.check(settings.resolve_model(model))
             if not prompt:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
             version = store.prompt(project_id, prompt)

@@ -200,7 +200,8 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
 
     from promptlab.cli.common import conclude, gate_flags, run_plans
     from promptlab.errors import UsageError
-    from promptlab.evaluation.evaluate import resume_plan, run_json
+    from promptlab.evaluation.plan import resume_plan
+    from promptlab.evaluation.summary import run_json
     from promptlab.evaluation.gates import validate_gates
     from promptlab.services.evaluate import EvaluateRequest
 

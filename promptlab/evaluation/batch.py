@@ -25,16 +25,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import random
 import time
-import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from promptlab.config import BatchConfig, ModelConfig
-from promptlab.errors import AuthError, ProviderError, UsageError
-from promptlab.evaluation.evaluate import RunPlan, StoreSink, bind_metrics, job, pending_jobs
+from promptlab.config import BatchConfig
+from promptlab.errors import ProviderError
+from promptlab.evaluation.plan import RunPlan, bind_metrics, job, pending_jobs
+from promptlab.evaluation.sink import StoreSink
+from promptlab.providers.batch_api import ENDPOINT, FILE_TIMEOUT_S, PROVIDERS, BatchClient, check, provider
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.errors import CallError, classify, raise_if_cancelled
 from promptlab.providers.gateway import Gateway, chat_key
@@ -45,44 +46,10 @@ from promptlab.redact import redact
 from promptlab.evaluation.runner import Job, Outcome, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
-# litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:
-# nothing is fetched twice, only this warning would reach the terminal
-warnings.filterwarnings("ignore", message="coroutine 'OpenAIFilesAPI.afile_content' was never awaited",
-                        category=RuntimeWarning)
-
-# LiteLLM's providers with both a files and a batches API (an OpenAI-compatible server is `openai`
-# with an api_base).
-PROVIDERS = ("openai", "azure", "vertex_ai", "bedrock")
-OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "litellm_proxy")  # with an api_base: OpenAI's shapes
-ENDPOINT = "/v1/chat/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 STAGES = ("validating", "in_progress", "finalizing", "completed", "expired", "failed", "cancelled", "lost")
 POLL_START_S = 1.0
-FILE_TIMEOUT_S = 600.0  # a files call moves up to max_bytes: more time than a chat call
 READY_BATCH = 1000  # results committed this many at a time
-
-
-def provider(model: ModelConfig) -> str:
-    """The LiteLLM provider whose files and batches calls serve this model: openai for a bare
-    OpenAI model name and for any OpenAI-compatible server (an api_base); "" when LiteLLM cannot
-    tell, which has no batches either."""
-    if model.api_base and model.route in OPENAI_COMPATIBLE:
-        return "openai"
-    if model.route:
-        return model.route
-    try:
-        return litellm().get_llm_provider(model.model)[1]
-    except Exception:  # litellm's BadRequestError: "LLM Provider NOT provided"
-        return ""
-
-
-def check(model: ModelConfig) -> None:
-    """Batch mode needs a provider with a batch API: anything else is bad input."""
-    name = provider(model)
-    if name not in PROVIDERS:
-        raise UsageError(f"model '{model.alias or model.model}': its provider ({name or 'unknown'}) has no "
-                         f"batch API in LiteLLM (batch mode works with {', '.join(PROVIDERS)}, and "
-                         f"OpenAI-compatible servers as openai/… with an api_base); evaluate it per call")
 
 
 def choose(mode: str, plans: list[RunPlan], store: Store, config: BatchConfig) -> set[int]:
@@ -125,104 +92,62 @@ class _LineError(Exception):
         self.status_code = status
 
 
-async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress: Progress, *,
-                  config: BatchConfig, use_cache: bool, wait: bool) -> Outcome:
-    """Evaluate the runs through batches: ingest what finished, submit what is missing, and (with
-    `wait`) poll every `config.poll_s` seconds until every item has a result.
+@dataclass(frozen=True)
+class Batch:
+    config: BatchConfig
+    use_cache: bool
+    wait: bool
 
-    The gateway's retries apply to the files and batches calls; metrics that call a model
-    (judge, embedding) score through it, per call."""
-    batches = _Batches(store, config, gateway.retries, max(gateway.timeout, FILE_TIMEOUT_S), progress)
-    bind_metrics(plans, gateway)
-    _, runs = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
-    progress.emit(EvalStarted(runs))
-    try:
-        for plan in plans:
-            await batches.adopt(plan)
-        while True:
-            raise_if_cancelled()
+    async def execute(self, store: Store, gateway: Gateway, plans: list[RunPlan],
+                      progress: Progress) -> Outcome:
+        """Evaluate the runs through batches: ingest what finished, submit what is missing, and (with
+        `wait`) poll every `config.poll_s` seconds until every item has a result.
+
+        The gateway's retries apply to the files and batches calls; metrics that call a model
+        (judge, embedding) score through it, per call."""
+        batches = _Batches(store, self.config, gateway.retries, max(gateway.timeout, FILE_TIMEOUT_S), progress)
+        bind_metrics(plans, gateway)
+        _, runs = pending_jobs(store, plans)  # also readies each plan for `job` (e.g. its demo pool)
+        progress.emit(EvalStarted(runs))
+        try:
             for plan in plans:
-                await batches.poll(plan)
-                await batches.submit(plan, use_cache and plan.use_cache)
-            waiting = [p.run_id for p in plans if live_batches(store, p.run_id)]
-            if not waiting or not wait:
-                break
-            await batches.pause(waiting)
-    finally:
-        progress.emit(EvalFinished())
-        if isinstance(gateway.cache, StoreSink):  # what the metrics' calls cached
-            gateway.cache.close()
-        await gateway.aclose()
-    if isinstance(gateway.cache, StoreSink):
-        gateway.cache.check()
-    return Outcome(batches.states)
+                await batches.adopt(plan)
+            while True:
+                raise_if_cancelled()
+                for plan in plans:
+                    await batches.poll(plan)
+                    await batches.submit(plan, self.use_cache and plan.use_cache)
+                waiting = [p.run_id for p in plans if live_batches(store, p.run_id)]
+                if not waiting or not self.wait:
+                    break
+                await batches.pause(waiting)
+        finally:
+            progress.emit(EvalFinished())
+            if isinstance(gateway.cache, StoreSink):  # what the metrics' calls cached
+                gateway.cache.close()
+            await gateway.aclose()
+        if isinstance(gateway.cache, StoreSink):
+            gateway.cache.check()
+        return Outcome(batches.states)
 
 
 class _Batches:
     def __init__(self, store: Store, config: BatchConfig, retries: int, timeout: float, progress: Progress):
         self.store, self.config, self.progress = store, config, progress
-        self.retries, self.timeout = retries, timeout
+        self.client = BatchClient(retries, timeout)
         self.states: dict[int, RunState] = {}
         self.changed, self.quiet = True, 0  # whether a batch moved this round; rounds since one did
         self.seen: dict[str, tuple] = {}  # batch id → (status, done, total) last reported
-        self.prices: dict[str, Any] = {}
 
     def say(self, line: str) -> None:
         self.progress.emit(Note(line))
-
-    # ---- the provider -------------------------------------------------------
-    async def api(self, target: ModelConfig, method: str, **kwargs: Any) -> Any:
-        """One files/batches call with the model's key and api_base; transient failures retried."""
-        lib = litellm()
-        kwargs.update(custom_llm_provider=provider(target), timeout=self.timeout, max_retries=0)
-        if target.api_base:
-            kwargs["api_base"] = target.api_base
-        key = target.api_key()
-        if key:
-            kwargs["api_key"] = key
-        for attempt in range(self.retries + 1):
-            try:
-                response = await getattr(lib, method)(**kwargs)
-            except Exception as exc:  # every provider failure becomes a CallError
-                raise_if_cancelled()
-                error = classify(exc)
-                if error.kind == "auth":
-                    raise AuthError(f"{target.alias or target.model}: authentication failed ({error.status}); "
-                                    f"check {target.api_key_env or 'the API key'}") from None
-                if not error.transient or attempt == self.retries:
-                    raise error from None
-                await asyncio.sleep(error.retry_after if error.retry_after is not None
-                                    else random.uniform(0, min(15.0, 0.25 * 2 ** attempt)))
-            else:
-                raise_if_cancelled()
-                return response
-        raise AssertionError("unreachable")
-
-    def cost(self, model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """The provider's batch price when LiteLLM knows it (else half its listed price); None
-        ("n/a") for a model LiteLLM has no price for."""
-        lib = litellm()
-        if model.model not in self.prices:
-            try:
-                info = lib.get_model_info(model=model.model)
-            except Exception:  # not in LiteLLM's price map
-                info = None
-            priced = info and any(info.get(k) is not None for k in (
-                "input_cost_per_token", "input_cost_per_token_batches"))
-            self.prices[model.model] = info if priced else None
-        if self.prices[model.model] is None:
-            return None
-        usage = lib.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          total_tokens=prompt_tokens + completion_tokens)
-        prompt_cost, completion_cost = lib.cost_calculator.batch_cost_calculator(usage=usage, model=model.model)
-        return prompt_cost + completion_cost
 
     # ---- one round ------------------------------------------------------------
     async def poll(self, plan: RunPlan) -> None:
         """Check the run's live batches; ingest the ones that finished."""
         for row in live_batches(self.store, plan.run_id):
             try:
-                batch = await self.api(plan.model, "aretrieve_batch", batch_id=row["batch_id"])
+                batch = await self.client.call(plan.model, "aretrieve_batch", batch_id=row["batch_id"])
             except CallError as exc:
                 if exc.kind == "not_found":  # the provider forgot it (deleted?): its items go out again
                     await self.ingest(plan, row, SimpleNamespace(
@@ -264,7 +189,7 @@ class _Batches:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            content = await self.api(plan.model, "afile_content", file_id=file_id)
+            content = await self.client.call(plan.model, "afile_content", file_id=file_id)
             results, cache_rows = [], []
             for raw in io.BytesIO(content.content):
                 line = _json(raw)
@@ -328,7 +253,7 @@ class _Batches:
                               attempts=1, latency_ms=latency_ms)
         prompt, completion = (_count(_dig(body, "usage", k)) for k in ("prompt_tokens", "completion_tokens"))
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                      cost=self.cost(plan.model, prompt, completion))
+                      cost=self.client.cost(plan.model, prompt, completion))
         cache_rows.append({"key": cache_key(item), "kind": "chat", "model": plan.model.model,
                            "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
         return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
@@ -396,9 +321,9 @@ class _Batches:
         """Upload one input file and create its batch; the batch row is the very next commit."""
         data = b"".join(line for _, _, line in chunk)
         try:
-            upload = await self.api(plan.model, "acreate_file", file=("promptlab-batch.jsonl", data),
+            upload = await self.client.call(plan.model, "acreate_file", file=("promptlab-batch.jsonl", data),
                                     purpose="batch", model=plan.model.model)
-            batch = await self.api(plan.model, "acreate_batch", completion_window="24h", endpoint=ENDPOINT,
+            batch = await self.client.call(plan.model, "acreate_batch", completion_window="24h", endpoint=ENDPOINT,
                                    input_file_id=upload.id, model=plan.model.model, metadata=self.tag(plan))
         except CallError as exc:
             raise ProviderError(f"run '{plan.name}': could not submit a batch: {exc}") from None
@@ -431,7 +356,7 @@ class _Batches:
         after, orphans = None, []
         while True:
             try:
-                page = await self.api(plan.model, "alist_batches", limit=100, after=after)
+                page = await self.client.call(plan.model, "alist_batches", limit=100, after=after)
             except CallError as exc:
                 self.say(f"{plan.name}: cannot list the provider's batches ({exc}); a batch a killed process "
                          f"submitted but never stored would be submitted again")
@@ -443,7 +368,7 @@ class _Batches:
                 break
             after = data[-1].id
         for batch in orphans:
-            content = await self.api(plan.model, "afile_content", file_id=batch.input_file_id)
+            content = await self.client.call(plan.model, "afile_content", file_id=batch.input_file_id)
             items = {}
             for raw in io.BytesIO(content.content):
                 line = _json(raw)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from promptlab.cases.files import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
-from promptlab.evaluation.evaluate import RunPlan, build_metrics, metric_context, plan_run, resume_plan
+from promptlab.evaluation.plan import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
 from promptlab.scorers import MetricContext
 from promptlab.prompting.render import check_prompt

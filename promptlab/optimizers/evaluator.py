@@ -1,6 +1,6 @@
 """Candidates scored on cases through the eval runner, each (version, case) paid for once.
 
-- Every evaluation goes through `promptlab.evaluation.evaluate` (plan_run / execute /
+- Every evaluation goes through `promptlab.evaluation` (plan_run / PerCall.execute /
   finish): each is a run row with ``optimization_id`` set, named after the
   candidate and its cases, so it is cached, concurrent and resumable. A replay
   of the same search finds those runs (and the response cache) and sends
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
-from promptlab.evaluation.evaluate import RunPlan, build_metrics, execute, finish, metric_context, plan_run
+from promptlab.evaluation.per_call import PerCall
+from promptlab.evaluation.plan import RunPlan, build_metrics, metric_context, plan_run
+from promptlab.evaluation.summary import finish
 from promptlab.providers.errors import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
@@ -261,9 +263,8 @@ class Evaluator:
         if plans:
             self.progress.emit(SearchEvaluating(self.status()))
             try:
-                outcome = await execute(self.store, self.gateway, plans, self.progress,
-                                        concurrency=self.config.concurrency, use_cache=True,
-                                        settings=self.settings)
+                outcome = await PerCall(self.config.concurrency, use_cache=True, settings=self.settings).execute(
+                    self.store, self.gateway, plans, self.progress)
             except BaseException:
                 finish(self.store, plans, None, status="interrupted")
                 raise

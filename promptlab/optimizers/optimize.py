@@ -28,7 +28,8 @@ from promptlab.config import ModelConfig
 from promptlab.prompting.diffing import diff_text
 from promptlab.errors import UsageError
 from promptlab.evaluation.gates import GateResult
-from promptlab.evaluation.evaluate import build_metrics, make_gateway, metric_context
+from promptlab.evaluation.plan import build_metrics, metric_context
+from promptlab.evaluation.sink import make_gateway
 from promptlab.optimizers import UnknownStrategyError, get_strategy
 from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem, SearchConfig
 from promptlab.optimizers.ledger import Ledger

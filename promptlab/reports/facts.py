@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
-from promptlab.evaluation.evaluate import run_json
+from promptlab.evaluation.summary import run_json
 from promptlab.models import PromptVersion
 from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 MAX_MESSAGE = 16 * 1024 * 1024      # bytes in one protocol line
 MAIN_PID = os.getpid()

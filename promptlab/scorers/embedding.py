@@ -57,7 +57,7 @@ class EmbeddingMetric:
     async def score(self, item: ScoreInput) -> Score:
         if self._gateway is None:
             raise ScoringError("embedding_similarity: no model gateway bound "
-                               "(score through promptlab.evaluation.evaluate.execute)")
+                               "(score through an evaluation: promptlab.evaluation.plan.bind_metrics)")
         try:
             name = need_field(item, self._field)
             expected = as_text(expected_value(item, name))

@@ -100,7 +100,7 @@ def judge_messages(rubric: str, output: str, *, inputs: dict[str, Any] | None = 
 
 
 class JudgeMetric:
-    """Built by `judge`; `bind(gateway)` before scoring (`promptlab.evaluation.evaluate.execute` does)."""
+    """Built by `judge`; `bind(gateway)` before scoring (`promptlab.evaluation.plan.bind_metrics` does)."""
 
     def __init__(self, spec: dict[str, Any], model: "ModelConfig", rubric: str, scale: tuple[int, int],
                  threshold: float, field: str | None, reference: bool, attempts: int, params: dict):
@@ -125,7 +125,7 @@ class JudgeMetric:
 
     async def score(self, item: ScoreInput) -> Score:
         if self._gateway is None:
-            raise ScoringError("judge: no model gateway bound (score through promptlab.evaluation.evaluate.execute)")
+            raise ScoringError("judge: no model gateway bound (score through an evaluation: promptlab.evaluation.plan.bind_metrics)")
         if self._field is None:
             output = item.output
         else:

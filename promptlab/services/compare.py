@@ -16,7 +16,7 @@ from typing import Any
 
 from promptlab.prompting.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
-from promptlab.evaluation.evaluate import run_json
+from promptlab.evaluation.summary import run_json
 from promptlab.models import PromptVersion
 from promptlab.store.records import Result, Run
 from promptlab.scorers.stats import mcnemar, paired_bootstrap

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 from promptlab.providers import litellm_loader
 from promptlab.errors import AuthError, StorageError
-from promptlab.evaluation.evaluate import RunPlan, execute, finish, make_gateway
+from promptlab.evaluation.evaluate import execute
+from promptlab.evaluation.plan import RunPlan
+from promptlab.evaluation.summary import finish
 from promptlab.evaluation.tracing import traced
 
 if TYPE_CHECKING:
@@ -60,28 +62,14 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
 
 def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progress: Progress) -> Evaluation:
     plans = request.plans
-    gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), litellm_loader.import_seconds
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
         return time.perf_counter() - started - (litellm_loader.import_seconds - imported_before)
 
-    async def run() -> Outcome:  # the per-call runs, then the batched ones
-        from promptlab.evaluation import batch as batches
-        from promptlab.evaluation.runner import Outcome
-
-        calls = [p for p in plans if p.run_id not in request.batch]
-        batched = [p for p in plans if p.run_id in request.batch]
-        outcome = Outcome({})
-        if calls:
-            outcome = await execute(store, gateway, calls, progress, concurrency=request.concurrency,
-                                    use_cache=request.use_cache, settings=settings)
-        if batched:
-            more = await batches.execute(store, make_gateway(store, settings), batched, progress,
-                                         config=settings.batch, use_cache=request.use_cache,
-                                         wait=request.wait)
-            outcome.states.update(more.states)
-        return outcome
+    async def run() -> Outcome:
+        return await execute(store, settings, plans, progress, batch=request.batch,
+                             concurrency=request.concurrency, use_cache=request.use_cache, wait=request.wait)
 
     try:
         outcome = asyncio.run(run())

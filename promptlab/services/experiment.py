@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptlab.evaluation import batch as batches
+from promptlab.providers import batch_api
 from promptlab.evaluation.experiment import Experiment, load_experiment, setup
 from promptlab.evaluation.gates import check_baseline, validate_gates
 from promptlab.optimizers import experiment as optimize_section
@@ -64,7 +65,7 @@ def prepare(store: Store, settings: Settings, request: ExperimentRequest,
     mode = experiment.spec.eval.mode
     if mode == "batch":
         for model in experiment.models:
-            batches.check(model)
+            batch_api.check(model)
     project_id, plans = setup(store, experiment, concurrency=workers, settings=settings)
     chosen = batches.choose(mode, plans, store, settings.batch)
     evaluation = EvaluateRequest(plans, workers, experiment.spec.eval.cache and request.use_cache,

@@ -116,7 +116,7 @@ def _decide(guards: Guards, guard_id: int, decision: dict[str, Any], verdict: st
 def _evaluate(store: Store, settings: Settings, project_id: int, version: Any,
               request: GuardRequest) -> tuple[str, float]:
     """The version's headline score on its golden cases (cached when nothing changed)."""
-    from promptlab.evaluation.evaluate import metric_context, plan_run
+    from promptlab.evaluation.plan import metric_context, plan_run
     from promptlab.progress import SilentProgress
     from promptlab.services.evaluate import EvaluateRequest, evaluate
 

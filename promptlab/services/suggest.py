@@ -133,7 +133,7 @@ async def _ask_model(store: Store, settings: Settings, proposer: Any, version: P
                      failures: list[tuple[Case, str]]) -> list[_ModelEdit]:
     """The model's reading of the failures (into `out`) and its edits; none when its reply is unusable."""
     from promptlab.providers.ask import InvalidReply, ask_json
-    from promptlab.evaluation.evaluate import make_gateway
+    from promptlab.evaluation.sink import make_gateway
 
     current = version.content.system or (signature.instruction if signature else "")
     ask = (f"{operators.describe_task(signature)}\nCurrent instruction: {current or '(none)'}\n"
@@ -211,7 +211,7 @@ def _numbered(version: PromptVersion, edits: list[tuple[str, str, str, PromptCon
 
 def _apply(store: Store, settings: Settings, project_id: int, run: Run, version: PromptVersion,
            edits: list[Edit], number: int, promote: bool, progress: Progress) -> dict[str, Any]:
-    from promptlab.evaluation.evaluate import metric_context, plan_run
+    from promptlab.evaluation.plan import metric_context, plan_run
     from promptlab.services.compare import compare_runs
     from promptlab.services.evaluate import EvaluateRequest, evaluate
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from promptlab.errors import NotFoundError
 from promptlab.models import PromptVersion, Signature, SignatureVersion
