@@ -1,6 +1,7 @@
 """The shape of the package, checked on its source: the core never reaches up into the
-CLI or the display layer (nor rich/typer), and no two modules import each other at
-module level."""
+CLI or the display layer (nor rich/typer); no import cycle, at module level or in functions;
+imports between the packages flow one way, as ALLOWED says; a few modules at the root and
+none over 600 lines."""
 
 from __future__ import annotations
 
@@ -152,6 +153,83 @@ def parent_package_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 def test_no_import_cycles_at_module_level():
     found = cycles(parent_package_edges(import_graph()))
     assert not found, "module-level import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)
+
+
+def all_imports_graph() -> dict[str, set[str]]:
+    """Every import of every module (module level, in functions, for types only), each name resolved
+    to the module it loads: `from promptlab.store import Store` is promptlab.store."""
+    mods = modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for module, (tree, is_package) in mods.items():
+        for node in ast.walk(tree):
+            for name in imported(node, module, is_package):
+                while name and name not in mods:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    graph[module].add(name)
+    return graph
+
+
+def test_no_import_cycles_even_in_functions():
+    found = cycles(parent_package_edges(all_imports_graph()))
+    assert not found, "import cycles (function-level imports included):\n" + "\n".join(" ↔ ".join(c) for c in found)
+
+
+# Which room may import which: a package under promptlab/ or a module at its root. Imports flow one
+# way, cli → services → evaluation/optimizers/reports → scorers/prompting/providers/store → models;
+# within a floor only the pairs listed (optimizers and reports read the evaluation, the evaluation
+# reads case files, scorers use providers, the store's records and the sandbox, providers parse
+# replies with prompting). The edge (cli, display, view, __main__) may import anything.
+BASE = {"models", "errors", "config", "redact", "progress", "terminal"}
+ALLOWED = {
+    "services": {"services", "api", "evaluation", "optimizers", "reports", "cases",
+                 "scorers", "prompting", "providers", "store", "sandbox"} | BASE,
+    "api": {"evaluation", "prompting", "providers", "store"} | BASE,
+    "optimizers": {"evaluation", "cases", "scorers", "prompting", "providers", "store"} | BASE,
+    "reports": {"evaluation", "scorers", "prompting", "store"} | BASE,
+    "evaluation": {"cases", "scorers", "prompting", "providers", "store", "sandbox"} | BASE,
+    "cases": {"prompting", "providers"} | BASE,
+    "scorers": {"providers", "prompting", "store", "sandbox"} | BASE,
+    "providers": {"prompting"} | BASE,
+    "prompting": BASE,
+    "store": BASE,
+    "sandbox": BASE,
+    "progress": {"models", "errors"},
+    "config": {"models", "errors", "redact"},
+    "redact": set(), "terminal": set(), "errors": set(),
+    "models": {"errors"},
+}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "promptlab"
+
+
+def test_packages_import_only_what_the_matrix_allows():
+    bad = []
+    for module, deps in all_imports_graph().items():
+        here = room(module)
+        if any(is_under(module, edge) for edge in EDGE) or here == "promptlab":
+            continue
+        assert here in ALLOWED, f"{module}: a new room under promptlab/; give it a row in ALLOWED"
+        for dep in deps:
+            there = room(dep)
+            # the root package: __version__, and the public API it imports lazily
+            if there not in (here, "promptlab") and there not in ALLOWED[here]:
+                bad.append(f"{module} imports {dep} ({here} → {there})")
+    assert not bad, "imports against the one-way flow (see ALLOWED):\n" + "\n".join(sorted(bad))
+
+
+def test_at_most_twelve_modules_at_the_root():
+    root = sorted(p.name for p in ROOT.glob("*.py"))
+    assert len(root) <= 12, f"{len(root)} modules directly under promptlab/ (at most 12): {root}"
+
+
+def test_no_module_over_600_lines():
+    long = [f"{p.relative_to(ROOT.parent)}: {n}" for p in sorted(ROOT.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 600]
+    assert not long, "modules over 600 lines (split them by what they hold):\n" + "\n".join(long)
 
 
 @pytest.mark.parametrize("graph, expected", [
