@@ -110,7 +110,7 @@ def trace(counted) -> list[str]:
                          ("case", "import", "cases.jsonl"),
                          ("prompt", "add", "p", "--signature", "sentiment", "--template", "Review: {{ text }}")):
                 cli(*args)
-            cli("eval", "--prompt", "p", "--batch", "--name", "warm", "--quiet")  # imports, litellm's first use
+            cli("eval", "--prompt", "p", "--batch", "--name", "warm", "--json")  # imports, litellm's first use
             path: list[str] = []
             modules: dict[str, str | None] = {}
 
@@ -135,7 +135,7 @@ def trace(counted) -> list[str]:
 
             sys.setprofile(profile)
             try:
-                cli("eval", "--prompt", "p", "--batch", "--name", "traced", "--quiet", "--no-cache")
+                cli("eval", "--prompt", "p", "--batch", "--name", "traced", "--json", "--no-cache")
             finally:
                 sys.setprofile(None)
             return path
