@@ -168,3 +168,10 @@ def m010_cases_by_project_id(db: Database) -> None:
     """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
     every case of the project sorted first."""
     db["cases"].create_index(["project_id", "id"])
+
+
+@migrations()
+def m011_prompt_tools(db: Database) -> None:
+    """A prompt version may offer the model tools (OpenAI function specs, JSON) and a tool_choice."""
+    db["prompts"].add_column("tools", str)
+    db["prompts"].add_column("tool_choice", str)

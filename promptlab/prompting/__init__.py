@@ -1,0 +1,1 @@
+"""What a prompt version sends beyond its template: conversation turns, images, tools."""
