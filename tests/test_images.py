@@ -128,8 +128,30 @@ def test_runs_show_reports_and_the_viewer_show_an_image_as_its_type_size_and_dig
     assert shown.code == 0 and label in shown.stdout and "base64" not in shown.stdout
     failed = workspace.cli("runs", "show", name, "--project", "vision")
     assert "image/png" in failed.stdout and "base64" not in failed.stdout
+    listed = workspace.cli("case", "list", "--project", "vision")
+    assert "image/png" in listed.stdout and "base64" not in listed.stdout
     report = workspace.cli("report", name, "--project", "vision", "--format", "md")
     assert report.code == 0 and label in report.stdout and "base64" not in report.stdout
     with viewer(workspace) as url:
         status, _, page = get(f"{origin(url)}/runs/1/results/1/0")
     assert status == 200 and label in page and "base64," not in page
+
+
+def test_the_fake_server_refuses_malformed_content_parts_as_openai_does(fake_llm):
+    import urllib.error
+    import urllib.request
+
+    def post(content) -> int:
+        body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": content}]}).encode()
+        request = urllib.request.Request(fake_llm.base_url + "/chat/completions", body,
+                                         {"Content-Type": "application/json"})
+        try:
+            return urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    good = "data:image/png;base64," + base64.b64encode(png(1, 1, (0, 0, 0))).decode()
+    assert post([{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": good}}]) == 200
+    assert post([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]) == 400
+    assert post([{"type": "image_url", "image_url": {"url": "ftp://x/cat.png"}}]) == 400
+    assert post([{"type": "picture"}]) == 400
