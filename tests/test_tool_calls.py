@@ -67,6 +67,9 @@ def test_two_tools_are_sent_and_the_call_is_scored_1_half_0(workspace, call_path
     check_scores(workspace)
     run = json.loads(result.stdout)["runs"][0]
     assert run["errors"] == 0 and run["scores"]["tool_call_match"] == pytest.approx(1.5 / 4)
+    shown = workspace.cli("runs", "show", run["name"], "--case", "1", "--project", "tools")
+    assert "tools offered: get_weather, get_time (tool_choice \"auto\")" in shown.stdout
+    assert '"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]' in shown.stdout
 
 
 @pytest.mark.slow  # a batch round trip through the fake Files/Batches API
