@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from promptlab.models import Demo, PromptContent, Signature
-from promptlab.render import render_messages
+from promptlab.prompting.render import render_messages
 
 HISTORY = [{"role": "user", "content": "I am planning a trip to Paris."},
            {"role": "assistant", "content": "Lovely! When are you going?"},

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from promptlab import fastpath
+from promptlab.providers import direct as fastpath
 from promptlab.config import ModelConfig
-from promptlab.evaluation import RunPlan, job
+from promptlab.evaluation.evaluate import RunPlan, job
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature
-from promptlab.render import render_messages
+from promptlab.prompting.render import render_messages
 
 SIGNATURE = Signature(name="s", instruction="Classify.", inputs=[{"name": "text"}],
                       outputs=[{"name": "label", "type": "enum", "choices": ["pos", "neg"]}])
@@ -44,7 +44,7 @@ def body_sent(messages: list[dict], params: dict) -> bytes:
 
 
 def test_a_single_turn_text_prompt_keeps_its_hash_body_and_cache_key():
-    from promptlab.batch import cache_key
+    from promptlab.evaluation.batch import cache_key
 
     assert CONTENT.hash() == BEFORE["hash"]
     version = PromptVersion(id=1, project="p", name="p", version=1, content=CONTENT, content_hash=CONTENT.hash())

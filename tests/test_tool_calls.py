@@ -9,7 +9,7 @@ import json
 import pytest
 
 from promptlab.models import FieldSpec, PromptContent
-from promptlab.outputs import parse_output
+from promptlab.prompting.outputs import parse_output
 from promptlab.prompting.tools import match, same_value
 from promptlab.scorers import get_metric
 from promptlab.scorers.base import ScoreInput

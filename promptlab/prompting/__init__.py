@@ -1,1 +1,2 @@
-"""What a prompt version sends beyond its template: conversation turns, images, tools."""
+"""A prompt version + inputs -> messages (sandboxed jinja2), with conversation turns, images and
+tools; a reply -> parsed fields (tool calls too); prompt diffs."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptlab.outputs import ParseError, extract_json
+from promptlab.prompting.outputs import ParseError, extract_json
 from promptlab.prompting.tools import NoCall, match, to_call
 from promptlab.scorers.base import Score, ScoreInput
 from promptlab.scorers.registry import BaseMetric, Early, expected_value, need_field, predicted_value
