@@ -97,7 +97,7 @@ class LoadedPrompt:
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""
-        entry = {"name": self.version.name, **self.version.content.model_dump(mode="json"),
+        entry = {"name": self.version.name, **self.version.content.as_json(),
                  "message": self.version.message}
         return {k: v for k, v in entry.items() if v or k in ("name", "template")}  # defaults left out
 

@@ -255,11 +255,17 @@ class PromptContent(BaseModel):
         check_tools(self.tools, self.tool_choice)
         return self
 
-    def hash(self) -> str:
+    def as_json(self) -> dict[str, Any]:
+        """The content as JSON data; tools and tool_choice only when set, so a version without them
+        hashes and prints as it always did."""
         data = self.model_dump(mode="json")
-        for key, default in (("tools", []), ("tool_choice", None)):  # versions without keep their hash
+        for key, default in (("tools", []), ("tool_choice", None)):
             if data[key] == default:
                 del data[key]
+        return data
+
+    def hash(self) -> str:
+        data = self.as_json()
         if data["demo_selector"] is None:  # versions without one keep the hash they always had
             del data["demo_selector"]
         elif data["demo_selector"]["embedding_model"] is None:  # lexical ones too

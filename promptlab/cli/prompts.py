@@ -20,7 +20,7 @@ def _version_json(p) -> dict:
             "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by, "candidate": p.candidate,
             "archived": p.archived,
             "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
-            **p.content.model_dump(mode="json")}
+            **p.content.as_json()}
 
 
 @app.command("add")
