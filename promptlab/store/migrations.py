@@ -171,7 +171,25 @@ def m010_cases_by_project_id(db: Database) -> None:
 
 
 @migrations()
-def m011_prompt_tools(db: Database) -> None:
+def m011_guards(db: Database) -> None:
+    """`promptlab guard`: one row per guarded prompt family (paused?, triggered runs without a
+    significant lift in a row, when it last optimized) and every decision it took."""
+    db["guards"].create(
+        {"id": int, "project_id": int, "prompt": str, "paused": int, "paused_reason": str,
+         "no_gain": int, "last_optimized_at": str, "created_at": str},
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "prompt", "paused", "no_gain"}, defaults={"paused": 0, "no_gain": 0})
+    db["guards"].create_index(["project_id", "prompt"], unique=True)
+    db["guard_decisions"].create(
+        {"id": int, "guard_id": int, "at": str, "ref": str, "decision": str, "exit_code": int,
+         "score": float, "threshold": float, "run": str, "optimization": str, "lift": float,
+         "p_value": float, "significant": int, "message": str},
+        pk="id", foreign_keys=[("guard_id", "guards", "id")], not_null={"guard_id", "at", "decision"})
+    db["guard_decisions"].create_index(["guard_id", "id"])
+
+
+@migrations()
+def m012_prompt_tools(db: Database) -> None:
     """A prompt version may offer the model tools (OpenAI function specs, JSON) and a tool_choice."""
     db["prompts"].add_column("tools", str)
     db["prompts"].add_column("tool_choice", str)
