@@ -38,7 +38,7 @@ from promptlab.evaluation.sink import StoreSink
 from promptlab.providers.batch_api import ENDPOINT, FILE_TIMEOUT_S, PROVIDERS, BatchClient, check, provider
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.errors import CallError, classify, raise_if_cancelled
-from promptlab.providers.gateway import Gateway, chat_key
+from promptlab.providers.gateway import Gateway, chat_key, message_text
 from promptlab.providers.litellm_loader import litellm
 from promptlab.models import Completion, ItemResult, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
@@ -246,8 +246,8 @@ class _Batches:
                 return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
-        text = _dig(body, "choices", 0, "message", "content")
-        if not isinstance(text, str):  # not an empty answer: never scored as one, never cached
+        text = message_text(_dig(body, "choices", 0, "message"))
+        if text is None:  # not an empty answer: never scored as one, never cached
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)
