@@ -10,8 +10,11 @@ are the leaves every room uses: models, config, errors, redact, progress, unless
 - rooms: the distinct modules passed through; floors: the distinct floors among them, a module's
   floor being 0 without promptlab imports, else one above the highest it imports (every import:
   module level, in functions, for types; a cycle shares one floor);
-- moves: changes of room (calls and returns alike), back-up moves: those to a higher floor,
-  returns: moves into a room already visited.
+- moves: changes of room (calls and returns alike); back-up moves: those to a higher floor, of
+  which calls up (a lower room calling into a higher one: callbacks) are the ones no return
+  explains; returns to a room: moves into a room already visited;
+- passages: the distinct (from, to) pairs among the moves, and how many of them go up.
+With --packages a room is a package (store/, evaluation/, …; a root module stays a room of its own).
 Run it from a checkout's root; it profiles that checkout's code.
 """
 
@@ -82,8 +85,9 @@ def floors(graph: dict[str, set[str]]) -> dict[str, int]:
     return {m: floor(scc[m]) for m in graph}
 
 
-def trace(counted) -> list[str]:
-    """The sequence of counted promptlab modules holding control during one `eval --batch`."""
+def trace(counted) -> list[tuple[str, str]]:
+    """The counted promptlab modules holding control during one `eval --batch`, in turn, each with
+    the event that moved control there (call or return)."""
     from tests.fake_openai import spawn_server
 
     server = spawn_server()
@@ -130,8 +134,8 @@ def trace(counted) -> list[str]:
             def profile(frame, event, arg) -> None:
                 if event in ("call", "return"):
                     here = room(frame if event == "call" else frame.f_back)
-                    if here is not None and (not path or path[-1] != here):
-                        path.append(here)
+                    if here is not None and (not path or path[-1][0] != here):
+                        path.append((here, event))
 
             sys.setprofile(profile)
             try:
@@ -147,27 +151,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="count the shared leaves too")
     parser.add_argument("--show", action="store_true", help="print the path, one move a line")
+    parser.add_argument("--packages", action="store_true", help="a room is a package, not a module")
     args = parser.parse_args()
 
     def counted(name: str) -> bool:
         return not any(name == e or name.startswith(e + ".") for e in EDGE) and (args.all or name not in LEAVES)
 
-    level = floors(import_graph())
-    path = trace(counted)
-    moves = list(zip(path, path[1:]))
+    graph = import_graph()
+    traced = trace(counted)
+    if args.packages:  # promptlab.store.runs → promptlab.store; the root modules stay themselves
+        pkgs = {m for m in graph if any(p.name == "__init__.py" and module_of(p) == m for p in PACKAGE.rglob("__init__.py"))}
+
+        def group(m: str) -> str:
+            parts = m.split(".")
+            return ".".join(parts[:2]) if len(parts) > 2 or m in pkgs and m != "promptlab" else m
+
+        merged: dict[str, set[str]] = {}
+        for m, deps in graph.items():
+            merged.setdefault(group(m), set()).update(group(d) for d in deps)
+        graph = {m: deps - {m} for m, deps in merged.items()}
+        traced = [(group(m), e) for m, e in traced]
+        traced = [step for i, step in enumerate(traced) if i == 0 or traced[i - 1][0] != step[0]]
+    level = floors(graph)
+    path = [m for m, _ in traced]
+    moves = [(a, b, event) for (a, _), (b, event) in zip(traced, traced[1:])]
     seen, returns = {path[0]}, 0
-    for _, b in moves:
+    for _, b, _ in moves:
         returns += b in seen
         seen.add(b)
-    up = sum(level[b] > level[a] for a, b in moves)
+    up = [(a, b, e) for a, b, e in moves if level[b] > level[a]]
+    passages = {(a, b) for a, b, _ in moves}
     if args.show:
-        for a, b in moves:
-            print(f"{a} ({level[a]}) -> {b} ({level[b]}){'  up' if level[b] > level[a] else ''}")
+        for a, b, event in moves:
+            print(f"{a} ({level[a]}) -> {b} ({level[b]}) {event}{'  up' if level[b] > level[a] else ''}")
     print(f"rooms {len(set(path))}, floors {len({level[m] for m in path})}, moves {len(moves)}, "
-          f"back-up moves {up}, returns to a room {returns}")
-    print("rooms by floor: " + "; ".join(f"{f}: {', '.join(sorted(m.removeprefix('promptlab.') for m in set(path) if level[m] == f))}"
-                                         for f in sorted({level[m] for m in path})))
-
+          f"back-up moves {len(up)} (calls up {sum(e == 'call' for _, _, e in up)}), "
+          f"returns to a room {returns}; passages {len(passages)}, "
+          f"of them up {sum(level[b] > level[a] for a, b in passages)}")
+    print("rooms by floor: " + "; ".join(
+        f"{f}: {', '.join(sorted(m.removeprefix('promptlab.') for m in set(path) if level[m] == f))}"
+        for f in sorted({level[m] for m in path})))
+    calls_up = sorted({(a, b) for a, b, e in up if e == "call"})
+    if calls_up:
+        print("calls up: " + "; ".join(f"{a.removeprefix('promptlab.')} → {b.removeprefix('promptlab.')}"
+                                        for a, b in calls_up))
 
 if __name__ == "__main__":
     main()
