@@ -168,3 +168,17 @@ def m010_cases_by_project_id(db: Database) -> None:
     """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
     every case of the project sorted first."""
     db["cases"].create_index(["project_id", "id"])
+
+
+@migrations()
+def m011_workspace(db: Database) -> None:
+    """Choices that hold for the whole database, by key: `project` is the current project
+    (`promptlab project use`), which commands use when --project is not given."""
+    db["workspace"].create({"key": str, "value": str}, pk="key", not_null={"value"})
+
+
+@migrations()
+def m012_result_expected(db: Database) -> None:
+    """Each result keeps the expected output it was scored against (JSON): editing a case later
+    does not rewrite the history of the runs that used it. NULL on results stored before."""
+    db["results"].add_column("expected", str)

@@ -43,6 +43,7 @@ class Result:
     cached: bool
     attempts: int | None
     created_at: str | None
+    expected: dict | None = None  # the case's expected output it was scored against (None: stored before that was kept)
 
     def value(self, metric: str) -> float | None:
         """The metric's value on this result (None: not scored by it, or could not be)."""

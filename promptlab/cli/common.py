@@ -103,8 +103,27 @@ class State:
         return self._store
 
     def project_id(self, name: str | None) -> int:
-        """The named project, or the only one there is."""
-        return self.store.project_id(name)
+        """The project a command works on: --project, else the current project (PROMPTLAB_PROJECT,
+        then `promptlab project use`, then [defaults] project in promptlab.toml), else the only one."""
+        from promptlab.errors import NotFoundError
+
+        source, chosen = self.current_project(name)
+        if chosen is None:
+            return self.store.project_id(None)
+        try:
+            return self.store.project(chosen)["id"]
+        except NotFoundError as exc:
+            if source == "--project":
+                raise
+            raise NotFoundError(f"{exc} (the current project, from {source})") from None
+
+    def current_project(self, name: str | None = None) -> tuple[str, str | None]:
+        """(where it comes from, the project's name) of the first choice made: `name` (--project),
+        PROMPTLAB_PROJECT, `project use`, promptlab.toml; ("", None) when none is."""
+        choices = (("--project", lambda: name), ("PROMPTLAB_PROJECT", lambda: os.environ.get("PROMPTLAB_PROJECT")),
+                   ("`promptlab project use`", self.store.current_project),
+                   (f"[defaults] project in {self.settings.source}", lambda: self.settings.defaults.project))
+        return next(((source, value) for source, get in choices if (value := get())), ("", None))
 
 
 def read_only(command: Any) -> Any:

@@ -67,12 +67,11 @@ def register(app: typer.Typer) -> None:
                  progress: ProgressMode = "auto",
                  quiet: Annotated[bool, typer.Option(help="No progress: --progress none.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-        from datetime import datetime, timezone
-
         from promptlab import display
         from promptlab.cli.common import emit_json, metric_spec, parse_pairs
         from promptlab.display.progress import make_progress
         from promptlab.errors import GateFailed, UsageError
+        from promptlab.hints import command
         from promptlab.optimizers.base import Budget, Objective
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
         from promptlab.optimizers.splits import parse_sizes
@@ -83,8 +82,8 @@ def register(app: typer.Typer) -> None:
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        opt_name = resume or name or f"{(prompt or '').split('@')[0]}-{strategy}-{stamp}"
+        opt_name = resume or name or store.free_name("optimizations", project_id,
+                                                     f"{(prompt or '').split('@')[0]}-{strategy}")
         try:
             if resume:
                 report = resume_opt(store, settings, project_id, resume, progress=shown)
@@ -114,7 +113,7 @@ def register(app: typer.Typer) -> None:
             import sys
 
             print(f"promptlab: interrupted; finished evaluations are saved. Continue with "
-                  f"`promptlab optimize --resume {opt_name}`", file=sys.stderr)
+                  f"`{command(store, project_id, 'optimize', '--resume', opt_name)}`", file=sys.stderr)
             raise typer.Exit(130)
         gates = check_gates(report, min_test_score=min_test_score, min_lift=min_lift)
         passed = all(g.passed for g in gates)
