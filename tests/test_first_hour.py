@@ -203,3 +203,65 @@ def test_the_hint_after_ctrl_c_in_optimize_runs_as_printed_with_two_projects(wor
     again = ws.cli(*hint, "--json")
     assert again.code == 0, again.stderr
     assert json.loads(again.stdout)["optimization"]["status"] == "completed"
+
+
+# ---- case edit ----------------------------------------------------------------
+def _person_project(ws) -> int:
+    ws.write("people.jsonl", json.dumps({"text": "Ann is 30, happy", "name": "Ann", "age": 30, "mood": "positive"}) + "\n")
+    for args in (("project", "add", "people"),
+                 ("signature", "add", "person", "--input", "text", "--output", "name",
+                  "--output", "age:int", "--output", "mood:enum:positive,negative"),
+                 ("case", "import", "people.jsonl")):
+        assert ws.cli(*args).code == 0, args
+    return ws.rows("select id from cases")[0][0]
+
+
+def _expected(ws, case_id: int) -> dict:
+    return json.loads(ws.rows("select expected from cases where id = ?", (case_id,))[0][0])
+
+
+def test_case_edit_validates_as_import_does_and_merges(workspace):
+    ws = workspace
+    case_id = _person_project(ws)
+    before = _expected(ws, case_id)
+    for value, named in (("mood=neutral", "mood"), ("age=notanumber", "age"), ("agee=31", "agee")):
+        result = ws.cli("case", "edit", str(case_id), "-e", value)
+        assert result.code == 2 and named in result.stderr, (value, result.stderr)
+        assert _expected(ws, case_id) == before  # nothing written
+    # the same checks as import: the same words for the same bad value
+    ws.write("bad.jsonl", json.dumps({"text": "x", "name": "A", "age": 1, "mood": "neutral"}) + "\n")
+    imported = ws.cli("case", "import", "bad.jsonl")
+    edited = ws.cli("case", "edit", str(case_id), "-e", "mood=neutral")
+    assert imported.stderr.split(": field")[-1].split("expected 'mood'")[-1] == \
+        edited.stderr.split("expected 'mood'")[-1]
+    assert ws.cli("case", "edit", str(case_id), "-e", "age=31").code == 0
+    assert _expected(ws, case_id) == {"name": "Ann", "age": 31, "mood": "positive"}  # the others kept
+
+
+def test_case_edit_replace_cannot_drop_a_declared_output(workspace):
+    ws = workspace
+    case_id = _person_project(ws)
+    dropped = ws.cli("case", "edit", str(case_id), "-e", "age=31", "--replace")
+    assert dropped.code == 2 and "drop the expected 'name'" in dropped.stderr
+    nulled = ws.cli("case", "edit", str(case_id), "-e", "name=null")
+    assert nulled.code == 2 and "'name'" in nulled.stderr
+    whole = ws.cli("case", "edit", str(case_id), "-e", "name=Bo", "-e", "age=2", "-e", "mood=negative", "--replace")
+    assert whole.code == 0, whole.stderr
+    assert _expected(ws, case_id) == {"name": "Bo", "age": 2, "mood": "negative"}
+
+
+def test_a_run_shows_the_expected_value_it_was_scored_against(workspace):
+    ws = workspace
+    setup_project(ws, n=2)
+    assert ws.cli("eval", "--prompt", "p", "--name", "before").code == 0
+    case_id = ws.rows("select id from cases where inputs like '%great%'")[0][0]
+    edited = ws.cli("case", "edit", str(case_id), "-e", "label=negative")
+    assert edited.code == 0 and "keep the expected output they were scored against" in edited.stderr
+    shown = json.loads(ws.cli("runs", "show", "before", "--case", str(case_id), "--json").stdout)
+    assert shown["expected"] == {"label": "positive"} and shown["results"][0]["passed"]  # history as it was
+    assert "expected {\"label\": \"positive\"}" in ws.cli("runs", "show", "before", "--case", str(case_id)).stdout
+    assert ws.cli("eval", "--prompt", "p", "--name", "after").code == 0
+    [failed] = json.loads(ws.cli("runs", "show", "after", "--json").stdout)["failed"]
+    assert failed["case_id"] == case_id and failed["expected"] == {"label": "negative"}
+    compared = json.loads(ws.cli("runs", "compare", "before", "after", "--json").stdout)
+    assert compared["regressed"][0]["expected"] == {"label": "negative"}  # B's, as B was scored

@@ -119,17 +119,19 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
     case = store.cases_by_id(project_id, [case_id])[case_id]
     loaded = LoadedPrompt.from_store(store, store.prompt_by_id(run.prompt_id))
     messages = loaded.render(case.inputs, case_id=case_id)
+    stored = store.results(run.id, case_id)
+    expected = next((r.expected_of(case) for r in stored), case.expected)  # as it was scored against
     results = [{"repeat": r.repeat, "output": r.output, "parsed": r.parsed, "parse_error": r.parse_error,
                 "scores": {name: dataclasses.asdict(s) for name, s in r.scores.items()}, "score": r.score,
                 "passed": int(r.passed), "error_kind": r.error_kind, "error": r.error, "latency_ms": r.latency_ms,
                 "cached": int(r.cached)}  # 0/1: this output's shape since it was added
-               for r in store.results(run.id, case_id)]
+               for r in stored]
     if as_json:
         return emit_json({"run": run.name, "prompt": loaded.ref, "model": run.model, "case_id": case_id,
-                          "inputs": case.inputs, "expected": case.expected, "messages": messages,
+                          "inputs": case.inputs, "expected": expected, "messages": messages,
                           "params": run.params, "results": results})
     typer.echo(printable(f"run {run.name}: {loaded.ref} on {run.model}, case {case_id} "
-                         f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
+                         f"(expected {json.dumps(expected, ensure_ascii=False)})"))
     for message in messages:
         typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
     for r in results or [{"repeat": 0, "output": None, "error": "no result stored yet"}]:
