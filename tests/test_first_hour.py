@@ -265,3 +265,47 @@ def test_a_run_shows_the_expected_value_it_was_scored_against(workspace):
     assert failed["case_id"] == case_id and failed["expected"] == {"label": "negative"}
     compared = json.loads(ws.cli("runs", "compare", "before", "after", "--json").stdout)
     assert compared["regressed"][0]["expected"] == {"label": "negative"}  # B's, as B was scored
+
+
+# ---- read commands speak JSON; bad setup is exit 2 ----------------------------
+READ_COMMANDS = [("project", "list"), ("project", "show"), ("project", "use"), ("signature", "list"),
+                 ("signature", "show"), ("prompt", "list"), ("prompt", "show"), ("prompt", "diff"),
+                 ("prompt", "log"), ("case", "list"), ("runs", "list"), ("runs", "show"), ("runs", "compare"),
+                 ("cache", "stats"), ("models", "list"), ("models", "check")]
+
+
+def test_every_read_command_takes_json():
+    import typer
+
+    from promptlab.cli import app
+
+    root = typer.main.get_command(app)
+    for group, name in READ_COMMANDS:
+        command = root.commands[group].commands[name]
+        assert any("--json" in getattr(p, "opts", ()) for p in command.params), f"{group} {name}"
+
+
+def test_signature_show_prompt_diff_and_models_check_print_json(workspace):
+    ws = workspace
+    setup_project(ws, n=2)
+    signature = json.loads(ws.cli("signature", "show", "sentiment", "--json").stdout)
+    assert signature["name"] == "sentiment" and signature["outputs"][0]["choices"] == ["positive", "negative"]
+    assert ws.cli("prompt", "add", "p", "--template", "Say: {{ text }}").code == 0
+    diff = json.loads(ws.cli("prompt", "diff", "p@1", "p@2", "--json").stdout)
+    assert (diff["a"], diff["b"], diff["same"]) == ("p@1", "p@2", False)
+    assert "+Say: {{ text }}" in diff["diff"] and "-Review: {{ text }}" in diff["diff"]
+    assert json.loads(ws.cli("prompt", "diff", "p@1", "p@1", "--json").stdout)["same"] is True
+    checked = ws.cli("models", "check", "fake", "--json")
+    assert checked.code == 0, checked.stderr
+    data = json.loads(checked.stdout)
+    assert data["ok"] is True and data["model"] == "fake" and data["reply"] == "neutral"
+
+
+def test_models_check_without_the_local_extra_is_bad_setup(workspace, monkeypatch):
+    from promptlab import lm
+
+    monkeypatch.setattr(lm, "LOCAL_EXTRA", ("llama_cpp", "no_such_package_for_promptlab"))
+    result = workspace.cli("models", "check", "local")
+    assert result.code == 2
+    assert "no_such_package_for_promptlab is not installed" in result.stderr and "[local]" in result.stderr
+    assert workspace.fake.stats()["total"] == 0

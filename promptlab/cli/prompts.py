@@ -121,13 +121,18 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 @app.command("diff")
 @read_only
 def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
-         b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
+         b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None,
+         json_: AsJson = False) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
-    text = printable(diff_text(store.prompt(project_id, a), store.prompt(project_id, b)))
+    old, new = store.prompt(project_id, a), store.prompt(project_id, b)
+    if json_:
+        diff = diff_text(old, new)
+        return emit_json({"a": old.ref, "b": new.ref, "same": not diff, "diff": diff})
+    text = printable(diff_text(old, new))
     typer.echo(text or "(no difference)", nl=not text)
 
 

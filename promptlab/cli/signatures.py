@@ -103,9 +103,9 @@ def list_(ctx: typer.Context,
 @read_only
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
-         project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None
-         ) -> None:
-    """Show one signature version as YAML."""
+         project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None,
+         json_: AsJson = False) -> None:
+    """Show one signature version as YAML (or JSON)."""
     import yaml
 
     from promptlab.errors import UsageError
@@ -114,6 +114,8 @@ def show(ctx: typer.Context,
     if version and not version.isdigit():
         raise UsageError(f"signature show: bad reference '{ref}': use NAME or NAME@VERSION")
     found = ctx.obj.store.signature_version(ctx.obj.project_id(project), name, int(version) if version else None)
+    if json_:
+        return emit_json(_json(found))
     typer.echo(yaml.safe_dump(_json(found), sort_keys=False))
 
 

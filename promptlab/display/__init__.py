@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from promptlab.reports import p_text
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
@@ -154,11 +155,6 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
         console.print(table)
     else:
         console.print("[green]no failed cases[/]")
-
-
-def p_text(p: float) -> str:
-    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000"."""
-    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
 def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
