@@ -308,15 +308,25 @@ def resolve_model_path(model: str) -> str:
     return str(path)
 
 
+MAX_DEFAULT_THREADS = 4  # a 270M model's short prompts gain little past a few threads
+
+
 def _n_threads() -> int:
-    """PROMPTLAB_LOCAL_THREADS, else every core we may use. llama.cpp's threads spin while
-    they wait, so on a machine shared with other busy processes fewer threads run faster."""
+    """PROMPTLAB_LOCAL_THREADS, else the cores left idle when the model loads (the cores we may use
+    minus the 1-minute load average), at least 1 and at most MAX_DEFAULT_THREADS. llama.cpp's
+    threads spin while they wait, so threads on busy cores cost CPU and time: at load 15 on 2
+    cores one thread answered 2.0x faster than two for 0.6x the CPU (bench/local_threads.py)."""
     if os.environ.get("PROMPTLAB_LOCAL_THREADS", "").isdigit():
         return max(1, int(os.environ["PROMPTLAB_LOCAL_THREADS"]))
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:  # no load average on this system
+        idle = cores
+    return max(1, min(MAX_DEFAULT_THREADS, int(idle)))
 
 
 def get_llama(path: str, kind: str = "generate") -> Any:

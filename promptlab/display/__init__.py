@@ -286,5 +286,6 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
                   f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
-    console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
-    print_diff(report["diff"], console)
+    if report.get("improved") is not False and report["diff"]:  # no diff of the base with itself
+        console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
+        print_diff(report["diff"], console)
