@@ -29,7 +29,7 @@ TEXTS = ["I loved every minute of it.", "The battery died after an hour.", "Fine
 
 def child(n: int) -> None:
     """Load the model (PROMPTLAB_LOCAL_THREADS threads), answer n prompts, print wall and CPU s."""
-    from promptlab import local_provider as lp
+    from promptlab.providers import local as lp
 
     path = lp.resolve_model_path(lp.DEFAULT_MODEL)
     messages = [{"role": "system", "content": "Classify the sentiment of the review as positive or negative."},

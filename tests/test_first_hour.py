@@ -302,7 +302,7 @@ def test_signature_show_prompt_diff_and_models_check_print_json(workspace):
 
 
 def test_models_check_without_the_local_extra_is_bad_setup(workspace, monkeypatch):
-    from promptlab import lm
+    from promptlab.providers import gateway as lm
 
     monkeypatch.setattr(lm, "LOCAL_EXTRA", ("llama_cpp", "no_such_package_for_promptlab"))
     result = workspace.cli("models", "check", "local")

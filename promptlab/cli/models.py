@@ -44,7 +44,7 @@ def check(ctx: typer.Context,
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.lm import CallError, Gateway, check_credentials
+    from promptlab.providers.gateway import CallError, Gateway, check_credentials
     from promptlab.redact import redact
 
     config = ctx.obj.settings.resolve_model(model)

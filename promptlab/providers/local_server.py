@@ -1,10 +1,10 @@
-"""`python -m promptlab.local_server ARGS…`: llama-cpp-python's OpenAI-compatible server (the
+"""`python -m promptlab.providers.local_server ARGS…`: llama-cpp-python's OpenAI-compatible server (the
 `server` extra) speaking promptlab's prompt format, so a served GGUF receives the very text the
 embedded model does.
 
 The arguments are llama_cpp.server's (`--model`, `--model_alias`, `--host`, `--port`, `--n_ctx`,
 `--n_threads`…); `--chat_format` defaults to `promptlab`, registered here: the messages become the
-embedded model's plain completion prompt and stops (`local_provider.messages_to_prompt`). The
+embedded model's plain completion prompt and stops (`providers.local.messages_to_prompt`). The
 GGUF's own chat formats are no substitute: `--chat_format gemma` drops the system message, so a
 signature's instruction never reached the served model and the same prompt scored differently
 in-process and through the server.
@@ -23,7 +23,7 @@ def register() -> None:
     """Make `promptlab` a chat format llama-cpp-python knows (in this process)."""
     from llama_cpp import llama_chat_format
 
-    from promptlab.local_provider import DEFAULT_STOPS, merge_stops, messages_to_prompt
+    from promptlab.providers.local import DEFAULT_STOPS, merge_stops, messages_to_prompt
 
     @llama_chat_format.register_chat_format(CHAT_FORMAT)
     def format_promptlab(messages: list[dict[str, Any]], **_: Any) -> llama_chat_format.ChatFormatterResponse:
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         register()
     except ImportError as exc:
-        sys.exit(f"promptlab.local_server needs the local and server extras ({exc.name} is missing): "
+        sys.exit(f"promptlab.providers.local_server needs the local and server extras ({exc.name} is missing): "
                  f"pip install -e '.[local,server]'")
-    sys.argv = ["python -m promptlab.local_server", *args]
+    sys.argv = ["python -m promptlab.providers.local_server", *args]
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
 
