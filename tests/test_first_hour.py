@@ -309,3 +309,75 @@ def test_models_check_without_the_local_extra_is_bad_setup(workspace, monkeypatc
     assert result.code == 2
     assert "no_such_package_for_promptlab is not installed" in result.stderr and "[local]" in result.stderr
     assert workspace.fake.stats()["total"] == 0
+
+
+# ---- listing optimizations, completing names, the README agreeing with the help --------
+def test_optimizations_list_shows_each_search_with_its_outcome(workspace):
+    from tests.test_optimizers import world
+
+    ws = workspace
+    world(ws)
+    assert json.loads(ws.cli("optimizations", "list", "--project", "p", "--json").stdout) == []
+    for _ in range(2):
+        result = ws.cli("optimize", "--project", "p", "--prompt", "clf@1", "--strategy", "bootstrap",
+                        "--budget-calls", "120", "--quiet", "--json")
+        assert result.code == 0, result.stderr
+    listed = json.loads(ws.cli("optimizations", "list", "--project", "p", "--json").stdout)
+    assert [o["name"] for o in listed] == ["clf-bootstrap-2", "clf-bootstrap"]  # newest first, short names
+    assert all(o["status"] == "completed" and o["base"] == "clf@1" and o["strategy"] == "bootstrap"
+               for o in listed)
+    table = ws.cli("optimizations", "list", "--project", "p")
+    assert table.code == 0 and "clf-bootstrap-2" in table.stdout
+
+
+def _complete(ws, line: str) -> list[str]:
+    """What the shell would offer after `line` (bash completion, as `--install-completion` sets up)."""
+    env = {**os.environ, "PROMPTLAB_CONFIG": str(ws.root / "promptlab.toml"), "_PROMPTLAB_COMPLETE": "complete_bash",
+           "COMP_WORDS": line, "COMP_CWORD": str(len(line.split()) - (0 if line.endswith(" ") else 1))}
+    out = subprocess.run([sys.executable, "-m", "promptlab"], cwd=ws.root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_shell_completes_project_run_prompt_and_optimization_names(workspace):
+    ws = workspace
+    setup_project(ws, n=2)  # project demo, prompt p
+    assert ws.cli("project", "add", "other").code == 0
+    assert ws.cli("eval", "--prompt", "p", "--name", "nightly", "--project", "demo").code == 0
+    assert ws.cli("prompt", "label", "p@1", "production", "--project", "demo").code == 0
+    assert _complete(ws, "promptlab project use ") == ["demo", "other"]
+    assert _complete(ws, "promptlab runs list --project o") == ["other"]
+    assert _complete(ws, "promptlab runs show n") == ["nightly"]
+    assert _complete(ws, "promptlab runs show --project other ") == []  # the project's runs only
+    assert _complete(ws, "promptlab eval --prompt p") == ["p", "p@1", "p@production"]
+    assert _complete(ws, "promptlab eval --resume ") == ["nightly"]
+    assert _complete(ws, "promptlab prompt diff p@") == ["p@1", "p@production"]
+    before = sorted(p.name for p in ws.root.rglob("*"))
+    assert _complete(ws, "promptlab --db nowhere.db runs show ") == []  # no database: nothing, none made
+    assert sorted(p.name for p in ws.root.rglob("*")) == before
+
+
+def test_the_readme_and_the_help_name_the_same_strategies():
+    from pathlib import Path
+
+    from promptlab.optimizers import STRATEGIES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Optimizers"):]
+    section = section[:section.index("\n## ")]
+    usage = next(line for line in readme.splitlines() if line.startswith("promptlab optimize --prompt"))
+    for name in STRATEGIES:
+        assert f"`{name}`" in section, name
+    assert usage.split("--strategy ")[1].split()[0] == "|".join(STRATEGIES)
+
+
+def test_a_backslash_n_in_a_template_gets_a_hint(workspace):
+    ws = workspace
+    setup_project(ws, n=2)
+    typed = ws.cli("prompt", "add", "sms", "--template", "SMS: {{ text }}\\nLabel:")
+    assert typed.code == 0
+    assert "not a line break" in typed.stderr and "$'" in typed.stderr
+    stored = json.loads(ws.cli("prompt", "show", "sms", "--json").stdout)
+    assert stored["template"] == "SMS: {{ text }}\\nLabel:"  # stored as given, as documented
+    real = ws.cli("prompt", "add", "sms", "--template", "SMS: {{ text }}\nLabel:")
+    assert real.code == 0 and real.stderr == ""

@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.cli.common import Project, AsJson, Yes, confirm, emit_json, parse_pairs, read_only
 from promptlab.terminal import printable
 
 app = typer.Typer(help="Test cases: inputs, expected outputs, split, tags, golden flag.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 SPLITS = ("train", "val", "test")
 Signature = Annotated[Optional[str], typer.Option(
     help="Signature whose fields name the row's inputs and outputs (default: the only one).")]

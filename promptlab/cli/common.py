@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
+from promptlab.cli import completion
+
 if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.services.evaluate import EvaluateRequest
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+Project = Annotated[Optional[str], typer.Option(
+    help="Project name (default: the current project, see `promptlab project use`, or the only one).",
+    autocompletion=completion.projects)]
 
 # Gate and CI-output options, shared by `eval` and `run`.
 MinScore = Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")]

@@ -6,16 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli import completion
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore, Project,
                                   ProgressMode, ReportMd, metric_spec)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(ctx: typer.Context,
-              project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+              project: Project = None,
               prompt: Annotated[list[str], typer.Option(
-                  help="NAME, NAME@VERSION or NAME@LABEL (repeatable: every prompt × every model).")] = [],
+                  help="NAME, NAME@VERSION or NAME@LABEL (repeatable: every prompt × every model).",
+                  autocompletion=completion.prompts)] = [],
               model: Annotated[list[str], typer.Option(
                   help="Alias from promptlab.toml or a LiteLLM model (repeatable).")] = [],
               name: Annotated[Optional[str], typer.Option(
@@ -37,7 +39,8 @@ def register(app: typer.Typer) -> None:
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
               no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
               resume: Annotated[list[str], typer.Option(
-                  help="Finish an interrupted run by name (repeatable: they run together).")] = [],
+                  help="Finish an interrupted run by name (repeatable: they run together).",
+                  autocompletion=completion.runs)] = [],
               batch: Annotated[bool, typer.Option(
                   "--batch", help="Send the cases through the provider's Batch API (about half the "
                                   "price, up to 24 h); the same as --mode batch.")] = False,

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from promptlab.cli.common import ProgressMode
+from promptlab.cli import completion
+from promptlab.cli.common import ProgressMode, Project
 from promptlab.optimizers import STRATEGIES
 
 _HELP = """Search for a better version of a prompt and report it against the base on the held-out test split.
@@ -45,8 +46,8 @@ class _WithKnobs(TyperCommand):
 def register(app: typer.Typer) -> None:
     @app.command("optimize", help=_HELP, cls=_WithKnobs)
     def optimize(ctx: typer.Context,
-                 project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
-                 prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.")] = None,
+                 project: Project = None,
+                 prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.", autocompletion=completion.prompts)] = None,
                  strategy: Annotated[str, typer.Option(help=f"One of: {', '.join(STRATEGIES)}.")] = "bootstrap",
                  model: Annotated[Optional[str], typer.Option(help="Task model (alias or LiteLLM model).")] = None,
                  proposer: Annotated[Optional[str], typer.Option(help="Model that writes edits (default: the task model).")] = None,
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
                  weight: Annotated[list[str], typer.Option(help="Objective weight METRIC=W for a weighted mix.")] = [],
                  splits: Annotated[Optional[str], typer.Option(help="TRAIN,VAL,TEST sizes for cases without a split: fractions (0.4,0.3,0.3) or counts (60,60,180).")] = None,
                  concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
-                 resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
+                 resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.", autocompletion=completion.optimizations)] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
                  min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
                  progress: ProgressMode = "auto",

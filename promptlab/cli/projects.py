@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from promptlab.cli import completion
 from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
@@ -47,7 +48,8 @@ def list_(ctx: typer.Context, json_: AsJson = False) -> None:
 @app.command("use")
 def use(ctx: typer.Context,
         name: Annotated[Optional[str], typer.Argument(
-            metavar="[NAME]", help="The project commands work on when --project is not given.")] = None,
+            metavar="[NAME]", help="The project commands work on when --project is not given.",
+            autocompletion=completion.projects)] = None,
         unset: Annotated[bool, typer.Option("--unset", help="Have no current project in this database.")] = False,
         json_: AsJson = False) -> None:
     """Choose the current project of this database (without NAME: say which it is and why).
@@ -73,7 +75,8 @@ def use(ctx: typer.Context,
 @read_only
 def show(ctx: typer.Context,
          name: Annotated[Optional[str], typer.Argument(
-             metavar="[NAME]", help="The project (optional when there is one).")] = None,
+             metavar="[NAME]", help="The project (default: the current one, or the only one).",
+             autocompletion=completion.projects)] = None,
          json_: AsJson = False) -> None:
     """Counts of what a project holds."""
     from promptlab.terminal import printable
@@ -91,7 +94,7 @@ def show(ctx: typer.Context,
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project to delete.")],
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project to delete.", autocompletion=completion.projects)],
            yes: Yes = False) -> None:
     """Delete a project with its signatures, prompts, cases, runs and optimizations (the response
     cache, shared by every project, stays)."""

@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli import completion
+from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
                                   ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
 RUN_STATUSES = ("running", "submitted", "completed", "failed", "interrupted")
@@ -68,7 +68,8 @@ def _owner_gone(row: dict) -> bool:
 
 @app.command("show")
 @read_only
-def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's name (see `promptlab runs list`).")],
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(
+             help="The run's name (see `promptlab runs list`).", autocompletion=completion.runs)],
          project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
          case: Annotated[Optional[int], typer.Option(
@@ -143,9 +144,11 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
 @read_only
 def compare(ctx: typer.Context,
             a: Annotated[str, typer.Argument(help="Run A: a run name, or a prompt version (NAME@VERSION, "
-                                                  "NAME@LABEL) meaning its latest completed run.")],
+                                                  "NAME@LABEL) meaning its latest completed run.",
+                                             autocompletion=completion.runs_and_prompts)],
             b: Annotated[str, typer.Argument(help="Run B, compared against A (same forms; a prompt version "
-                                                  "takes its latest run on A's model and cases, if any).")],
+                                                  "takes its latest run on A's model and cases, if any).",
+                                             autocompletion=completion.runs_and_prompts)],
             project: Project = None,
             model: Annotated[Optional[str], typer.Option(
                 help="When A or B is a prompt version: take its runs on this model only.")] = None,
@@ -167,7 +170,7 @@ def compare(ctx: typer.Context,
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.")],
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.", autocompletion=completion.runs)],
            project: Project = None, yes: Yes = False) -> None:
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
     from promptlab.store import lease
@@ -190,7 +193,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 
 
 @app.command("wait")
-def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.")],
+def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.", autocompletion=completion.runs)],
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
          max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, read_only
+from promptlab.cli.common import AsJson, Project, emit_json, read_only
 
 app = typer.Typer(help="Signatures: the inputs a prompt gets and the outputs it must give.",
                   no_args_is_help=True)
@@ -26,7 +26,7 @@ def _field(text: str) -> dict:
 @app.command("add")
 def add(ctx: typer.Context,
         name: Annotated[Optional[str], typer.Argument(help="Signature name.")] = None,
-        project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+        project: Project = None,
         instruction: Annotated[str, typer.Option(help="The task, in one or two sentences.")] = "",
         input: Annotated[list[str], typer.Option("--input", "-i", help="Input field: NAME[:TYPE].")] = [],
         output: Annotated[list[str], typer.Option("--output", "-o",
@@ -85,7 +85,7 @@ def add(ctx: typer.Context,
 @app.command("list")
 @read_only
 def list_(ctx: typer.Context,
-          project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None,
+          project: Project = None,
           json_: AsJson = False) -> None:
     """List every version of every signature."""
     from promptlab import display
@@ -103,7 +103,7 @@ def list_(ctx: typer.Context,
 @read_only
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
-         project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None,
+         project: Project = None,
          json_: AsJson = False) -> None:
     """Show one signature version as YAML (or JSON)."""
     import yaml

@@ -19,16 +19,21 @@ from typing import Any
 CHAT_FORMAT = "promptlab"
 
 
-def register() -> None:
-    """Make `promptlab` a chat format llama-cpp-python knows (in this process)."""
+def format_messages(messages: list[dict[str, Any]], **_: Any) -> Any:
+    """The chat format: the embedded model's completion prompt for these messages, and its stops."""
     from llama_cpp import llama_chat_format
 
     from promptlab.providers.local import DEFAULT_STOPS, merge_stops, messages_to_prompt
 
-    @llama_chat_format.register_chat_format(CHAT_FORMAT)
-    def format_promptlab(messages: list[dict[str, Any]], **_: Any) -> llama_chat_format.ChatFormatterResponse:
-        prompt, stops = messages_to_prompt(messages)
-        return llama_chat_format.ChatFormatterResponse(prompt=prompt, stop=merge_stops(DEFAULT_STOPS, stops))
+    prompt, stops = messages_to_prompt(messages)
+    return llama_chat_format.ChatFormatterResponse(prompt=prompt, stop=merge_stops(DEFAULT_STOPS, stops))
+
+
+def register() -> None:
+    """Make `promptlab` a chat format llama-cpp-python knows (in this process)."""
+    from llama_cpp import llama_chat_format
+
+    llama_chat_format.register_chat_format(CHAT_FORMAT)(format_messages)
 
 
 def main(argv: list[str] | None = None) -> None:
