@@ -171,14 +171,32 @@ def m010_cases_by_project_id(db: Database) -> None:
 
 
 @migrations()
-def m011_workspace(db: Database) -> None:
+def m011_guards(db: Database) -> None:
+    """`promptlab guard`: one row per guarded prompt family (paused?, triggered runs without a
+    significant lift in a row, when it last optimized) and every decision it took."""
+    db["guards"].create(
+        {"id": int, "project_id": int, "prompt": str, "paused": int, "paused_reason": str,
+         "no_gain": int, "last_optimized_at": str, "created_at": str},
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "prompt", "paused", "no_gain"}, defaults={"paused": 0, "no_gain": 0})
+    db["guards"].create_index(["project_id", "prompt"], unique=True)
+    db["guard_decisions"].create(
+        {"id": int, "guard_id": int, "at": str, "ref": str, "decision": str, "exit_code": int,
+         "score": float, "threshold": float, "run": str, "optimization": str, "lift": float,
+         "p_value": float, "significant": int, "message": str},
+        pk="id", foreign_keys=[("guard_id", "guards", "id")], not_null={"guard_id", "at", "decision"})
+    db["guard_decisions"].create_index(["guard_id", "id"])
+
+
+@migrations()
+def m012_workspace(db: Database) -> None:
     """Choices that hold for the whole database, by key: `project` is the current project
     (`promptlab project use`), which commands use when --project is not given."""
     db["workspace"].create({"key": str, "value": str}, pk="key", not_null={"value"})
 
 
 @migrations()
-def m012_result_expected(db: Database) -> None:
+def m013_result_expected(db: Database) -> None:
     """Each result keeps the expected output it was scored against (JSON): editing a case later
     does not rewrite the history of the runs that used it. NULL on results stored before."""
     db["results"].add_column("expected", str)
