@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def main() -> None:
     if args.child:
         return child(args.n)
     counts = sorted({int(t) for t in args.threads.split(",")})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench still stops its busy processes
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     totals = {t: {"wall_s": 0.0, "cpu_s": 0.0} for t in counts}
     try:

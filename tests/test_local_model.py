@@ -267,7 +267,7 @@ def test_thread_count_can_be_set_for_shared_machines(monkeypatch):
 def test_the_default_thread_count_leaves_busy_cores_alone(monkeypatch):
     import os
 
-    from promptlab import local_provider
+    from promptlab.providers import local as local_provider
 
     monkeypatch.delenv("PROMPTLAB_LOCAL_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))

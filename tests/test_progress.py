@@ -167,7 +167,7 @@ def test_the_live_view_has_an_overall_eta_while_a_run_waits_and_fills_the_termin
     from rich.console import Console
 
     from promptlab.display.progress import RichProgress
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
     console = Console(file=io.StringIO(), width=150, force_terminal=True, color_system=None)
     view = RichProgress(console)
@@ -204,7 +204,7 @@ def _plain(text: str) -> str:
 
 def test_plain_lines_carry_the_overall_eta_with_several_runs(capsys):
     from promptlab.display.progress import PlainProgress
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
     plain = PlainProgress(every_s=0)
     plain.emit(EvalStarted((RunTotal(1, "a", 2), RunTotal(2, "b", 2))))
