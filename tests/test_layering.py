@@ -180,14 +180,16 @@ def test_no_import_cycles_even_in_functions():
 # within a floor only the pairs listed (optimizers and reports read the evaluation, the evaluation
 # reads case files, scorers use providers, the store's records and the sandbox, providers parse
 # replies with prompting). The edge (cli, display, view, __main__) may import anything.
+# hints.py (the commands messages suggest) reads the store: above it, below what prints messages.
 BASE = {"models", "errors", "config", "redact", "progress", "terminal"}
 ALLOWED = {
-    "services": {"services", "api", "evaluation", "optimizers", "reports", "cases",
+    "services": {"services", "api", "evaluation", "optimizers", "reports", "cases", "hints",
                  "scorers", "prompting", "providers", "store", "sandbox"} | BASE,
-    "api": {"evaluation", "prompting", "providers", "store"} | BASE,
-    "optimizers": {"evaluation", "cases", "scorers", "prompting", "providers", "store"} | BASE,
-    "reports": {"evaluation", "scorers", "prompting", "store"} | BASE,
-    "evaluation": {"cases", "scorers", "prompting", "providers", "store", "sandbox"} | BASE,
+    "api": {"evaluation", "prompting", "providers", "store", "hints"} | BASE,
+    "optimizers": {"evaluation", "cases", "scorers", "prompting", "providers", "store", "hints"} | BASE,
+    "reports": {"evaluation", "scorers", "prompting", "store", "hints"} | BASE,
+    "evaluation": {"cases", "scorers", "prompting", "providers", "store", "sandbox", "hints"} | BASE,
+    "hints": {"store"} | BASE,
     "cases": {"prompting", "providers"} | BASE,
     "scorers": {"providers", "prompting", "store", "sandbox"} | BASE,
     "providers": {"prompting"} | BASE,

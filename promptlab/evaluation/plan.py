@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -85,10 +84,21 @@ def build_metrics(specs: list[Any] | None, where: str = "--metric",
 
 
 
-def auto_run_name(prompt: PromptVersion, model: ModelConfig) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3]
-    alias = re.sub(r"[^\w.-]+", "-", model.alias or model.model)
-    return f"{prompt.name}@{prompt.version}-{alias}-{stamp}"
+def auto_run_name(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig) -> str:
+    """NAME@VERSION-MODEL, then -2, -3… for the next runs of the same pair: short enough to type."""
+    return store.free_name("runs", project_id, f"{prompt.name}@{prompt.version}-{_word(model.alias or model.model)}")
+
+
+def matrix_run_name(name: str, prompt: PromptVersion, model: ModelConfig, *, by_prompt: bool,
+                    by_model: bool) -> str:
+    """A given --name for one run of a matrix: the name, then what sets this run apart."""
+    return "-".join([name, *([f"{prompt.name}@{prompt.version}"] if by_prompt else []),
+                     *([_word(model.alias or model.model)] if by_model else [])])
+
+
+def _word(text: str) -> str:
+    """A model string as one shell word (openai/gpt-4o → openai-gpt-4o)."""
+    return re.sub(r"[^\w.-]+", "-", text)
 
 
 
@@ -127,7 +137,7 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
         raise UsageError(f"{where}: --repeat must be at least 1")
     check_credentials(model)  # a missing key is bad input, found before any call
     check_capabilities(model, prompt.content, signature)
-    name = name or auto_run_name(prompt, model)
+    name = name or auto_run_name(store, project_id, prompt, model)
     params = {**prompt.content.params, **(params or {})}
     run_id = store.create_run(
         project_id, name, prompt, model=model.alias or model.model, model_name=model.model,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from promptlab.scorers.baselines import collapse, constant_baseline
+from promptlab.hints import command
 from promptlab.models import Case, PromptVersion
 from promptlab.store.records import Run
 from promptlab.evaluation.runner import Outcome
@@ -31,10 +32,10 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
         if waiting and run_status in (None, "interrupted"):
             run_status, owner = "submitted", {"owner_pid": None}
             error = (f"{waiting} batch{'es' if waiting > 1 else ''} at the provider; wait for "
-                     f"{'them' if waiting > 1 else 'it'} with `promptlab runs wait {plan.name}`")
+                     f"{'them' if waiting > 1 else 'it'} with `{command(store, plan.project_id, 'runs', 'wait', plan.name)}`")
         if run_status is None:
-            if state and state.stopped:
-                run_status, error = "failed", state.stopped
+            if state and state.stopped:  # the line names the cause, not only the count
+                run_status, error = "failed", f"{state.stopped}; the first: {first_error(store, plan.run_id)}"
             elif summary["n"] < summary["expected"]:
                 run_status, error = "interrupted", f"{summary['n']} of {summary['expected']} results stored"
             elif summary["n"] and summary["errors"] == summary["n"]:

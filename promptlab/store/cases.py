@@ -161,13 +161,17 @@ class Cases(StoreBase):
                 self.db["cases"].delete(case_id)
         return deleted, archived
 
+    def case(self, project_id: int, case_id: int) -> Case:
+        case = self.cases_by_id(project_id, [case_id]).get(case_id)
+        if case is None:
+            raise NotFoundError(f"no case with id {case_id} in this project; see `promptlab case list`")
+        return case
+
     def edit_case(self, project_id: int, case_id: int, *, expected: dict | None = None,
                   split: str | None = None, tags: Iterable[str] | None = None) -> Case:
         """Change a case's expected output, split or tags (its content hash follows its expected output)."""
         with self.db.atomic():
-            case = self.cases_by_id(project_id, [case_id]).get(case_id)
-            if case is None:
-                raise NotFoundError(f"no case with id {case_id} in this project; see `promptlab case list`")
+            case = self.case(project_id, case_id)
             changes = {k: v for k, v in (("expected", expected), ("split", split),
                                          ("tags", None if tags is None else tuple(tags))) if v is not None}
             new = Case(**{**case.model_dump(), **changes})

@@ -11,6 +11,7 @@ async runner hands results back to that thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -99,6 +100,14 @@ class StoreBase:
     def __init__(self, db: Database, path: Path | None = None):
         self.db = db
         self.path = path
+
+    def free_name(self, table: str, project_id: int, base: str) -> str:
+        """`base`, or `base-2`, `base-3`… whichever is not yet a name in `table` (runs, optimizations)."""
+        like = base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"
+        taken = {row[0] for row in self.db.execute(
+            f"select name from [{table}] where project_id = ? and (name = ? or name like ? escape '\\')",
+            [project_id, base, like])}
+        return next(name for n in itertools.count(1) if (name := base if n == 1 else f"{base}-{n}") not in taken)
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file and truncate it."""

@@ -48,7 +48,22 @@ class Projects(StoreBase):
         if len(projects) == 1:
             return projects[0]["id"]
         names = ", ".join(p["name"] for p in projects) or "none yet"
-        raise UsageError(f"--project is required (projects: {names})")
+        raise UsageError(f"--project is required (projects: {names}); or choose one for every command "
+                         f"with `promptlab project use NAME`")
+
+    def current_project(self) -> str | None:
+        """The project `promptlab project use` chose in this database, if it still exists."""
+        row = self.db.execute("select value from workspace where key = 'project'").fetchone()
+        return row[0] if row and self._project_row(row[0]) else None
+
+    def use_project(self, name: str | None) -> None:
+        """Make `name` the current project of this database (None: no current project)."""
+        with self.db.atomic():
+            if name is None:
+                self.db.execute("delete from workspace where key = 'project'")
+            else:
+                self.project(name)  # an unknown name is refused, naming the projects there are
+                self.db["workspace"].upsert({"key": "project", "value": name}, pk="key")
 
     def delete_project(self, project_id: int) -> dict[str, int]:
         """Delete a project and everything it holds (cached replies, shared by all, stay); rows deleted by table."""

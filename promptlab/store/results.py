@@ -19,18 +19,23 @@ class Results(StoreBase):
         """One commit for a batch of finished results (and the replies they cached)."""
         with self.db.atomic():
             self._insert_or_ignore("response_cache", cache_rows)
-            self._insert_or_ignore("results", rows)
+            self._insert_or_ignore("results", rows, expected_of_case=True)
 
-    def _insert_or_ignore(self, table: str, rows: Iterable[dict]) -> None:
+    def _insert_or_ignore(self, table: str, rows: Iterable[dict], *, expected_of_case: bool = False) -> None:
         """Rows of prepared values (JSON already encoded), straight to executemany: sqlite-utils'
-        insert_all reads the table's schema on every call, several times an eval's per-item cost."""
+        insert_all reads the table's schema on every call, several times an eval's per-item cost.
+        `expected_of_case`: each row also keeps its case's expected output as it is now, the one
+        it was scored against (so a later `case edit` does not rewrite the run's history)."""
         by_columns: dict[tuple[str, ...], list[tuple]] = {}
         for row in rows:
             by_columns.setdefault(tuple(row), []).append(tuple(row.values()))
         for columns, values in by_columns.items():
+            names, marks = [f"[{c}]" for c in columns], ["?"] * len(columns)
+            if expected_of_case:
+                names.append("[expected]")
+                marks.append(f"(select expected from cases where id = ?{columns.index('case_id') + 1})")
             self.db.conn.executemany(
-                f"insert or ignore into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
-                f"values ({', '.join('?' * len(columns))})", values)
+                f"insert or ignore into [{table}] ({', '.join(names)}) values ({', '.join(marks)})", values)
 
     def results(self, run_id: int, case_id: int | None = None) -> list[Result]:
         """A run's results (of one case, if given), by case and repeat."""
@@ -47,7 +52,8 @@ class Results(StoreBase):
 
 
 def _result(row: dict) -> Result:
-    return Result(**{**row, "parsed": loads(row["parsed"]), "passed": bool(row["passed"]),
+    return Result(**{**row, "parsed": loads(row["parsed"]), "expected": loads(row.get("expected")),
+                     "passed": bool(row["passed"]),
                      "scores": {name: Score(s["value"], bool(s["passed"]), s.get("detail") or {})
                                 for name, s in loads(row["scores"], {}).items()},
                      "prompt_tokens": row["prompt_tokens"] or 0,
