@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
                project: Annotated[Optional[str], typer.Option(help="Project name.")] = None) -> None:
         """Write a report: a self-contained HTML page, a Markdown summary, JSON facts or JUnit XML."""
         from promptlab.errors import UsageError
-        from promptlab.reports import FORMATS, SUFFIXES, render, write_report
+        from promptlab.reports import FORMATS, SUFFIXES, chunks, write_report
         from promptlab.reports.facts import build_facts
 
         fmt = format or (SUFFIXES.get(output.suffix.lower()) if output else None) or "md"
@@ -30,12 +30,12 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"report: unknown --format '{fmt}'; use one of {', '.join(FORMATS)}")
         state = ctx.obj
         facts = build_facts(state.store, state.project_id(project), name)
-        text = render(facts, fmt)
+        pieces = chunks(facts, fmt)
         if output is None or str(output) == "-":
             from promptlab.terminal import printable
 
-            typer.echo(printable(text), nl=False)  # model text may carry terminal escapes
+            for piece in pieces:  # model text may carry terminal escapes
+                typer.echo(printable(piece), nl=False)
             return
-        write_report(output, text)
-        typer.echo(f"wrote {output} ({fmt}, {len(text.encode()):,} bytes)", err=True)
-
+        size = write_report(output, pieces)
+        typer.echo(f"wrote {output} ({fmt}, {size:,} bytes)", err=True)
