@@ -1,16 +1,22 @@
-"""Throughput (and sentiment accuracy) of the embedded local model.
+"""Throughput, prefix reuse (and sentiment accuracy) of the embedded local model.
 
-Throughput: calls/s through promptlab's gateway (retries, rate limits and the
-``local`` LiteLLM provider; cache off, concurrency 4) against calling
+Throughput: calls/s through promptlab's gateway (retries, rate limits, the
+local path; cache off, concurrency 4) against calling
 ``llama_cpp.Llama.create_completion`` directly (sequentially) on the same loaded
 model, same prompts, same parameters.
+
+Interleaving: the CPU seconds of each 8-demo call (the process's, measured around
+the engine call on the model thread) when an experiment's 8-demo calls take turns
+with zero-shot calls, against the same 8-demo calls alone; engine calls against
+results; whether LiteLLM got imported.
 
 Accuracy (``--accuracy``): zero-shot vs 8-shot binary sentiment on the UCI
 sentiment set, with the messages the product sends (system = instruction,
 demo turns user "Review: <text>\\nSentiment:" / assistant "<label>").
 
-    python bench/local_throughput.py                 # throughput, N=40
+    python bench/local_throughput.py                 # throughput, N=40, and interleaving
     python bench/local_throughput.py --accuracy      # + zero-shot / 8-shot accuracy
+    python bench/local_throughput.py --code DIR      # promptlab from another checkout (before/after)
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_CODE = sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv else str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _CODE)
 
 from promptlab import local_provider as lp  # noqa: E402
 from promptlab.config import ModelConfig  # noqa: E402
@@ -102,6 +109,52 @@ def direct_llama(batch: list[list[dict]]) -> list[str]:
     return out
 
 
+class EngineMeter:
+    """Counts the engine's calls and the process CPU seconds each took, by prompt (wrapping the
+    blocking completion the model thread runs)."""
+
+    def __init__(self):
+        self.calls, self.cpu = 0, {}
+        real = lp.complete_prompt
+
+        def measured(path, prompt, **kw):
+            before = time.process_time()
+            try:
+                return real(path, prompt, **kw)
+            finally:
+                self.calls += 1
+                self.cpu.setdefault("8-demo" if prompt.count("Sentiment:") > 2 else "zero-shot", []).append(
+                    time.process_time() - before)
+
+        lp.complete_prompt = measured
+
+    def per_call(self, kind: str) -> float:
+        times = self.cpu.get(kind, [])
+        return sum(times) / len(times) if times else float("nan")
+
+
+def interleaving(evals: list[dict], demos: list[dict], n: int) -> None:
+    """CPU per 8-demo call alone and taking turns with zero-shot calls, in one process."""
+    few = [build_messages(r["text"], demos) for r in evals[:n]]
+    zero = [build_messages(r["text"]) for r in evals[n:2 * n]]
+    meter = EngineMeter()
+    asyncio.run(through_promptlab(few[:1], 1))  # warm: the demos' prefix is not part of either measure
+    asyncio.run(through_promptlab(zero[:1], 1))
+    meter.cpu.clear()
+    asyncio.run(through_promptlab(few, 1))
+    alone = meter.per_call("8-demo")
+    meter.cpu.clear()
+    meter.calls = 0
+    turns = [m for pair in zip(zero, few) for m in pair]
+    replies = asyncio.run(through_promptlab(turns, 1))
+    mixed = meter.per_call("8-demo")
+    print(f"\nCPU per 8-demo call, alone:                  {alone:.3f} s  ({n} calls)")
+    print(f"CPU per 8-demo call, turns with zero-shot:   {mixed:.3f} s  ({n} + {n} calls)")
+    print(f"ratio interleaved / alone: {mixed / alone:.2f}x  (target <= 1.2x)")
+    print(f"engine calls {meter.calls} for {len(replies)} results")
+    print(f"litellm imported: {'litellm' in sys.modules}")
+
+
 def timed(fn, *args):
     t0 = time.perf_counter()
     result = fn(*args)
@@ -118,6 +171,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per path (best is kept)")
     ap.add_argument("--accuracy", action="store_true", help="also measure zero-shot vs 8-shot accuracy")
+    ap.add_argument("--interleave", type=int, default=12, help="8-demo calls in the interleaving measure (0: skip)")
+    ap.add_argument("--code", help="the checkout whose promptlab runs (default: this one)")
     args = ap.parse_args()
 
     rows = load()
@@ -143,6 +198,9 @@ def main() -> None:
     print(f"through promptlab (concurrency {args.concurrency}): {n / dt_p:6.2f} calls/s  ({dt_p:.2f}s for {n})")
     print(f"ratio promptlab/direct: {dt_d / dt_p:.2f}")
     print(f"same replies on both paths: {replies_d == replies_p}")
+
+    if args.interleave:
+        interleaving(rows[: 2 * args.interleave], pick_demos(pool), args.interleave)
 
     if args.accuracy:
         demos = pick_demos(pool)
