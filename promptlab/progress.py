@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the runner pulls in numpy and the scorers: `runs list` needs neither
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from promptlab import local_prefix
-from promptlab import local_provider as lp
+from promptlab.providers import local_prefix
+from promptlab.providers import local as lp
 from promptlab.config import ModelConfig
-from promptlab.lm import CallError, Gateway
+from promptlab.providers.gateway import CallError, Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "local/gemma-3-270m"
@@ -177,7 +177,7 @@ def test_interleaved_prompts_each_resume_from_their_own_prefix(monkeypatch):
 @needs_llama
 def test_the_local_path_does_without_litellm():
     script = ("import asyncio, sys\n"
-              "from promptlab.config import ModelConfig\nfrom promptlab.lm import Gateway\n"
+              "from promptlab.config import ModelConfig\nfrom promptlab.providers.gateway import Gateway\n"
               "reply = asyncio.run(Gateway().complete(ModelConfig(model='local/gemma-3-270m'), "
               "[{'role': 'user', 'content': 'Review: great\\nSentiment:'}], {'max_tokens': 2}))\n"
               "vectors = asyncio.run(Gateway().embed(ModelConfig(model='local/gemma-3-270m'), ['good', 'bad']))\n"

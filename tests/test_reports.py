@@ -15,7 +15,7 @@ from html import unescape
 import junitparser
 import pytest
 
-from promptlab.records import CandidateStep, EvalStep, Note, step_json
+from promptlab.store.records import CandidateStep, EvalStep, Note, step_json
 from tests import browser
 from tests.seeing import evaluate, rules, setup_project, text
 

@@ -45,10 +45,10 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
     """
     from pydantic import ValidationError
 
-    from promptlab.caseio import load_yaml
+    from promptlab.cases.files import load_yaml
     from promptlab.errors import UsageError
     from promptlab.models import PromptContent
-    from promptlab.render import check_prompt
+    from promptlab.prompting.render import check_prompt
 
     if template_file:
         template = template_file.read_text()
@@ -110,7 +110,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
     if json_:
         return emit_json(_version_json(version))
-    from promptlab.diffing import prompt_text
+    from promptlab.prompting.diffing import prompt_text
     from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
@@ -123,7 +123,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
          b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
-    from promptlab.diffing import diff_text
+    from promptlab.prompting.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
@@ -229,7 +229,7 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.lm import CallError, Gateway, check_credentials
+    from promptlab.providers.gateway import CallError, Gateway, check_credentials
 
     config = settings.resolve_model(model)
     check_credentials(config)

@@ -11,7 +11,7 @@ The winner is a candidate that beat the base on val by more than `min_gain`;
 it is promoted (it stops being a candidate and becomes the family's latest
 version). Otherwise no improvement was found: the base is kept and no version
 is added. The lift on test is measured over the stronger of the base and the
-best constant answer (`promptlab.baselines`), with a paired p-value against the
+best constant answer (`promptlab.scorers.baselines`), with a paired p-value against the
 base, and a winner whose test outputs are nearly all one label is flagged.
 """
 
@@ -23,12 +23,12 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from promptlab import baselines
+from promptlab.scorers import baselines
 from promptlab.config import ModelConfig
-from promptlab.diffing import diff_text
+from promptlab.prompting.diffing import diff_text
 from promptlab.errors import UsageError
-from promptlab.gates import GateResult
-from promptlab.evaluation import build_metrics, make_gateway, metric_context
+from promptlab.evaluation.gates import GateResult
+from promptlab.evaluation.evaluate import build_metrics, make_gateway, metric_context
 from promptlab.optimizers import UnknownStrategyError, get_strategy
 from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem, SearchConfig
 from promptlab.optimizers.ledger import Ledger
@@ -36,7 +36,7 @@ from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
 from promptlab.progress import Progress, SearchFinished, SearchStarted, SilentProgress
 from promptlab.scorers.stats import paired_bootstrap
-from promptlab.lease import HEARTBEAT_S
+from promptlab.store.lease import HEARTBEAT_S
 from promptlab.store import Store, is_locked, now
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def resume(store: Store, settings: Settings, project_id: int, name: str, *,
 
 
 async def _heartbeat(store: Store, opt_id: int) -> None:
-    """Beat while the search runs, so a second `--resume` sees a live owner (see `promptlab.lease`)."""
+    """Beat while the search runs, so a second `--resume` sees a live owner (see `promptlab.store.lease`)."""
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         try:

@@ -20,12 +20,12 @@ import math
 from array import array
 from typing import Any, Iterable
 
-from promptlab.diffing import diff_text, prompt_text
+from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
-from promptlab.evaluation import run_json
+from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
 from promptlab.reports.results import ResultRows, all_costed, counts, score_values
-from promptlab.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
+from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
 
 TOP = 10

@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from promptlab import lm
+from promptlab.providers import gateway as lm
 from promptlab.errors import AuthError, StorageError
-from promptlab.evaluation import RunPlan, execute, finish, make_gateway
+from promptlab.evaluation.evaluate import RunPlan, execute, finish, make_gateway
 
 if TYPE_CHECKING:
     from promptlab.config import Concurrency, Settings
     from promptlab.progress import Progress
-    from promptlab.runner import Outcome
+    from promptlab.evaluation.runner import Outcome
     from promptlab.store import Store
 
 
@@ -60,8 +60,8 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
         return time.perf_counter() - started - (lm.import_seconds - imported_before)
 
     async def run() -> Outcome:  # the per-call runs, then the batched ones
-        from promptlab import batch as batches
-        from promptlab.runner import Outcome
+        from promptlab.evaluation import batch as batches
+        from promptlab.evaluation.runner import Outcome
 
         calls = [p for p in plans if p.run_id not in request.batch]
         batched = [p for p in plans if p.run_id in request.batch]

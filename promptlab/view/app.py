@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.redact import redact_all
-from promptlab.records import Run
+from promptlab.store.records import Run
 from promptlab.reports import to_html
 from promptlab.store import Store
 from promptlab.view import queries
@@ -97,7 +97,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
 
     def result(request: Request, store: Store) -> Response:
         """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
-        from promptlab.render import render_messages
+        from promptlab.prompting.render import render_messages
         from promptlab.reports.results import one_result
 
         run = _run(store, request)
@@ -132,7 +132,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         return page("compare.html", title=f"{run_a.name} vs {run_b.name}", project=project, c=data)
 
     def prompt(request: Request, store: Store) -> Response:
-        from promptlab.diffing import diff_text, prompt_text
+        from promptlab.prompting.diffing import diff_text, prompt_text
 
         project = queries.project(store, request.path_params["pid"])
         name = request.path_params["name"]

@@ -1,6 +1,6 @@
 """The embedded local model: llama.cpp in this process, called by the gateway directly.
 
-The gateway (``promptlab.lm``) calls :func:`chat` and :func:`embed` without
+The gateway (``promptlab.providers.gateway``) calls :func:`chat` and :func:`embed` without
 importing LiteLLM; :func:`register` also exposes the model to LiteLLM as the
 custom provider ``local`` (``local_litellm.py``) for code that calls LiteLLM
 itself. ``llama_cpp`` is imported lazily, on the first model load; without
@@ -436,7 +436,7 @@ def complete_prompt(path: str, prompt: str, *, timeout: float | None = None,
     """One blocking llama.cpp completion (serialised per model). Returns llama's dict. `timeout`
     counts from here, when the call has the model; past it (or once `cancelled` is set) llama.cpp
     stops and LocalTimeoutError is raised."""
-    from promptlab import local_prefix
+    from promptlab.providers import local_prefix
 
     llm = get_llama(path, "generate")
     stop = _STOPS.get(path)
@@ -517,6 +517,6 @@ async def embed(model: str, texts: list[str]) -> tuple[list[list[float]], int]:
 
 def register(litellm_module: Any) -> Any:
     """Make ``local/...`` models callable through ``litellm_module`` (idempotent)."""
-    from promptlab.local_litellm import register as register_with
+    from promptlab.providers.local_litellm import register as register_with
 
     return register_with(litellm_module)

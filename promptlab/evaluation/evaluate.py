@@ -17,16 +17,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from promptlab.baselines import collapse, constant_baseline
+from promptlab.scorers.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
-from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
+from promptlab.store.lease import HEARTBEAT_S
+from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.records import Run
-from promptlab.render import check_cases, check_prompt, demo_text, render_messages
+from promptlab.store.records import Run
+from promptlab.prompting.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
-from promptlab.runner import ItemResult, Job, Outcome, evaluate
+from promptlab.evaluation.runner import ItemResult, Job, Outcome, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
 

@@ -1,8 +1,8 @@
 """The model gateway: the only module that imports litellm (lazily).
 
-Plain OpenAI-compatible endpoints go a direct path instead (`fastpath.py`, no
+Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
 litellm import) with the same retries, limits, cache keys and error kinds; so
-does the embedded model (`local_provider.py`, llama.cpp in this process).
+does the embedded model (`local.py`, llama.cpp in this process).
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
 and caching (content-addressed, in the store); litellm's and the openai SDK's
@@ -49,7 +49,7 @@ def litellm():
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
         lib.DEFAULT_MAX_RETRIES = 0
-        from promptlab import local_provider
+        from promptlab.providers import local as local_provider
 
         local_provider.register(lib)
         _litellm = lib
@@ -445,7 +445,7 @@ def _litellm_method(name: str) -> Callable[[dict], Any]:
 
 
 async def _local_chat(kwargs: dict) -> Reply:
-    from promptlab import local_provider
+    from promptlab.providers import local as local_provider
 
     try:
         text, finish_reason, prompt_tokens, completion_tokens = await local_provider.chat(
@@ -456,7 +456,7 @@ async def _local_chat(kwargs: dict) -> Reply:
 
 
 async def _local_embed(kwargs: dict) -> list[list[float]]:
-    from promptlab import local_provider
+    from promptlab.providers import local as local_provider
 
     try:
         return (await local_provider.embed(kwargs["model"], kwargs["input"]))[0]
@@ -496,7 +496,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 def _fastpath():
     """The direct path's module (it imports httpx, so only when a model takes it)."""
-    from promptlab import fastpath as module
+    from promptlab.providers import direct as module
 
     return module
 

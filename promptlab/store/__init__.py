@@ -31,12 +31,12 @@ finally:
     if not _NUMPY_ALREADY:
         del sys.modules["numpy"]
 
-from promptlab import lease
-from promptlab.lease import now  # one clock for every timestamp (callers import it from here too)
+from promptlab.store import lease
+from promptlab.store.lease import now  # one clock for every timestamp (callers import it from here too)
 from promptlab.errors import NotFoundError, StorageError, UsageError
-from promptlab.migrations import migrations
+from promptlab.store.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
-from promptlab.records import (CandidateRecord, Optimization, Result, Run, Score, Step, history_from_json,
+from promptlab.store.records import (CandidateRecord, Optimization, Result, Run, Score, Step, history_from_json,
                                step_json)
 
 BUSY_TIMEOUT_MS = 30_000

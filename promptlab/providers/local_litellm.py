@@ -1,5 +1,5 @@
 """The embedded local model as LiteLLM's custom provider ``local``, for code that calls LiteLLM
-itself (the gateway calls `local_provider` directly and never needs this).
+itself (the gateway calls `local.py` directly and never needs this).
 
     register(litellm)   ->  litellm.completion(model="local/gemma-3-270m", ...) works
 
@@ -14,8 +14,8 @@ from typing import Any
 from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
 
-from promptlab import local_provider as engine
-from promptlab.local_provider import N_CTX, PACKAGED_MODELS, PROVIDER, LocalModelError
+from promptlab.providers import local as engine
+from promptlab.providers.local import N_CTX, PACKAGED_MODELS, PROVIDER, LocalModelError
 
 
 def _fill_model_response(model_response: Any, model: str, result: dict[str, Any]) -> Any:
