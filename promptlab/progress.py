@@ -24,6 +24,8 @@ class RunTotal:
     run_id: int
     label: str   # prompt version × model
     total: int   # items it still has to evaluate
+    name: str = ""   # the run's name
+    model: str = ""  # the model it calls (a LiteLLM model string)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,37 @@ def log(ctx: typer.Context, ref: Ref, project: Project = None,
         typer.echo(printable(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}"))
 
 
+@app.command("history")
+@read_only
+def history(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt's name.")],
+            project: Project = None,
+            candidates: Annotated[bool, typer.Option("--candidates", help="Also optimizer candidates.")] = False,
+            all_: Annotated[bool, typer.Option("--all", help="Also optimizer runs.")] = False,
+            json_: AsJson = False) -> None:
+    """Every version with its runs' scores over time: first, latest and best, per model and split."""
+    from promptlab.display import print_table
+    from promptlab.services.history import prompt_history
+
+    data = prompt_history(ctx.obj.store, ctx.obj.project_id(project), name.split("@")[0],
+                          candidates=candidates, optimizer_runs=all_)
+    if json_:
+        return emit_json(data)
+
+    def shown(point: dict | None) -> str:
+        return "–" if point is None else f"{point['score']:.3f} ({point['run']})"
+
+    rows = []
+    for v in data["versions"]:
+        head = [v["ref"] + "".join(f" @{label}" for label in v["labels"]), v["made_by"], v["created_at"][:16]]
+        if not v["groups"]:
+            rows.append([*head, "–", "–", 0, "–", "–", "–"])
+        for i, g in enumerate(v["groups"]):
+            rows.append([*(head if i == 0 else ["", "", ""]), g["model"], g["split"], g["runs"],
+                         shown(g["first"]), shown(g["latest"]), shown(g["best"])])
+    print_table(f"history of {data['prompt']}", ["version", "made by", "created", "model", "split", "runs",
+                                                 "first", "latest", "best"], rows)
+
+
 @app.command("label")
 def label(ctx: typer.Context, ref: Ref,
           name: Annotated[str, typer.Argument(help="The label, such as production or staging.")],

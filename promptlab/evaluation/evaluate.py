@@ -260,7 +260,7 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tup
         plan.done_before = len(done)
         mine = [(plan, case, r) for r in range(plan.repeat) for case in plan.cases if (case.id, r) not in done]
         todo.extend(mine)
-        totals.append(RunTotal(plan.run_id, plan.label, len(mine)))
+        totals.append(RunTotal(plan.run_id, plan.label, len(mine), name=plan.name, model=plan.model.model))
     return (job(plan, case, r) for plan, case, r in todo), tuple(totals)
 
 

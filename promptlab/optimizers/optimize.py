@@ -35,6 +35,7 @@ from promptlab.optimizers.ledger import Ledger
 from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
 from promptlab.progress import Progress, SearchFinished, SearchStarted, SilentProgress
+from promptlab.evaluation.tracing import traced
 from promptlab.scorers.stats import paired_bootstrap
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.store import Store, is_locked, now
@@ -101,7 +102,8 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
     opt_id = store.create_optimization(project_id, request.name, request.strategy, config=config,
                                        base_prompt_id=base.id, splits=splits.ids(),
                                        budget=dataclasses.asdict(request.budget))
-    return asyncio.run(_run(store, settings, project_id, opt_id, progress))
+    with traced(progress, settings) as progress:
+        return asyncio.run(_run(store, settings, project_id, opt_id, progress))
 
 
 def resume(store: Store, settings: Settings, project_id: int, name: str, *,
@@ -113,7 +115,8 @@ def resume(store: Store, settings: Settings, project_id: int, name: str, *,
         raise UsageError(f"no optimization '{name}' in this project (optimizations: {known})")
     if opt.status == "completed" and opt.report:
         return opt.report
-    return asyncio.run(_run(store, settings, project_id, opt.id, progress))
+    with traced(progress, settings) as progress:
+        return asyncio.run(_run(store, settings, project_id, opt.id, progress))
 
 
 async def _heartbeat(store: Store, opt_id: int) -> None:

@@ -1,7 +1,8 @@
 """Reports: facts gathered once from the store (facts.py), one module per output format.
 
     render(facts, "html" | "md" | "json" | "junit") -> str   (secrets masked)
-    chunks(facts, fmt)  -> the same text in pieces (JSON and JUnit stream a run's results)
+    render(facts, "pdf") -> bytes                              (the HTML report, printed)
+    chunks(facts, fmt)  -> the same in pieces (JSON and JUnit stream a run's results)
 """
 
 from __future__ import annotations
@@ -9,18 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-FORMATS = ("html", "md", "json", "junit")
-SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit"}
+FORMATS = ("html", "md", "json", "junit", "pdf")
+SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit", ".pdf": "pdf"}
 
 
-def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str:
+def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str | bytes:
     """One run's or optimization's facts in a format (Markdown and JUnit take a list of run facts
     and the gates too). Every known secret is masked first (error messages quote providers)."""
-    return "".join(chunks(facts, fmt, gates))
+    pieces = list(chunks(facts, fmt, gates))
+    return pieces[0] if fmt == "pdf" else "".join(pieces)
 
 
 def chunks(facts: dict[str, Any] | list[dict[str, Any]], fmt: str,
-           gates: list[dict] | None = None) -> Iterator[str]:
+           gates: list[dict] | None = None) -> Iterator[str | bytes]:
     """`render` in pieces: JSON and JUnit write a run's results as they read them."""
     from promptlab.redact import redact_all
 
@@ -30,6 +32,9 @@ def chunks(facts: dict[str, Any] | list[dict[str, Any]], fmt: str,
     if fmt == "html":
         from promptlab.reports.to_html import render as html
         yield html(facts)
+    elif fmt == "pdf":
+        from promptlab.reports.to_pdf import render as pdf
+        yield pdf(facts)
     elif fmt == "md":
         from promptlab.reports.to_markdown import render as md
         yield md(facts, gates=gates)
@@ -41,7 +46,7 @@ def chunks(facts: dict[str, Any] | list[dict[str, Any]], fmt: str,
         yield from junit(facts if isinstance(facts, list) else [facts], gates=gates)
 
 
-def write_report(path: Path, text: str | Iterable[str]) -> int:
+def write_report(path: Path, text: str | bytes | Iterable[str | bytes]) -> int:
     """Write a report file whole (a temporary file renamed into place), from its text or its pieces;
     returns its size in bytes."""
     import os
@@ -51,9 +56,9 @@ def write_report(path: Path, text: str | Iterable[str]) -> int:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            for piece in [text] if isinstance(text, str) else text:
-                f.write(piece)
+        with open(tmp, "wb") as f:
+            for piece in [text] if isinstance(text, (str, bytes)) else text:
+                f.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
         size = tmp.stat().st_size
         os.replace(tmp, path)
     except OSError as exc:

@@ -609,6 +609,27 @@ class Store:
             sql, args = sql + " limit ?", args + [limit]
         return [dict(row) for row in self.db.query(sql, args)]
 
+    def prompt_history_runs(self, project_id: int, name: str, *,
+                            optimizer_runs: bool = False) -> dict[int, list[dict]]:
+        """A prompt family's completed runs by version id, oldest first: model, the split of the
+        cases scored ("mixed" when they differ, "none" when unsplit), the first metric's mean."""
+        sql = f"""
+            select r.prompt_id, r.name, r.model, r.created_at, r.finished_at,
+                   json_extract(r.metrics, '$[0].name') as metric,
+                   json_extract(r.summary, '$.metrics."' || json_extract(r.metrics, '$[0].name') || '".mean')
+                       as score,
+                   (select case when count(distinct coalesce(c.split, 'none')) > 1 then 'mixed'
+                                else max(coalesce(c.split, 'none')) end
+                    from json_each(r.case_ids) j join cases c on c.id = j.value) as split
+            from runs r join prompts p on p.id = r.prompt_id
+            where r.project_id = ? and p.name = ? and r.status = 'completed'
+                  {'' if optimizer_runs else 'and r.optimization_id is null'}
+            order by r.id"""
+        out: dict[int, list[dict]] = {}
+        for row in self.db.query(sql, [project_id, name]):
+            out.setdefault(row["prompt_id"], []).append(dict(row))
+        return out
+
     def delete_run(self, run_id: int) -> int:
         """Delete a run, its results and any other record of it (provider batches); nothing else:
         cases, prompts and cached replies stay. Returns how many results went."""

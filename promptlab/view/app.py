@@ -146,7 +146,11 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         for v in versions:
             parent = v.parent_id if any(p.id == v.parent_id for p in versions) else None
             children.setdefault(parent, []).append(v)
+        from promptlab.services.history import prompt_history
+
+        history = prompt_history(store, project["id"], name, candidates=True)
         return page("prompt.html", title=name, project=project, name=name, versions=versions, a=a, b=b,
+                    history=history,
                     diff=redact_all(diff_text(a, b)), children=children,
                     refs={v.id: v.ref for v in versions},
                     texts={v.id: redact_all(prompt_text(v)) for v in versions})
