@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import string
 import sys
 import time
@@ -110,48 +111,49 @@ def direct_llama(batch: list[list[dict]]) -> list[str]:
 
 
 class EngineMeter:
-    """Counts the engine's calls and the process CPU seconds each took, by prompt (wrapping the
-    blocking completion the model thread runs)."""
+    """Counts the engine's calls, and the process CPU seconds and the prompt tokens llama.cpp
+    computed for each 8-demo call (wrapping the completion the model thread runs, and the model's
+    eval: the tokens are what prefix reuse saves, exactly, where CPU seconds vary with the load)."""
 
     def __init__(self):
-        self.calls, self.cpu = 0, {}
-        real = lp.complete_prompt
+        self.calls, self.cpu, self.tokens, self.into = 0, [], [], None
+        real, llm = lp.complete_prompt, lp.get_llama(lp.resolve_model_path(MODEL))
+        real_eval, computed = type(llm).eval, []
+        llm.eval = lambda tokens: (computed.append(len(tokens)), real_eval(llm, tokens))[1]
 
         def measured(path, prompt, **kw):
             before = time.process_time()
+            computed.clear()
             try:
                 return real(path, prompt, **kw)
             finally:
                 self.calls += 1
-                self.cpu.setdefault("8-demo" if prompt.count("Sentiment:") > 2 else "zero-shot", []).append(
-                    time.process_time() - before)
+                if self.into is not None and prompt.count("Sentiment:") > 2:  # an 8-demo prompt
+                    self.into[0].append(time.process_time() - before)
+                    self.into[1].append(computed[0] if computed else 0)
 
         lp.complete_prompt = measured
 
-    def per_call(self, kind: str) -> float:
-        times = self.cpu.get(kind, [])
-        return sum(times) / len(times) if times else float("nan")
 
-
-def interleaving(evals: list[dict], demos: list[dict], n: int) -> None:
-    """CPU per 8-demo call alone and taking turns with zero-shot calls, in one process."""
+def interleaving(evals: list[dict], demos: list[dict], n: int, rounds: int) -> None:
+    """CPU per 8-demo call alone and taking turns with zero-shot calls, in one process, alternated
+    over `rounds` (medians: a shared machine's load comes and goes)."""
     few = [build_messages(r["text"], demos) for r in evals[:n]]
     zero = [build_messages(r["text"]) for r in evals[n:2 * n]]
+    turns = [m for pair in zip(zero, few) for m in pair]
     meter = EngineMeter()
     asyncio.run(through_promptlab(few[:1], 1))  # warm: the demos' prefix is not part of either measure
-    asyncio.run(through_promptlab(zero[:1], 1))
-    meter.cpu.clear()
-    asyncio.run(through_promptlab(few, 1))
-    alone = meter.per_call("8-demo")
-    meter.cpu.clear()
-    meter.calls = 0
-    turns = [m for pair in zip(zero, few) for m in pair]
-    replies = asyncio.run(through_promptlab(turns, 1))
-    mixed = meter.per_call("8-demo")
-    print(f"\nCPU per 8-demo call, alone:                  {alone:.3f} s  ({n} calls)")
-    print(f"CPU per 8-demo call, turns with zero-shot:   {mixed:.3f} s  ({n} + {n} calls)")
-    print(f"ratio interleaved / alone: {mixed / alone:.2f}x  (target <= 1.2x)")
-    print(f"engine calls {meter.calls} for {len(replies)} results")
+    meter.calls, results = 0, 0
+    alone, mixed = ([], []), ([], [])
+    for _ in range(rounds):
+        for meter.into, batch in ((alone, few), (mixed, turns)):
+            results += len(asyncio.run(through_promptlab(batch, 1)))
+    (cpu_a, tokens_a), (cpu_m, tokens_m) = ([statistics.median(x) for x in m] for m in (alone, mixed))
+    print(f"\nper 8-demo call ({n} a round, {rounds} rounds; medians)   CPU s   prompt tokens computed")
+    print(f"  alone                                  {cpu_a:7.3f}   {tokens_a:6.0f}")
+    print(f"  taking turns with zero-shot calls      {cpu_m:7.3f}   {tokens_m:6.0f}")
+    print(f"ratio turns / alone: {cpu_m / cpu_a:.2f}x CPU (target <= 1.2x), {tokens_m / tokens_a:.2f}x tokens")
+    print(f"engine calls {meter.calls} for {results} results")
     print(f"litellm imported: {'litellm' in sys.modules}")
 
 
@@ -205,7 +207,7 @@ def main() -> None:
     print(f"same replies on both paths: {replies_d == replies_p}")
 
     if args.interleave:
-        interleaving(rows[: 2 * args.interleave], pick_demos(pool), args.interleave)
+        interleaving(rows[: 2 * args.interleave], pick_demos(pool), args.interleave, args.rounds)
 
     if args.accuracy:
         demos = pick_demos(pool)
