@@ -495,7 +495,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 
 def _fastpath():
-    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    """The direct path's module (it imports aiohttp, so only when a model takes it)."""
     from promptlab.providers import direct as module
 
     return module
