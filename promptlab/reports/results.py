@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+from promptlab.prompting import images
 from promptlab.store import Store
 
 PAGE = 500
@@ -42,7 +43,8 @@ def _row(values: tuple, mask) -> dict[str, Any]:
     case = found is not None
     return mask({
         "case_id": case_id, "repeat": repeat,
-        "inputs": _loads(inputs) if case else None, "expected": _loads(expected, {}) if case else None,
+        # an image as a label, not its base64
+        "inputs": images.shorten(_loads(inputs)) if case else None, "expected": _loads(expected, {}) if case else None,
         "tags": list(_loads(tags, [])) if case else [], "split": split if case else None,
         "output": output, "parsed": _loads(parsed), "passed": bool(passed), "score": score,
         "scores": {k: s["value"] for k, s in _loads(scores, {}).items()},

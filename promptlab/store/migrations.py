@@ -186,3 +186,10 @@ def m011_guards(db: Database) -> None:
          "p_value": float, "significant": int, "message": str},
         pk="id", foreign_keys=[("guard_id", "guards", "id")], not_null={"guard_id", "at", "decision"})
     db["guard_decisions"].create_index(["guard_id", "id"])
+
+
+@migrations()
+def m012_prompt_tools(db: Database) -> None:
+    """A prompt version may offer the model tools (OpenAI function specs, JSON) and a tool_choice."""
+    db["prompts"].add_column("tools", str)
+    db["prompts"].add_column("tool_choice", str)
