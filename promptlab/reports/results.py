@@ -12,11 +12,10 @@ Each row is one result with its case (inputs, expected, tags, split), secrets ma
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from promptlab.prompting import images
-from promptlab.store import Store
+from promptlab.store import Store, loads
 
 PAGE = 500
 
@@ -33,21 +32,17 @@ _ORDERS = {"latency": "coalesce(r.latency_ms, 0) desc", "cost": "coalesce(r.cost
            "tokens": "coalesce(r.prompt_tokens, 0) + coalesce(r.completion_tokens, 0) desc"}
 
 
-def _loads(text: str | None, default: Any = None) -> Any:
-    return default if text is None else json.loads(text)
-
-
-def _row(values: tuple, mask) -> dict[str, Any]:
+def _row(values: tuple, mask: Callable[[Any], Any]) -> dict[str, Any]:
     (case_id, repeat, output, parsed, passed, score, scores, error_kind, error, parse_error, latency_ms,
      prompt_tokens, completion_tokens, cost, cached, attempts, found, inputs, expected, tags, split) = values
     case = found is not None
     return mask({
         "case_id": case_id, "repeat": repeat,
         # an image as a label, not its base64
-        "inputs": images.shorten(_loads(inputs)) if case else None, "expected": _loads(expected, {}) if case else None,
-        "tags": list(_loads(tags, [])) if case else [], "split": split if case else None,
-        "output": output, "parsed": _loads(parsed), "passed": bool(passed), "score": score,
-        "scores": {k: s["value"] for k, s in _loads(scores, {}).items()},
+        "inputs": images.shorten(loads(inputs)) if case else None, "expected": loads(expected, {}) if case else None,
+        "tags": list(loads(tags, [])) if case else [], "split": split if case else None,
+        "output": output, "parsed": loads(parsed), "passed": bool(passed), "score": score,
+        "scores": {k: s["value"] for k, s in loads(scores, {}).items()},
         "error_kind": error_kind, "error": error, "parse_error": parse_error,
         "latency_ms": latency_ms, "prompt_tokens": prompt_tokens or 0,
         "completion_tokens": completion_tokens or 0, "cost": cost, "cached": bool(cached),
@@ -139,7 +134,7 @@ def score_values(store: Store, run_id: int) -> Iterator[tuple[str, Any]]:
         "where r.run_id = ? and json_valid(r.scores)", [run_id])
     for (scores,) in store.db.execute(
             "select scores from results where run_id = ? and not json_valid(scores)", [run_id]):
-        yield from ((name, s["value"]) for name, s in json.loads(scores).items())
+        yield from ((name, s["value"]) for name, s in loads(scores).items())
 
 
 def all_costed(store: Store, run_id: int) -> bool:
