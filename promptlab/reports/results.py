@@ -20,7 +20,7 @@ from promptlab.store import Store, loads
 PAGE = 500
 
 _COLUMNS = ("r.case_id, r.repeat, r.output, r.parsed, r.passed, r.score, r.scores, r.error_kind, r.error, r.parse_error, "
-            "r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost, r.cached, r.attempts, "
+            "r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost, r.cached, r.attempts, r.expected, "
             "c.id, c.inputs, c.expected, c.tags, c.split")
 _FROM = "from results r left join cases c on c.id = r.case_id and c.project_id = ?"
 _PASSED = "coalesce(r.passed, 0) != 0"
@@ -34,12 +34,13 @@ _ORDERS = {"latency": "coalesce(r.latency_ms, 0) desc", "cost": "coalesce(r.cost
 
 def _row(values: tuple, mask: Callable[[Any], Any]) -> dict[str, Any]:
     (case_id, repeat, output, parsed, passed, score, scores, error_kind, error, parse_error, latency_ms,
-     prompt_tokens, completion_tokens, cost, cached, attempts, found, inputs, expected, tags, split) = values
+     prompt_tokens, completion_tokens, cost, cached, attempts, kept, found, inputs, expected, tags, split) = values
     case = found is not None
     return mask({
         "case_id": case_id, "repeat": repeat,
-        # an image as a label, not its base64
-        "inputs": images.shorten(loads(inputs)) if case else None, "expected": loads(expected, {}) if case else None,
+        "inputs": images.shorten(loads(inputs)) if case else None,  # an image as a label, not its base64
+        # what the result was scored against (kept with it), else its case's as it is now
+        "expected": loads(kept) if kept is not None else loads(expected, {}) if case else None,
         "tags": list(loads(tags, [])) if case else [], "split": split if case else None,
         "output": output, "parsed": loads(parsed), "passed": bool(passed), "score": score,
         "scores": {k: s["value"] for k, s in loads(scores, {}).items()},
@@ -65,7 +66,7 @@ class ResultRows:
             clauses.append("r.case_id = ? and r.repeat = ?")
             self._args += key
         if search:  # any text a result page shows: input, expected, output, errors
-            clauses.append("(instr(lower(coalesce(c.inputs, '') || char(10) || coalesce(c.expected, '') || "
+            clauses.append("(instr(lower(coalesce(c.inputs, '') || char(10) || coalesce(r.expected, c.expected, '') || "
                            "char(10) || coalesce(r.output, '') || char(10) || coalesce(r.error, '') || "
                            "char(10) || coalesce(r.parse_error, '')), lower(?)) > 0)")
             self._args.append(search)

@@ -22,7 +22,7 @@ from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
 from promptlab.store.records import Run
 from promptlab.scorers.stats import mcnemar, paired_bootstrap
-from promptlab.store import Store
+from promptlab.store import Store, loads
 
 N_RESAMPLES = 10_000
 
@@ -213,12 +213,14 @@ class _Changes:
         regressed, fixed = [], []
         for case_id, repeat, repeats, a_share, b_share in self.changed:
             a, b = (store.db.execute(
-                "select passed, output, score, error, parse_error, error_kind from results "
+                "select passed, output, score, error, parse_error, error_kind, expected from results "
                 "where run_id = ? and case_id = ? and repeat = ?", [run, case_id, repeat]).fetchone()
                 for run in (run_a, run_b))
             case = cases.get(case_id)
+            # the expected output B was scored against (kept with it), else its case's as it is now
+            expected = loads(b[6]) if b[6] is not None else case.expected if case else None
             entry = {"case_id": case_id, "repeat": repeat, "repeats": repeats,
-                     "inputs": case.inputs if case else None, "expected": case.expected if case else None,
-                     "a_pass_share": a_share, "b_pass_share": b_share, "a": _side(a), "b": _side(b)}
+                     "inputs": case.inputs if case else None, "expected": expected,
+                     "a_pass_share": a_share, "b_pass_share": b_share, "a": _side(a[:6]), "b": _side(b[:6])}
             (regressed if b_share < a_share else fixed).append(entry)
         return regressed, fixed
