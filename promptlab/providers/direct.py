@@ -30,23 +30,22 @@ _NOT_BODY = ("model", "timeout", "api_base", "api_key", "num_retries", "max_retr
 MAX_CONNECTIONS = 1000  # as the openai SDK's pool: concurrency is the gateway's to bound
 
 
-class DirectClient:
-    """One aiohttp session per event loop (a session's connections belong to the loop that made them)."""
+class Transport:
+    """aiohttp behind the one request the direct path makes: `post` sends a body and returns the
+    reply's status, headers and bytes. One per event loop (its connections belong to that loop)."""
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # no trust_env: it looks the proxy up again in a worker thread for every request (and
+        # .netrc, whose login would clash with our Authorization header); `_proxy` does it once
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._proxies: dict[str, dict[str, Any]] = {}
 
-    def session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop:
-            # no trust_env: it looks the proxy up again in a worker thread for every request (and
-            # .netrc, whose login would clash with our Authorization header); `_proxy` does it once
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
-            self._loop = loop
-        return self._session
+    async def post(self, url: str, content: bytes, headers: dict[str, str],
+                   timeout: float) -> tuple[int, Any, bytes]:
+        async with self.session.post(url, data=content, headers=headers, timeout=self._timeout(timeout),
+                                     allow_redirects=False, **self._proxy(url)) as response:
+            return response.status, response.headers, await response.read()
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         """The bounds httpx put on each phase: connecting and each wait for the reply's bytes."""
@@ -68,10 +67,24 @@ class DirectClient:
                 self._proxies[url] = {}
         return self._proxies[url]
 
+
+class DirectClient:
+    """The direct path's requests, over one `Transport` per event loop."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: Transport | None = None
+
+    def client(self) -> Transport:
+        loop = asyncio.get_running_loop()
+        if self._transport is None or self._loop is not loop:
+            self._transport, self._loop = Transport(), loop
+        return self._transport
+
     async def aclose(self) -> None:
-        if self._session is not None and self._loop is asyncio.get_running_loop():
-            await self._session.close()
-        self._session = self._loop = None
+        if self._transport is not None and self._loop is asyncio.get_running_loop():
+            await self._transport.session.close()
+        self._transport = self._loop = None
 
     async def chat(self, kwargs: dict) -> dict:
         """POST {api_base}/chat/completions; the reply's JSON, or a CallError as litellm's path raises."""
@@ -79,20 +92,16 @@ class DirectClient:
         body.update(body.pop("extra_body", None) or {}, model=kwargs["model"].split("/", 1)[1])
         headers = {**(body.pop("extra_headers", None) or {}),
                    "Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
-        url = kwargs["api_base"].rstrip("/") + "/chat/completions"
         try:
-            async with self.session().post(
-                    url, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
-                    timeout=self._timeout(kwargs["timeout"]), allow_redirects=False,
-                    **self._proxy(url)) as response:
-                raw = await response.read()
+            status, reply_headers, raw = await self.client().post(
+                kwargs["api_base"].rstrip("/") + "/chat/completions",
+                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers, timeout=kwargs["timeout"])
         except asyncio.TimeoutError as exc:  # aiohttp's connect and read timeouts are ones too
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None
         except aiohttp.ClientError as exc:
             raise CallError("connection", cut(f"{type(exc).__name__}: {exc}"), transient=True) from None
-        if response.status >= 300:
-            raise status_error(response.status, cut(_error_message(raw, response.status)),
-                               response.headers.get("retry-after"))
+        if status >= 300:
+            raise status_error(status, cut(_error_message(raw, status)), reply_headers.get("retry-after"))
         try:
             data = json.loads(raw)
         except ValueError:
