@@ -40,9 +40,9 @@ def main() -> None:
 
     import litellm
 
-    from promptlab.providers import local as local_provider
+    from promptlab.providers import local_litellm
 
-    local_provider.register(litellm)
+    local_litellm.register(litellm)
     import dspy
 
     class CountingLM(dspy.LM):

@@ -15,6 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
 from promptlab.providers import local as lp  # noqa: E402
+from promptlab.providers import local_litellm as litellm_provider  # noqa: E402
 from promptlab.providers.local import messages_to_prompt  # noqa: E402
 
 MODEL = "local/gemma-3-270m"
@@ -108,8 +109,8 @@ def test_model_naming(tmp_path, monkeypatch):
 
 
 def test_register_is_idempotent():
-    lp.register(litellm)
-    lp.register(litellm)
+    litellm_provider.register(litellm)
+    litellm_provider.register(litellm)
     assert [i["provider"] for i in litellm.custom_provider_map].count("local") == 1
     assert "local" in litellm.provider_list
 
@@ -146,7 +147,7 @@ SENTIMENT = [
 
 @pytest.fixture(scope="module")
 def local_litellm():
-    lp.register(litellm)
+    litellm_provider.register(litellm)
     return litellm
 
 
@@ -223,7 +224,7 @@ def test_unknown_model_is_a_clear_permanent_error(local_litellm):
 
 def test_litellm_roundtrip_with_a_fake_llama(monkeypatch, tmp_path):
     """The litellm plumbing (params in, ModelResponse/usage/cost out) without llama.cpp."""
-    lp.register(litellm)
+    litellm_provider.register(litellm)
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
     seen = {}

@@ -23,9 +23,9 @@ def litellm():
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
         lib.DEFAULT_MAX_RETRIES = 0
-        from promptlab.providers import local as local_provider
+        from promptlab.providers import local_litellm
 
-        local_provider.register(lib)
+        local_litellm.register(lib)
         _litellm = lib
         import_seconds = time.perf_counter() - started
     return _litellm
