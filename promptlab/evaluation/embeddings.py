@@ -10,6 +10,7 @@ from promptlab.config import Settings
 from promptlab.errors import ProviderError
 from promptlab.providers.errors import CallError
 from promptlab.providers.gateway import Gateway
+from promptlab.evaluation.sink import make_gateway
 from promptlab.prompting.render import demo_text
 from promptlab.store import Store
 

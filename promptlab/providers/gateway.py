@@ -29,7 +29,7 @@ from promptlab.errors import AuthError, UsageError
 from promptlab.models import Completion, PromptContent, Signature, Usage
 from promptlab.prompting.tools import reply_text
 from promptlab.providers import pricing
-from promptlab.providers.errors import CallError, classify, raise_if_cancelled
+from promptlab.providers.errors import CallError, classify, cut, raise_if_cancelled
 from promptlab.providers.litellm_loader import litellm
 
 AUTO_START, AUTO_CEILING = 8, 64  # concurrency "auto": calls in flight at first, and at most
