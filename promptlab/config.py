@@ -34,6 +34,23 @@ PROVIDER_KEYS = {
 }
 
 
+# What a prompt version's (or a file's) `params` may carry: sampling settings only. Anything else
+# (api_base, api_key, extra_headers, base_url…) would redirect the call or the key it carries.
+SAMPLING_PARAMS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "response_format", "reasoning_effort"})
+
+
+def check_params(params: dict[str, Any], where: str) -> None:
+    """Bad input (exit 2 naming the key) unless every key of `params` is a sampling parameter."""
+    other = sorted(str(k) for k in params if k not in SAMPLING_PARAMS)
+    if other:
+        raise UsageError(f"{where}: params.{redact.redact(other[0])} is not a sampling parameter "
+                         f"(allowed: {', '.join(sorted(SAMPLING_PARAMS))}); drop it, or set it on the "
+                         f"model in {CONFIG_NAME}")
+
+
 AUTO = "auto"
 # calls in flight: a number, or "auto" (AIMD: halved on a 429, grown on success; lm.AdaptiveLimit)
 Concurrency = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -135,6 +152,21 @@ class BatchConfig(BaseModel):
     max_attempts: int = Field(default=3, ge=1)             # batches an item may go through unanswered
 
 
+class TrustConfig(BaseModel):
+    """`[trust]`: endpoints and key variables that files from elsewhere (experiment files) may name
+    besides those of [models] — the user's explicit consent, as `--allow-endpoints` is for one run."""
+
+    model_config = ConfigDict(extra="forbid")
+    api_bases: list[str] = Field(default_factory=list)
+    api_key_envs: list[str] = Field(default_factory=list)
+
+
+def _base(url: str) -> str:
+    """An api_base as compared: scheme and host case-folded, no trailing slash."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = DEFAULT_DB
@@ -146,6 +178,8 @@ class Settings(BaseModel):
     defaults: Defaults = Defaults()
     batch: BatchConfig = BatchConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    trust: TrustConfig = TrustConfig()
+    allow_endpoints: bool = False    # `run --allow-endpoints`: this run's files may name any endpoint
     root: Path = Path(".")           # directory of promptlab.toml (or cwd)
     source: Path | None = None       # the file read, if any
 
@@ -176,6 +210,33 @@ class Settings(BaseModel):
             f"unknown model '{name}' (aliases: {known}): add [models.{name}] to "
             f"{self.source or CONFIG_NAME} or give a LiteLLM model such as openai/gpt-4o-mini"
         )
+
+    def check_destination(self, model: ModelConfig, where: str) -> None:
+        """A key leaves only for where the user sent it: refuse (exit 2, naming the field) a model
+        from a file or a shared database that names an api_base or api_key_env not configured in
+        promptlab.toml for that route ([models] or [trust]), unless `allow_endpoints`."""
+        if self.allow_endpoints:
+            return
+        configured = [m for m in self.models.values() if m.route == model.route]
+        trusted_bases = {_base(b) for b in self.trust.api_bases}
+        if model.api_base:
+            base = _base(model.api_base)
+            same = [m for m in configured if m.api_base and _base(m.api_base) == base]
+            if not same and base not in trusted_bases:
+                raise UsageError(f"{where}.api_base: {model.api_base} is not an endpoint configured in "
+                                 f"{self.source or CONFIG_NAME}; no key or case is sent there unless you "
+                                 f"add it to [trust] api_bases (or pass --allow-endpoints)")
+        else:
+            same = [m for m in configured if not m.api_base]
+        if model.api_key_env:
+            envs = {m.api_key_env for m in same if m.api_key_env} | set(self.trust.api_key_envs)
+            if not model.api_base and model.route in PROVIDER_KEYS:
+                envs.add(PROVIDER_KEYS[model.route])
+            if model.api_key_env not in envs:
+                raise UsageError(f"{where}.api_key_env: {model.api_key_env} is not the key variable "
+                                 f"configured for this endpoint in {self.source or CONFIG_NAME}; its value "
+                                 f"is not sent unless you add it to [trust] api_key_envs (or pass "
+                                 f"--allow-endpoints)")
 
 
 def find_config(start: Path | None = None) -> Path | None:

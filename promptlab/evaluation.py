@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from promptlab.baselines import collapse, constant_baseline
-from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
+from promptlab.config import AUTO, Concurrency, ModelConfig, Settings, check_params
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
@@ -218,6 +218,7 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
     check_credentials(model)  # a missing key is bad input, found before any call
     name = name or auto_run_name(prompt, model)
     params = {**prompt.content.params, **(params or {})}
+    check_params(params, where)
     run_id = store.create_run(
         project_id, name, prompt, model=model.alias or model.model, model_name=model.model,
         api_base=model.api_base, params=params, metrics=[m.spec for m in metrics],
@@ -235,8 +236,12 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     signature = store.prompt_signature(prompt)
     check_prompt(prompt.content, signature, f"prompt '{prompt.ref}'")  # stored before the checks existed?
     model = settings.resolve_model(run.model)
-    if model.model != run.model_name:  # the alias changed since: call what the run called
+    if model.model != run.model_name or (model.api_base or None) != (run.api_base or None):
+        # the alias changed since (or the database came from elsewhere): call what the run called,
+        # if promptlab.toml sends keys there
         model = ModelConfig(alias=run.model, model=run.model_name, api_base=run.api_base)
+        settings.check_destination(model, f"run '{name}'")
+    check_params(run.params, f"run '{name}'")
     by_id = store.cases_by_id(project_id, run.case_ids)
     cases = [by_id[i] for i in run.case_ids if i in by_id]
     metrics = build_metrics(run.metrics, f"run '{name}': metrics", context=metric_context(settings))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from promptlab.caseio import load_yaml, read_cases, rows_to_cases
-from promptlab.config import Concurrency, ModelConfig, Settings
+from promptlab.config import Concurrency, ModelConfig, Settings, check_params
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
@@ -179,13 +179,15 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None
     cases = _cases(spec, path)
     for i, prompt in enumerate(spec.prompts):
+        check_params(prompt.params, f"{path}: prompts[{i}] '{prompt.name}'")
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
         if prompt.demo_selector is not None and prompt.demos:
             raise UsageError(f"{path}: prompts[{i}] '{prompt.name}': fixed demos or a demo_selector, "
                              f"not both; drop one")
         if prompt.demo_selector is not None:
             _check_selector(prompt.demo_selector, cases, settings, f"{path}: prompts[{i}].demo_selector")
-    models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
+    models = [_model(m, settings, f"{path}: models[{i}]")
+              for i, m in enumerate(spec.models or [settings.defaults.model])]
     context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, cases, context)
@@ -216,13 +218,21 @@ def _check_selector(selector: SelectorSpec, cases: list[Case], settings: Setting
         raise UsageError(f"{where}.pool: no case ids; name a split of this file's cases (e.g. pool: train)")
 
 
-def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
+def _model(entry: str | InlineModel, settings: Settings, where: str) -> ModelConfig:
+    """A model the file names: an alias of promptlab.toml, or one of its own, which may not send a
+    key anywhere the user did not configure, nor carry more than sampling parameters."""
     if isinstance(entry, str):
         try:
             return settings.resolve_model(entry)
         except UsageError as exc:
-            raise UsageError(f"{path}: models: {exc}") from None
-    return ModelConfig(alias=entry.name, **entry.model_dump(exclude={"name"}))
+            raise UsageError(f"{where}: {exc}") from None
+    check_params(entry.params, where)
+    try:
+        model = ModelConfig(alias=entry.name, **entry.model_dump(exclude={"name"}))
+    except UsageError as exc:  # an api_base carrying credentials
+        raise UsageError(f"{where}: {exc}") from None
+    settings.check_destination(model, where)
+    return model
 
 
 def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:

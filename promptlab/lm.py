@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
+from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig, check_params
 from promptlab.errors import AuthError, UsageError
 from promptlab.models import Completion, Usage
 from promptlab.redact import redact
@@ -301,7 +301,10 @@ class Gateway:
 
     async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
                        *, use_cache: bool = True, sample: int = 0) -> Completion:
-        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats)."""
+        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats). The call's
+        `params` (a prompt version's, a metric's) are sampling parameters only: checked here again, as
+        a version from a shared database never went through `prompt add`."""
+        check_params(params or {}, f"model '{model.alias or model.model}'")
         params = {**model.params, **(params or {})}
         key = chat_key(model, messages, params, sample)
         if use_cache and self.cache is not None:

@@ -33,6 +33,7 @@ finally:
 
 from promptlab import lease
 from promptlab.lease import now  # one clock for every timestamp (callers import it from here too)
+from promptlab.config import check_params
 from promptlab.errors import NotFoundError, StorageError, UsageError
 from promptlab.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
@@ -240,6 +241,15 @@ class Store:
         A candidate (an optimizer's trial version) takes a version number but never
         becomes the family's latest until `promote_prompt`; it is matched only against
         the candidates of the same `made_by`, other versions only against non-candidates."""
+        check_params(content.params, f"prompt '{name}'")
+        with self.db.atomic():  # the number is allocated under the write lock: two writers never race
+            return self._add_prompt(project_id, name, content, signature_id=signature_id,
+                                    parent_id=parent_id, made_by=made_by, message=message,
+                                    dedupe=dedupe, candidate=candidate)
+
+    def _add_prompt(self, project_id: int, name: str, content: PromptContent, *, signature_id: int | None,
+                    parent_id: int | None, made_by: str, message: str, dedupe: bool,
+                    candidate: bool) -> PromptVersion:
         digest = content.hash()
         if dedupe:
             where = "project_id = ? and name = ? and content_hash = ? and candidate = ? and archived = 0"

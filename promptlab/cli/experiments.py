@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
             max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
             baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
             progress: ProgressMode = "auto",
+            allow_endpoints: Annotated[bool, typer.Option(
+                "--allow-endpoints", help="Let the file's own models send their key variables to the "
+                "api_base it names (refused by default unless promptlab.toml configures or [trust]s them).")] = False,
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
@@ -47,6 +50,7 @@ def register(app: typer.Typer) -> None:
         from promptlab.services.experiment import ExperimentRequest, check, prepare
 
         state = ctx.obj
+        state.settings.allow_endpoints = allow_endpoints
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
                            max_regression=max_regression, baseline=baseline)
         request = ExperimentRequest(file, models=model, split=split, limit=limit,
