@@ -314,13 +314,14 @@ class _Batches:
         if not isinstance(status, int):
             return None
         if status != 200:
-            error = classify(_LineError(status, str(_dig(body, "error", "message") or body)[:300]))
+            error = classify(_LineError(status, str(_dig(body, "error", "message") or body)))  # cut after redaction
             if error.transient:
                 return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
         text = _dig(body, "choices", 0, "message", "content")
-        if not isinstance(text, str):  # not an empty answer: never scored as one, never cached
+        text = redact(text) if isinstance(text, str) else None  # a reply echoing the key stores no key
+        if text is None:  # not an empty answer: never scored as one, never cached
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)

@@ -325,6 +325,7 @@ class Gateway:
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
                             attempts=attempts)
         text, finish_reason, prompt_tokens, completion_tokens, cost = reply
+        text = redact(text) if text is not None else None  # a reply echoing the key stores no key
         if text is None:  # not an empty answer: never scored as one, never cached
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
                             f"(finish_reason {finish_reason!r})", attempts=attempts)

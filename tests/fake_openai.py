@@ -71,6 +71,13 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_list_status": None,      # listing batches answers this error status (a provider without it)
     "batch_garble_if_contains": [],  # output lines for these conversations are not JSON, or JSON of
                                      # the wrong shape (alternately)
+    # hostile replies (issue 20). {auth} in a text becomes the request's Authorization header.
+    "usage_override": None,          # {"prompt_tokens": 1e30, ...} merged into every reply's usage
+    "content_if_contains": {},       # {substring: content}: the reply's content, e.g. "{auth}" or deep JSON
+    "raw_reply_if_contains": {},     # {substring: {"chunk": str, "repeat": n (-1: never ends),
+                                     #  "trickle_s": s, "status": 200}}: the body sent as is, chunk by chunk
+    "batch_raw_line_if_contains": {},  # {substring: line}: the output line for that conversation, as is
+                                       # ({custom_id} and {auth} filled in)
 }
 
 ERROR_TYPES = {
@@ -235,7 +242,8 @@ def completion_body(b: dict[str, Any], ck: str, model: str, texts: list[str], re
         "choices": [{"index": 0, "message": {"role": "assistant",
                                              "content": None if b["null_content"] else reply},
                      "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct,
+                  **(b["usage_override"] or {})},
     }
 
 
@@ -323,7 +331,11 @@ def make_app(state: State):
                 break
         if b["echo_auth_in_error"]:
             return fail(400, f"malformed request; headers were: Authorization: "
-                             f"{request.headers.get('Authorization')}")
+                            f"{request.headers.get('Authorization')}")
+        auth = request.headers.get("Authorization") or ""
+        raw = next((spec for sub, spec in b["raw_reply_if_contains"].items() if sub in joined), None)
+        if raw is not None:
+            return await raw_reply(request, raw, auth)
         key = b["require_api_key"]
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
             return fail(401, "Incorrect API key provided")
@@ -345,7 +357,28 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, chat_reply(b, joined, last_user)))
+        reply = next((c for sub, c in b["content_if_contains"].items() if sub in joined), None)
+        reply = chat_reply(b, joined, last_user) if reply is None else reply.replace("{auth}", auth)
+        return jresp(completion_body(b, ck, model, texts, reply))
+
+    async def raw_reply(request, spec: dict[str, Any], auth: str):
+        """A body sent as is, chunk by chunk: huge, never-ending or trickling replies."""
+        response = web.StreamResponse(status=int(spec.get("status", 200)),
+                                      headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = str(spec.get("chunk", "")).replace("{auth}", auth).encode()
+        repeat, trickle = int(spec.get("repeat", 1)), float(spec.get("trickle_s", 0))
+        sent = 0
+        try:
+            while repeat < 0 or sent < repeat:
+                await response.write(chunk)
+                sent += 1
+                if trickle:
+                    await asyncio.sleep(trickle)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):  # the client gave up on it
+            pass
+        return response
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -435,6 +468,7 @@ def make_app(state: State):
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
             "_lines": lines, "_fate": fate, "_born": time.monotonic(),
+            "_auth": request.headers.get("Authorization") or "",
         }
         return jresp(public(state.batches[bid]))
 
@@ -477,6 +511,10 @@ def make_app(state: State):
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
                                         chat_reply(b, joined, last_user))}}
+            raw = next((t for sub, t in b["batch_raw_line_if_contains"].items() if sub in joined), None)
+            if raw is not None:
+                garbled.append(raw.replace("{custom_id}", line["custom_id"]).replace("{auth}", batch["_auth"]))
+                continue
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
                                json.dumps({"custom_id": line["custom_id"], "response": [answer]}))

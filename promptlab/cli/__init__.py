@@ -14,7 +14,7 @@ import typer
 
 from promptlab.cli import (cache, cases, evals, experiments, models, optimize, projects, prompts, reports,
                            runs, signatures, view, workspace)
-from promptlab.cli.common import State
+from promptlab.cli.common import Redacting, State
 
 app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prompts, keep golden "
                   "cases, evaluate and optimize against any LiteLLM model.",
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = ["--debug", *(a for a in argv if a != "--debug")] if debug else argv
     command = typer.main.get_command(app)
     plain_metavars(command)
+    streams = sys.stdout, sys.stderr
+    # everything printed (tables, --json, --progress json, --debug tracebacks) is masked on its way out
+    sys.stdout, sys.stderr = Redacting(sys.stdout), Redacting(sys.stderr)
     try:
         command.main(args=argv, prog_name="promptlab", standalone_mode=True)
     except SystemExit:
@@ -81,3 +84,5 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         fail(exc)  # the same exit code with or without --debug
+    finally:
+        sys.stdout, sys.stderr = streams

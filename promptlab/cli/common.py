@@ -116,6 +116,22 @@ def read_only(command: Any) -> Any:
     return wrapper
 
 
+class Redacting:
+    """A text stream that masks known secrets in each write (redact.redact) before passing it on."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from promptlab.redact import redact
+
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding…
+        return getattr(self._stream, name)
+
+
 def fail(exc: BaseException) -> NoReturn:
     """One line on stderr, secrets masked and control characters dropped (messages quote input)."""
     from promptlab.errors import PromptlabError
