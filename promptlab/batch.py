@@ -40,7 +40,7 @@ from promptlab.lm import CallError, Gateway, chat_key, classify, litellm, raise_
 from promptlab.models import Completion, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
-from promptlab.runner import ItemResult, Job, Outcome, RunState, reply_item
+from promptlab.runner import ItemResult, Job, Outcome, RunState, render_failure, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
 # litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:
@@ -355,6 +355,9 @@ class _Batches:
                 if (case.id, r) in done or (case.id, r) in busy:
                     continue
                 item = job(plan, case, r)
+                if item.render_error is not None:
+                    ready.append(render_failure(item))
+                    continue
                 hit = self.store.cache_get(cache_key(item)) if use_cache else None
                 if hit is not None:
                     ready.append(await reply_item(item, Completion(

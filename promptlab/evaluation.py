@@ -24,7 +24,7 @@ from promptlab.lease import HEARTBEAT_S
 from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.records import Run
-from promptlab.render import check_cases, check_prompt, demo_text, render_messages
+from promptlab.render import RenderError, check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
 from promptlab.runner import ItemResult, Job, Outcome, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, get_metric
@@ -270,11 +270,15 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tup
 
 
 def job(plan: RunPlan, case: Case, repeat: int) -> Job:
-    """One (case, repeat) of a run, its messages rendered."""
-    return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs,
-                                                     case_id=case.id, resolve=lambda ids: plan.demo_pool,
-                                                     vectors=plan.demo_vectors),
-               plan.model, plan.params, plan.signature, plan.metrics)
+    """One (case, repeat) of a run, its messages rendered; a template that fails for this input
+    makes a job that is only its error (kind `render`)."""
+    try:
+        messages, error = render_messages(plan.prompt.content, plan.signature, case.inputs, case_id=case.id,
+                                          resolve=lambda ids: plan.demo_pool, vectors=plan.demo_vectors), None
+    except RenderError as exc:
+        messages, error = [], str(exc)
+    return Job(plan.run_id, case, repeat, messages, plan.model, plan.params, plan.signature, plan.metrics,
+               render_error=error)
 
 
 async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Settings) -> None:

@@ -33,6 +33,7 @@ class Job:
     params: dict
     signature: Signature | None
     metrics: tuple[Metric, ...]
+    render_error: str | None = None  # the template failed for this input: nothing to send
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,15 @@ async def score_reply(job: Job, text: str) -> Scored:
                   "; ".join(errors) or None)
 
 
+def render_failure(job: Job) -> ItemResult:
+    """The result of a job whose template failed for its input."""
+    return ItemResult(job.run_id, job.case.id, job.repeat, error_kind="render", error=job.render_error,
+                      attempts=0)
+
+
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
+    if job.render_error is not None:
+        return render_failure(job)
     started = time.perf_counter()
     try:
         reply = await gateway.complete(job.model, job.messages, job.params,
@@ -195,7 +204,8 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
                 progress.emit(ConcurrencyChanged(now))
             progress.emit(ItemFinished(item))
             state.finished += 1
-            state.failed += item.error_kind is not None
+            # a render error costs no call and says nothing of the provider: it never stops a run
+            state.failed += item.error_kind not in (None, "render")
             if (state.finished >= failure_min_items
                     and state.failed / state.finished > failure_threshold and not state.stopped):
                 state.stopped = (f"stopped: {state.failed} of {state.finished} items failed "
