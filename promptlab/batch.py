@@ -32,12 +32,13 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+from promptlab import safe_json
 from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
 from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
-from promptlab.models import Completion, Usage
+from promptlab.lm import MAX_REPLY_BYTES, CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled, too_large
+from promptlab.models import Completion, Usage, token_counts
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
 from promptlab.runner import ItemResult, Job, Outcome, RunState, render_failure, reply_item
@@ -325,9 +326,15 @@ class _Batches:
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)
-        prompt, completion = (_count(_dig(body, "usage", k)) for k in ("prompt_tokens", "completion_tokens"))
+        if len(text) > MAX_REPLY_BYTES:
+            return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="reply_too_large",
+                              error=str(too_large(MAX_REPLY_BYTES)), attempts=1, latency_ms=latency_ms)
+        prompt, completion, warning = token_counts(*(_dig(body, "usage", k) for k in ("prompt_tokens",
+                                                                                        "completion_tokens")))
+        if warning is not None:
+            self.say(f"{plan.name}: case {item.case.id}: {warning}")
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                      cost=self.cost(plan.model, prompt, completion))
+                      cost=None if warning else self.cost(plan.model, prompt, completion))
         cache_rows.append({"key": cache_key(item), "kind": "chat", "model": plan.model.model,
                            "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
         return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
@@ -485,13 +492,10 @@ def _dig(value: Any, *path: str | int) -> Any:
     return value
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def _json(raw: bytes) -> Any:
+    """One output line's JSON; None when it is not JSON or nested past the bound (the item's error)."""
     try:
-        return json.loads(raw)
+        return safe_json.loads(raw)
     except ValueError:
         return None
 

@@ -133,6 +133,7 @@ class Defaults(BaseModel):
     model: str = "local"
     concurrency: Concurrency = 8
     timeout: float = Field(default=60.0, gt=0)
+    max_reply_bytes: int = Field(default=8 * 1024 ** 2, ge=1024)  # a longer reply is an item error
     retries: int = Field(default=8, ge=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
     failure_min_items: int = Field(default=10, ge=1)

@@ -364,7 +364,7 @@ def bind_metrics(plans: list[RunPlan], gateway: Gateway) -> None:
 
 def make_gateway(store: Store, settings: Settings) -> Gateway:
     return Gateway(cache=StoreSink(store), retries=settings.defaults.retries,
-                   timeout=settings.defaults.timeout)
+                   timeout=settings.defaults.timeout, max_reply_bytes=settings.defaults.max_reply_bytes)
 
 
 def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, status: str | None = None,

@@ -20,17 +20,20 @@ from typing import Any
 
 import httpx
 
+from promptlab import safe_json
 from promptlab.config import ModelConfig
-from promptlab.lm import CallError, cut, litellm, status_error
+from promptlab.lm import MAX_REPLY_BYTES, CallError, cut, litellm, read_bounded, status_error
 
 # what a chat request body never carries (the gateway's own arguments)
 _NOT_BODY = ("model", "timeout", "api_base", "api_key", "num_retries", "max_retries")
 
 
 class DirectClient:
-    """One httpx.AsyncClient per event loop (a client's connections belong to the loop that made them)."""
+    """One httpx.AsyncClient per event loop (a client's connections belong to the loop that made them);
+    replies are read up to `max_reply_bytes` (lm.read_bounded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.max_reply_bytes = max_reply_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -54,35 +57,39 @@ class DirectClient:
         body.update(body.pop("extra_body", None) or {}, model=kwargs["model"].split("/", 1)[1])
         headers = {**(body.pop("extra_headers", None) or {}),
                    "Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
+        request = self.client().build_request(
+            "POST", kwargs["api_base"].rstrip("/") + "/chat/completions",
+            content=json.dumps(body, ensure_ascii=False).encode(), headers=headers, timeout=kwargs["timeout"])
         try:
-            response = await self.client().post(
-                kwargs["api_base"].rstrip("/") + "/chat/completions",
-                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
-                timeout=kwargs["timeout"])
+            response = await self.client().send(request, stream=True)
+            try:
+                raw = await read_bounded(response.aiter_bytes(), self.max_reply_bytes)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None
         except httpx.TransportError as exc:
             raise CallError("connection", cut(f"{type(exc).__name__}: {exc}"), transient=True) from None
         if response.status_code >= 300:
-            raise status_error(response.status_code, cut(_error_message(response)),
+            raise status_error(response.status_code, cut(_error_message(raw, response.status_code)),
                                response.headers.get("retry-after"))
         try:
-            data = response.json()
-        except ValueError:
+            data = safe_json.loads(raw)
+        except ValueError:  # not JSON, or nested past the bound
             data = None
         if not isinstance(data, dict):
             raise CallError("bad_response", f"{kwargs['model']}: reply is not a JSON object")
         return data
 
 
-def _error_message(response: Any) -> str:
+def _error_message(raw: bytes, status: int) -> str:
     """The provider's own message (OpenAI's {"error": {"message"}} shape), else the body."""
     try:
-        error = response.json().get("error")
+        error = safe_json.loads(raw).get("error")
     except (ValueError, AttributeError):
         error = None
     message = error.get("message") if isinstance(error, dict) else error
-    return f"{response.status_code} {message if isinstance(message, str) else response.text}"
+    return f"{status} {message if isinstance(message, str) else raw.decode('utf-8', errors='replace')}"
 
 
 @functools.cache

@@ -14,19 +14,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import math
 import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig, check_params
 from promptlab.errors import AuthError, UsageError
-from promptlab.models import Completion, Usage
+from promptlab.models import Completion, Usage, token_counts
 from promptlab.redact import redact
 
 _litellm = None
@@ -44,6 +46,9 @@ def litellm():
         import litellm as lib
 
         lib.suppress_debug_info = True
+        # its background logging worker re-parses what providers send (a batch output file, for
+        # its cost tracking) and prints the traceback of a hostile one: promptlab reports those itself
+        logging.getLogger("LiteLLM").addFilter(lambda record: not record.getMessage().startswith("LoggingWorker"))
         # drop_params stays off: with it, litellm answers a 422 with None instead of raising.
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
@@ -73,7 +78,9 @@ _RATE_LIMITED = re.compile(r"rate[\s_\-]*limit|service tier capacity exceeded", 
 _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
 # error kinds that say nothing about the prompt, only that the provider did not answer (or
 # refused the key): a resumed run or optimization asks again for the items that ended so
-PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"})
+PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth",
+                               "reply_timeout"})
+MAX_REPLY_BYTES = 8 * 1024 ** 2  # a reply larger than this is an error (kind reply_too_large), never stored
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
 
@@ -90,6 +97,23 @@ def cut(text: str) -> str:
     """An error message's first line, at most 300 characters (redacted before it is cut: a key
     split at the cut would escape the mask)."""
     return redact(text).splitlines()[0][:300] if text else ""
+
+
+def too_large(limit: int, attempts: int = 1) -> CallError:
+    """A reply past the size bound: the item's error (never retried: it would come back as large)."""
+    return CallError("reply_too_large", f"the reply passes {limit:,} bytes; not read further", attempts=attempts)
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A reply body read chunk by chunk, never past `limit` bytes (too_large beyond): whatever the
+    HTTP client, a provider cannot make the process buffer an endless or gigabyte reply."""
+    body, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        body.append(chunk)
+    return b"".join(body)
 
 
 def raise_if_cancelled() -> None:
@@ -275,6 +299,7 @@ class Gateway:
     backoff_cap: float = 15.0
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
+    max_reply_bytes: int = MAX_REPLY_BYTES  # a longer reply fails (kind "reply_too_large"), unread past it
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
@@ -283,7 +308,7 @@ class Gateway:
     def _direct(self) -> Any:
         """The direct path's shared HTTP client (made on first use)."""
         if self._direct_client is None:
-            self._direct_client = _fastpath().DirectClient()
+            self._direct_client = _fastpath().DirectClient(self.max_reply_bytes)
         return self._direct_client
 
     def _limiters(self, model: ModelConfig) -> _Limits:
@@ -325,16 +350,23 @@ class Gateway:
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
                             attempts=attempts)
         text, finish_reason, prompt_tokens, completion_tokens, cost = reply
-        text = redact(text) if text is not None else None  # a reply echoing the key stores no key
         if text is None:  # not an empty answer: never scored as one, never cached
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
                             f"(finish_reason {finish_reason!r})", attempts=attempts)
-        if direct is not None:
+        if len(text) > self.max_reply_bytes:  # litellm's path reads the whole reply: refuse it here
+            raise too_large(self.max_reply_bytes, attempts)
+        text = redact(text)  # a reply echoing the key stores no key
+        prompt_tokens, completion_tokens, warning = token_counts(prompt_tokens, completion_tokens)
+        if warning is not None:
+            cost = None
+        elif direct is not None:
             cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
+        elif cost is not None and not (math.isfinite(cost) and cost >= 0):
+            cost, warning = None, f"the provider's cost {cost!r} is not a price; cost unknown"
         result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
-        return Completion(text=text, usage=result, attempts=attempts,
+        return Completion(text=text, usage=result, attempts=attempts, warning=warning,
                           latency_ms=(time.perf_counter() - started) * 1000)
 
     async def embed(self, model: ModelConfig, texts: list[str], *, use_cache: bool = True) -> list[list[float]]:
@@ -399,7 +431,12 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
-                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                try:  # the whole call, however slowly its reply trickles in
+                    reply = await asyncio.wait_for(send(kwargs), timeout + min(5.0, timeout))
+                except asyncio.TimeoutError:
+                    raise_if_cancelled()
+                    raise CallError("reply_timeout", f"no complete reply in {timeout + min(5.0, timeout):g} s "
+                                    f"(the model's timeout, plus slack)", attempts=attempts) from None
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
@@ -444,9 +481,12 @@ def _reply_of_litellm(response: Any) -> Reply | None:
         return None
     usage = getattr(response, "usage", None)
     cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    try:
+        cost = None if cost is None else float(cost)
+    except (TypeError, ValueError):
+        cost = float("nan")  # not a price: reported as unknown, with a warning
     return (response.choices[0].message.content, response.choices[0].finish_reason,
-            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-            None if cost is None else float(cost))
+            getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None), cost)
 
 
 def _reply_of_json(data: dict) -> Reply | None:
@@ -458,7 +498,7 @@ def _reply_of_json(data: dict) -> Reply | None:
     text = message.get("content") if isinstance(message, dict) else None
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return (text if isinstance(text, str) else None, choices[0].get("finish_reason"),
-            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, None)
+            usage.get("prompt_tokens"), usage.get("completion_tokens"), None)
 
 
 def fast_path(model: ModelConfig) -> bool:

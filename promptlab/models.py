@@ -235,6 +235,26 @@ class Usage(BaseModel):
     cost: float | None = None  # None: price unknown ("n/a")
 
 
+MAX_TOKENS = 100_000_000  # tokens one reply may claim: beyond it, a provider's usage is not believed
+
+
+def token_counts(prompt: Any, completion: Any) -> tuple[int, int, str | None]:
+    """A provider's token counts as stored: (prompt, completion, None) when both are whole numbers
+    from 0 to MAX_TOKENS (absent counts as 0); else (0, 0, a warning) — usage unknown, its cost
+    too, rather than a negative cost, a false "disk full" or a crash on NaN."""
+    counts = []
+    for value in (prompt, completion):
+        if value is None:
+            value = 0
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+            shown = str(value)[:40]
+            return 0, 0, f"the provider's usage holds {shown!r}, not a token count; usage and cost unknown"
+        counts.append(value)
+    return counts[0], counts[1], None
+
+
 class Completion(BaseModel):
     """One model reply, as the gateway hands it to the runner."""
 
@@ -244,3 +264,4 @@ class Completion(BaseModel):
     cached: bool = False
     attempts: int = 1
     latency_ms: float = 0.0
+    warning: str | None = None  # e.g. the provider's usage could not be believed

@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+from promptlab import safe_json
 from promptlab.models import FieldSpec, Signature
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
@@ -26,16 +27,20 @@ def extract_json(text: str) -> Any:
     fenced = _FENCE.search(text)
     candidate = (fenced.group(1) if fenced else text).strip()
     try:
-        return json.loads(candidate)
+        return safe_json.loads(candidate)
+    except safe_json.TooDeep as exc:
+        raise ParseError(f"the reply is not usable JSON ({exc})") from None
     except json.JSONDecodeError:
         pass
     starts = [i for i in (candidate.find("{"), candidate.find("[")) if i >= 0]
     if not starts:
         raise ParseError("the reply holds no JSON object")
     try:
-        return json.JSONDecoder().raw_decode(candidate[min(starts):])[0]
+        return safe_json.raw_decode(candidate[min(starts):])
     except json.JSONDecodeError as exc:
         raise ParseError(f"the reply is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except safe_json.TooDeep as exc:
+        raise ParseError(f"the reply is not usable JSON ({exc})") from None
 
 
 def coerce(value: Any, spec: FieldSpec) -> Any:
@@ -103,9 +108,9 @@ def parse_output(text: str, signature: Signature | None) -> tuple[dict[str, Any]
             raw: Any = text.strip()
             if spec.type != "json" and raw.startswith("{"):
                 try:  # a model may still answer {"label": "..."}
-                    obj = json.loads(raw)
+                    obj = safe_json.loads(raw)
                     raw = obj.get(spec.name, raw) if isinstance(obj, dict) else raw
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or nested too deep
                     pass
             return {spec.name: coerce(raw, spec)}, None
         obj = _fields_from(text, signature)

@@ -19,7 +19,8 @@ from promptlab.errors import AuthError, PromptlabError
 from promptlab.lm import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
 from promptlab.outputs import parse_output
-from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
+from promptlab.progress import (ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Note, Progress,
+                                RunTotal)
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 
 
@@ -55,6 +56,7 @@ class ItemResult:
     cost: float | None = None
     cached: bool = False
     attempts: int = 0
+    warning: str | None = None  # shown, not stored (the provider's usage could not be believed)
 
     def row(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
@@ -175,7 +177,7 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
                       cost=0.0 if reply.cached else reply.usage.cost,
-                      cached=reply.cached, attempts=reply.attempts)
+                      cached=reply.cached, attempts=reply.attempts, warning=reply.warning)
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
@@ -202,6 +204,8 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
             if (now := gateway.adaptive_limits()) != limits:
                 limits = now
                 progress.emit(ConcurrencyChanged(now))
+            if item.warning:
+                progress.emit(Note(f"case {item.case_id}: {item.warning}"))
             progress.emit(ItemFinished(item))
             state.finished += 1
             # a render error costs no call and says nothing of the provider: it never stops a run
