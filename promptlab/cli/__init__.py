@@ -6,9 +6,10 @@ each command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -56,7 +57,26 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(models.app, name="models")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (CI runners, `timeout`, docker stop) does what Ctrl-C does: asyncio's handler cancels
+    the running command (its finished results saved, the run left interrupted and resumable),
+    else KeyboardInterrupt — even when SIGINT itself is ignored, as in a background job."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not _terminate:
+        handler(signal.SIGINT, frame)
+    else:
+        signal.default_int_handler(signal.SIGINT, frame)
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # a signal that came as the command was ending, after its own handlers
+        print("promptlab: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None) -> None:
     import os
 
     from promptlab.cli.common import fail
@@ -68,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = ["--debug", *(a for a in argv if a != "--debug")] if debug else argv
     command = typer.main.get_command(app)
     plain_metavars(command)
-    streams = sys.stdout, sys.stderr
+    streams, on_term = (sys.stdout, sys.stderr), signal.signal(signal.SIGTERM, _terminate)
     # everything printed (tables, --json, --progress json, --debug tracebacks) is masked on its way out
     sys.stdout, sys.stderr = Redacting(sys.stdout), Redacting(sys.stderr)
     try:
@@ -86,3 +106,4 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc)  # the same exit code with or without --debug
     finally:
         sys.stdout, sys.stderr = streams
+        signal.signal(signal.SIGTERM, on_term)
