@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -24,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from promptlab.errors import UsageError
+from promptlab.terminal import printable
 from promptlab.models import MAX_DEPTH, Case, FieldSpec, Signature, check_values
 
 FORMATS = ("csv", "json", "jsonl", "yaml")
@@ -103,19 +105,31 @@ def _csv_rows(lines: Iterable[str], path: Path) -> Iterator[dict[str, str]]:
     reader = csv.DictReader(lines, strict=True)
     try:
         header = reader.fieldnames or []
-        duplicate = next((h for h in header if header.count(h) > 1), None)
+        duplicate = next((h for h, n in Counter(header).items() if n > 1), None)  # linear: 10^6 columns happen
         if duplicate is not None:  # DictReader would silently keep only the last such column
-            raise UsageError(f"{path}: the header has column '{duplicate}' twice; rename or remove one")
+            raise UsageError(f"{path}: the header has column '{printable(duplicate)[:80]}' twice; rename or "
+                             f"remove one")
+        _check_cells(header, path, 1)
         for number, row in enumerate(reader, start=2):
             if None in row or any(v is None for v in row.values()):
                 raise UsageError(f"{path}: line {number} has a different number of columns "
                                  f"than the header; fix that row")
+            _check_cells(row.values(), path, number)
             yield row
     except csv.Error as exc:
         raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
 
 
 MAX_ALIAS_NODES = 100_000  # values that aliases may add to a YAML document, expanded
+
+
+def _check_cells(cells: Iterable[str], path: Path, number: int) -> None:
+    """What JSONL refuses raw, CSV refuses too: a NUL byte, or a byte order mark past the file's start
+    (two files pasted together)."""
+    for cell in cells:
+        if "\x00" in cell or "\ufeff" in cell:
+            what = "a NUL byte" if "\x00" in cell else "a stray byte order mark (U+FEFF)"
+            raise UsageError(f"{path}: line {number} holds {what}; remove it (re-save the file as plain UTF-8)")
 
 
 class _AliasRefused(yaml.MarkedYAMLError):

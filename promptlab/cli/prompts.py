@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
@@ -75,7 +76,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
     version = store.add_prompt(project_id, name, content,
                                signature_id=store.signature_id(project_id, signature) if signature else None,
                                message=message)
-    typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+    typer.echo(printable(f"{version.ref} ({version.content_hash[:12]})"))
 
 
 @app.command("list")
@@ -111,7 +112,6 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     if json_:
         return emit_json(_version_json(version))
     from promptlab.diffing import prompt_text
-    from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
                          f"hash={version.content_hash[:12]}"))
@@ -124,11 +124,10 @@ def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old vers
          b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.diffing import diff_text
-    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     text = printable(diff_text(store.prompt(project_id, a), store.prompt(project_id, b)))
-    typer.echo(text or "(no difference)", nl=not text)
+    typer.echo(printable(text) or "(no difference)", nl=not text)
 
 
 @app.command("log")
@@ -136,7 +135,6 @@ def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old vers
 def log(ctx: typer.Context, ref: Ref, project: Project = None,
         json_: AsJson = False) -> None:
     """Lineage: the version, its parent, and so on back to the first."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     chain = store.lineage(store.prompt(ctx.obj.project_id(project), ref))
@@ -154,7 +152,6 @@ def label(ctx: typer.Context, ref: Ref,
           yes: Yes = False) -> None:
     """Point a label, such as production, at a version (or remove it with --remove)."""
     from promptlab.store import parse_ref
-    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     if remove:
@@ -171,7 +168,6 @@ def label(ctx: typer.Context, ref: Ref,
 def delete(ctx: typer.Context, ref: Ref, project: Project = None, yes: Yes = False) -> None:
     """Delete a prompt version; one that runs, optimizations or later versions use is archived instead
     (still NAME@VERSION for them, never the latest again), and so is the newest (its number stays taken)."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
@@ -190,7 +186,7 @@ def revert(ctx: typer.Context, ref: Ref, project: Project = None,
     # the old signature version too: a revert sends exactly what the old version sent
     new = store.add_prompt(project_id, old.name, old.content, signature_id=old.signature_id,
                            parent_id=latest.id, message=message or f"revert to {old.ref}", dedupe=False)
-    typer.echo(f"{new.ref} (content of {old.ref})")
+    typer.echo(printable(f"{new.ref} (content of {old.ref})"))
 
 
 @app.command("try")
@@ -251,7 +247,6 @@ def _print_try(data: dict) -> None:
     import json
 
     from promptlab.redact import redact
-    from promptlab.terminal import printable
 
     for message in data["messages"]:
         typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
@@ -278,7 +273,6 @@ def export(ctx: typer.Context, ref: Ref,
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     if format not in ("yaml", "json"):
         raise UsageError(f"prompt export: unknown --format '{format}'; use yaml or json")

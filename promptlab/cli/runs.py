@@ -8,6 +8,7 @@ import typer
 
 from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
                                   ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
@@ -92,8 +93,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's
                                          "distributions": facts["distributions"], "batches": batches})
     display.print_run_facts(facts, failures)
     for batch in batches:
-        typer.echo(f"batch {batch['batch_id']}: {batch['status']}, {batch['n_items']} requests"
-                   f"{'' if batch['done'] else ' (at the provider)'}")
+        typer.echo(printable(f"batch {batch['batch_id']}: {batch['status']}, {batch['n_items']} requests"
+                             f"{'' if batch['done'] else ' (at the provider)'}"))
 
 
 def _batches(store, run_id: int, live: bool = False) -> list[dict]:
@@ -111,7 +112,6 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
-    from promptlab.terminal import printable
 
     if case_id not in run.case_ids:
         raise NotFoundError(f"run '{run.name}' has no case {case_id}; its cases are listed by "
@@ -158,7 +158,7 @@ def compare(ctx: typer.Context,
     project_id = ctx.obj.project_id(project)
     data = compare_runs(store, project_id, *resolve_runs(store, project_id, a, b, model))
     for warning in data["warnings"]:  # on stderr with --json too: a script's log shows them
-        typer.echo(f"promptlab: warning: {warning}", err=True)
+        typer.echo(printable(f"promptlab: warning: {warning}"), err=True)
     if json_:
         return emit_json(data)
     display.print_comparison(data, show)
@@ -170,7 +170,6 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
     from promptlab import lease
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     run = store.run(ctx.obj.project_id(project), name)

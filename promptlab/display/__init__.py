@@ -51,10 +51,10 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
                            f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
         if base := r.get("constant_baseline"):
-            console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
+            console.print(safe(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
         for warning in r.get("warnings") or []:
-            err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
+            err.print(safe(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
 

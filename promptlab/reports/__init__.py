@@ -35,14 +35,7 @@ def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[d
 
 def write_report(path: Path, text: str) -> None:
     """Write a report file whole (a temporary file renamed into place)."""
-    import os
+    from promptlab.files import replaced
 
-    from promptlab.errors import UsageError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}); check the path") from None
+    with replaced(path, "report") as out:
+        out.write(text)
