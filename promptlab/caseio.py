@@ -184,6 +184,18 @@ def load_yaml(text: str, path: Path | str) -> Any:
         raise UsageError(_too_deep(path)) from None
 
 
+def read_experiment_file(path: Path) -> Any:
+    """An experiment file's YAML document (`promptlab run` reads it before anything heavy is
+    imported, so an alias bomb or a typo fails at once)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: experiment file not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    return load_yaml(text, path)
+
+
 def _case_list(data: Any, path: Path, expected: str) -> list[dict]:
     """A parsed JSON/YAML document → its list of case rows (bare, or under 'cases')."""
     if isinstance(data, dict) and isinstance(data.get("cases"), list):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from promptlab.caseio import load_yaml, read_cases, rows_to_cases
+from promptlab.caseio import read_cases, read_experiment_file, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings, check_params
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
@@ -155,11 +155,7 @@ class Experiment:
 def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> Experiment:
     """Read and check an experiment file; `overrides` (command-line flags: `models`, `eval.*` keys)
     replace what the file says and are checked like it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: experiment file not found; check the path") from None
-    data = load_yaml(text, path)
+    data = read_experiment_file(path)
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with project, signature, prompts, cases")
     for key, value in (overrides or {}).items():

@@ -58,9 +58,12 @@ def _check(ws, before: dict[tuple, str], tally: Tally, what: str) -> None:
 
 
 def _term_at_random(ws, rng: random.Random, args: tuple, window: float, tally: Tally, what: str) -> None:
-    """One round: start `args`, SIGTERM it after a random delay, check the store."""
+    """One round: start `args`, SIGTERM it a random delay after promptlab has started (its handler is
+    up), check the store."""
     before = _results(ws)
     proc = _spawn(ws, *args)
+    while proc.poll() is None and not _takes_sigterm(proc.pid):  # Python's own start-up is not promptlab's
+        time.sleep(0.005)
     deadline = time.monotonic() + rng.uniform(0.0, window)
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -78,6 +81,16 @@ def _term_at_random(ws, rng: random.Random, args: tuple, window: float, tally: T
     if "Traceback" in err or "unexpected error" in err:
         tally.problems.append(f"{what}: {' '.join(args)}: {err.strip()[-300:]}")
     _check(ws, before, tally, what)
+
+
+def _takes_sigterm(pid: int) -> bool:
+    """Whether the process has its SIGTERM handler installed (SigCgt in /proc: promptlab is running)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
 def eval_rounds(ws, rounds: int, rng: random.Random, tally: Tally, n: int = 60) -> None:

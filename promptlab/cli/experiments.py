@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
           promptlab run experiment.yaml --json --junit ci.xml --min-score 0.8
           promptlab run experiment.yaml --model gpt --split test --limit 20
         """
+        from promptlab.caseio import read_experiment_file
+
+        read_experiment_file(file)  # bad YAML (an alias bomb) fails before the evaluation machinery loads
         from promptlab import display
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
