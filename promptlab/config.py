@@ -42,9 +42,14 @@ SAMPLING_PARAMS = frozenset({
     "top_logprobs", "response_format", "reasoning_effort"})
 
 
-def check_params(params: dict[str, Any], where: str) -> None:
-    """Bad input (exit 2 naming the key) unless every key of `params` is a sampling parameter."""
-    other = sorted(str(k) for k in params if k not in SAMPLING_PARAMS)
+# what a call carries besides: a version's own tools and tool_choice (prompting.tools.request_params)
+CALL_FIELDS = frozenset({"tools", "tool_choice"})
+
+
+def check_params(params: dict[str, Any], where: str, also: frozenset[str] = frozenset()) -> None:
+    """Bad input (exit 2 naming the key) unless every key of `params` is a sampling parameter (or
+    in `also`)."""
+    other = sorted(str(k) for k in params if k not in SAMPLING_PARAMS and k not in also)
     if other:
         raise UsageError(f"{where}: params.{redact.redact(other[0])} is not a sampling parameter "
                          f"(allowed: {', '.join(sorted(SAMPLING_PARAMS))}); drop it, or set it on the "
@@ -168,6 +173,21 @@ def _base(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
+class TracesConfig(BaseModel):
+    """[traces]: where OpenTelemetry traces go (OTEL_EXPORTER_OTLP_ENDPOINT overrides the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = None      # an OTLP/HTTP base URL, e.g. http://localhost:4318
+    service_name: str = "promptlab"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise UsageError(f"traces.endpoint: '{value}' is not an http(s) URL; give e.g. http://localhost:4318")
+        return value
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = DEFAULT_DB
@@ -178,6 +198,7 @@ class Settings(BaseModel):
     store: StoreConfig = StoreConfig()
     defaults: Defaults = Defaults()
     batch: BatchConfig = BatchConfig()
+    traces: TracesConfig = TracesConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     trust: TrustConfig = TrustConfig()
     allow_endpoints: bool = False    # `run --allow-endpoints`: this run's files may name any endpoint

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from promptlab import safe_json
-from promptlab.outputs import ParseError, extract_json
+from promptlab.prompting.outputs import ParseError, extract_json
 from tests.measured import run_measured
 from tests.test_batch import batch_settings
 from tests.test_runs import setup_project

@@ -9,8 +9,8 @@ import pytest
 
 from promptlab.errors import UsageError
 from promptlab.models import PromptContent
-from promptlab.render import RenderError, check_prompt, render_messages
-from promptlab.template_sandbox import MAX_RENDER_CHARS
+from promptlab.prompting.render import RenderError, check_prompt, render_messages
+from promptlab.prompting.template_sandbox import MAX_RENDER_CHARS
 from tests.measured import run_measured
 from tests.test_runs import setup_project
 

@@ -139,7 +139,7 @@ def test_the_gateway_refuses_non_sampling_params_before_any_call(ws, evil):
 
     from promptlab.config import ModelConfig
     from promptlab.errors import UsageError
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
     model = ModelConfig(alias="fake", model="openai/fake", api_base=ws.fake.base_url)
     with pytest.raises(UsageError, match="params.api_base"):

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from promptlab.caseio import MAX_ALIAS_NODES, load_yaml
+from promptlab.cases.files import MAX_ALIAS_NODES, load_yaml
 from promptlab.errors import UsageError
 from tests.test_untrusted_inputs import billion_laughs, run_limited
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from promptlab.cli import (cache, cases, evals, experiments, models, optimize, projects, prompts, reports,
-                           runs, signatures, view, workspace)
+from promptlab.cli import (cache, cases, evals, experiments, guard, models, optimize, projects, prompts,
+                           reports, runs, signatures, suggest, view, workspace)
 from promptlab.cli.common import Redacting, State
 
 app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prompts, keep golden "
@@ -47,6 +47,8 @@ evals.register(app)
 experiments.register(app)
 reports.register(app)
 optimize.register(app)
+suggest.register(app)
+guard.register(app)
 view.register(app)
 app.add_typer(projects.app, name="project")
 app.add_typer(signatures.app, name="signature")
