@@ -106,7 +106,7 @@ def eval_rounds(ws, rounds: int, rng: random.Random, tally: Tally, n: int = 60) 
             name, status = f"e{runs}", []
         args = ("eval", "--resume", name) if status else ("eval", "--prompt", "p", "--name", name,
                                                            "--concurrency", "4")
-        _term_at_random(ws, rng, args, 3.0, tally, "eval")
+        _term_at_random(ws, rng, args, 6.0, tally, "eval")
 
 
 def _finished_run(ws, name: str, n: int, tally: Tally) -> None:
@@ -131,7 +131,7 @@ def optimize_rounds(ws, rounds: int, rng: random.Random, tally: Tally) -> None:
             name, status = f"o{optimizations}", []
         args = ("optimize", "--project", "p", "--resume", name) if status else (
             "optimize", "--project", "p", "--prompt", "clf@1", "--concurrency", "8", "--name", name, *OPTIMIZE)
-        _term_at_random(ws, rng, args, 4.0, tally, "optimize")
+        _term_at_random(ws, rng, args, 12.0, tally, "optimize")
 
 
 def batch_wait_rounds(ws, rounds: int, rng: random.Random, tally: Tally, n: int = 40) -> None:
@@ -152,4 +152,4 @@ def batch_wait_rounds(ws, rounds: int, rng: random.Random, tally: Tally, n: int 
             ran = _spawn(ws, "eval", "--prompt", "p", "--batch", "--no-wait", "--no-cache", "--name", name)
             ran.communicate()
             continue
-        _term_at_random(ws, rng, ("runs", "wait", name), 5.0, tally, "runs wait")
+        _term_at_random(ws, rng, ("runs", "wait", name), 8.0, tally, "runs wait")

@@ -76,6 +76,21 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # a signal that came as the command was ending, after its own handlers
         print("promptlab: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        _interrupt_handled()
+
+
+def _interrupt_handled() -> None:
+    """CPython 3.11 marks a KeyboardInterrupt raised inside eval()'d code (pydantic and typing
+    evaluate annotations so, during lazy imports) as unhandled even once caught, and then ends
+    the process by SIGINT instead of the exit code promptlab chose: every interrupt has been
+    handled by here, so clear the mark."""
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ValueError, AttributeError):  # another interpreter, or a build that hides the symbol
+        pass
 
 
 def _main(argv: list[str] | None) -> None:
