@@ -58,7 +58,6 @@ def use(ctx: typer.Context,
     Commands use --project, else PROMPTLAB_PROJECT, else the project chosen here, else [defaults]
     project in promptlab.toml, else the only project there is."""
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     state = ctx.obj
     if name and unset:

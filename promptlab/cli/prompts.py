@@ -147,7 +147,6 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     if json_:
         return emit_json(_version_json(version))
     from promptlab.prompting.diffing import prompt_text
-    from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
                          f"hash={version.content_hash[:12]}"))
@@ -162,7 +161,6 @@ def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old vers
          json_: AsJson = False) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.prompting.diffing import diff_text
-    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     old, new = store.prompt(project_id, a), store.prompt(project_id, b)

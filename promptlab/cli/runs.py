@@ -114,7 +114,6 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
     from promptlab.prompting.conversation import text_of
-    from promptlab.terminal import printable
 
     if case_id not in run.case_ids:
         raise NotFoundError(f"run '{run.name}' has no case {case_id}; its cases are listed by "
