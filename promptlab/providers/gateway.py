@@ -81,6 +81,7 @@ _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "ra
 # refused the key): a resumed run or optimization asks again for the items that ended so
 PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth",
                                "reply_timeout"})
+TOTAL_SLACK_S = 5.0  # a call may take its timeout plus this, however its reply trickles in
 MAX_REPLY_BYTES = 8 * 1024 ** 2  # a reply larger than this is an error (kind reply_too_large), never stored
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
@@ -463,11 +464,12 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
-                try:  # the whole call, however slowly its reply trickles in
-                    reply = await asyncio.wait_for(send(kwargs), timeout + min(5.0, timeout))
+                try:  # the whole call, however slowly its reply trickles in (the client's own
+                    # timeout, per connect/read, fires first when nothing at all arrives: kind timeout)
+                    reply = await asyncio.wait_for(send(kwargs), timeout + TOTAL_SLACK_S)
                 except asyncio.TimeoutError:
                     raise_if_cancelled()
-                    raise CallError("reply_timeout", f"no complete reply in {timeout + min(5.0, timeout):g} s "
+                    raise CallError("reply_timeout", f"no complete reply in {timeout + TOTAL_SLACK_S:g} s "
                                     f"(the model's timeout, plus slack)", attempts=attempts) from None
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
