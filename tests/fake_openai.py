@@ -54,6 +54,8 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
                                     # [anywhere, substring, reply]: also needs `anywhere` in any message
     "default_reply": "OK",          # used when no rule matches (and echo is off)
     "echo": False,                  # reply with the last user message when no rule matches
+    "rules_temperature": None,      # [low, high]: the rules answer only requests whose temperature is
+                                    # in it (default_reply otherwise, also when none is sent)
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
@@ -206,7 +208,10 @@ def forced_status(b: dict[str, Any], joined: str) -> tuple[int, str] | None:
                  for sub, st in b["always_status_if_contains"].items() if sub in joined), None)
 
 
-def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
+def chat_reply(b: dict[str, Any], joined: str, last_user: str, temperature: Any = None) -> str:
+    band = b["rules_temperature"]
+    if band is not None and not (isinstance(temperature, (int, float)) and band[0] <= temperature <= band[1]):
+        return b["default_reply"]
     for rule in b["rules"]:
         # [substring of the last user message, reply], or
         # [substring anywhere in the conversation, substring of the last user message, reply]
@@ -345,7 +350,8 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, chat_reply(b, joined, last_user)))
+        return jresp(completion_body(b, ck, model, texts,
+                                     chat_reply(b, joined, last_user, body.get("temperature"))))
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -476,7 +482,7 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        chat_reply(b, joined, last_user))}}
+                                        chat_reply(b, joined, last_user, req.get("temperature")))}}
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
                                json.dumps({"custom_id": line["custom_id"], "response": [answer]}))

@@ -63,7 +63,7 @@ def test_every_strategy_matches_the_protocol():
     from promptlab.optimizers import STRATEGIES, knob_help, strategy_class
     from promptlab.optimizers.base import CommonKnobs, Strategy
 
-    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts", "reflect"}
+    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts", "reflect", "mipro", "params"}
     reference = inspect.signature(Strategy.optimize)
     for name in STRATEGIES:
         cls = strategy_class(name)

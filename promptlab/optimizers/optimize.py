@@ -78,6 +78,7 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
         strategy = get_strategy(request.strategy, request.knobs)
     except (KnobError, UnknownStrategyError) as exc:
         raise UsageError(f"optimize: {exc}") from None
+    getattr(strategy, "check_ready", lambda: None)()
     base = store.prompt(project_id, request.prompt)
     task_model = _model(settings, request.model, models)
     proposer = _model(settings, request.proposer or request.model, models)
