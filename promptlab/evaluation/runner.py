@@ -16,9 +16,9 @@ from typing import Any, Iterable, NamedTuple, Protocol
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
-from promptlab.lm import CallError, Gateway, raise_if_cancelled
+from promptlab.providers.gateway import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
-from promptlab.outputs import parse_output
+from promptlab.prompting.outputs import parse_output
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 

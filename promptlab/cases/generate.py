@@ -6,7 +6,7 @@
 The model is asked for a JSON object ``{"cases": [{"inputs": {...},
 "expected": {...}}, ...]}``, a few cases per request. A reply is validated
 (pydantic, every input and output field of the signature present and of its
-type) and asked again when it is not JSON of that shape (`promptlab.ask`);
+type) and asked again when it is not JSON of that shape (`promptlab.providers.ask`);
 single cases that do not fit the signature are dropped and counted as invalid.
 
 Duplicates are dropped against the existing cases and each other:
@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 from rapidfuzz import fuzz, process
 
-from promptlab.ask import InvalidReply, ask_json
+from promptlab.providers.ask import InvalidReply, ask_json
 from promptlab.models import Case, Signature
-from promptlab.outputs import ParseError, coerce
+from promptlab.prompting.outputs import ParseError, coerce
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
 DEFAULT_PARAMS = {"temperature": 0.8, "max_tokens": 2000}
 AVOID_SHOWN = 20  # recent inputs listed as "do not repeat" in each request

@@ -1,6 +1,6 @@
 """The embedded local model, exposed to LiteLLM as the custom provider ``local``.
 
-Only the gateway (``promptlab.lm``) imports this module, after it has imported
+Only the gateway (``promptlab.providers.gateway``) imports this module, after it has imported
 litellm. ``llama_cpp`` is imported lazily, on the first model load; without
 the ``local`` extra a call fails with :class:`LocalExtraMissingError`
 (“pip install -e '.[local]'”).

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from promptlab.config import ModelConfig
-from promptlab.lm import CallError, cut, litellm, status_error
+from promptlab.providers.gateway import CallError, cut, litellm, status_error
 
 # what a chat request body never carries (the gateway's own arguments)
 _NOT_BODY = ("model", "timeout", "api_base", "api_key", "num_retries", "max_retries")

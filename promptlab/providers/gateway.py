@@ -1,6 +1,6 @@
 """The model gateway: the only module that imports litellm (lazily).
 
-Plain OpenAI-compatible endpoints go a direct path instead (`fastpath.py`, no
+Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
 litellm import) with the same retries, limits, cache keys and error kinds.
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
@@ -48,7 +48,7 @@ def litellm():
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
         lib.DEFAULT_MAX_RETRIES = 0
-        from promptlab import local_provider
+        from promptlab.providers import local as local_provider
 
         local_provider.register(lib)
         _litellm = lib
@@ -466,7 +466,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 def _fastpath():
     """The direct path's module (it imports httpx, so only when a model takes it)."""
-    from promptlab import fastpath as module
+    from promptlab.providers import direct as module
 
     return module
 

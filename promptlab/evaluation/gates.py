@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptlab.errors import UsageError
-from promptlab.records import Run
+from promptlab.store.records import Run
 
 KNOWN = ("min_score", "min_pass_rate", "max_error_rate", "max_regression", "baseline")
 DEFAULT_BASELINE = "production"

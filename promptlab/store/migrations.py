@@ -168,3 +168,21 @@ def m010_cases_by_project_id(db: Database) -> None:
     """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
     every case of the project sorted first."""
     db["cases"].create_index(["project_id", "id"])
+
+
+@migrations()
+def m011_guards(db: Database) -> None:
+    """`promptlab guard`: one row per guarded prompt family (paused?, triggered runs without a
+    significant lift in a row, when it last optimized) and every decision it took."""
+    db["guards"].create(
+        {"id": int, "project_id": int, "prompt": str, "paused": int, "paused_reason": str,
+         "no_gain": int, "last_optimized_at": str, "created_at": str},
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "prompt", "paused", "no_gain"}, defaults={"paused": 0, "no_gain": 0})
+    db["guards"].create_index(["project_id", "prompt"], unique=True)
+    db["guard_decisions"].create(
+        {"id": int, "guard_id": int, "at": str, "ref": str, "decision": str, "exit_code": int,
+         "score": float, "threshold": float, "run": str, "optimization": str, "lift": float,
+         "p_value": float, "significant": int, "message": str},
+        pk="id", foreign_keys=[("guard_id", "guards", "id")], not_null={"guard_id", "at", "decision"})
+    db["guard_decisions"].create_index(["guard_id", "id"])

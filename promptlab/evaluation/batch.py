@@ -34,13 +34,13 @@ from typing import Any
 
 from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
-from promptlab.evaluation import RunPlan, StoreSink, bind_metrics, job, pending_jobs
-from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
+from promptlab.evaluation.evaluate import RunPlan, StoreSink, bind_metrics, job, pending_jobs
+from promptlab.store.lease import HEARTBEAT_S
+from promptlab.providers.gateway import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
 from promptlab.models import Completion, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
-from promptlab.runner import ItemResult, Job, Outcome, RunState, reply_item
+from promptlab.evaluation.runner import ItemResult, Job, Outcome, RunState, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
 # litellm (1.106) makes OpenAI's file-content coroutine twice per afile_content and drops one unstarted:

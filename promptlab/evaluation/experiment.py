@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from promptlab.caseio import load_yaml, read_cases, rows_to_cases
+from promptlab.cases.files import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
-from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
+from promptlab.evaluation.evaluate import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
 from promptlab.scorers import MetricContext
-from promptlab.render import check_prompt
+from promptlab.prompting.render import check_prompt
 from promptlab.store import Store
 
 

@@ -1,4 +1,4 @@
-"""The sandbox's child program: ``python -I -S -X utf8 sandbox_harness.py ROLE ROOT FD...``.
+"""The sandbox's child program: ``python -I -S -X utf8 harness.py ROLE ROOT FD...``.
 
 `promptlab.sandbox.run_python` starts it twice per run, as two processes that
 share nothing but a pair of pipes (the design and its reasons are in the

@@ -1,7 +1,7 @@
 """Run untrusted Python (a model's code answer) against a case's tests, out of process.
 
 ``run_python(code, tests)`` runs the code and the tests in two fresh
-interpreters (``python -I -S``, the program is `promptlab.sandbox_harness`)
+interpreters (``python -I -S``, the program is `promptlab.sandbox.harness`)
 and returns a `SandboxResult`.  The evaluating process never executes either.
 
 Where the verdict comes from, and why the code cannot forge it
@@ -121,7 +121,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from promptlab.sandbox_harness import test_plan
+from promptlab.sandbox.harness import test_plan
 
 STATUSES = ("passed", "failed", "timeout", "memory", "forbidden", "crashed")
 
@@ -144,7 +144,7 @@ _BROAD_PREIMPORT = DEFAULT_ALLOWED | {
 # Modules the stdlib imports lazily at call time (pre-imported when their user is).
 _LAZY_DEPS = {"datetime": ("_strptime",), "time": ("_strptime",)}
 
-_HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_harness.py")
+_HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
 
 _UID_BASE = 1_700_000_000          # per-run uids are drawn from here (far above real users)
 _UID_SPAN = 200_000_000

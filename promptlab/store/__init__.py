@@ -31,12 +31,12 @@ finally:
     if not _NUMPY_ALREADY:
         del sys.modules["numpy"]
 
-from promptlab import lease
-from promptlab.lease import now  # one clock for every timestamp (callers import it from here too)
+from promptlab.store import lease
+from promptlab.store.lease import now  # one clock for every timestamp (callers import it from here too)
 from promptlab.errors import NotFoundError, StorageError, UsageError
-from promptlab.migrations import migrations
+from promptlab.store.migrations import migrations
 from promptlab.models import Case, Demo, PromptContent, PromptVersion, Signature, SignatureVersion
-from promptlab.records import (CandidateRecord, Optimization, Result, Run, Score, Step, history_from_json,
+from promptlab.store.records import (CandidateRecord, Optimization, Result, Run, Score, Step, history_from_json,
                                step_json)
 
 BUSY_TIMEOUT_MS = 30_000
@@ -608,6 +608,27 @@ class Store:
         if limit is not None:
             sql, args = sql + " limit ?", args + [limit]
         return [dict(row) for row in self.db.query(sql, args)]
+
+    def prompt_history_runs(self, project_id: int, name: str, *,
+                            optimizer_runs: bool = False) -> dict[int, list[dict]]:
+        """A prompt family's completed runs by version id, oldest first: model, the split of the
+        cases scored ("mixed" when they differ, "none" when unsplit), the first metric's mean."""
+        sql = f"""
+            select r.prompt_id, r.name, r.model, r.created_at, r.finished_at,
+                   json_extract(r.metrics, '$[0].name') as metric,
+                   json_extract(r.summary, '$.metrics."' || json_extract(r.metrics, '$[0].name') || '".mean')
+                       as score,
+                   (select case when count(distinct coalesce(c.split, 'none')) > 1 then 'mixed'
+                                else max(coalesce(c.split, 'none')) end
+                    from json_each(r.case_ids) j join cases c on c.id = j.value) as split
+            from runs r join prompts p on p.id = r.prompt_id
+            where r.project_id = ? and p.name = ? and r.status = 'completed'
+                  {'' if optimizer_runs else 'and r.optimization_id is null'}
+            order by r.id"""
+        out: dict[int, list[dict]] = {}
+        for row in self.db.query(sql, [project_id, name]):
+            out.setdefault(row["prompt_id"], []).append(dict(row))
+        return out
 
     def delete_run(self, run_id: int) -> int:
         """Delete a run, its results and any other record of it (provider batches); nothing else:

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from promptlab.models import Usage
-from promptlab.outputs import extract_json
+from promptlab.prompting.outputs import extract_json
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
 T = TypeVar("T")
 

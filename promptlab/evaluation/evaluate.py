@@ -17,16 +17,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from promptlab.baselines import collapse, constant_baseline
+from promptlab.scorers.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
-from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
+from promptlab.store.lease import HEARTBEAT_S
+from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.records import Run
-from promptlab.render import check_cases, check_prompt, demo_text, render_messages
+from promptlab.store.records import Run
+from promptlab.prompting.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
-from promptlab.runner import ItemResult, Job, Outcome, evaluate
+from promptlab.evaluation.runner import ItemResult, Job, Outcome, evaluate
 from promptlab.scorers import Metric, MetricContext, MetricError, get_metric
 from promptlab.store import Store, dumps, is_locked, now, storage_error
 
@@ -260,7 +260,7 @@ def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tup
         plan.done_before = len(done)
         mine = [(plan, case, r) for r in range(plan.repeat) for case in plan.cases if (case.id, r) not in done]
         todo.extend(mine)
-        totals.append(RunTotal(plan.run_id, plan.label, len(mine)))
+        totals.append(RunTotal(plan.run_id, plan.label, len(mine), name=plan.name, model=plan.model.model))
     return (job(plan, case, r) for plan, case, r in todo), tuple(totals)
 
 
