@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ BUDGET, SEED = 600, 0
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_optimize", ROOT / "bench" / "optimize.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
