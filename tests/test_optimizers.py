@@ -456,17 +456,30 @@ def _results(db: Path) -> int:
         return 0
 
 
-def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(workspace, tmp_path):
+# a search that needs several rounds: the proposer is useless, one demo per step (mcts), one demo
+# at most and small minibatches (mipro); for params only a temperature band answers right
+RESUMABLE = [("mcts", ["--knob", "demos_per_step=1"], {"rules": RULES[1:]}),
+             ("mipro", ["--knob", "max_demos=1", "--knob", "minibatch=3"], {"rules": RULES[1:]}),
+             ("params", ["--knob", "params=temperature"],
+              {"rules": [["good", "positive"], ["bad", "negative"]], "rules_temperature": [0.6, 0.8]})]
+
+
+@pytest.mark.parametrize("strategy, knobs, behaviour", RESUMABLE)
+def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(workspace, tmp_path, strategy,
+                                                                             knobs, behaviour):
+    if strategy != "mcts":
+        pytest.importorskip("optuna")
     ws = workspace
     world(ws, n=16)
-    # a search that needs several rounds: the proposer is useless, one demo per step
-    ws.fake.configure(rules=RULES[1:], default_reply="maybe", latency_ms=15)
-    knobs = ["--knob", "demos_per_step=1"]
-    full, data = optimize(ws, "--strategy", "mcts", "--budget-calls", "400", "--seed", "5", "--name", "whole",
+    ws.fake.configure(**behaviour, default_reply="maybe", latency_ms=15)
+    full, data = optimize(ws, "--strategy", strategy, "--budget-calls", "400", "--seed", "5", "--name", "whole",
                           *knobs)
     assert full.code == 0, full.stderr
     whole = data["optimization"]
     total = _results(ws.db_path)
+    # requests the uninterrupted search sent more than once: a sampling candidate's repeats of a case,
+    # or two candidates rendering one case alike in the same batch
+    repeated = ws.fake.stats()["repeated"]
 
     # the same search on a fresh database, killed half way
     db = tmp_path / "second.db"
@@ -477,8 +490,8 @@ def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(wor
             conn.execute(f"delete from {table}")
         conn.execute("delete from prompts where version > 1")
     ws.fake.reset()
-    ws.fake.configure(rules=RULES[1:], default_reply="maybe", latency_ms=15)
-    proc = _spawn_with(ws, db, "half", knobs)
+    ws.fake.configure(**behaviour, default_reply="maybe", latency_ms=15)
+    proc = _spawn_with(ws, db, "half", strategy, knobs)
     while proc.poll() is None and _results(db) < total // 2:
         time.sleep(0.02)
     assert proc.poll() is None, "the search finished before it could be killed"
@@ -499,14 +512,14 @@ def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(wor
     assert resumed["winner"]["test"] == whole["winner"]["test"]
     assert resumed["spent"]["calls"] == whole["spent"]["calls"]
     stats = ws.fake.stats()
-    assert stats["repeated"] <= 4  # only the calls in flight at the kill were sent twice
+    assert stats["repeated"] <= repeated + 4  # only the calls in flight at the kill were sent twice more
 
 
-def _spawn_with(ws, db: Path, name: str, knobs: list[str]) -> subprocess.Popen:
+def _spawn_with(ws, db: Path, name: str, strategy: str, knobs: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PROMPTLAB_DB": str(db), "PROMPTLAB_CONFIG": str(ws.root / "promptlab.toml"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.Popen([sys.executable, "-m", "promptlab", "optimize", "--project", "p", "--prompt",
-                             "clf@1", "--strategy", "mcts", "--budget-calls", "400", "--seed", "5", "--name", name,
+                             "clf@1", "--strategy", strategy, "--budget-calls", "400", "--seed", "5", "--name", name,
                              "--concurrency", "4", "--quiet", "--json", *knobs],
                             env=env, cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
