@@ -110,7 +110,11 @@ class Mipro(SearchStrategy):
                 tpe.fail(study, trial)
                 continue
             await search.evaluate([cand], "val", minibatch(problem.val, k.minibatch, rng))
-            study.tell(trial, cand.estimate(problem.val))
+            estimate = cand.estimate(problem.val)
+            if estimate is None:  # it carries every case drawn as a demo (train and val, one tiny pool)
+                tpe.fail(study, trial)
+            else:
+                study.tell(trial, estimate)
             if i % k.confirm_every == 0:
                 await self._settle(problem, search)
                 plateau.update(search.best().mean(problem.val))

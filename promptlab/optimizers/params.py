@@ -215,6 +215,9 @@ class Params(SearchStrategy):
             cand.repeats = samples(problem, params, k.repeats)
             await search.evaluate([cand], "val")
             score = cand.mean(problem.val)
+            if score is None:  # it carries every val case as a demo (train and val, one tiny pool)
+                tpe.fail(study, trial)
+                continue
             study.tell(trial, score)
             plateau.update(score)
             if plateau.stopped and i > k.startup_trials:  # the spread is tried whole
