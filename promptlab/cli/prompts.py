@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.cli import completion
+from promptlab.cli.common import Project, AsJson, Yes, confirm, emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
-Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), NAME@VERSION or NAME@LABEL.")]
+Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), NAME@VERSION or NAME@LABEL.",
+                                     autocompletion=completion.prompts)]
 
 
 def _version_json(p) -> dict:
@@ -20,7 +21,7 @@ def _version_json(p) -> dict:
             "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by, "candidate": p.candidate,
             "archived": p.archived,
             "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
-            **p.content.model_dump(mode="json")}
+            **p.content.as_json()}
 
 
 @app.command("add")
@@ -33,6 +34,11 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         demos_file: Annotated[Optional[Path], typer.Option(
             help="YAML/JSON list of {inputs, outputs} few-shot demos.")] = None,
         param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
+        tools_file: Annotated[Optional[Path], typer.Option(
+            help="YAML/JSON list of OpenAI function tools ({type: function, function: {name, description, "
+                 "parameters}}) the model may call.")] = None,
+        tool_choice: Annotated[Optional[str], typer.Option(
+            help="auto, none, required, or the name of one of the tools (it must call that one).")] = None,
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
     """Add a prompt version (identical content returns the existing version).
 
@@ -42,40 +48,69 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}"
       promptlab prompt add classifier --template-file prompt.j2 --demos-file demos.yaml -m "8 demos"
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
+      promptlab prompt add sms --template $'SMS: {{ text }}\\nLabel:'   (a line break, in bash/zsh)
+      promptlab prompt add weather --signature weather --template "{{ question }}" --tools-file tools.yaml
     """
     from pydantic import ValidationError
 
-    from promptlab.cases.files import load_yaml
     from promptlab.errors import UsageError
-    from promptlab.models import PromptContent
+    from promptlab.models import Demo, PromptContent
+    from promptlab.prompting import images
     from promptlab.prompting.render import check_prompt
 
     if template_file:
         template = template_file.read_text()
     if not template:
         raise UsageError("prompt add: give --template or --template-file")
-    demos = []
-    if demos_file:
-        try:
-            text = demos_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{demos_file}: cannot read demos ({exc.__class__.__name__})") from None
-        demos = load_yaml(text, demos_file) or []
+    demos = _read_list(demos_file, "demos")
+    tools = _read_list(tools_file, "tools")
+    choice = tool_choice if tool_choice in (None, "auto", "none", "required") else {
+        "type": "function", "function": {"name": tool_choice}}
     try:
         content = PromptContent(system=system, template=template, demos=demos,
-                                params=parse_pairs(param, "--param"))
+                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UsageError(f"prompt {name}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        field = f"field '{'.'.join(map(str, err['loc']))}': " if err["loc"] else ""  # tools: the whole version
+        raise UsageError(f"prompt {name}: {field}{err['msg'].removeprefix('Value error, ')}") from None
     state = ctx.obj
     store = state.store
     project_id = state.project_id(project)
     sig = store.signature(project_id, signature) if signature else None
+    if sig is not None and demos_file is not None:  # demo images: paths relative to the demos file
+        try:
+            content = content.model_copy(update={"demos": tuple(
+                Demo(inputs=images.resolve_inputs(d.inputs, sig.inputs, demos_file.parent), outputs=d.outputs)
+                for d in content.demos)})
+        except ValueError as exc:
+            raise UsageError(f"{demos_file}: demo {exc}") from None
     check_prompt(content, sig, f"prompt '{name}'")
     version = store.add_prompt(project_id, name, content,
                                signature_id=store.signature_id(project_id, signature) if signature else None,
                                message=message)
     typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+    for flag, text in (("--template", None if template_file else template), ("--system", system)):
+        if text and "\\n" in text and "\n" not in text:  # typed in a shell's double quotes
+            typer.echo(f"promptlab: note: {flag} holds a backslash and an n, not a line break (a shell "
+                       f"keeps \\n as typed inside \"…\"): it is stored as given; for a line break write "
+                       f"$'…\\n…' in bash/zsh, or put the text in a file (--template-file)", err=True)
+
+
+def _read_list(path: Path | None, what: str) -> list:
+    """A YAML/JSON list from a file (none: empty)."""
+    from promptlab.cases.files import load_yaml
+    from promptlab.errors import UsageError
+
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read {what} ({exc.__class__.__name__})") from None
+    data = load_yaml(text, path) or []
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected a YAML/JSON list of {what}")
+    return data
 
 
 @app.command("list")
@@ -120,14 +155,20 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 
 @app.command("diff")
 @read_only
-def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
-         b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
+def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).",
+                                                      autocompletion=completion.prompts)],
+         b: Annotated[str, typer.Argument(help="The new version.", autocompletion=completion.prompts)], project: Project = None,
+         json_: AsJson = False) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.prompting.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
-    text = printable(diff_text(store.prompt(project_id, a), store.prompt(project_id, b)))
+    old, new = store.prompt(project_id, a), store.prompt(project_id, b)
+    if json_:
+        diff = diff_text(old, new)
+        return emit_json({"a": old.ref, "b": new.ref, "same": not diff, "diff": diff})
+    text = printable(diff_text(old, new))
     typer.echo(text or "(no difference)", nl=not text)
 
 
@@ -250,20 +291,29 @@ def try_(ctx: typer.Context, ref: Ref,
 
 def _inputs(pairs: list[str], signature) -> dict:
     """FIELD=VALUE pairs: a string field keeps the text as given, other fields take JSON (5, true, [1])."""
+    from promptlab.errors import UsageError
+    from promptlab.models import check_values
+
     values = parse_pairs(pairs, "--input")
     types = {f.name: f.type for f in signature.inputs} if signature else {}
     raw = dict(pair.split("=", 1) for pair in pairs)
-    return {k: raw[k] if types.get(k, "string") == "string" else v for k, v in values.items()}
+    values = {k: raw[k] if types.get(k, "string") in ("string", "image") else v for k, v in values.items()}
+    try:  # an image is a path (from the working folder), an https URL or a data: URI: read on render
+        check_values(values, signature.inputs if signature else (), "--input")
+    except ValueError as exc:
+        raise UsageError(f"prompt try: {exc}") from None
+    return values
 
 
 def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.providers.gateway import CallError, Gateway, check_credentials
+    from promptlab.providers.gateway import CallError, Gateway, check_capabilities, check_credentials
 
     config = settings.resolve_model(model)
     check_credentials(config)
+    check_capabilities(config, loaded.version.content, loaded.signature)
     gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
     try:
         reply = asyncio.run(gateway.complete(config, messages, loaded.params, use_cache=False))
@@ -281,11 +331,12 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
 def _print_try(data: dict) -> None:
     import json
 
+    from promptlab.prompting.conversation import text_of
     from promptlab.redact import redact
     from promptlab.terminal import printable
 
     for message in data["messages"]:
-        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+        typer.echo(printable(f"--- {message['role']}\n{text_of(message['content'])}"))
     if "reply" not in data:
         return
     tokens = data["tokens"]

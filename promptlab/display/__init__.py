@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from promptlab.reports import p_text
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
@@ -84,6 +85,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], console: 
 def _one_line(value: Any, width: int) -> Text:
     import json
 
+    from promptlab.prompting.images import shorten
+
+    value = shorten(value)  # an image input as its type, size and digest, not its base64
     if isinstance(value, dict):
         value = " · ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value.values())
     text = " ".join(printable(value).split())
@@ -154,11 +158,6 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
         console.print(table)
     else:
         console.print("[green]no failed cases[/]")
-
-
-def p_text(p: float) -> str:
-    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000"."""
-    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
 def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
@@ -290,5 +289,6 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
                   f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
-    console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
-    print_diff(report["diff"], console)
+    if report.get("improved") is not False and report["diff"]:  # no diff of the base with itself
+        console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
+        print_diff(report["diff"], console)

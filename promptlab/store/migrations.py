@@ -186,3 +186,24 @@ def m011_guards(db: Database) -> None:
          "p_value": float, "significant": int, "message": str},
         pk="id", foreign_keys=[("guard_id", "guards", "id")], not_null={"guard_id", "at", "decision"})
     db["guard_decisions"].create_index(["guard_id", "id"])
+
+
+@migrations()
+def m012_prompt_tools(db: Database) -> None:
+    """A prompt version may offer the model tools (OpenAI function specs, JSON) and a tool_choice."""
+    db["prompts"].add_column("tools", str)
+    db["prompts"].add_column("tool_choice", str)
+
+
+@migrations()
+def m013_workspace(db: Database) -> None:
+    """Choices that hold for the whole database, by key: `project` is the current project
+    (`promptlab project use`), which commands use when --project is not given."""
+    db["workspace"].create({"key": str, "value": str}, pk="key", not_null={"value"})
+
+
+@migrations()
+def m014_result_expected(db: Database) -> None:
+    """Each result keeps the expected output it was scored against (JSON): editing a case later
+    does not rewrite the history of the runs that used it. NULL on results stored before."""
+    db["results"].add_column("expected", str)
