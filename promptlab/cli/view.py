@@ -10,6 +10,19 @@ import typer
 from promptlab.cli.common import State, read_only
 
 DEFAULT_PORT = 7676
+VIEW_EXTRA = ("starlette", "uvicorn")  # what `pip install promptlab[view]` brings
+
+
+def _check_extra() -> None:
+    """The view extra's packages are installed (looked up, not imported)."""
+    import importlib.util
+
+    from promptlab.errors import UsageError
+
+    missing = [name for name in VIEW_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"view needs the view extra ({missing[0]} is not installed): pip install -e "
+                         f"'.[view]' in the promptlab clone, or pip install 'promptlab[view]'")
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +44,8 @@ def register(app: typer.Typer) -> None:
         import socket
 
         from promptlab.errors import UsageError
+
+        _check_extra()  # before any import of it: a missing Starlette is bad setup, not a crash
         from promptlab.view.guard import MIN_TOKEN, is_loopback
 
         if token == "new":
@@ -42,13 +57,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"view: --host {host} is reachable from other machines; add --token SECRET "
                              f"(or --token new) so that only those given the token can read the store")
         path = _database(ctx.obj)
-        try:
-            import uvicorn
+        import uvicorn
 
-            from promptlab.view.app import make_app
-        except ImportError as exc:
-            raise UsageError(f"view needs the view extra ({exc.name} is missing): "
-                             f"pip install 'promptlab[view]'") from None
+        from promptlab.view.app import make_app
         try:
             sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         except OSError as exc:
