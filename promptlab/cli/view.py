@@ -13,18 +13,6 @@ DEFAULT_PORT = 7676
 VIEW_EXTRA = ("starlette", "uvicorn")  # what `pip install promptlab[view]` brings
 
 
-def _check_extra() -> None:
-    """The view extra's packages are installed (looked up, not imported)."""
-    import importlib.util
-
-    from promptlab.errors import UsageError
-
-    missing = [name for name in VIEW_EXTRA if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"view needs the view extra ({missing[0]} is not installed): pip install -e "
-                         f"'.[view]' in the promptlab clone, or pip install 'promptlab[view]'")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("view")
     @read_only
@@ -43,9 +31,9 @@ def register(app: typer.Typer) -> None:
         import secrets
         import socket
 
-        from promptlab.errors import UsageError
+        from promptlab.errors import UsageError, require_extra
 
-        _check_extra()  # before any import of it: a missing Starlette is bad setup, not a crash
+        require_extra("view", VIEW_EXTRA, "view")  # before any import of it: bad setup, not a crash
         from promptlab.view.guard import MIN_TOKEN, is_loopback
 
         if token == "new":
