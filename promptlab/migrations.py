@@ -168,3 +168,11 @@ def m010_cases_by_project_id(db: Database) -> None:
     """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
     every case of the project sorted first."""
     db["cases"].create_index(["project_id", "id"])
+
+
+@migrations()
+def m011_lenient_parses_and_role_usage(db: Database) -> None:
+    """Which output fields of a result only a field's lenient rule accepted (a JSON list), and a
+    run's tokens, cost and requests by role (judge, embedding) summed over its sessions (JSON)."""
+    db["results"].add_column("lenient", str)
+    db["runs"].add_column("role_usage", str)

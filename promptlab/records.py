@@ -43,6 +43,7 @@ class Result:
     cached: bool
     attempts: int | None
     created_at: str | None
+    lenient: tuple[str, ...] = ()    # output fields only a lenient rule accepted
 
     def value(self, metric: str) -> float | None:
         """The metric's value on this result (None: not scored by it, or could not be)."""
@@ -85,6 +86,7 @@ class Run:
     use_cache: int | None    # None: made before the choice was stored (it used the cache)
     active_s: float | None
     mode: str | None
+    role_usage: dict[str, Any] | None = None  # judge/embedding tokens, cost, requests over every session
 
 
 # ---- an optimization's history: what `Search` logs as it goes -------------------------------

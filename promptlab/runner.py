@@ -18,7 +18,7 @@ from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
 from promptlab.lm import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
-from promptlab.outputs import parse_output
+from promptlab.outputs import parse_reply
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
 
@@ -54,6 +54,7 @@ class ItemResult:
     cost: float | None = None
     cached: bool = False
     attempts: int = 0
+    lenient: tuple[str, ...] = ()  # output fields only a lenient rule accepted
 
     def row(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
@@ -62,7 +63,8 @@ class ItemResult:
                 "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
                 "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": self.cost,
-                "cached": int(self.cached), "attempts": self.attempts}
+                "cached": int(self.cached), "attempts": self.attempts,
+                "lenient": dumps(list(self.lenient)) if self.lenient else None}
 
 
 class Sink(Protocol):
@@ -98,6 +100,7 @@ class Scored(NamedTuple):
     score: float | None
     passed: bool
     error: str | None = None  # why a metric could not score this item (the item is then an error)
+    lenient: tuple[str, ...] = ()
 
 
 async def score_reply(job: Job, text: str) -> Scored:
@@ -109,7 +112,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     error message; the other metrics still score. 401/403 (AuthError) stops
     the run.
     """
-    parsed, parse_error = parse_output(text, job.signature)
+    reply = parse_reply(text, job.signature)
+    parsed, parse_error = reply.parsed, reply.parse_error
     item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
                       expected=job.case.expected, inputs=job.case.inputs,
                       outputs=job.signature.outputs if job.signature else ())
@@ -132,7 +136,7 @@ async def score_reply(job: Job, text: str) -> Scored:
             values.append(result.value)
     score = values[0] if values else None
     return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
-                  "; ".join(errors) or None)
+                  "; ".join(errors) or None, reply.lenient)
 
 
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
@@ -166,7 +170,7 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
                       cost=0.0 if reply.cached else reply.usage.cost,
-                      cached=reply.cached, attempts=reply.attempts)
+                      cached=reply.cached, attempts=reply.attempts, lenient=scored.lenient)
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
