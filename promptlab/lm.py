@@ -28,6 +28,7 @@ from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
 from promptlab.errors import AuthError, UsageError
 from promptlab.models import Completion, Usage
 from promptlab.redact import redact
+from promptlab.usage import Ledger, RoleUsage, caller, calls_for
 
 _litellm = None
 import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
@@ -276,6 +277,7 @@ class Gateway:
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    usage: Ledger = field(default_factory=dict)  # (run, role) -> what its calls spent (usage.calls_for)
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
 
@@ -307,8 +309,9 @@ class Gateway:
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
-                                  attempts=0)
+                usage = Usage(**hit["usage"])
+                self._spent().reply(usage.prompt_tokens, usage.completion_tokens, usage.cost, cached=True)
+                return Completion(text=hit["text"], usage=usage, cached=True, attempts=0)
         direct = self._direct if fast_path(model) else None
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
@@ -328,6 +331,7 @@ class Gateway:
         if direct is not None:
             cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
         result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        self._spent().reply(prompt_tokens, completion_tokens, cost, cached=False)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
         return Completion(text=text, usage=result, attempts=attempts,
@@ -337,21 +341,32 @@ class Gateway:
         """Embeddings, one vector per text, each cached on its own."""
         keys = [cache_key("embedding", model, {"input": t}) for t in texts]
         found: dict[int, list[float]] = {}
-        if use_cache and self.cache is not None:
-            for i, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    found[i] = hit["vector"]
-        missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            response, _, _ = await self._call(model, _litellm_method("aembedding"),
-                                              input=[texts[i] for i in missing])
-            for i, item in zip(missing, response.data):
-                vector = item["embedding"] if isinstance(item, dict) else item.embedding
-                found[i] = list(vector)
-                if self.cache is not None:
-                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        with calls_for("embedding"):
+            spent = self._spent()
+            if use_cache and self.cache is not None:
+                for i, key in enumerate(keys):
+                    hit = self.cache.get(key)
+                    if hit is not None:
+                        found[i] = hit["vector"]  # free, or n/a when its model has no known price
+                        spent.reply(0, 0, 0.0 if hit.get("priced") else None, cached=True)
+            missing = [i for i in range(len(texts)) if i not in found]
+            if missing:
+                response, _, _ = await self._call(model, _litellm_method("aembedding"),
+                                                  input=[texts[i] for i in missing])
+                cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+                tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
+                spent.reply(tokens, 0, None if cost is None else float(cost), cached=False)
+                for i, item in zip(missing, response.data):
+                    vector = item["embedding"] if isinstance(item, dict) else item.embedding
+                    found[i] = list(vector)
+                    if self.cache is not None:
+                        self.cache.put(keys[i], "embedding", model.model,
+                                       {"vector": found[i], "priced": cost is not None})
         return [found[i] for i in range(len(texts))]
+
+    def _spent(self) -> RoleUsage:
+        """The ledger entry of the caller's run and role."""
+        return self.usage.setdefault(caller(), RoleUsage())
 
     def adaptive_limits(self) -> dict[str, int]:
         """The current limit of each model under concurrency "auto" (for the live view)."""
@@ -395,6 +410,7 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
+                self._spent().requests += 1
                 reply = await asyncio.wait_for(send(kwargs), timeout + 5)
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"

@@ -21,6 +21,7 @@ from promptlab.models import Case, Completion, Signature
 from promptlab.outputs import parse_reply
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
+from promptlab.usage import calls_for
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     passed = True
     for metric in job.metrics:
         try:
-            result: Score = await metric.score(item)
+            with calls_for("judge", job.run_id):  # a metric that calls a model (an embedding is its own role)
+                result: Score = await metric.score(item)
         except AuthError:
             raise
         except Exception as exc:  # the item becomes an error, never a crash
@@ -142,8 +144,9 @@ async def score_reply(job: Job, text: str) -> Scored:
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
     started = time.perf_counter()
     try:
-        reply = await gateway.complete(job.model, job.messages, job.params,
-                                       use_cache=use_cache, sample=job.repeat)
+        with calls_for("task", job.run_id):
+            reply = await gateway.complete(job.model, job.messages, job.params,
+                                           use_cache=use_cache, sample=job.repeat)
     except CallError as exc:
         return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
                           attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
@@ -169,7 +172,7 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       latency_ms=reply.latency_ms if not reply.cached else 0.0,
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
-                      cost=0.0 if reply.cached else reply.usage.cost,
+                      cost=0.0 if reply.cached and reply.usage.cost is not None else reply.usage.cost,
                       cached=reply.cached, attempts=reply.attempts, lenient=scored.lenient)
 
 

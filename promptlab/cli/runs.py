@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK, MinPassRate, MinScore,
                                   ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
@@ -190,7 +190,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 @app.command("wait")
 def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.")],
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-         max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+         max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
          progress: ProgressMode = "auto", json_: AsJson = False) -> None:
     """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
@@ -206,7 +206,7 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
-    gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+    gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate, min_pass_k=min_pass_k,
                        max_regression=max_regression, baseline=baseline)
     validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)

@@ -43,13 +43,16 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         table.add_row(safe(f"{r['prompt']}@{r['version']} × {r['model']}{status}"), str(r["n"]),
                       f"[red]{r['errors']}[/]" if r["errors"] else "0", *cells, _num(r.get("pass_rate")),
                       str((r.get("tokens") or {}).get("per_call", "-")), _num(r.get("calls_per_s"), 1),
-                      "n/a" if r.get("cost") is None else f"${r['cost']:.4f}")
+                      _cost(r.get("cost")))
     console.print(table)
     for r in runs:
         latency = r.get("latency_ms") or {}
+        mode = f" ({r['mode']} mode)" if r.get("mode") else ""
         console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
-                           f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
+                           f"provider calls{mode}, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
+        for line in run_notes(r):  # one line each, however long: grep finds it in a CI log
+            console.print(safe(f"  {r['name']}: {line}"), highlight=False, soft_wrap=True)
         if base := r.get("constant_baseline"):
             console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
@@ -57,6 +60,45 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
+
+
+def _cost(value: Any) -> str:
+    return "n/a" if value is None else f"${value:.4f}"
+
+
+def run_notes(r: dict) -> list[str]:
+    """What a run's headline needs beside it: its errors and what the scored items alone scored,
+    repeats, per-field accuracy, lenient parses, cost by role (older runs lack some: skipped)."""
+    lines = []
+    if r.get("errors"):
+        kinds = "; ".join(f"{e['kind']} ×{e['count']}: {e['message']}" for e in r.get("top_errors") or [])
+        lines.append(f"{r['errors']} of {r['n']} items errored, each scored 0 in the headline"
+                     + (f" ({kinds})" if kinds else ""))
+        scored = r.get("scored") or {}
+        for metric, mean in (scored.get("scores") or {}).items():
+            if mean is not None:
+                lines.append(f"scored only: {metric} {mean:.3f} over {scored['n']} scored of {r['n']}; "
+                             f"{r['errors']} errors")
+    repeats = r.get("repeats") or {}
+    if (repeats.get("k") or 0) > 1:
+        k, flaky = repeats["k"], repeats.get("flaky") or []
+        lines.append(f"repeats ×{k}: pass@1 {_num(repeats['pass_at_1'])}, pass@{k} {_num(repeats['pass_at_k'])}, "
+                     f"pass^{k} {_num(repeats['pass_hat_k'])}, agreement {_num(repeats.get('agreement'), 2)}; "
+                     + (f"{len(flaky)} flaky cases: {', '.join(map(str, flaky[:20]))}"
+                        + (" …" if len(flaky) > 20 else "") if flaky else "no flaky cases"))
+    if fields := r.get("fields"):
+        lines.append("per-field accuracy: " + ", ".join(
+            f"{name} {_num(f['accuracy'])}" + (f" ({f['unparsed']} unparsed)" if f.get("unparsed") else "")
+            for name, f in fields.items()))
+    if (lenient := r.get("lenient") or {}).get("replies"):
+        lines.append(f"{lenient['replies']} replies accepted only leniently ("
+                     + ", ".join(f"{name} ×{n}" for name, n in lenient["fields"].items()) + ")")
+    roles = r.get("by_role") or {}
+    if len(roles) > 1:
+        lines.append("by role: " + " · ".join(
+            f"{role} {u['requests']} requests, {u['prompt_tokens'] + u['completion_tokens']} tokens, "
+            f"{_cost(u['cost'])}" for role, u in roles.items()))
+    return lines
 
 
 def print_gates(gates: list, console: Console = out) -> None:
