@@ -37,6 +37,23 @@ def test_a_provider_that_errors_on_a_fifth_of_the_items_cannot_pass_min_score(wo
     assert table.code == 0, table.stderr
     assert f"{errors} of 40 items errored, each scored 0 in the headline (bad_request ×{errors}:" in table.stdout
     assert f"scored only: exact_match 1.000 over {40 - errors} scored of 40; {errors} errors" in table.stdout
+    # reports and the viewer say it too
+    assert ws.cli("report", "r", "--format", "md", "--output", "r.md").code == 0
+    assert ws.cli("report", "r", "--format", "html", "--output", "r.html").code == 0
+    for shown in ((ws.root / "r.md").read_text(), (ws.root / "r.html").read_text(), viewer_page(ws, "/runs/1")):
+        assert f"{errors} of 40 items errored, each scored 0 in the headline" in shown
+        assert f"over {40 - errors} scored of 40; {errors} errors" in shown
+
+
+def viewer_page(ws, path: str) -> str:
+    from starlette.testclient import TestClient
+
+    from promptlab.view.app import make_app
+
+    with TestClient(make_app(ws.db_path), base_url="http://127.0.0.1") as client:
+        page = client.get(path)
+    assert page.status_code == 200, page.text[:300]
+    return page.text
 
 
 # ---- strict parsing -----------------------------------------------------------------------
@@ -180,3 +197,68 @@ def test_a_baseline_on_another_model_cannot_judge_the_run(workspace):
     assert ws.cli("eval", "--prompt", "p@1", "--name", "on-fake").code == 0
     other = ws.cli("eval", "--prompt", "p@1", "--model", "other", "--max-regression", "0.01", "--baseline", "on-fake")
     assert other.code == 2 and "baseline run 'on-fake' ran on model fake, this run on other" in other.stderr
+
+
+# ---- the lift is over the strongest baseline -----------------------------------------------
+
+def test_the_headline_lift_and_min_lift_are_over_naive_k_shot_when_it_is_strongest():
+    from types import SimpleNamespace
+
+    from promptlab.baselines import ConstantBaseline
+    from promptlab.models import Case
+    from promptlab.optimizers.optimize import _lift, check_gates
+
+    cases = [Case(id=i, inputs={"text": str(i)}, expected={"label": "a" if i < 12 else "b"}) for i in range(20)]
+    base = {i: float(i % 2) for i in range(20)}                 # 0.50
+    naive = {i: float(i % 10 != 0) for i in range(20)}          # 0.90
+    winner = SimpleNamespace(scores={i: float(i % 5 != 0) for i in range(20)})  # 0.80: above base, below naive
+    search = SimpleNamespace(base=SimpleNamespace(scores=base), naive=SimpleNamespace(scores=naive))
+    lift = _lift(search, winner, {"val": 0.5, "test": 0.5}, {"test": 0.9}, {"val": 0.8, "test": 0.8},
+                 ConstantBaseline("label", "a", 0.6, 20), SimpleNamespace(test=cases))
+    assert lift["over"] == "naive" and lift["over_score"] == 0.9 and lift["test"] == -0.1
+    assert lift["test_over_base"] == 0.3 and lift["best_baseline"]["name"] == "naive"
+    report = {"improved": True, "base": {"ref": "p@1"}, "winner": {"ref": "p@3", "test": 0.8}, "lift": lift}
+    (gate,) = check_gates(report, min_lift=0.0)
+    assert not gate.passed and "test lift -0.100 over naive k-shot < 0.0" in gate.message
+
+
+# ---- costs that add up --------------------------------------------------------------------
+
+def test_an_unpriced_model_is_n_a_fresh_and_from_the_cache(workspace):
+    ws = workspace
+    setup_project(ws, 4, second=False)
+    ws.fake.configure(rules=rules())
+    fresh, cached = (evaluate(ws, "p@1", name)["runs"][0] for name in ("fresh", "cached"))
+    assert cached["cached"] == 4 and cached["provider_calls"] == 0
+    assert fresh["cost"] is None and cached["cost"] is None
+    assert fresh["by_role"]["task"]["cost"] is None and cached["by_role"]["task"]["cost"] is None
+    listing = ws.cli("runs", "show", "cached").stdout
+    assert "n/a" in listing and "$0.0000" not in listing
+
+
+def test_provider_calls_are_the_requests_sent_retries_included(workspace):
+    ws = workspace
+    setup_project(ws, 5, second=False)
+    ws.fake.configure(rules=rules(), fail_first_n=2, fail_first_n_status=500)
+    run = evaluate(ws, "p@1", "retried")["runs"][0]
+    assert run["errors"] == 0 and run["mode"] == "call"
+    assert run["provider_calls"] == 15 == ws.fake.requests_total("/v1/chat/completions")
+    assert run["by_role"]["task"]["requests"] == 15 and run["by_role"]["task"]["replies"] == 5
+
+
+def test_cost_and_tokens_are_split_by_role(workspace):
+    ws = workspace
+    setup_project(ws, 4, second=False)
+    with open(ws.root / "promptlab.toml", "a") as toml:
+        toml.write(f'\n[models.embed]\nmodel = "openai/fake-embed"\napi_base = "{ws.fake.base_url}"\n')
+    ws.fake.configure(rules=rules())
+    result = ws.cli("eval", "--prompt", "p@1", "--name", "roles", "--metric", "exact_match", "--metric",
+                    'embedding_similarity:{"model": "embed", "threshold": 0.5}', "--json")
+    assert result.code == 0, result.stderr
+    roles = run_of(result)["by_role"]
+    assert set(roles) == {"task", "embedding"}
+    assert roles["task"]["requests"] == 4 and roles["embedding"]["requests"] >= 1
+    assert roles["embedding"]["prompt_tokens"] > 0 and roles["embedding"]["cost"] is None
+    assert run_of(result)["provider_calls"] == roles["task"]["requests"] + roles["embedding"]["requests"] \
+        == ws.fake.requests_total()
+    assert "by role: task 4 requests" in ws.cli("runs", "show", "roles").stdout

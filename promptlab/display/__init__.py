@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from promptlab.reports.notes import by_role_text, cost_text, run_notes
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
@@ -43,7 +44,7 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         table.add_row(safe(f"{r['prompt']}@{r['version']} × {r['model']}{status}"), str(r["n"]),
                       f"[red]{r['errors']}[/]" if r["errors"] else "0", *cells, _num(r.get("pass_rate")),
                       str((r.get("tokens") or {}).get("per_call", "-")), _num(r.get("calls_per_s"), 1),
-                      _cost(r.get("cost")))
+                      cost_text(r.get("cost")))
     console.print(table)
     for r in runs:
         latency = r.get("latency_ms") or {}
@@ -60,45 +61,6 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
-
-
-def _cost(value: Any) -> str:
-    return "n/a" if value is None else f"${value:.4f}"
-
-
-def run_notes(r: dict) -> list[str]:
-    """What a run's headline needs beside it: its errors and what the scored items alone scored,
-    repeats, per-field accuracy, lenient parses, cost by role (older runs lack some: skipped)."""
-    lines = []
-    if r.get("errors"):
-        kinds = "; ".join(f"{e['kind']} ×{e['count']}: {e['message']}" for e in r.get("top_errors") or [])
-        lines.append(f"{r['errors']} of {r['n']} items errored, each scored 0 in the headline"
-                     + (f" ({kinds})" if kinds else ""))
-        scored = r.get("scored") or {}
-        for metric, mean in (scored.get("scores") or {}).items():
-            if mean is not None:
-                lines.append(f"scored only: {metric} {mean:.3f} over {scored['n']} scored of {r['n']}; "
-                             f"{r['errors']} errors")
-    repeats = r.get("repeats") or {}
-    if (repeats.get("k") or 0) > 1:
-        k, flaky = repeats["k"], repeats.get("flaky") or []
-        lines.append(f"repeats ×{k}: pass@1 {_num(repeats['pass_at_1'])}, pass@{k} {_num(repeats['pass_at_k'])}, "
-                     f"pass^{k} {_num(repeats['pass_hat_k'])}, agreement {_num(repeats.get('agreement'), 2)}; "
-                     + (f"{len(flaky)} flaky cases: {', '.join(map(str, flaky[:20]))}"
-                        + (" …" if len(flaky) > 20 else "") if flaky else "no flaky cases"))
-    if fields := r.get("fields"):
-        lines.append("per-field accuracy: " + ", ".join(
-            f"{name} {_num(f['accuracy'])}" + (f" ({f['unparsed']} unparsed)" if f.get("unparsed") else "")
-            for name, f in fields.items()))
-    if (lenient := r.get("lenient") or {}).get("replies"):
-        lines.append(f"{lenient['replies']} replies accepted only leniently ("
-                     + ", ".join(f"{name} ×{n}" for name, n in lenient["fields"].items()) + ")")
-    roles = r.get("by_role") or {}
-    if len(roles) > 1:
-        lines.append("by role: " + " · ".join(
-            f"{role} {u['requests']} requests, {u['prompt_tokens'] + u['completion_tokens']} tokens, "
-            f"{_cost(u['cost'])}" for role, u in roles.items()))
-    return lines
 
 
 def print_gates(gates: list, console: Console = out) -> None:
@@ -301,7 +263,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                       f"{lift['test_over_base']:+.3f}, p = {lift['p_value']:.3g} (paired bootstrap, "
                       f"95% CI {lift['ci_low']:+.3f} to {lift['ci_high']:+.3f})", highlight=False)
     strongest = lift.get("best_baseline")
-    if strongest and strongest["name"] == "naive":
+    if strongest and strongest["name"] == "naive" and lift.get("over") != "naive":  # reports made before it gated
         console.print(f"test lift {strongest['lift']:+.3f} over naive k-shot ({strongest['score']:.3f})"
                       f"{_claim(strongest['p_value'], strongest.get('significant'))}", highlight=False)
     if report.get("improved") is False:
@@ -332,5 +294,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
                   f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
+    if spent.get("by_role"):  # reports made before roles were counted have none
+        console.print(by_role_text(spent["by_role"]), highlight=False, soft_wrap=True)
     console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
     print_diff(report["diff"], console)

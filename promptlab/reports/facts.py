@@ -21,6 +21,7 @@ from promptlab.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
 from promptlab.evaluation import run_json
 from promptlab.models import PromptVersion
+from promptlab.reports.notes import run_notes
 from promptlab.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
 
@@ -94,6 +95,7 @@ def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = N
             "expected_results": summary.get("expected"), "error_kinds": summary.get("error_kinds") or {},
             "elapsed_s": summary.get("elapsed_s")},
         "prompt": prompt_facts(prompt),
+        "notes": run_notes(run_json(run, prompt)),
         "metrics": metrics,
         "distributions": {name: histogram([r["scores"].get(name) for r in results]) for name in metrics},
         "counts": {"results": len(results), "passed": sum(r["passed"] for r in results),
