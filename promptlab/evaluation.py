@@ -322,6 +322,9 @@ async def execute(store: Store, gateway: Gateway, plans: list[RunPlan], progress
     """
     if concurrency == AUTO:
         gateway.adaptive, concurrency = True, AUTO_CEILING
+    for plan in plans:  # per call: what the run records (batch runs go through batch.execute)
+        if store.run_by_id(plan.run_id).mode is None:
+            store.update_run(plan.run_id, mode="call")
     sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
     bind_metrics(plans, gateway)
     jobs, runs = pending_jobs(store, plans)
@@ -436,8 +439,8 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
     latencies = np.array([r.latency_ms for r in live]) if live else np.array([0.0])
     prompt_tokens = sum(r.prompt_tokens for r in results)
     completion_tokens = sum(r.completion_tokens for r in results)
-    stored = store.run_by_id(plan.run_id).role_usage or {}
-    costs = cost_figures(results, {role: RoleUsage.of(u) for role, u in stored.items()})
+    run = store.run_by_id(plan.run_id)
+    costs = cost_figures(results, {role: RoleUsage.of(u) for role, u in (run.role_usage or {}).items()})
     # what answering one label every time would score, and whether the outputs did that
     baseline = constant_baseline(plan.signature, (c.expected for c in plan.cases))
     collapsed = collapse(plan.signature, (r.parsed for r in scored))
@@ -451,7 +454,7 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
         "fields": field_accuracy(plan.signature, plan.cases, results),
         "repeats": repeat_figures(results),
         "lenient": lenient_figures(results),
-        "mode": store.run_by_id(plan.run_id).mode or "call",
+        "mode": run.mode,
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
                    "per_call": round((prompt_tokens + completion_tokens) / len(results), 1) if results else 0},
         **costs,

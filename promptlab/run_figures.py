@@ -24,8 +24,8 @@ TOP_ERRORS = 3
 
 def metric_figures(metric: Metric, results: Sequence[Result]) -> dict[str, Any]:
     """The metric's summary over its scored results (its own extras: per label, per field…),
-    with the headline mean, interval and pass rate over every item (errors 0) on top, and the
-    scored-only figures under "scored"."""
+    with the headline n, mean, interval and pass rate over every item (an item error scores 0;
+    `item_errors` says how many) on top, and the scored-only figures under "scored"."""
     scored = [r.scores[metric.name] for r in results if r.error_kind is None and metric.name in r.scores]
     summary = metric.summarize(scored)
     counted = [(r.case_id, 0.0 if r.error_kind else r.scores[metric.name].value,
@@ -33,14 +33,15 @@ def metric_figures(metric: Metric, results: Sequence[Result]) -> dict[str, Any]:
                for r in results if r.error_kind or (metric.name in r.scores
                                                     and r.scores[metric.name].value is not None)]
     scored_only = {k: summary.get(k) for k in ("n", "mean", "ci_low", "ci_high", "pass_rate")}
-    unscored = summary.get("errors", 0)  # cases this metric cannot score (no expected value…)
+    # "errors" stays the metric's own: the results it could not score (a case without an expected value)
+    item_errors = sum(1 for r in results if r.error_kind)
     if not counted:
-        return {**summary, "n": 0, "errors": 0, "unscored": unscored, "scored": scored_only}
+        return {**summary, "n": 0, "item_errors": item_errors, "scored": scored_only}
     values = [v for _, v, _ in counted]
     low, high = bootstrap_ci(values, clusters=[c for c, _, _ in counted])
-    return {**summary, "n": len(counted), "errors": sum(1 for r in results if r.error_kind),
-            "unscored": unscored, "mean": sum(values) / len(values), "ci_low": low, "ci_high": high,
-            "pass_rate": sum(p for _, _, p in counted) / len(counted), "scored": scored_only}
+    return {**summary, "n": len(counted), "item_errors": item_errors, "mean": sum(values) / len(values),
+            "ci_low": low, "ci_high": high, "pass_rate": sum(p for _, _, p in counted) / len(counted),
+            "scored": scored_only}
 
 
 def error_figures(results: Sequence[Result]) -> dict[str, Any]:

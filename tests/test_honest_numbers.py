@@ -262,3 +262,26 @@ def test_cost_and_tokens_are_split_by_role(workspace):
     assert run_of(result)["provider_calls"] == roles["task"]["requests"] + roles["embedding"]["requests"] \
         == ws.fake.requests_total()
     assert "by role: task 4 requests" in ws.cli("runs", "show", "roles").stdout
+
+
+def test_a_run_summarised_before_these_numbers_still_displays(workspace):
+    ws = workspace
+    setup_project(ws, 4, second=False)
+    ws.fake.configure(rules=rules())
+    evaluate(ws, "p@1", "old")
+    old = {"n": 4, "expected": 4, "errors": 0, "error_kinds": {}, "pass_rate": 1.0, "cost": None,
+           "metrics": {"exact_match": {"n": 4, "errors": 0, "mean": 1.0, "ci_low": 1.0, "ci_high": 1.0,
+                                       "pass_rate": 1.0}},
+           "tokens": {"prompt": 20, "completion": 4, "per_call": 6.0}, "cached": 0, "provider_calls": 4,
+           "latency_ms": {"p50": 1.0, "p95": 2.0}}
+    import sqlite3
+    with sqlite3.connect(ws.db_path) as conn:
+        conn.execute("update runs set summary = ?, mode = null, role_usage = null", [json.dumps(old)])
+        conn.execute("update results set lenient = null")
+    shown = ws.cli("runs", "show", "old")
+    assert shown.code == 0 and "1.000" in shown.stdout, shown.stderr
+    assert ws.cli("runs", "list").code == 0
+    assert ws.cli("report", "old", "--format", "html", "--output", "old.html").code == 0
+    assert "old" in viewer_page(ws, "/runs/1")
+    data = json.loads(ws.cli("runs", "show", "old", "--json").stdout)
+    assert data["scored"] is None and data["repeats"] is None and data["scores"] == {"exact_match": 1.0}

@@ -82,7 +82,7 @@ def test_invalid_judge_reply_is_retried_then_the_item_is_an_error_with_the_reaso
     assert "every item failed" in result.stderr
     run = json.loads(result.stdout)["runs"][0]
     assert (run["n"], run["errors"], run["status"]) == (4, 4, "failed")  # visible, not a silent 0
-    assert run["scores"]["judge"] is None
+    assert run["scores"]["judge"] == 0.0 and run["scored"]["scores"]["judge"] is None  # every item counts, an error as 0
     rows = workspace.rows("select error_kind, error, scores, output, passed from results")
     assert len(rows) == 4
     for kind, error, scores, output, passed in rows:

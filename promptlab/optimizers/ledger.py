@@ -78,11 +78,11 @@ class Ledger:
         return {"search": None if budget is None else budget - self.test_reserve,
                 "test": self.test_reserve if budget is not None else None, "total": budget}
 
-    def spent(self, sent_now: int, usage: Usage) -> Spent:
+    def spent(self, sent_now: int, usage: Usage | None = None) -> Spent:
         """What the optimization spent, given the gateway's count of sent requests now and its
         usage ledger (requests, tokens and cost by role: task, judge, embedding, proposer)."""
         session: dict[str, RoleUsage] = {}
-        for (_, role), used in usage.items():
+        for (_, role), used in (usage or {}).items():
             session = merged(session, {role: used})
         roles = merged({role: RoleUsage.of(u) for role, u in self.roles_before.items()}, session)
         return Spent(calls=self.calls, tokens=self.tokens, cost=round(self.cost, 6),
