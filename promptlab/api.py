@@ -18,8 +18,8 @@ from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.outputs import parse_reply
-from promptlab.render import demo_text, render_messages
+from promptlab.prompting.outputs import parse_reply
+from promptlab.prompting.render import demo_text, render_messages
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
 def _embed(path: Path, settings: Any, model: str, texts: list[str]) -> list[list[float]]:
     """Vectors through the database's response cache (opened for the call: a loaded prompt holds
     no connection)."""
-    from promptlab.evaluation import embed_texts
+    from promptlab.evaluation.evaluate import embed_texts
     from promptlab.store import open_store
 
     store = open_store(path)

@@ -204,7 +204,7 @@ def test_a_baseline_on_another_model_cannot_judge_the_run(workspace):
 def test_the_headline_lift_and_min_lift_are_over_naive_k_shot_when_it_is_strongest():
     from types import SimpleNamespace
 
-    from promptlab.baselines import ConstantBaseline
+    from promptlab.scorers.baselines import ConstantBaseline
     from promptlab.models import Case
     from promptlab.optimizers.optimize import _lift, check_gates
 

@@ -33,7 +33,7 @@ def add(ctx: typer.Context, project: Project = None,
         tag: Annotated[list[str], typer.Option(help="A tag (repeatable).")] = [],
         signature: Signature = None) -> None:
     """Add one case."""
-    from promptlab.caseio import rows_to_cases
+    from promptlab.cases.files import rows_to_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
@@ -60,7 +60,7 @@ def import_(ctx: typer.Context,
       promptlab case import reviews.csv --split test
       promptlab case import generated.yaml --not-golden
     """
-    from promptlab.caseio import iter_cases
+    from promptlab.cases.files import iter_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
@@ -79,7 +79,7 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
     """Export cases (`case import` reads every format back to the same cases)."""
     import sys
 
-    from promptlab.caseio import detect_format, write_cases
+    from promptlab.cases.files import detect_format, write_cases
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
@@ -198,11 +198,11 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     import asyncio
     import sys
 
-    from promptlab.ask import InvalidReply
+    from promptlab.providers.ask import InvalidReply
     from promptlab.errors import ProviderError, UsageError
-    from promptlab.evaluation import make_gateway
-    from promptlab.generate import generate_cases, pick_seeds
-    from promptlab.lm import CallError
+    from promptlab.evaluation.evaluate import make_gateway
+    from promptlab.cases.generate import generate_cases, pick_seeds
+    from promptlab.providers.gateway import CallError
 
     state = ctx.obj
     store, settings = state.store, state.settings

@@ -45,10 +45,10 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
     """
     from pydantic import ValidationError
 
-    from promptlab.caseio import load_yaml
+    from promptlab.cases.files import load_yaml
     from promptlab.errors import UsageError
     from promptlab.models import PromptContent
-    from promptlab.render import check_prompt
+    from promptlab.prompting.render import check_prompt
 
     if template_file:
         template = template_file.read_text()
@@ -110,7 +110,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
     if json_:
         return emit_json(_version_json(version))
-    from promptlab.diffing import prompt_text
+    from promptlab.prompting.diffing import prompt_text
     from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
@@ -123,7 +123,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
          b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
-    from promptlab.diffing import diff_text
+    from promptlab.prompting.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
@@ -144,6 +144,37 @@ def log(ctx: typer.Context, ref: Ref, project: Project = None,
         return emit_json([_version_json(v) for v in chain])
     for v in chain:
         typer.echo(printable(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}"))
+
+
+@app.command("history")
+@read_only
+def history(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt's name.")],
+            project: Project = None,
+            candidates: Annotated[bool, typer.Option("--candidates", help="Also optimizer candidates.")] = False,
+            all_: Annotated[bool, typer.Option("--all", help="Also optimizer runs.")] = False,
+            json_: AsJson = False) -> None:
+    """Every version with its runs' scores over time: first, latest and best, per model and split."""
+    from promptlab.display import print_table
+    from promptlab.services.history import prompt_history
+
+    data = prompt_history(ctx.obj.store, ctx.obj.project_id(project), name.split("@")[0],
+                          candidates=candidates, optimizer_runs=all_)
+    if json_:
+        return emit_json(data)
+
+    def shown(point: dict | None) -> str:
+        return "–" if point is None else f"{point['score']:.3f} ({point['run']})"
+
+    rows = []
+    for v in data["versions"]:
+        head = [v["ref"] + "".join(f" @{label}" for label in v["labels"]), v["made_by"], v["created_at"][:16]]
+        if not v["groups"]:
+            rows.append([*head, "–", "–", 0, "–", "–", "–"])
+        for i, g in enumerate(v["groups"]):
+            rows.append([*(head if i == 0 else ["", "", ""]), g["model"], g["split"], g["runs"],
+                         shown(g["first"]), shown(g["latest"]), shown(g["best"])])
+    print_table(f"history of {data['prompt']}", ["version", "made by", "created", "model", "split", "runs",
+                                                 "first", "latest", "best"], rows)
 
 
 @app.command("label")
@@ -229,7 +260,7 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.lm import CallError, Gateway, check_credentials
+    from promptlab.providers.gateway import CallError, Gateway, check_credentials
 
     config = settings.resolve_model(model)
     check_credentials(config)

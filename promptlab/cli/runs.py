@@ -60,7 +60,7 @@ def list_(ctx: typer.Context, project: Project = None,
 def _owner_gone(row: dict) -> bool:
     """A run still marked running whose process is gone (killed, or its machine down): only a
     resume finishes it."""
-    from promptlab.lease import holder
+    from promptlab.store.lease import holder
 
     return row["status"] == "running" and holder(row["status"], row["owner_host"], row["owner_pid"],
                                                   row["heartbeat_at"]) is None
@@ -168,7 +168,7 @@ def compare(ctx: typer.Context,
 def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.")],
            project: Project = None, yes: Yes = False) -> None:
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
-    from promptlab import lease
+    from promptlab.store import lease
     from promptlab.errors import UsageError
     from promptlab.terminal import printable
 
@@ -200,8 +200,8 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
 
     from promptlab.cli.common import conclude, gate_flags, run_plans
     from promptlab.errors import UsageError
-    from promptlab.evaluation import resume_plan, run_json
-    from promptlab.gates import validate_gates
+    from promptlab.evaluation.evaluate import resume_plan, run_json
+    from promptlab.evaluation.gates import validate_gates
     from promptlab.services.evaluate import EvaluateRequest
 
     state = ctx.obj

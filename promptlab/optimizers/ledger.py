@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptlab.optimizers.base import Budget, BudgetExhausted, Spent
-from promptlab.usage import Ledger as Usage, RoleUsage, calls_for, merged
+from promptlab.providers.usage import Ledger as Usage, RoleUsage, calls_for, merged
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
     from promptlab.models import Completion
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from promptlab.diffing import diff_text, prompt_text
+from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
-from promptlab.evaluation import run_json
+from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
 from promptlab.reports.notes import run_notes
-from promptlab.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
+from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
 
 TOP = 10

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptlab.usage import ROLES
+from promptlab.providers.usage import ROLES
 
 
 def _num(value: Any, digits: int = 3) -> str:
