@@ -85,17 +85,18 @@ def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = N
         costliest = sorted(results, key=lambda r: -(r["prompt_tokens"] + r["completion_tokens"]))[:top]
         cost_by = "tokens"
     failed = [r for r in results if not r["passed"]]
+    shown = run_json(run, prompt)
     return {
         "kind": "run", "generated_at": now(),
         "project": store.db["projects"].get(project_id)["name"],
-        "run": run_json(run, prompt) | {
+        "run": shown | {
             "id": run.id, "created_at": run.created_at, "finished_at": run.finished_at,
             "model_name": run.model_name, "repeat": run.repeat,
             "params": run.params, "cases": len(run.case_ids),
-            "expected_results": summary.get("expected"), "error_kinds": summary.get("error_kinds") or {},
+            "expected_results": summary.get("expected"),
             "elapsed_s": summary.get("elapsed_s")},
         "prompt": prompt_facts(prompt),
-        "notes": run_notes(run_json(run, prompt)),
+        "notes": run_notes(shown),
         "metrics": metrics,
         "distributions": {name: histogram([r["scores"].get(name) for r in results]) for name in metrics},
         "counts": {"results": len(results), "passed": sum(r["passed"] for r in results),
