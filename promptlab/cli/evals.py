@@ -70,8 +70,8 @@ def register(app: typer.Typer) -> None:
         store, settings = state.store, state.settings
         concurrency = concurrency and parse_concurrency(concurrency, "--concurrency")
         project_id = state.project_id(project)
-        gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate, min_pass_k=min_pass_k,
-                           max_regression=max_regression, baseline=baseline)
+        gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                           min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         mode = _mode(batch, mode, resume)
         if no_wait and (store.run(project_id, resume).mode if resume else mode) != "batch" \

@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
 
         check_url(notify)  # before anything is written
         state = ctx.obj
-        flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate, min_pass_k=min_pass_k,
-                           max_regression=max_regression, baseline=baseline)
+        flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                           min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
         request = ExperimentRequest(file, models=model, split=split, limit=limit,
                                     concurrency=concurrency and parse_concurrency(concurrency, "--concurrency"),
                                     use_cache=not no_cache, gates=flags)

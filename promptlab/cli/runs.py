@@ -206,8 +206,8 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
-    gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate, min_pass_k=min_pass_k,
-                       max_regression=max_regression, baseline=baseline)
+    gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
+                       min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
     validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)
     if run.mode != "batch":

@@ -90,7 +90,8 @@ def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progre
     try:
         outcome = asyncio.run(run())
     except KeyboardInterrupt:
-        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed(), usage=spent())
+        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed(),
+               usage=spent())
         raise Interrupted(f"interrupted; finished results are saved. Continue with {resume_hint(request)}") \
             from None
     except AuthError as exc:
