@@ -19,6 +19,8 @@ from typing import Any
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.prompting.outputs import parse_reply
+from promptlab.prompting import images
+from promptlab.prompting.tools import request_params
 from promptlab.prompting.render import demo_text, render_messages
 
 
@@ -48,14 +50,16 @@ class LoadedPrompt:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The model parameters the version carries (temperature, max_tokens…)."""
-        return dict(self.version.content.params)
+        """The model parameters the version carries (temperature, max_tokens…), and its `tools` and
+        `tool_choice` when it has them: `litellm.completion(model, messages=p.messages(…), **p.params)`."""
+        return request_params(self.version.content, dict(self.version.content.params))
 
-    def messages(self, **inputs: Any) -> list[dict[str, str]]:
-        """The chat messages for these inputs (every input of the signature is needed)."""
+    def messages(self, **inputs: Any) -> list[dict[str, Any]]:
+        """The chat messages for these inputs (every input of the signature is needed; an image
+        input is a data: URI or an https URL, a file path is read from the working folder)."""
         return self.render(inputs)
 
-    def render(self, inputs: dict[str, Any], *, case_id: int | None = None) -> list[dict[str, str]]:
+    def render(self, inputs: dict[str, Any], *, case_id: int | None = None) -> list[dict[str, Any]]:
         """`messages`, for stored case `case_id` too: a demo selector never picks a case as its own demo."""
         if self.signature is not None:
             names = self.signature.input_names
@@ -65,6 +69,10 @@ class LoadedPrompt:
                 wrong = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
                 raise UsageError(f"{self.ref}: {wrong}; signature '{self.signature.name}' takes "
                                  f"{', '.join(names)}")
+            try:
+                inputs = images.resolve_inputs(inputs, self.signature.inputs, None)
+            except ValueError as exc:
+                raise UsageError(f"{self.ref}: {exc}") from None
         return render_messages(self.version.content, self.signature, inputs, case_id=case_id,
                                resolve=lambda ids: self.pool, vectors=self._vectors(inputs))
 
@@ -89,7 +97,7 @@ class LoadedPrompt:
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""
-        entry = {"name": self.version.name, **self.version.content.model_dump(mode="json"),
+        entry = {"name": self.version.name, **self.version.content.as_json(),
                  "message": self.version.message}
         return {k: v for k, v in entry.items() if v or k in ("name", "template")}  # defaults left out
 

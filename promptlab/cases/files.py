@@ -2,7 +2,9 @@
 
 A row either has the explicit shape {inputs: {...}, expected: {...}} or is
 flat, its keys named after the signature's input and output fields. Optional
-keys: split, tags, golden.
+keys: split, tags, golden. A CSV cell of a messages, tool_call, list or json
+field holds JSON; an image field holds a path (relative to the case file), an
+https:// URL or a data: URI, and a file is stored as a data URI.
 
 Case files are untrusted: YAML aliases, NaN/Infinity, non-JSON values and deep
 nesting are refused, and with a signature every value must have its field's
@@ -25,10 +27,13 @@ from pydantic import ValidationError
 
 from promptlab.errors import UsageError
 from promptlab.models import MAX_DEPTH, Case, FieldSpec, Signature, check_values
+from promptlab.prompting import images
 
 FORMATS = ("csv", "json", "jsonl", "yaml")
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-_CELL_EXAMPLES = {"int": "3", "float": "0.5", "list": '["a", "b"]', "json": '{"a": 1}'}
+_CELL_EXAMPLES = {"int": "3", "float": "0.5", "list": '["a", "b"]', "json": '{"a": 1}',
+                  "messages": '[{"role": "user", "content": "Hi"}]',
+                  "tool_call": '{"name": "get_weather", "arguments": {"city": "Paris"}}'}
 
 
 def detect_format(path: Path, fmt: str | None = None) -> str:
@@ -42,7 +47,7 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 def read_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
                split: str | None = None) -> list[Case]:
-    """A cases file → checked cases."""
+    """A cases file → checked cases (image paths relative to the file's folder)."""
     return list(iter_cases(path, fmt, signature, golden=golden, split=split))
 
 
@@ -52,7 +57,7 @@ def iter_cases(path: Path, fmt: str | None, signature: Signature | None, *, gold
     stays bounded at any size); JSON and YAML are one document, parsed whole."""
     fmt = detect_format(path, fmt)
     yield from iter_rows_to_cases(iter_rows(path, fmt), signature, str(path), golden=golden,
-                                  split=split, text_cells=fmt == "csv")
+                                  split=split, text_cells=fmt == "csv", base_dir=path.parent)
 
 
 def iter_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any]]:
@@ -165,7 +170,7 @@ def _from_cells(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) 
     out = dict(values)
     for spec in fields:
         text = out.get(spec.name)
-        if not isinstance(text, str) or spec.type in ("string", "enum"):
+        if not isinstance(text, str) or spec.type in ("string", "enum", "image"):
             continue
         if spec.type == "bool":
             if text.strip().lower() not in _BOOL_WORDS:
@@ -176,28 +181,31 @@ def _from_cells(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) 
             out[spec.name] = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             raise ValueError(f"{kind} '{spec.name}': '{text[:40]}' is not "
-                             f"{'JSON' if spec.type == 'json' else 'a ' + spec.type}; write it as "
+                             f"{'JSON' if spec.type in ('json', 'messages', 'tool_call') else 'a ' + spec.type}; write it as "
                              f"JSON, e.g. {_CELL_EXAMPLES[spec.type]}") from None
     return out
 
 
 def rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
                   golden: bool = True, split: str | None = None,
-                  text_cells: bool = False) -> list[Case]:
+                  text_cells: bool = False, base_dir: Path | None = None) -> list[Case]:
     """Map rows to cases by field name; every input field must be present.
 
-    text_cells: the values are CSV text, converted to the signature's types first."""
+    text_cells: the values are CSV text, converted to the signature's types first.
+    base_dir: where image paths are relative to (the case file's folder; default the working one);
+    each image input becomes a data URI (`promptlab.prompting.images`)."""
     return list(iter_rows_to_cases(rows, signature, where, golden=golden, split=split,
-                                   text_cells=text_cells))
+                                   text_cells=text_cells, base_dir=base_dir))
 
 
 def iter_rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
                        golden: bool = True, split: str | None = None,
-                       text_cells: bool = False) -> Iterator[Case]:
+                       text_cells: bool = False, base_dir: Path | None = None) -> Iterator[Case]:
     """`rows_to_cases`, one case at a time."""
     for i, row in enumerate(rows, start=1):
         try:
-            yield _row_to_case(row, signature, golden=golden, split=split, text_cells=text_cells)
+            yield _row_to_case(row, signature, golden=golden, split=split, text_cells=text_cells,
+                               base_dir=base_dir)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UsageError(f"{where}: case {i}: field '{'.'.join(map(str, err['loc']))}': "
@@ -207,7 +215,7 @@ def iter_rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | No
 
 
 def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bool,
-                 split: str | None, text_cells: bool) -> Case:
+                 split: str | None, text_cells: bool, base_dir: Path | None) -> Case:
     if "inputs" in row and isinstance(row["inputs"], dict):
         inputs, expected = row["inputs"], row.get("expected") or {}
     elif signature is None:
@@ -229,6 +237,7 @@ def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bo
         raise ValueError("'expected' must be an object of output fields")
     check_values(inputs, in_fields, "input")
     check_values(expected, out_fields, "expected")
+    inputs = images.resolve_inputs(inputs, in_fields, base_dir)
     tags = row.get("tags") or []
     if isinstance(tags, str):
         tags = [t.strip() for t in tags.split(",") if t.strip()]

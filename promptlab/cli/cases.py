@@ -108,6 +108,7 @@ def list_(ctx: typer.Context, project: Project = None,
     import json
 
     from promptlab import display
+    from promptlab.prompting.images import shorten
 
     state = ctx.obj
     project_id, chosen = state.project_id(project), {"split": split, "tags": tag, "golden": golden}
@@ -116,7 +117,7 @@ def list_(ctx: typer.Context, project: Project = None,
         return emit_json([c.model_dump(mode="json") for c in cases])
     display.print_table(f"cases ({state.store.count_cases(project_id, **chosen)})",
                         ["id", "inputs", "expected", "split", "tags", "golden"],
-                        [[c.id, json.dumps(c.inputs, ensure_ascii=False)[:80],
+                        [[c.id, json.dumps(shorten(c.inputs), ensure_ascii=False)[:80],
                           json.dumps(c.expected, ensure_ascii=False)[:40], c.split, ",".join(c.tags),
                           "yes" if c.golden else "no"] for c in cases])
 

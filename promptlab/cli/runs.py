@@ -111,6 +111,7 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
+    from promptlab.prompting.conversation import text_of
     from promptlab.terminal import printable
 
     if case_id not in run.case_ids:
@@ -130,8 +131,13 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
                           "params": run.params, "results": results})
     typer.echo(printable(f"run {run.name}: {loaded.ref} on {run.model}, case {case_id} "
                          f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
+    if "tools" in loaded.params:
+        names = [t["function"]["name"] for t in loaded.params["tools"]]
+        typer.echo(printable(f"--- tools offered: {', '.join(names)}"
+                             + (f" (tool_choice {json.dumps(loaded.params['tool_choice'])})"
+                                if "tool_choice" in loaded.params else "")))
     for message in messages:
-        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+        typer.echo(printable(f"--- {message['role']}\n{text_of(message['content'])}"))
     for r in results or [{"repeat": 0, "output": None, "error": "no result stored yet"}]:
         outcome = r.get("error") or f"score {r['score']}, {'passed' if r['passed'] else 'failed'}"
         typer.echo(printable(f"=== reply (repeat {r['repeat']}): {outcome}\n{r.get('output') or ''}"))

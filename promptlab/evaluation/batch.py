@@ -36,7 +36,7 @@ from promptlab.config import BatchConfig, ModelConfig
 from promptlab.errors import AuthError, ProviderError, UsageError
 from promptlab.evaluation.evaluate import RunPlan, StoreSink, bind_metrics, job, pending_jobs
 from promptlab.store.lease import HEARTBEAT_S
-from promptlab.providers.gateway import CallError, Gateway, chat_key, classify, litellm, raise_if_cancelled
+from promptlab.providers.gateway import CallError, Gateway, chat_key, classify, litellm, message_text, raise_if_cancelled
 from promptlab.models import Completion, Usage
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
@@ -319,8 +319,8 @@ class _Batches:
                 return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
-        text = _dig(body, "choices", 0, "message", "content")
-        if not isinstance(text, str):  # not an empty answer: never scored as one, never cached
+        text = message_text(_dig(body, "choices", 0, "message"))
+        if text is None:  # not an empty answer: never scored as one, never cached
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)

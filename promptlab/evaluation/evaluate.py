@@ -21,8 +21,9 @@ from promptlab.scorers.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.store.lease import HEARTBEAT_S
-from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
+from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_capabilities, check_credentials
 from promptlab.models import Case, PromptVersion, Signature
+from promptlab.prompting.tools import request_params
 from promptlab.store.records import Run
 from promptlab.prompting.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
@@ -219,6 +220,7 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
     if repeat < 1:
         raise UsageError(f"{where}: --repeat must be at least 1")
     check_credentials(model)  # a missing key is bad input, found before any call
+    check_capabilities(model, prompt.content, signature)
     name = name or auto_run_name(prompt, model)
     params = {**prompt.content.params, **(params or {})}
     run_id = store.create_run(
@@ -245,6 +247,7 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     metrics = build_metrics(run.metrics, f"run '{name}': metrics", context=metric_context(settings))
     check_code_execution(store, project_id, prompt.project, metrics)
     check_credentials(model)
+    check_capabilities(model, prompt.content, signature)
     store.claim("runs", run.id, f"run '{name}'", error=None)
     store.drop_results(run.id, error_kinds=PROVIDER_FAILURES)  # asked again: the provider, not the prompt, failed
     return RunPlan(run.id, name, project_id, prompt, signature, model, cases, run.repeat,
@@ -272,7 +275,7 @@ def job(plan: RunPlan, case: Case, repeat: int) -> Job:
     return Job(plan.run_id, case, repeat, render_messages(plan.prompt.content, plan.signature, case.inputs,
                                                      case_id=case.id, resolve=lambda ids: plan.demo_pool,
                                                      vectors=plan.demo_vectors),
-               plan.model, plan.params, plan.signature, plan.metrics)
+               plan.model, request_params(plan.prompt.content, plan.params), plan.signature, plan.metrics)
 
 
 async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Settings) -> None:

@@ -12,13 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptlab.cases.files import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
 from promptlab.evaluation.evaluate import RunPlan, build_metrics, metric_context, plan_run, resume_plan
-from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
+from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_tools
+from promptlab.prompting import images
 from promptlab.scorers import MetricContext
 from promptlab.prompting.render import check_prompt
 from promptlab.store import Store
@@ -46,7 +47,14 @@ class PromptSpec(BaseModel):
     demos: list[Demo] = Field(default_factory=list)
     demo_selector: SelectorSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
     message: str = ""
+
+    @model_validator(mode="after")
+    def _tools(self) -> "PromptSpec":
+        check_tools(tuple(self.tools), self.tool_choice)
+        return self
 
     def content(self, pool: tuple[int, ...] | None = None) -> PromptContent:
         """The version this entry makes; a demo selector needs its `pool` of case ids (without
@@ -55,7 +63,8 @@ class PromptSpec(BaseModel):
         if self.demo_selector is not None and pool is not None:
             selector = DemoSelector(**self.demo_selector.model_dump(exclude={"pool"}), pool=pool)
         return PromptContent(system=self.system, template=self.template, demos=tuple(self.demos),
-                             demo_selector=selector, params=self.params)
+                             demo_selector=selector, params=self.params, tools=tuple(self.tools),
+                             tool_choice=self.tool_choice)
 
 
 class InlineModel(BaseModel):
@@ -179,6 +188,7 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None
     cases = _cases(spec, path)
     for i, prompt in enumerate(spec.prompts):
+        prompt.demos = _demo_images(prompt.demos, spec.signature, path, f"prompts[{i}] '{prompt.name}'")
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
         if prompt.demo_selector is not None and prompt.demos:
             raise UsageError(f"{path}: prompts[{i}] '{prompt.name}': fixed demos or a demo_selector, "
@@ -194,6 +204,15 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         raise UsageError(f"{path}: no cases to evaluate; add cases (or loosen eval.split / eval.tags; "
                          f"splits here: {', '.join(splits) or 'none'})")
     return experiment
+
+
+def _demo_images(demos: list[Demo], signature: Signature, path: Path, where: str) -> list[Demo]:
+    """Demos with their image inputs read (paths relative to the experiment file)."""
+    try:
+        return [Demo(inputs=images.resolve_inputs(d.inputs, signature.inputs, path.parent), outputs=d.outputs)
+                for d in demos]
+    except ValueError as exc:
+        raise UsageError(f"{path}: {where}: demo {exc}") from None
 
 
 def _check_selector(selector: SelectorSpec, cases: list[Case], settings: Settings, where: str) -> None:
@@ -230,7 +249,7 @@ def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:
         file = Path(spec.cases.file)
         file = file if file.is_absolute() else path.parent / file
         return read_cases(file, spec.cases.format, spec.signature, split=spec.cases.split)
-    return rows_to_cases(spec.cases, spec.signature, f"{path}: cases")
+    return rows_to_cases(spec.cases, spec.signature, f"{path}: cases", base_dir=path.parent)
 
 
 def setup(store: Store, experiment: Experiment, *, concurrency: int,

@@ -6,13 +6,14 @@ import difflib
 import json
 
 from promptlab.models import PromptVersion
+from promptlab.prompting.images import shorten
 
 
 def prompt_text(p: PromptVersion) -> str:
     """A version as readable text (what `prompt show` prints and `diff_text` compares)."""
     lines = [f"# system\n{p.content.system}", f"# template\n{p.content.template}"]
     for i, demo in enumerate(p.content.demos, 1):
-        lines.append(f"# demo {i}\n{json.dumps(demo.inputs, ensure_ascii=False)} -> "
+        lines.append(f"# demo {i}\n{json.dumps(shorten(demo.inputs), ensure_ascii=False)} -> "
                      f"{json.dumps(demo.outputs, ensure_ascii=False)}")
     if p.content.demo_selector:  # per-input demos: the settings and the pool's case ids
         selector = p.content.demo_selector.model_dump(mode="json", exclude={"pool"}, exclude_none=True)
@@ -21,6 +22,10 @@ def prompt_text(p: PromptVersion) -> str:
                      f"{json.dumps(list(p.content.demo_selector.pool))}")
     if p.content.params:
         lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
+    for tool in p.content.tools:  # one line each: a changed description or schema shows as that tool's line
+        lines.append(f"# tool {tool['function']['name']}\n{json.dumps(tool, sort_keys=True, ensure_ascii=False)}")
+    if p.content.tool_choice is not None:
+        lines.append(f"# tool_choice\n{json.dumps(p.content.tool_choice, sort_keys=True)}")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptlab.models import FieldSpec, Signature
+from promptlab.prompting.tools import NoCall, to_call
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
@@ -79,6 +80,11 @@ def coerce(value: Any, spec: FieldSpec) -> Any:
         return [p.strip(" -*\t") for p in re.split(r"[,\n]", text) if p.strip(" -*\t")]
     if spec.type == "json":
         return extract_json(value) if isinstance(value, str) else value
+    if spec.type == "tool_call":
+        try:
+            return to_call(extract_json(value) if isinstance(value, str) else value)
+        except (NoCall, ParseError) as exc:
+            raise ParseError(f"field '{spec.name}': no tool call ({exc})") from None
     raise ParseError(f"field '{spec.name}': unsupported type {spec.type}")
 
 

@@ -3,6 +3,8 @@
 The signature's instruction opens the system message and the prompt's system
 text follows it; each demo is a user turn (the template filled with the demo's
 inputs) and an assistant turn (the demo's outputs as the model should write them).
+Earlier conversation turns (`messages` inputs) come before their user turn, and
+image inputs ride in it as content parts (`promptlab.prompting.conversation`).
 
 A version with a demo selector picks its demos per input (`select_demos`): the
 k pool cases nearest to the input by a lexical similarity or by the cosine of
@@ -31,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from promptlab.errors import UsageError
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_values
+from promptlab.prompting import conversation
 
 MAX_PRODUCT = 100_000  # characters or items a `*` in a template may build
 
@@ -107,6 +110,10 @@ def check_prompt(content: PromptContent, signature: Signature | None, where: str
     for field in ("template", "system"):
         variables = _compile(getattr(content, field), f"{where}.{field}")[1]
         if signature is not None:
+            pictures = sorted(variables & set(signature.fields_of("image")))
+            if pictures:
+                raise UsageError(f"{where}.{field}: input '{pictures[0]}' is an image, sent as an image "
+                                 f"part of the user message; the template cannot write it as text")
             unknown = sorted(variables - set(signature.input_names))
             if unknown:
                 raise UsageError(
@@ -162,8 +169,9 @@ PoolResolver = Callable[[Sequence[int]], Sequence[Case]]
 
 def render_messages(content: PromptContent, signature: Signature | None, inputs: dict[str, Any], *,
                     case_id: int | None = None, resolve: PoolResolver | None = None,
-                    vectors: Mapping[str, Sequence[float]] | None = None) -> list[dict[str, str]]:
-    """The messages for one input. A version with a demo selector needs `resolve` (its pool's
+                    vectors: Mapping[str, Sequence[float]] | None = None) -> list[dict[str, Any]]:
+    """The messages for one input: system, demos (each after its own earlier turns), the
+    input's earlier turns (`messages` inputs), then its user turn (with any image parts). A version with a demo selector needs `resolve` (its pool's
     cases), `vectors` if it compares embeddings (`demo_text` -> vector), and the case's id so
     that case is never its own demo."""
     demos = content.demos
@@ -175,10 +183,14 @@ def render_messages(content: PromptContent, signature: Signature | None, inputs:
     own = _render(content.system, inputs, "prompt system text") if content.system else ""
     system = "\n".join(p for p in (signature.instruction if signature else "", own) if p).strip()
     messages = [{"role": "system", "content": system}] if system else []
-    for demo in demos:
-        messages.append({"role": "user", "content": _render(content.template, demo.inputs, "prompt template")})
+    for demo in demos:  # each demo's own earlier turns, its question, its answer
+        messages += conversation.turns(demo.inputs, signature)
+        messages.append(conversation.user_turn(_render(content.template, demo.inputs, "prompt template"),
+                                               demo.inputs, signature))
         messages.append({"role": "assistant", "content": format_output(demo.outputs, signature)})
-    messages.append({"role": "user", "content": _render(content.template, inputs, "prompt template")})
+    messages += conversation.turns(inputs, signature)
+    messages.append(conversation.user_turn(_render(content.template, inputs, "prompt template"),
+                                           inputs, signature))
     return messages
 
 
@@ -193,7 +205,7 @@ def _pool(selector: DemoSelector, resolve: PoolResolver) -> list[Case]:
 
 def demo_text(inputs: dict[str, Any], signature: Signature | None) -> str:
     """The input fields as one text to compare (strings as they are, other values as JSON)."""
-    names = signature.input_names if signature else sorted(inputs)
+    names = [f.name for f in signature.inputs if f.type != "image"] if signature else sorted(inputs)
     return "\n".join(v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
                      for v in (inputs.get(n) for n in names) if v is not None)
 

@@ -26,7 +26,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
 from promptlab.errors import AuthError, UsageError
-from promptlab.models import Completion, Usage
+from promptlab.models import Completion, PromptContent, Signature, Usage
+from promptlab.prompting.tools import reply_text
 from promptlab.redact import redact
 from promptlab.providers.usage import Ledger, RoleUsage, caller, calls_for
 
@@ -238,6 +239,20 @@ def check_credentials(model: ModelConfig) -> None:
     if missing:
         raise UsageError(f"model '{model.alias or model.model}': environment variable "
                          f"{', '.join(missing)} is not set; export it with the provider's API key")
+
+
+def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
+    """Before any call: the embedded model reads plain text, so a version that sends images or
+    offers tools cannot run on it (bad input, exit 2) — rather than a reply that ignored them."""
+    if model.route != "local":
+        return
+    pictures = signature.fields_of("image") if signature else []
+    needs = (f"image input '{pictures[0]}'" if pictures else
+             f"{len(content.tools)} tool{'s' if len(content.tools) > 1 else ''}" if content.tools else None)
+    if needs:
+        raise UsageError(f"model '{model.alias or model.model}' (the embedded text model) cannot take "
+                         f"{needs}; evaluate this prompt with a model that can (e.g. --model an OpenAI "
+                         f"or vision model alias)")
 
 
 def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
@@ -456,7 +471,8 @@ def _reply_of_litellm(response: Any) -> Reply | None:
         return None
     usage = getattr(response, "usage", None)
     cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-    return (response.choices[0].message.content, response.choices[0].finish_reason,
+    message = response.choices[0].message
+    return (reply_text(message.content, getattr(message, "tool_calls", None)), response.choices[0].finish_reason,
             getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
             None if cost is None else float(cost))
 
@@ -466,11 +482,17 @@ def _reply_of_json(data: dict) -> Reply | None:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
-    message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return (text if isinstance(text, str) else None, choices[0].get("finish_reason"),
+    return (message_text(choices[0].get("message")), choices[0].get("finish_reason"),
             usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, None)
+
+
+def message_text(message: Any) -> str | None:
+    """An OpenAI reply message's (JSON) output text: its content or its tool calls (None: neither)."""
+    if not isinstance(message, dict):
+        return None
+    content, calls = message.get("content"), message.get("tool_calls")
+    return reply_text(content if isinstance(content, str) else None, calls if isinstance(calls, list) else None)
 
 
 def fast_path(model: ModelConfig) -> bool:

@@ -189,7 +189,14 @@ def m011_guards(db: Database) -> None:
 
 
 @migrations()
-def m012_lenient_parses_and_role_usage(db: Database) -> None:
+def m012_prompt_tools(db: Database) -> None:
+    """A prompt version may offer the model tools (OpenAI function specs, JSON) and a tool_choice."""
+    db["prompts"].add_column("tools", str)
+    db["prompts"].add_column("tool_choice", str)
+
+
+@migrations()
+def m013_lenient_parses_and_role_usage(db: Database) -> None:
     """Which output fields of a result only a field's lenient rule accepted (a JSON list), and a
     run's tokens, cost and requests by role (judge, embedding) summed over its sessions (JSON)."""
     db["results"].add_column("lenient", str)

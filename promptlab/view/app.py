@@ -84,6 +84,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
 
     def result(request: Request, store: Store) -> Response:
         """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
+        from promptlab.prompting.conversation import text_of
         from promptlab.prompting.render import render_messages
         from promptlab.reports.facts import run_facts
 
@@ -94,7 +95,9 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         if found is None:
             raise NotFoundError(f"run {run.name} has no result for case {key[0]}, repeat {key[1]}")
         prompt = store.prompt_by_id(run.prompt_id)
-        messages = render_messages(prompt.content, store.prompt_signature(prompt), found["inputs"] or {})
+        case = store.cases_by_id(run.project_id, [key[0]]).get(key[0])  # facts hold images as labels
+        messages = [{"role": m["role"], "content": text_of(m["content"])} for m in render_messages(
+            prompt.content, store.prompt_signature(prompt), case.inputs if case else found["inputs"] or {})]
         return page("result.html", title=f"{run.name} · case {key[0]}", run=run,
                     project=queries.project(store, run.project_id), prompt=prompt.ref,
                     result=redact_all(found), messages=redact_all(messages))
