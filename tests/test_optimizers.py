@@ -159,6 +159,9 @@ def test_each_strategy_lifts_the_base_within_budget_with_lineage(workspace, stra
     assert report["improved"] is True and report["outcome"] == "improved"
     assert report["spent"]["calls"] + report["spent"]["test_calls"] <= 150
     assert chat_calls(ws) == report["spent"]["provider_calls"] <= 150
+    roles = report["spent"]["by_role"]  # the task model's and the proposer's requests apart, adding up
+    assert sum(u["requests"] for u in roles.values()) == report["spent"]["provider_calls"]
+    assert roles["task"]["requests"] > 0
     assert report["projected_calls"] == {"search": 150 - 21, "test": 21, "total": 150}  # 7 test cases, 3 sides
     constant = report["constant_baseline"]           # the test split's majority label, always answered
     assert constant["field"] == "label" and 0.5 <= constant["score"] < 1.0
