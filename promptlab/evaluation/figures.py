@@ -64,12 +64,12 @@ def field_accuracy(signature: Signature | None, cases: Iterable[Case],
         return None
     from promptlab.scorers.structured import values_equal
 
-    expected = {c.id: c.expected for c in cases}
+    by_id = {c.id: c for c in cases}
     out: dict[str, dict[str, Any]] = {}
     for spec in signature.outputs:
         right = total = unparsed = 0
         for r in results:
-            want = expected.get(r.case_id, {}).get(spec.name)
+            want = (r.expected_of(by_id.get(r.case_id)) or {}).get(spec.name)
             if want is None:
                 continue
             total += 1
