@@ -444,7 +444,7 @@ def demo_overlap(prompt: PromptVersion, cases: list[Case]) -> str | None:
 
 def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
                   session_s: float | None = None) -> dict:
-    """The run's numbers (see `run_figures`). `elapsed_s`: its active time over every session;
+    """The run's numbers (see `evaluation.figures`). `elapsed_s`: its active time over every session;
     calls/s is measured over this process's session (`session_s`) alone, since a killed
     session's time is unknown."""
     results = store.results(plan.run_id)

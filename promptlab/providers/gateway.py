@@ -1,7 +1,8 @@
 """The model gateway: the only module that imports litellm (lazily).
 
 Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
-litellm import) with the same retries, limits, cache keys and error kinds.
+litellm import) with the same retries, limits, cache keys and error kinds; so
+does the embedded model (`local.py`, llama.cpp in this process).
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
 and caching (content-addressed, in the store); litellm's and the openai SDK's
@@ -348,6 +349,8 @@ class Gateway:
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
             reply = _reply_of_json(data)
+        elif model.route == "local":
+            reply, attempts, started = await self._call(model, _local_chat, messages=messages, **params)
         else:
             litellm()  # its first import takes seconds: not part of this call's latency
             response, attempts, started = await self._call(model, _litellm_method("acompletion"),
@@ -383,13 +386,19 @@ class Gateway:
                         spent.reply(0, 0, 0.0 if hit.get("priced") else None, cached=True)
             missing = [i for i in range(len(texts)) if i not in found]
             if missing:
-                response, _, _ = await self._call(model, _litellm_method("aembedding"),
-                                                  input=[texts[i] for i in missing])
-                cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-                tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
+                asked = [texts[i] for i in missing]
+                cost, tokens = None, 0
+                if model.route == "local":
+                    vectors, _, _ = await self._call(model, _local_embed, input=asked)
+                    cost = 0.0  # the embedded model costs nothing
+                else:
+                    response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                    vectors = [item["embedding"] if isinstance(item, dict) else item.embedding
+                               for item in response.data]
+                    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+                    tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
                 spent.reply(tokens, 0, None if cost is None else float(cost), cached=False)
-                for i, item in zip(missing, response.data):
-                    vector = item["embedding"] if isinstance(item, dict) else item.embedding
+                for i, vector in zip(missing, vectors):
                     found[i] = list(vector)
                     if self.cache is not None:
                         self.cache.put(keys[i], "embedding", model.model,
@@ -443,7 +452,11 @@ class Gateway:
                 attempts += 1
                 self.calls += 1
                 self._spent().requests += 1
-                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                # the embedded model times its own calls from when its thread starts them and stops
+                # them there; a timeout here would also count the wait behind other calls, and
+                # could not stop llama.cpp: the retry would run beside the call it gave up on
+                sending = send(kwargs)
+                reply = await (sending if model.route == "local" else asyncio.wait_for(sending, timeout + 5))
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
@@ -480,6 +493,26 @@ Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, t
 
 def _litellm_method(name: str) -> Callable[[dict], Any]:
     return lambda kwargs: getattr(litellm(), name)(**kwargs)
+
+
+async def _local_chat(kwargs: dict) -> Reply:
+    from promptlab.providers import local as local_provider
+
+    try:
+        text, finish_reason, prompt_tokens, completion_tokens = await local_provider.chat(
+            kwargs["model"], kwargs["messages"], kwargs, kwargs["timeout"])
+        return text, finish_reason, prompt_tokens, completion_tokens, 0.0  # it costs nothing
+    except local_provider.LocalModelError as exc:  # never transient: asking again gets the same
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
+
+
+async def _local_embed(kwargs: dict) -> list[list[float]]:
+    from promptlab.providers import local as local_provider
+
+    try:
+        return (await local_provider.embed(kwargs["model"], kwargs["input"]))[0]
+    except local_provider.LocalModelError as exc:
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
 
 
 def _reply_of_litellm(response: Any) -> Reply | None:
@@ -520,7 +553,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 
 def _fastpath():
-    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    """The direct path's module (it imports aiohttp, so only when a model takes it)."""
     from promptlab.providers import direct as module
 
     return module
