@@ -60,6 +60,10 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "echo": False,                  # reply with the last user message when no rule matches
     "rules_temperature": None,      # [low, high]: the rules answer only requests whose temperature is
                                     # in it (default_reply otherwise, also when none is sent)
+    "error_rate": 0.0,              # share of conversations that always fail (picked by content hash
+    "error_status": 400,            # and seed: the same items on every run), with this status
+    "flip_rate": 0.0,               # probability a chat reply is swapped for another of flip_choices
+    "flip_choices": [],             # (seeded per conversation and attempt: reproducible in any order)
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
@@ -205,6 +209,11 @@ def normalise(b: dict[str, Any]) -> dict[str, Any]:
     if "fail_statuses" in b:
         b["fail_statuses"] = [int(s) for s in b["fail_statuses"]]
     return b
+
+
+def _draw(*key: Any) -> float:
+    """A uniform number in [0, 1) fixed by `key` (seed, conversation, purpose, attempt)."""
+    return random.Random(hashlib.sha256(repr(key).encode()).digest()).random()
 
 
 def error_body(status: int, msg: str) -> dict[str, Any]:
@@ -400,6 +409,8 @@ def make_app(state: State):
             s.first_n_seen[ck] = seen
             if seen <= b["fail_first_n"]:
                 return fail(b["fail_first_n_status"], f"injected failure {seen}/{b['fail_first_n']}")
+        if b["error_rate"] > 0 and _draw(b["seed"], ck, "error") < b["error_rate"]:
+            return fail(b["error_status"], f"injected item error {b['error_status']} (error_rate)")
         if b["fail_rate"] > 0 and s.rng.random() < b["fail_rate"]:
             st = s.rng.choice(b["fail_statuses"])
             return fail(st, f"injected random failure {st}")
@@ -416,9 +427,11 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts,
-                                     chat_reply(b, joined, last_user, body.get("temperature")),
-                                     tool_call(b, body, last_user)))
+        reply = chat_reply(b, joined, last_user, body.get("temperature"))
+        if b["flip_rate"] > 0 and _draw(b["seed"], ck, "flip", s.by_content[ck]) < b["flip_rate"]:
+            others = [c for c in b["flip_choices"] if c != reply]
+            reply = others[int(_draw(b["seed"], ck, "to", s.by_content[ck]) * len(others))] if others else reply
+        return jresp(completion_body(b, ck, model, texts, reply, tool_call(b, body, last_user)))
 
     async def chat(request):
         return await handle_api(request, "chat")

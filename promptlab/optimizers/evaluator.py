@@ -286,9 +286,9 @@ class Evaluator:
                                         concurrency=self.config.concurrency, use_cache=True,
                                         settings=self.settings)
             except BaseException:
-                finish(self.store, plans, None, status="interrupted")
+                finish(self.store, plans, None, status="interrupted", usage=self.gateway.usage)
                 raise
-            finish(self.store, plans, outcome)
+            finish(self.store, plans, outcome, usage=self.gateway.usage)
         capped = False
         for cand, run_id, cases in runs:
             results = self.store.results(run_id)

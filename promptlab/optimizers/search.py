@@ -158,7 +158,7 @@ class Search:
 
     @property
     def spent(self) -> Spent:
-        return self.ledger.spent(self.gateway.calls)
+        return self.ledger.spent(self.gateway.calls, self.gateway.usage)
 
     # ---- evaluation ---------------------------------------------------------------
     def split_cases(self, split: str) -> tuple[Case, ...]:

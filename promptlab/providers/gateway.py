@@ -30,6 +30,7 @@ from promptlab.errors import AuthError, UsageError, require_extra
 from promptlab.models import Completion, PromptContent, Signature, Usage
 from promptlab.prompting.tools import reply_text
 from promptlab.redact import redact
+from promptlab.providers.usage import Ledger, RoleUsage, caller, calls_for
 
 _litellm = None
 import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
@@ -304,6 +305,7 @@ class Gateway:
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    usage: Ledger = field(default_factory=dict)  # (run, role) -> what its calls spent (usage.calls_for)
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
 
@@ -335,8 +337,9 @@ class Gateway:
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
-                                  attempts=0)
+                usage = Usage(**hit["usage"])
+                self._spent().reply(usage.prompt_tokens, usage.completion_tokens, usage.cost, cached=True)
+                return Completion(text=hit["text"], usage=usage, cached=True, attempts=0)
         direct = self._direct if fast_path(model) else None
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
@@ -358,6 +361,7 @@ class Gateway:
         if direct is not None:
             cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
         result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        self._spent().reply(prompt_tokens, completion_tokens, cost, cached=False)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
         return Completion(text=text, usage=result, attempts=attempts,
@@ -367,24 +371,38 @@ class Gateway:
         """Embeddings, one vector per text, each cached on its own."""
         keys = [cache_key("embedding", model, {"input": t}) for t in texts]
         found: dict[int, list[float]] = {}
-        if use_cache and self.cache is not None:
-            for i, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    found[i] = hit["vector"]
-        missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            asked = [texts[i] for i in missing]
-            if model.route == "local":
-                vectors, _, _ = await self._call(model, _local_embed, input=asked)
-            else:
-                response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
-                vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
-            for i, vector in zip(missing, vectors):
-                found[i] = list(vector)
-                if self.cache is not None:
-                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        with calls_for("embedding"):
+            spent = self._spent()
+            if use_cache and self.cache is not None:
+                for i, key in enumerate(keys):
+                    hit = self.cache.get(key)
+                    if hit is not None:
+                        found[i] = hit["vector"]  # free, or n/a when its model has no known price
+                        spent.reply(0, 0, 0.0 if hit.get("priced") else None, cached=True)
+            missing = [i for i in range(len(texts)) if i not in found]
+            if missing:
+                asked = [texts[i] for i in missing]
+                cost, tokens = None, 0
+                if model.route == "local":
+                    vectors, _, _ = await self._call(model, _local_embed, input=asked)
+                    cost = 0.0  # the embedded model costs nothing
+                else:
+                    response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                    vectors = [item["embedding"] if isinstance(item, dict) else item.embedding
+                               for item in response.data]
+                    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+                    tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
+                spent.reply(tokens, 0, None if cost is None else float(cost), cached=False)
+                for i, vector in zip(missing, vectors):
+                    found[i] = list(vector)
+                    if self.cache is not None:
+                        self.cache.put(keys[i], "embedding", model.model,
+                                       {"vector": found[i], "priced": cost is not None})
         return [found[i] for i in range(len(texts))]
+
+    def _spent(self) -> RoleUsage:
+        """The ledger entry of the caller's run and role."""
+        return self.usage.setdefault(caller(), RoleUsage())
 
     def adaptive_limits(self) -> dict[str, int]:
         """The current limit of each model under concurrency "auto" (for the live view)."""
@@ -428,6 +446,7 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
+                self._spent().requests += 1
                 # the embedded model times its own calls from when its thread starts them and stops
                 # them there; a timeout here would also count the wait behind other calls, and
                 # could not stop llama.cpp: the retry would run beside the call it gave up on
