@@ -8,21 +8,21 @@ import os
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator, TextIO
 
 from promptlab.errors import UsageError
 
 
 @contextmanager
-def replaced(path: Path, what: str, newline: str | None = None, binary: bool = False) -> Iterator[IO]:
-    """A text (or `binary`) stream whose content becomes `path` when the block ends without an
-    error; an OSError is bad input naming the file (`what`: what was being written)."""
+def replaced(path: Path, what: str, newline: str | None = None) -> Iterator[TextIO]:
+    """A text stream whose content becomes `path` when the block ends without an error; an OSError
+    is bad input naming the file (`what`: what was being written)."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _mode(path))  # mkstemp's 0600 would change who may read the file
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as out:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

@@ -104,9 +104,44 @@ def test_the_served_format_is_the_embedded_models_prompt_with_the_system_message
 
 
 @pytest.mark.slow
-def test_a_prompt_scores_the_same_served_and_in_process(workspace, llama_server):
-    """The same prompt (a system instruction, demos) on the same cases: the served model's replies
-    are the embedded model's, reply for reply, and so is the prompt's token count."""
+def test_the_served_model_gets_the_tokens_the_embedded_one_gets(llama_server):
+    """What the server's chat handler hands llama.cpp for a conversation with a system message is,
+    token for token, the embedded model's prompt (the handler the server process registers, run
+    here on the same GGUF)."""
+    import llama_cpp
+
+    from promptlab.providers.local import messages_to_prompt, packaged_model_path
+    from promptlab.providers.local_server import CHAT_FORMAT, register
+
+    register()
+    llm = llama_cpp.Llama(model_path=packaged_model_path(), n_ctx=N_CTX, n_threads=1, verbose=False,
+                          chat_format=CHAT_FORMAT)
+    sent, original = [], llm.create_completion
+
+    def capture(prompt, **kwargs):
+        sent.append(prompt)
+        return original(prompt=prompt, **kwargs)
+
+    llm.create_completion = capture
+    messages = [{"role": "system", "content": "Answer with one word: positive or negative."},
+                {"role": "user", "content": "Review: the soup was cold\nSentiment:"}]
+    llm.create_chat_completion(messages=messages, max_tokens=2, temperature=0)
+    in_process = llm.tokenize(messages_to_prompt(messages)[0].encode(), add_bos=True, special=True)
+    assert sent == [in_process]
+    # and the running server counts the same prompt
+    body = json.dumps({"model": "gemma", "messages": messages, "max_tokens": 2, "temperature": 0}).encode()
+    request = urllib.request.Request(llama_server + "/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    reply = json.loads(opener.open(request, timeout=300).read())
+    assert reply["usage"]["prompt_tokens"] == len(in_process)
+
+
+@pytest.mark.slow
+def test_a_prompt_runs_served_and_in_process_on_the_same_text(workspace, llama_server):
+    """The same prompt (a system instruction, a template) on the same cases, through the server and
+    in-process: every case's prompt is the same number of tokens (the old recipe's gemma format
+    sent no system message at all)."""
     workspace.write("promptlab.toml", f'[models.gemma]\nmodel = "openai/gemma"\napi_base = "{llama_server}"\n'
                                       'params = {temperature = 0, repeat_penalty = 1.0}\n')
     texts = [f"The meal number {i} was {'delicious' if i % 2 else 'awful'}." for i in range(6)]
@@ -121,8 +156,9 @@ def test_a_prompt_scores_the_same_served_and_in_process(workspace, llama_server)
         assert workspace.cli(*args).code == 0, args
     result = workspace.cli("eval", "--prompt", "p", "--model", "gemma", "--model", "local", "--json")
     assert result.code in (0, 1), result.stderr
-    outputs = {name: workspace.rows("select r.case_id, r.output, r.prompt_tokens from results r join runs u "
-                                    "on u.id = r.run_id where u.name = ? order by r.case_id", (name,))
-               for name in ("p@1-gemma", "p@1-local")}
-    assert len(outputs["p@1-gemma"]) == 6
-    assert outputs["p@1-gemma"] == outputs["p@1-local"]
+    tokens = {name: workspace.rows("select r.case_id, r.prompt_tokens from results r join runs u "
+                                   "on u.id = r.run_id where u.name = ? and r.error is null order by r.case_id",
+                                   (name,))
+              for name in ("p@1-gemma", "p@1-local")}
+    assert len(tokens["p@1-gemma"]) == 6
+    assert tokens["p@1-gemma"] == tokens["p@1-local"]

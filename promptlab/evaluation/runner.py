@@ -18,10 +18,11 @@ from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
 from promptlab.providers.gateway import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
-from promptlab.prompting.outputs import parse_output
+from promptlab.prompting.outputs import parse_reply
 from promptlab.progress import (ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Note, Progress,
                                 RunTotal)
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
+from promptlab.providers.usage import calls_for
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ItemResult:
     cost: float | None = None
     cached: bool = False
     attempts: int = 0
+    lenient: tuple[str, ...] = ()  # output fields only a lenient rule accepted
     warning: str | None = None  # shown, not stored (the provider's usage could not be believed)
 
     def row(self) -> dict[str, Any]:
@@ -65,7 +67,8 @@ class ItemResult:
                 "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
                 "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": self.cost,
-                "cached": int(self.cached), "attempts": self.attempts}
+                "cached": int(self.cached), "attempts": self.attempts,
+                "lenient": dumps(list(self.lenient)) if self.lenient else None}
 
 
 class Sink(Protocol):
@@ -101,6 +104,7 @@ class Scored(NamedTuple):
     score: float | None
     passed: bool
     error: str | None = None  # why a metric could not score this item (the item is then an error)
+    lenient: tuple[str, ...] = ()
 
 
 async def score_reply(job: Job, text: str) -> Scored:
@@ -112,7 +116,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     error message; the other metrics still score. 401/403 (AuthError) stops
     the run.
     """
-    parsed, parse_error = parse_output(text, job.signature)
+    reply = parse_reply(text, job.signature)
+    parsed, parse_error = reply.parsed, reply.parse_error
     item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
                       expected=job.case.expected, inputs=job.case.inputs,
                       outputs=job.signature.outputs if job.signature else ())
@@ -122,7 +127,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     passed = True
     for metric in job.metrics:
         try:
-            result: Score = await metric.score(item)
+            with calls_for("judge", job.run_id):  # a metric that calls a model (an embedding is its own role)
+                result: Score = await metric.score(item)
         except AuthError:
             raise
         except Exception as exc:  # the item becomes an error, never a crash
@@ -135,7 +141,7 @@ async def score_reply(job: Job, text: str) -> Scored:
             values.append(result.value)
     score = values[0] if values else None
     return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
-                  "; ".join(errors) or None)
+                  "; ".join(errors) or None, reply.lenient)
 
 
 def render_failure(job: Job) -> ItemResult:
@@ -149,8 +155,9 @@ async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
         return render_failure(job)
     started = time.perf_counter()
     try:
-        reply = await gateway.complete(job.model, job.messages, job.params,
-                                       use_cache=use_cache, sample=job.repeat)
+        with calls_for("task", job.run_id):
+            reply = await gateway.complete(job.model, job.messages, job.params,
+                                           use_cache=use_cache, sample=job.repeat)
     except CallError as exc:
         return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
                           attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
@@ -176,8 +183,9 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       latency_ms=reply.latency_ms if not reply.cached else 0.0,
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
-                      cost=0.0 if reply.cached else reply.usage.cost,
-                      cached=reply.cached, attempts=reply.attempts, warning=reply.warning)
+                      cost=0.0 if reply.cached and reply.usage.cost is not None else reply.usage.cost,
+                      cached=reply.cached, attempts=reply.attempts, lenient=scored.lenient,
+                      warning=reply.warning)
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
