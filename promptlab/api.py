@@ -3,9 +3,13 @@
     import promptlab
     classifier = promptlab.load_prompt("classifier@production", project="reviews")
     messages = classifier.messages(text="The battery died in a day.")  # send with any client
+    reply = client.chat.completions.create(model=..., messages=messages,
+                                           response_format=classifier.response_format, **classifier.params)
+    classifier.parse(reply.choices[0].message.content)
 
 The messages are exactly what `eval` sends for the same inputs: the version's own
-signature instruction, system text, demos and template, rendered in the sandbox.
+signature instruction, system text, demos and template, rendered in the sandbox; a
+structured version's `response_format` is the JSON schema `eval` sends with them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
 from promptlab.outputs import parse_output
+from promptlab.prompting.structured import response_format, with_decoding
 from promptlab.render import demo_text, render_messages
 
 
@@ -50,6 +55,23 @@ class LoadedPrompt:
     def params(self) -> dict[str, Any]:
         """The model parameters the version carries (temperature, max_tokens…)."""
         return dict(self.version.content.params)
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """A structured version's `response_format` (the signature's outputs as a JSON schema), the
+        object `eval` sends to an OpenAI-compatible model, a LiteLLM provider or the embedded model;
+        None for a version that is not structured."""
+        if not self.version.content.structured or self.signature is None:
+            return None
+        return response_format(self.signature)
+
+    def request_params(self, model: Any) -> dict[str, Any]:
+        """Everything `eval` sends to `model` (a config.ModelConfig) beside the messages: the version's
+        params and its structured decoding in that model's mechanism (UsageError if it has none)."""
+        from promptlab.evaluation import run_decoding
+
+        return with_decoding(self.params, run_decoding(self.version, self.signature, model),
+                             f"prompt '{self.ref}'")
 
     def messages(self, **inputs: Any) -> list[dict[str, str]]:
         """The chat messages for these inputs (every input of the signature is needed)."""

@@ -66,6 +66,8 @@ class ModelConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True  # an OpenAI-compatible api_base is called directly, not through litellm
+    # how a structured prompt constrains this model's decoding (prompting.structured); None: by route
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
     @field_validator("api_base")
     @classmethod

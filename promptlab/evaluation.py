@@ -21,8 +21,9 @@ from promptlab.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.lease import HEARTBEAT_S
-from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials
+from promptlab.lm import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_credentials, structured_mode
 from promptlab.models import Case, PromptVersion, Signature
+from promptlab.prompting.structured import Decoding, decoding, with_decoding
 from promptlab.records import Run
 from promptlab.render import check_cases, check_prompt, demo_text, render_messages
 from promptlab.progress import Progress, RunTotal
@@ -138,6 +139,7 @@ class RunPlan:
     done_before: int = 0  # results it held when this process took it up
     demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
     demo_vectors: dict[str, list[float]] | None = None  # its texts' embeddings (embed_demo_texts)
+    decoding: Decoding = Decoding()  # how its replies are constrained (already in `params`)
 
     @property
     def label(self) -> str:
@@ -216,15 +218,23 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
     if repeat < 1:
         raise UsageError(f"{where}: --repeat must be at least 1")
     check_credentials(model)  # a missing key is bad input, found before any call
+    decoded = run_decoding(prompt, signature, model)  # a model that cannot constrain it: bad input too
     name = name or auto_run_name(prompt, model)
-    params = {**prompt.content.params, **(params or {})}
+    params = with_decoding({**prompt.content.params, **(params or {})}, decoded, f"prompt '{prompt.ref}'")
     run_id = store.create_run(
         project_id, name, prompt, model=model.alias or model.model, model_name=model.model,
         api_base=model.api_base, params=params, metrics=[m.spec for m in metrics],
         case_ids=[c.id for c in cases], repeat=repeat, concurrency=concurrency,
         optimization_id=optimization_id, use_cache=int(use_cache), active_s=0.0)
     return RunPlan(run_id, name, project_id, prompt, signature, model, cases, repeat, metrics, params,
-                   concurrency, use_cache)
+                   concurrency, use_cache, decoding=decoded)
+
+
+def run_decoding(prompt: PromptVersion, signature: Signature | None, model: ModelConfig) -> Decoding:
+    """How a run of `prompt` on `model` constrains its replies (UsageError when it cannot and the
+    version allows no fallback); the model's mechanism is looked up only for a structured version."""
+    mode = structured_mode(model) if prompt.content.structured else None
+    return decoding(prompt.content, signature, mode, model=model.alias or model.model, ref=prompt.ref)
 
 
 def resume_plan(store: Store, settings: Settings, project_id: int, name: str) -> RunPlan:
@@ -242,10 +252,12 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     metrics = build_metrics(run.metrics, f"run '{name}': metrics", context=metric_context(settings))
     check_code_execution(store, project_id, prompt.project, metrics)
     check_credentials(model)
+    decoded = run_decoding(prompt, signature, model)  # its params (run.params) carry it already
     store.claim("runs", run.id, f"run '{name}'", error=None)
     store.drop_results(run.id, error_kinds=PROVIDER_FAILURES)  # asked again: the provider, not the prompt, failed
     return RunPlan(run.id, name, project_id, prompt, signature, model, cases, run.repeat,
-                   metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache))
+                   metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache),
+                   decoding=decoded)
 
 
 def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tuple[RunTotal, ...]]:
@@ -435,6 +447,9 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
         "n": len(results), "expected": len(plan.cases) * plan.repeat,
         "errors": len(results) - len(scored),
         "error_kinds": _count(r.error_kind for r in results if r.error_kind),
+        # replies that did not fit the signature (scored, not errors), and how decoding was constrained
+        "parse_failures": sum(1 for r in scored if r.parse_error),
+        "decoding": plan.decoding.as_json(),
         "pass_rate": (sum(r.passed for r in scored) / len(scored)) if scored else None,
         "metrics": metrics,
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
@@ -465,7 +480,8 @@ def run_json(run: Run, prompt: PromptVersion) -> dict:
     metrics = summary.get("metrics", {})
     return {"name": run.name, "prompt": prompt.name, "version": prompt.version,
             "model": run.model, "status": run.status, "n": summary.get("n", 0),
-            "errors": summary.get("errors", 0),
+            "errors": summary.get("errors", 0), "parse_failures": summary.get("parse_failures"),
+            "decoding": summary.get("decoding"),
             "scores": {k: v.get("mean") for k, v in metrics.items()},
             "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
             "pass_rate": summary.get("pass_rate"), "tokens": summary.get("tokens"),

@@ -12,13 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptlab.caseio import load_yaml, read_cases, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings
 from promptlab.errors import UsageError
 from promptlab.evaluation import RunPlan, build_metrics, metric_context, plan_run, resume_plan
+from promptlab.lm import structured_mode
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature
+from promptlab.prompting.structured import decoding
 from promptlab.scorers import MetricContext
 from promptlab.render import check_prompt
 from promptlab.store import Store
@@ -46,7 +48,16 @@ class PromptSpec(BaseModel):
     demos: list[Demo] = Field(default_factory=list)
     demo_selector: SelectorSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    structured: bool = False           # the signature drives the decoder (prompting.structured)
+    structured_fallback: bool = False  # a model that cannot: called unconstrained, not refused
     message: str = ""
+
+    @model_validator(mode="after")
+    def _fallback_needs_structured(self) -> "PromptSpec":
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
+        return self
 
     def content(self, pool: tuple[int, ...] | None = None) -> PromptContent:
         """The version this entry makes; a demo selector needs its `pool` of case ids (without
@@ -55,7 +66,8 @@ class PromptSpec(BaseModel):
         if self.demo_selector is not None and pool is not None:
             selector = DemoSelector(**self.demo_selector.model_dump(exclude={"pool"}), pool=pool)
         return PromptContent(system=self.system, template=self.template, demos=tuple(self.demos),
-                             demo_selector=selector, params=self.params)
+                             demo_selector=selector, params=self.params, structured=self.structured,
+                             structured_fallback=self.structured_fallback)
 
 
 class InlineModel(BaseModel):
@@ -70,6 +82,7 @@ class InlineModel(BaseModel):
     timeout: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
 
 class CasesFile(BaseModel):
@@ -186,6 +199,11 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         if prompt.demo_selector is not None:
             _check_selector(prompt.demo_selector, cases, settings, f"{path}: prompts[{i}].demo_selector")
     models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
+    for i, prompt in enumerate(spec.prompts):  # a model that cannot decode to the schema: before any call
+        if prompt.structured:
+            for model in models:
+                decoding(prompt.content(), spec.signature, structured_mode(model),
+                         model=model.alias or model.model, ref=f"{path}: prompts[{i}] '{prompt.name}'")
     context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, cases, context)

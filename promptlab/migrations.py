@@ -168,3 +168,11 @@ def m010_cases_by_project_id(db: Database) -> None:
     """A project's cases in id order straight from an index: `eval --limit 10` reads ten rows, not
     every case of the project sorted first."""
     db["cases"].create_index(["project_id", "id"])
+
+
+@migrations()
+def m011_prompt_structured(db: Database) -> None:
+    """A prompt version may decode its replies to its signature's schema (`structured`), and may
+    allow a model that cannot to be called unconstrained (`structured_fallback`)."""
+    db["prompts"].add_column("structured", int, not_null_default=0)
+    db["prompts"].add_column("structured_fallback", int, not_null_default=0)

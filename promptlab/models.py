@@ -175,15 +175,26 @@ class PromptContent(BaseModel):
     demos: tuple[Demo, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
     demo_selector: DemoSelector | None = None  # per-input demos (then no fixed demos)
+    # the signature drives the decoder (prompting.structured): a JSON schema, grammar or choice list
+    structured: bool = False
+    # a model that cannot constrain its decoding is called unconstrained (the run says so)
+    # instead of refused
+    structured_fallback: bool = False
 
     @model_validator(mode="after")
     def _demos_or_selector(self) -> "PromptContent":
         if self.demo_selector is not None and self.demos:
             raise ValueError("a prompt carries fixed demos or a demo_selector, not both")
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
         return self
 
     def hash(self) -> str:
         data = self.model_dump(mode="json")
+        for key in ("structured", "structured_fallback"):  # off: the hash versions always had
+            if not data[key]:
+                del data[key]
         if data["demo_selector"] is None:  # versions without one keep the hash they always had
             del data["demo_selector"]
         elif data["demo_selector"]["embedding_model"] is None:  # lexical ones too

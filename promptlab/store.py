@@ -262,6 +262,7 @@ class Store:
             "signature_id": signature_id, "system": content.system, "template": content.template,
             "demos": dumps(data["demos"]), "params": dumps(data["params"]),
             "demo_selector": dumps(data["demo_selector"]) if content.demo_selector else None,
+            "structured": int(content.structured), "structured_fallback": int(content.structured_fallback),
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
             "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
@@ -366,7 +367,9 @@ class Store:
         content = PromptContent(system=row["system"] or "", template=row["template"],
                                 demos=tuple(Demo(**d) for d in loads(row["demos"], [])),
                                 params=loads(row["params"], {}),
-                                demo_selector=loads(row.get("demo_selector"), None))
+                                demo_selector=loads(row.get("demo_selector"), None),
+                                structured=bool(row.get("structured")),
+                                structured_fallback=bool(row.get("structured_fallback")))
         return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
                              content=content, content_hash=row["content_hash"],
                              signature=sig and sig["name"], signature_id=sig and sig["id"],

@@ -12,6 +12,8 @@ POST /_control (merge behaviour keys), GET /_stats, POST /_reset.
 Batch API (OpenAI's shapes): POST /v1/files (multipart, purpose=batch),
 GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches[/{id}]; a batch
 answers every request by the chat rules once it completes (knobs batch_*).
+Structured outputs are enforced as a server would: a reply under a `json_schema`
+response_format is a JSON object, under vLLM's choice lists one of the choices.
 
 From Python use ``start_server(...)`` (context manager) which returns a
 stdlib-only ``FakeLLM`` client; tests get one via the ``fake_llm`` fixture.
@@ -216,6 +218,35 @@ def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
     return last_user if b["echo"] else b["default_reply"]
 
 
+DECODING_KEYS = ("response_format", "structured_outputs", "guided_choice", "guided_json")
+
+
+def constrained(reply: str, body: dict[str, Any]) -> str:
+    """The reply as a server that enforces the request's structured output would give it: one of
+    vLLM's choices (`structured_outputs.choice`, `guided_choice`), or, under a `json_schema`
+    response_format, a JSON object (a bare reply becomes its first property). A reply outside the
+    choices becomes the first choice it contains; one that names none stays as it is (the fake
+    has no model to pick a choice with)."""
+    choices = (body.get("structured_outputs") or {}).get("choice") or body.get("guided_choice")
+    if choices:
+        return _one_of(reply, choices)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") != "json_schema":
+        return reply
+    try:
+        if isinstance(json.loads(reply), dict):
+            return reply
+    except ValueError:
+        pass
+    props = (fmt.get("json_schema") or {}).get("schema", {}).get("properties") or {"output": {}}
+    name, schema = next(iter(props.items()))
+    return json.dumps({name: _one_of(reply, schema["enum"]) if schema.get("enum") else reply})
+
+
+def _one_of(reply: str, choices: list[str]) -> str:
+    return reply if reply in choices else next((c for c in choices if c in reply), reply)
+
+
 def chat_texts(msgs: list[Any]) -> tuple[list[str], str]:
     """Every message's text, and the last user message's."""
     texts = [_text(m.get("content")) for m in msgs if isinstance(m, dict)]
@@ -299,7 +330,8 @@ def make_app(state: State):
 
         if kind == "chat":
             msgs = body.get("messages") or []
-            ck = content_key(msgs)
+            decoding = {k: body[k] for k in DECODING_KEYS if k in body}
+            ck = content_key({"messages": msgs, **decoding} if decoding else msgs)  # a distinct request
             texts, last_user = chat_texts(msgs)
         else:
             inp = body.get("input", "")
@@ -345,7 +377,7 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, chat_reply(b, joined, last_user)))
+        return jresp(completion_body(b, ck, model, texts, constrained(chat_reply(b, joined, last_user), body)))
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -476,7 +508,7 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        chat_reply(b, joined, last_user))}}
+                                        constrained(chat_reply(b, joined, last_user), req))}}
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
                                json.dumps({"custom_id": line["custom_id"], "response": [answer]}))

@@ -33,6 +33,12 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         demos_file: Annotated[Optional[Path], typer.Option(
             help="YAML/JSON list of {inputs, outputs} few-shot demos.")] = None,
         param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
+        structured: Annotated[bool, typer.Option(
+            "--structured", help="Decode replies to the signature's schema (response_format, a grammar "
+                                 "on the embedded model).")] = False,
+        structured_fallback: Annotated[bool, typer.Option(
+            "--structured-fallback", help="With --structured: call a model that cannot constrain its "
+                                          "decoding unconstrained instead of refusing it.")] = False,
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
     """Add a prompt version (identical content returns the existing version).
 
@@ -42,6 +48,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}"
       promptlab prompt add classifier --template-file prompt.j2 --demos-file demos.yaml -m "8 demos"
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
+      promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}" --structured
     """
     from pydantic import ValidationError
 
@@ -63,7 +70,8 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         demos = load_yaml(text, demos_file) or []
     try:
         content = PromptContent(system=system, template=template, demos=demos,
-                                params=parse_pairs(param, "--param"))
+                                params=parse_pairs(param, "--param"), structured=structured,
+                                structured_fallback=structured_fallback)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UsageError(f"prompt {name}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
@@ -235,7 +243,7 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     check_credentials(config)
     gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
     try:
-        reply = asyncio.run(gateway.complete(config, messages, loaded.params, use_cache=False))
+        reply = asyncio.run(gateway.complete(config, messages, loaded.request_params(config), use_cache=False))
     except CallError as exc:  # its message is already redacted
         raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
     try:

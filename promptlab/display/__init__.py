@@ -50,6 +50,8 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
                            f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
+        console.print(safe(f"  {r['name']}: {decoding_text(r.get('decoding'))}, "
+                           f"{r.get('parse_failures') or 0} parse failures"), highlight=False)
         if base := r.get("constant_baseline"):
             console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
@@ -57,6 +59,15 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
+
+
+def decoding_text(decoding: dict | None) -> str:
+    """How a run's replies were decoded, in words."""
+    if not decoding or not decoding.get("structured"):
+        return "decoding unconstrained"
+    if decoding.get("constrained"):
+        return f"decoding constrained to the signature ({decoding['mechanism']})"
+    return f"decoding unconstrained: {decoding.get('note') or 'the model cannot constrain it'}"
 
 
 def print_gates(gates: list, console: Console = out) -> None:

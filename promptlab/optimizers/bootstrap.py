@@ -7,7 +7,8 @@
    traces and the rest labeled train cases, label-balanced and shuffled (or,
    with `knn_rate`, the k train cases nearest to each input); some
    state the output format, and every `rewrite_every`-th one gets an
-   instruction written by the proposer from the teacher's train failures.
+   instruction written by the proposer from the teacher's train failures. They
+   decode as the search's start does (structured or not, whichever won on val).
 3. Stop when the candidates run out, the budget does, or `patience` candidates
    in a row bring no gain.
 """
@@ -47,6 +48,9 @@ class Bootstrap(SearchStrategy):
 
         k = self.knobs
         base = search.base
+        root = base.content  # what candidates are made from: decoded as the start is (it won on val)
+        if search.start.content.structured != root.structured:
+            root = ops.toggle_structured(root)
         labeled = demo_pool(search)
         await search.evaluate([base], "val")
         plateau = Plateau(k.patience, k.min_gain)
@@ -56,7 +60,7 @@ class Bootstrap(SearchStrategy):
         teacher = base
         if k.teacher_demos > 0:
             shots = ops.sample_demos(labeled, min(k.teacher_demos, k.max_demos), rng)
-            teacher = search.candidate(ops.with_demos(base.content, shots), base, "labeled",
+            teacher = search.candidate(ops.with_demos(root, shots), base, "labeled",
                                        f"teacher with {len(shots)} labeled demos") or base
         await search.evaluate([teacher], "train")
         passing = [ops.demo_from_case(c, problem.signature) for c in problem.train
@@ -75,10 +79,10 @@ class Bootstrap(SearchStrategy):
             demos = list(ops.sample_demos(passing, n_boot, rng))
             demos += ops.sample_demos(labeled, size - len(demos), rng, exclude=demos)
             rng.shuffle(demos)
-            content = ops.with_demos(base.content, demos)
+            content = ops.with_demos(root, demos)
             operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
             if rng.random() < k.knn_rate:
-                content = ops.with_knn(base.content, [c.id for c in problem.train], max(1, size),
+                content = ops.with_knn(root, [c.id for c in problem.train], max(1, size),
                                        rng.random() < 0.5, k.embedding_model)
                 operator, note = "knn", f"the {size} nearest train cases as demos"
             if k.rewrite_every and i % k.rewrite_every == k.rewrite_every - 1:

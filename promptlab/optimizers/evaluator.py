@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
-from promptlab.evaluation import RunPlan, build_metrics, execute, finish, metric_context, plan_run
+from promptlab.evaluation import (RunPlan, build_metrics, execute, finish, metric_context, plan_run,
+                                  run_decoding)
 from promptlab.lm import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
@@ -247,8 +248,9 @@ class Evaluator:
                 self.store.drop_results(run.id, error_kinds=RETRIED)
                 self.store.claim("runs", run.id, f"run '{run_name}'", error=None)
                 plan = RunPlan(run.id, run_name, project_id, cand.prompt, self.problem.signature,
-                               self.problem.task_model, cases, 1, self.metrics,
-                               {**cand.prompt.content.params})
+                               self.problem.task_model, cases, 1, self.metrics, run.params,
+                               decoding=run_decoding(cand.prompt, self.problem.signature,
+                                                     self.problem.task_model))
             else:
                 with self.store.db.atomic():
                     plan = plan_run(self.store, project_id, cand.prompt, self.problem.task_model,

@@ -1,0 +1,1 @@
+"""A prompt version + inputs → what is sent (messages, response_format); a reply → parsed fields."""
