@@ -40,7 +40,7 @@ def main() -> None:
 
     import litellm
 
-    from promptlab import local_provider
+    from promptlab.providers import local as local_provider
 
     local_provider.register(litellm)
     import dspy

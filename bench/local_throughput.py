@@ -28,9 +28,9 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptlab import local_provider as lp  # noqa: E402
+from promptlab.providers import local as lp  # noqa: E402
 from promptlab.config import ModelConfig  # noqa: E402
-from promptlab.lm import Gateway  # noqa: E402
+from promptlab.providers.gateway import Gateway  # noqa: E402
 
 MODEL = "local/gemma-3-270m"
 DATASET = Path(os.environ.get("PROMPTLAB_SENTIMENT", "/work/shared/datasets/sentiment_binary/sentiment_binary.jsonl"))

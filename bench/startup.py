@@ -37,7 +37,7 @@ def imports(args: list[str], cwd: str) -> set[str]:
     probe = ("import sys, runpy; sys.argv = ['promptlab', *sys.argv[1:]]\n"
              "try: runpy.run_module('promptlab', run_name='__main__')\n"
              "except SystemExit: pass\n"
-             "print(' '.join(m for m in ('litellm', 'promptlab.runner', 'numpy') if m in sys.modules), "
+             "print(' '.join(m for m in ('litellm', 'promptlab.evaluation.runner', 'numpy') if m in sys.modules), "
              "file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, capture_output=True, text=True, check=True)
     return set(done.stderr.split())

@@ -22,9 +22,11 @@ from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.outputs import parse_output
-from promptlab.prompting.structured import response_format, with_decoding
-from promptlab.render import demo_text, render_messages
+from promptlab.prompting.outputs import parse_output
+from promptlab.prompting import images
+from promptlab.prompting.structured import response_format
+from promptlab.prompting.tools import request_params
+from promptlab.prompting.render import demo_text, render_messages
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class LoadedPrompt:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The model parameters the version carries (temperature, max_tokens…)."""
-        return dict(self.version.content.params)
+        """The model parameters the version carries (temperature, max_tokens…), and its `tools` and
+        `tool_choice` when it has them: `litellm.completion(model, messages=p.messages(…), **p.params)`."""
+        return request_params(self.version.content, dict(self.version.content.params))
 
     @property
     def response_format(self) -> dict[str, Any] | None:
@@ -65,19 +68,20 @@ class LoadedPrompt:
             return None
         return response_format(self.signature)
 
-    def request_params(self, model: Any) -> dict[str, Any]:
-        """Everything `eval` sends to `model` (a config.ModelConfig) beside the messages: the version's
-        params and its structured decoding in that model's mechanism (UsageError if it has none)."""
-        from promptlab.evaluation import run_decoding
+    def params_for(self, model: Any) -> dict[str, Any]:
+        """Everything `eval` sends to `model` (a config.ModelConfig) beside the messages: `params`, and a
+        structured version's decoding in that model's mechanism (UsageError if it has none)."""
+        from promptlab.evaluation.evaluate import call_params, run_decoding
 
-        return with_decoding(self.params, run_decoding(self.version, self.signature, model),
-                             f"prompt '{self.ref}'")
+        return call_params(self.version, dict(self.version.content.params),
+                           run_decoding(self.version, self.signature, model))
 
-    def messages(self, **inputs: Any) -> list[dict[str, str]]:
-        """The chat messages for these inputs (every input of the signature is needed)."""
+    def messages(self, **inputs: Any) -> list[dict[str, Any]]:
+        """The chat messages for these inputs (every input of the signature is needed; an image
+        input is a data: URI or an https URL, a file path is read from the working folder)."""
         return self.render(inputs)
 
-    def render(self, inputs: dict[str, Any], *, case_id: int | None = None) -> list[dict[str, str]]:
+    def render(self, inputs: dict[str, Any], *, case_id: int | None = None) -> list[dict[str, Any]]:
         """`messages`, for stored case `case_id` too: a demo selector never picks a case as its own demo."""
         if self.signature is not None:
             names = self.signature.input_names
@@ -87,6 +91,10 @@ class LoadedPrompt:
                 wrong = f"unknown input '{unknown[0]}'" if unknown else f"missing input '{missing[0]}'"
                 raise UsageError(f"{self.ref}: {wrong}; signature '{self.signature.name}' takes "
                                  f"{', '.join(names)}")
+            try:
+                inputs = images.resolve_inputs(inputs, self.signature.inputs, None)
+            except ValueError as exc:
+                raise UsageError(f"{self.ref}: {exc}") from None
         return render_messages(self.version.content, self.signature, inputs, case_id=case_id,
                                resolve=lambda ids: self.pool, vectors=self._vectors(inputs))
 
@@ -111,7 +119,7 @@ class LoadedPrompt:
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""
-        entry = {"name": self.version.name, **self.version.content.model_dump(mode="json"),
+        entry = {"name": self.version.name, **self.version.content.as_json(),
                  "message": self.version.message}
         return {k: v for k, v in entry.items() if v or k in ("name", "template")}  # defaults left out
 
@@ -135,7 +143,7 @@ def load_prompt(ref: str, *, project: str | None = None, db: str | Path | None =
 def _embed(path: Path, settings: Any, model: str, texts: list[str]) -> list[list[float]]:
     """Vectors through the database's response cache (opened for the call: a loaded prompt holds
     no connection)."""
-    from promptlab.evaluation import embed_texts
+    from promptlab.evaluation.evaluate import embed_texts
     from promptlab.store import open_store
 
     store = open_store(path)

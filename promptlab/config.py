@@ -137,6 +137,21 @@ class BatchConfig(BaseModel):
     max_attempts: int = Field(default=3, ge=1)             # batches an item may go through unanswered
 
 
+class TracesConfig(BaseModel):
+    """[traces]: where OpenTelemetry traces go (OTEL_EXPORTER_OTLP_ENDPOINT overrides the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = None      # an OTLP/HTTP base URL, e.g. http://localhost:4318
+    service_name: str = "promptlab"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise UsageError(f"traces.endpoint: '{value}' is not an http(s) URL; give e.g. http://localhost:4318")
+        return value
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = DEFAULT_DB
@@ -147,6 +162,7 @@ class Settings(BaseModel):
     store: StoreConfig = StoreConfig()
     defaults: Defaults = Defaults()
     batch: BatchConfig = BatchConfig()
+    traces: TracesConfig = TracesConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     root: Path = Path(".")           # directory of promptlab.toml (or cwd)
     source: Path | None = None       # the file read, if any

@@ -9,7 +9,9 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FieldType = Literal["string", "int", "float", "bool", "list", "json", "enum"]
+FieldType = Literal["string", "int", "float", "bool", "list", "json", "enum", "messages", "image", "tool_call"]
+INPUT_ONLY = ("messages", "image")  # types an output cannot have: a reply is neither turns nor a picture
+ROLES = ("user", "assistant")  # the turns a `messages` input may hold (the version owns the system text)
 SPLITS = ("train", "val", "test")
 MAX_DEPTH = 32  # nesting levels a case or demo value may have
 _PY_TYPES = {"int": int, "float": (int, float), "bool": bool, "list": list}
@@ -65,10 +67,70 @@ class FieldSpec(BaseModel):
             if value not in (self.choices or ()):
                 raise ValueError(f"{json.dumps(value, ensure_ascii=False)[:40]} is not one of "
                                  f"{', '.join(self.choices or ())}")
+        elif self.type in _SHAPES:
+            _SHAPES[self.type](value)
         elif self.type in _PY_TYPES and (isinstance(value, bool) != (self.type == "bool")
                                          or not isinstance(value, _PY_TYPES[self.type])):
             article = "an" if self.type == "int" else "a"
             raise ValueError(f"{json.dumps(value, ensure_ascii=False)[:40]} is not {article} {self.type}")
+
+
+def _check_turns(value: Any) -> None:
+    if not isinstance(value, list):
+        raise ValueError("is not a list of {role, content} turns")
+    for i, turn in enumerate(value, start=1):
+        if not isinstance(turn, dict) or set(turn) != {"role", "content"}:
+            raise ValueError(f"turn {i} is not an object with exactly 'role' and 'content'")
+        if turn["role"] not in ROLES:
+            raise ValueError(f"turn {i} has role {json.dumps(turn['role'])[:40]}; use user or assistant")
+        if not isinstance(turn["content"], str):
+            raise ValueError(f"turn {i}'s content is not text")
+
+
+def _check_image(value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is not an image: give a file path, an https:// URL or a data: URI")
+
+
+def _check_call(value: Any) -> None:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"] \
+            or not isinstance(value.get("arguments", {}), dict) or set(value) - {"name", "arguments"}:
+        raise ValueError('is not a tool call: write {"name": "...", "arguments": {...}}')
+
+
+_SHAPES = {"messages": _check_turns, "image": _check_image, "tool_call": _check_call}
+
+
+def check_tools(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> None:
+    """ValueError unless `tools` are OpenAI function-tool specs with distinct names and
+    `tool_choice` is auto/none/required or names one of them."""
+    names: list[str] = []
+    for i, tool in enumerate(tools, start=1):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+            raise ValueError(f"tools[{i}] is not {{type: function, function: {{name, description, "
+                             f"parameters}}}}")
+        name = function.get("name")
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ValueError(f"tools[{i}].function.name must be letters, digits, _ or -")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise ValueError(f"tools[{i}].function.parameters must be a JSON schema object")
+        if not isinstance(function.get("description", ""), str):
+            raise ValueError(f"tools[{i}].function.description must be text")
+        if name in names:
+            raise ValueError(f"tools[{i}]: a second tool named '{name}'; tool names must differ")
+        names.append(name)
+    if tool_choice is None:
+        return
+    if not tools:
+        raise ValueError("tool_choice needs tools; add tools or drop tool_choice")
+    if tool_choice in ("auto", "none", "required"):
+        return
+    chosen = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) \
+        and tool_choice.get("type") == "function" and isinstance(tool_choice.get("function"), dict) else None
+    if chosen not in names:
+        raise ValueError("tool_choice must be auto, none, required or {type: function, function: "
+                         "{name: <one of the tools>}}")
 
 
 def check_values(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) -> None:
@@ -108,7 +170,15 @@ class Signature(BaseModel):
             raise ValueError("a signature needs at least one input field")
         if not self.outputs:
             raise ValueError("a signature needs at least one output field")
+        wrong = next((f for f in self.outputs if f.type in INPUT_ONLY), None)
+        if wrong is not None:
+            raise ValueError(f"output field '{wrong.name}' has type {wrong.type}, which only an input "
+                             f"can have; use string, json or tool_call")
         return self
+
+    def fields_of(self, kind: str) -> list[str]:
+        """The names of the inputs of this type, in signature order."""
+        return [f.name for f in self.inputs if f.type == kind]
 
     @property
     def input_names(self) -> list[str]:
@@ -175,6 +245,8 @@ class PromptContent(BaseModel):
     demos: tuple[Demo, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
     demo_selector: DemoSelector | None = None  # per-input demos (then no fixed demos)
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI function-tool specs the model may call
+    tool_choice: str | dict[str, Any] | None = None  # auto, none, required or one named tool
     # the signature drives the decoder (prompting.structured): a JSON schema, grammar or choice list
     structured: bool = False
     # a model that cannot constrain its decoding is called unconstrained (the run says so)
@@ -185,16 +257,24 @@ class PromptContent(BaseModel):
     def _demos_or_selector(self) -> "PromptContent":
         if self.demo_selector is not None and self.demos:
             raise ValueError("a prompt carries fixed demos or a demo_selector, not both")
+        check_tools(self.tools, self.tool_choice)
         if self.structured_fallback and not self.structured:
             raise ValueError("structured_fallback is for a structured prompt: add structured: true "
                              "or drop structured_fallback")
         return self
 
-    def hash(self) -> str:
+    def as_json(self) -> dict[str, Any]:
+        """The content as JSON data; tools and tool_choice only when set, so a version without them
+        hashes and prints as it always did."""
         data = self.model_dump(mode="json")
-        for key in ("structured", "structured_fallback"):  # off: the hash versions always had
-            if not data[key]:
+        for key, default in (("tools", []), ("tool_choice", None), ("structured", False),
+                             ("structured_fallback", False)):
+            if data[key] == default:
                 del data[key]
+        return data
+
+    def hash(self) -> str:
+        data = self.as_json()
         if data["demo_selector"] is None:  # versions without one keep the hash they always had
             del data["demo_selector"]
         elif data["demo_selector"]["embedding_model"] is None:  # lexical ones too

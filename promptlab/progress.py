@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the runner pulls in numpy and the scorers: `runs list` needs neither
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class RunTotal:
     run_id: int
     label: str   # prompt version × model
     total: int   # items it still has to evaluate
+    name: str = ""   # the run's name
+    model: str = ""  # the model it calls (a LiteLLM model string)
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def workspace(tmp_path, fake_llm, monkeypatch) -> Workspace:
 # ==== END workspace fixtures ====================================================
 
 
-# ==== BEGIN call path fixture (owner: the fast path, promptlab/fastpath.py) =====
+# ==== BEGIN call path fixture (owner: the fast path, promptlab/providers/direct.py) =====
 @pytest.fixture(params=["fast", "litellm"])
 def call_path(request, monkeypatch) -> str:
     """Run the test over the direct OpenAI-compatible path and over litellm's."""

@@ -15,7 +15,7 @@ import contextlib
 from typing import Any, Iterator
 
 from promptlab.config import ModelConfig
-from promptlab.lm import litellm
+from promptlab.providers.gateway import litellm
 
 PROVIDER = "promptlab-test-rules"
 

@@ -12,6 +12,9 @@ POST /_control (merge behaviour keys), GET /_stats, POST /_reset.
 Batch API (OpenAI's shapes): POST /v1/files (multipart, purpose=batch),
 GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches[/{id}]; a batch
 answers every request by the chat rules once it completes (knobs batch_*).
+Tools: `tool_rules` make a reply call a tool the request offers (OpenAI's tool_calls shape);
+`strict_requests` (on) answers 400, as OpenAI does, to malformed content parts (text and
+image_url, with https or base64 data: URLs), tools and tool_choice.
 Structured outputs are enforced as a server would: a reply under a `json_schema`
 response_format is a JSON object, under vLLM's choice lists one of the choices.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import itertools
 import json
@@ -59,6 +63,10 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
+    "tool_rules": [],               # [[substring, tool name, arguments], ...]: when the request offers
+                                    # that tool and the last user message has the substring, the reply
+                                    # calls it (content null, finish_reason tool_calls), as a real model
+    "strict_requests": True,        # 400 for malformed content parts, tools or tool_choice (as OpenAI)
     "record_bodies": False,         # keep request bodies in stats["bodies"]
     "record_arrivals": False,       # keep each API request's arrival (server clock, s) in stats["arrivals"]
     "seed": 0,                      # seeds the fail_rate / jitter RNG (re-seeded on set)
@@ -192,6 +200,8 @@ def normalise(b: dict[str, Any]) -> dict[str, Any]:
         b["always_status_if_contains"] = {k: int(v) for k, v in b["always_status_if_contains"].items()}
     if "rules" in b:
         b["rules"] = [list(r) for r in b["rules"]]
+    if "tool_rules" in b:
+        b["tool_rules"] = [list(r) for r in b["tool_rules"]]
     if "fail_statuses" in b:
         b["fail_statuses"] = [int(s) for s in b["fail_statuses"]]
     return b
@@ -255,17 +265,70 @@ def chat_texts(msgs: list[Any]) -> tuple[list[str], str]:
     return texts, last_user
 
 
-def completion_body(b: dict[str, Any], ck: str, model: str, texts: list[str], reply: str) -> dict[str, Any]:
+def tool_call(b: dict[str, Any], req: dict[str, Any], last_user: str) -> dict[str, Any] | None:
+    """The call a tool rule makes on this request (only to a tool the request offers), else None."""
+    offered = {(t.get("function") or {}).get("name") for t in req.get("tools") or () if isinstance(t, dict)}
+    for sub, name, arguments in b["tool_rules"]:
+        if sub in last_user and name in offered:
+            return {"name": name, "arguments": arguments}
+    return None
+
+
+def request_problem(req: dict[str, Any]) -> str | None:
+    """Why OpenAI would refuse this chat request's content parts, tools or tool_choice (None: fine)."""
+    for i, msg in enumerate(req.get("messages") or ()):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    continue
+                url = (part.get("image_url") or {}).get("url") if kind == "image_url" else None
+                if msg.get("role") != "user" and kind == "image_url":
+                    return f"messages[{i}]: image content parts are only allowed in user messages"
+                if not isinstance(url, str) or not url.startswith(("https://", "data:image/")):
+                    return f"messages[{i}]: invalid content part {json.dumps(part)[:80]}"
+                if url.startswith("data:"):
+                    head, _, data = url.partition(",")
+                    try:
+                        base64.b64decode(data, validate=True)
+                    except ValueError:
+                        return f"messages[{i}]: invalid base64 image data"
+                    if not head.endswith(";base64"):
+                        return f"messages[{i}]: image data URIs must be base64"
+        elif not isinstance(content, str):
+            return f"messages[{i}]: content must be a string or a list of content parts"
+    names = []
+    for j, tool in enumerate(req.get("tools") or ()):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function" \
+                or not isinstance(function.get("name"), str):
+            return f"tools[{j}]: expected {{type: function, function: {{name, parameters}}}}"
+        names.append(function["name"])
+    choice = req.get("tool_choice")
+    if choice is not None and not names:
+        return "tool_choice is only allowed when tools are specified"
+    if isinstance(choice, dict) and (choice.get("function") or {}).get("name") not in names:
+        return "tool_choice names a tool the request does not offer"
+    return None
+
+
+def completion_body(b: dict[str, Any], ck: str, model: str, texts: list[str], reply: str,
+                    call: dict[str, Any] | None = None) -> dict[str, Any]:
     pt = sum(len(t.split()) for t in texts)
     ct = len(reply.split())
+    message: dict[str, Any] = {"role": "assistant", "content": None if b["null_content"] else reply}
+    if call is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": [{
+            "id": f"call_{ck}", "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
     return {
         "id": f"chatcmpl-fake-{ck}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant",
-                                             "content": None if b["null_content"] else reply},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message,
+                     "logprobs": None, "finish_reason": "stop" if call is None else "tool_calls"}],
         "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
     }
 
@@ -369,6 +432,9 @@ def make_app(state: State):
             return fail(st, f"injected random failure {st}")
         if kind == "chat" and body.get("stream"):
             return fail(400, "streaming is not supported by the fake server")
+        problem = request_problem(body) if kind == "chat" and b["strict_requests"] else None
+        if problem is not None:
+            return fail(400, problem)
 
         if kind == "embed":
             data = [{"object": "embedding", "index": i, "embedding": embed(t)}
@@ -377,7 +443,8 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, constrained(chat_reply(b, joined, last_user), body)))
+        return jresp(completion_body(b, ck, model, texts, constrained(chat_reply(b, joined, last_user), body),
+                                     tool_call(b, body, last_user)))
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -508,7 +575,8 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        constrained(chat_reply(b, joined, last_user), req))}}
+                                        constrained(chat_reply(b, joined, last_user), req),
+                                        tool_call(b, req, last_user))}}
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
                                json.dumps({"custom_id": line["custom_id"], "response": [answer]}))

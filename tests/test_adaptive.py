@@ -6,7 +6,7 @@ import re
 import sqlite3
 
 from promptlab.config import ModelConfig
-from promptlab.lm import AUTO_START, AdaptiveLimit, Gateway
+from promptlab.providers.gateway import AUTO_START, AdaptiveLimit, Gateway
 from tests.test_runs import setup_project
 
 

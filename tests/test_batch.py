@@ -374,7 +374,7 @@ def test_an_openai_compatible_server_takes_batches_whatever_its_route(workspace)
 def test_polling_backs_off_while_nothing_moves(monkeypatch):
     import asyncio
 
-    from promptlab import batch
+    from promptlab.evaluation import batch
     from promptlab.config import BatchConfig
     from promptlab.progress import SilentProgress
 
@@ -436,7 +436,7 @@ def test_runs_list_counts_a_submitted_runs_results_as_they_arrive(workspace):
 
 
 def test_a_batch_created_but_never_stored_is_adopted_not_sent_again(workspace, monkeypatch):
-    from promptlab import batch
+    from promptlab.evaluation import batch
 
     setup_project(workspace, n=500)
     batch_settings(workspace, max_requests=200)

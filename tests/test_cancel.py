@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from promptlab.config import BatchConfig, ModelConfig
-from promptlab.lm import Gateway
+from promptlab.providers.gateway import Gateway
 
 MODEL = ModelConfig(alias="m", model="openai/m", api_base="http://127.0.0.1:9")
 
@@ -36,7 +36,7 @@ async def _cancel_when_sent(coro, calls: list[str]) -> None:
 
 
 def test_a_cancelled_batch_call_is_not_retried_either(monkeypatch):
-    from promptlab import batch
+    from promptlab.evaluation import batch
     from promptlab.progress import SilentProgress
 
     calls: list[str] = []

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, content_hash
-from promptlab.render import render_messages, select_demos
+from promptlab.prompting.render import render_messages, select_demos
 from tests.test_optimizers import SIGNATURE, chat_calls, optimize, world
 
 POOL = [Case(id=i, inputs={"text": t}, expected={"label": l}) for i, (t, l) in enumerate([

@@ -95,7 +95,7 @@ def test_unknown_embedding_model_is_a_metric_error():
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
 def test_real_local_model_ranks_a_paraphrase_above_an_unrelated_text():
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
     metric = get_metric({"name": "embedding_similarity", "model": "local"}, MetricContext())
     metric.bind(Gateway())

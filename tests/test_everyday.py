@@ -560,7 +560,7 @@ def test_live_view_is_titled_by_its_runs_and_each_run_has_its_own_eta(monkeypatc
 
     from promptlab.display import progress as shown
     from promptlab.progress import EvalStarted, ItemFinished, RunTotal
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
     clock = [100.0]
     monkeypatch.setattr(shown.time, "monotonic", lambda: clock[0])
@@ -583,7 +583,7 @@ def test_latency_leaves_out_the_wait_behind_other_calls(fake_llm):
     import time
 
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
     fake_llm.configure(latency_ms=150)
     model = ModelConfig(alias="one", model="openai/fake", api_base=fake_llm.base_url, concurrency=1)

@@ -12,7 +12,7 @@ import pytest
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError
-from promptlab.lm import CallError, Gateway, cache_key, classify, fast_path, status_error
+from promptlab.providers.gateway import CallError, Gateway, cache_key, classify, fast_path, status_error
 
 
 def model(fake, **extra) -> ModelConfig:
@@ -35,7 +35,7 @@ def test_retry_after_is_honoured_on_429(fake_llm, call_path):
     fake_llm.configure(fail_first_n=1, fail_first_n_status=429, retry_after="0.2", default_reply="ok")
     waits = []
     gateway = Gateway(retries=2, backoff_base=30)  # a 30 s backoff would show if Retry-After were ignored
-    from promptlab import lm
+    from promptlab.providers import gateway as lm
 
     real = lm._wait
 
@@ -128,7 +128,7 @@ def test_a_gateway_rate_limits_in_each_event_loop_it_is_used_in(fake_llm):
 
 
 def test_a_request_larger_than_the_tpm_burst_counts_in_full():
-    from promptlab.lm import per_minute, take
+    from promptlab.providers.gateway import per_minute, take
 
     async def waited(amount: float) -> float:
         limiter = per_minute(6000)  # 100 tokens a second, a bucket of 100

@@ -2,7 +2,7 @@
 
 import json
 
-from promptlab.generate import Deduper, input_text
+from promptlab.cases.generate import Deduper, input_text
 from promptlab.models import Case, Signature
 
 SIG = Signature(name="sentiment", inputs=["text"],

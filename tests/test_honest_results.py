@@ -95,7 +95,7 @@ def test_changing_a_signature_leaves_existing_prompt_versions_as_they_were(works
 def test_an_existing_database_migrates_to_signature_versions(tmp_path):
     import sqlite_utils
 
-    from promptlab.migrations import migrations
+    from promptlab.store.migrations import migrations
     from promptlab.models import PromptContent, Signature
     from promptlab.store import open_store
 

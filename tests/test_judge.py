@@ -2,7 +2,7 @@
 
 The fake server picks its reply by substring of the LAST user message: the
 judge's first question contains "## Rubric", its retries start with "That
-reply was not usable" (see promptlab.ask).
+reply was not usable" (see promptlab.providers.ask).
 """
 
 import asyncio
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from promptlab.config import ModelConfig
-from promptlab.lm import Gateway
+from promptlab.providers.gateway import Gateway
 from promptlab.scorers import MetricContext, ScoreInput, ScoringError, get_metric
 from promptlab.scorers.judge import judge_pair
 

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    from promptlab.local_provider import LocalExtraMissingError, packaged_model_path
+    from promptlab.providers.local import LocalExtraMissingError, packaged_model_path
 
     try:
         model_path = packaged_model_path()

@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
-from promptlab import local_provider as lp  # noqa: E402
-from promptlab.local_provider import messages_to_prompt  # noqa: E402
+from promptlab.providers import local as lp  # noqa: E402
+from promptlab.providers.local import messages_to_prompt  # noqa: E402
 
 MODEL = "local/gemma-3-270m"
 
@@ -256,7 +256,7 @@ def test_litellm_roundtrip_with_a_fake_llama(monkeypatch, tmp_path):
 
 
 def test_thread_count_can_be_set_for_shared_machines(monkeypatch):
-    from promptlab.local_provider import _n_threads
+    from promptlab.providers.local import _n_threads
 
     monkeypatch.setenv("PROMPTLAB_LOCAL_THREADS", "1")
     assert _n_threads() == 1

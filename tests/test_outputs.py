@@ -3,8 +3,8 @@
 import pytest
 
 from promptlab.models import Demo, PromptContent, Signature
-from promptlab.outputs import parse_output
-from promptlab.render import render_messages
+from promptlab.prompting.outputs import parse_output
+from promptlab.prompting.render import render_messages
 
 ENUM = Signature(name="s", inputs=["text"],
                  outputs=[{"name": "label", "type": "enum", "choices": ["positive", "negative"]}])

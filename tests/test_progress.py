@@ -26,8 +26,8 @@ class Recorder:
 
 
 def test_the_runner_reports_its_runs_then_each_item_then_the_end():
-    from promptlab.lm import Gateway
-    from promptlab.runner import evaluate
+    from promptlab.providers.gateway import Gateway
+    from promptlab.evaluation.runner import evaluate
     from promptlab.scorers import get_metric
     from tests.fake_model import rules_model
     from tests.test_runner import ListSink, jobs
@@ -103,7 +103,7 @@ def test_json_progress_is_one_object_per_event_for_an_optimize(workspace):
 
 def test_plain_progress_keeps_its_lines(capsys):
     from promptlab.display.progress import PlainProgress
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
     status = SearchStatus(strategy="genetic", iteration=2, best_ref="clf@3", best_val=0.5, base_val=0.25,
                           latest=(("clf@3", "rewrite", 0.5, None),), calls=20, budget_calls=100, tokens=900,

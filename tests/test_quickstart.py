@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from promptlab.local_provider import _llama_available
+from promptlab.providers.local import _llama_available
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not _llama_available() and not os.environ.get("CI"),

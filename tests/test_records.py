@@ -11,9 +11,9 @@ import pytest
 from promptlab import store as store_module
 from promptlab.errors import StorageError
 from promptlab.models import Case, PromptContent
-from promptlab.records import (CandidateRecord, CandidateStep, EvalStep, Note, Optimization, Result, Run,
+from promptlab.store.records import (CandidateRecord, CandidateStep, EvalStep, Note, Optimization, Result, Run,
                                Score)
-from promptlab.runner import ItemResult
+from promptlab.evaluation.runner import ItemResult
 from promptlab.store import open_store
 
 

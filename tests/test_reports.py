@@ -15,7 +15,7 @@ from html import unescape
 import junitparser
 import pytest
 
-from promptlab.records import CandidateStep, EvalStep, Note, step_json
+from promptlab.store.records import CandidateStep, EvalStep, Note, step_json
 from tests import browser
 from tests.seeing import evaluate, rules, setup_project, text
 
@@ -221,8 +221,8 @@ def test_report_names_a_run_first_then_an_optimization(workspace):
     assert json.loads(workspace.cli("report", "same", "-f", "json").stdout)["kind"] == "run"
     missing = workspace.cli("report", "nothing", "-o", "x.html")
     assert missing.code == 2 and "no run or optimization named 'nothing'" in missing.stderr
-    bad = workspace.cli("report", "same", "-f", "pdf")
-    assert bad.code == 2 and "unknown --format 'pdf'" in bad.stderr
+    bad = workspace.cli("report", "same", "-f", "docx")
+    assert bad.code == 2 and "unknown --format 'docx'" in bad.stderr
     assert not (workspace.root / "x.html").exists()
 
 

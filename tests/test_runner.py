@@ -2,10 +2,10 @@
 
 import asyncio
 
-from promptlab.lm import Gateway
+from promptlab.providers.gateway import Gateway
 from promptlab.models import Case
 from promptlab.progress import RunTotal, SilentProgress
-from promptlab.runner import Job, evaluate
+from promptlab.evaluation.runner import Job, evaluate
 from promptlab.scorers import get_metric
 from tests.fake_model import rules_model
 

@@ -139,7 +139,7 @@ def test_sigkill_then_resume_finishes_every_case_once(workspace):
 
 
 def test_runs_list_tells_a_live_owner_from_a_gone_one(workspace):
-    from promptlab.lease import HOST
+    from promptlab.store.lease import HOST
 
     setup_project(workspace, n=2)
     assert workspace.cli("eval", "--prompt", "p", "--name", "r").code == 0

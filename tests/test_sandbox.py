@@ -549,7 +549,7 @@ def test_other_items_keep_flowing_while_code_runs():
     from promptlab.config import ModelConfig
     from promptlab.models import Case, Completion
     from promptlab.progress import RunTotal, SilentProgress
-    from promptlab.runner import Job, evaluate
+    from promptlab.evaluation.runner import Job, evaluate
     from promptlab.scorers import get_metric
 
     class Gateway:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from promptlab.lm import Gateway, chat_key
+from promptlab.providers.gateway import Gateway, chat_key
 from promptlab.models import Case, PromptContent, Signature
 from promptlab.optimizers import operators as ops
 from promptlab.optimizers.base import Budget, BudgetExhausted, CommonKnobs, Objective, Problem, SearchConfig
-from promptlab.records import Note
+from promptlab.store.records import Note
 from tests.fake_model import rules_model
 
 SIGNATURE = Signature(name="sentiment", instruction="Label the review.", inputs=["text"],

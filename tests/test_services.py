@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from promptlab.gates import GateResult
+from promptlab.evaluation.gates import GateResult
 from promptlab.services.evaluate import EvaluateRequest, resume_hint
 from promptlab.services.gates import Verdict
 

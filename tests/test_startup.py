@@ -8,7 +8,7 @@ import pytest
 
 from promptlab.optimizers import STRATEGIES, knob_help
 
-HEAVY = ("litellm", "promptlab.runner", "numpy", "promptlab.optimizers.base",
+HEAVY = ("litellm", "promptlab.evaluation.runner", "numpy", "promptlab.optimizers.base",
          *(target.partition(":")[0] for target in STRATEGIES.values()))
 PROBE = ("import sys\n"
          "from promptlab.cli import main\n"

@@ -44,7 +44,7 @@ def test_the_schema_is_built_from_the_signature():
 
 def test_versions_that_are_not_structured_keep_their_hash_and_cache_key():
     """Pinned from before structured outputs existed: the same content hash and response-cache key."""
-    from promptlab.lm import chat_key
+    from promptlab.providers.gateway import chat_key
 
     content = PromptContent(system="Answer with one word.", template="Review: {{ text }}",
                             demos=(Demo(inputs={"text": "great"}, outputs={"label": "positive"}),),
@@ -58,8 +58,7 @@ def test_versions_that_are_not_structured_keep_their_hash_and_cache_key():
         "d2efcea7416f6be714691c3611a3cc5631d04525fd1f85d5b8348d4bbf60cd77"
     structured = content.model_copy(update={"structured": True})
     assert structured.hash() != content.hash()
-    fields = {k: v for k, v in content.model_dump(mode="json").items()
-              if k not in ("demo_selector", "structured_fallback")}
+    fields = {k: v for k, v in content.as_json().items() if k != "demo_selector"}
     assert structured.hash() == content_hash({**fields, "structured": True})
 
 
@@ -100,7 +99,7 @@ def test_a_model_that_cannot_is_refused_unless_the_version_allows_the_fallback()
 
 
 def test_each_route_has_its_mechanism():
-    from promptlab.lm import structured_mode
+    from promptlab.providers.gateway import structured_mode
 
     assert structured_mode(ModelConfig(model="local/gemma-3-270m")) == "grammar"
     assert structured_mode(ModelConfig(model="hosted_vllm/qwen", api_base="http://h/v1")) == "vllm"
@@ -165,7 +164,7 @@ def test_a_structured_version_sends_the_schema_and_load_prompt_gives_the_same(wo
     assert promptlab.load_prompt("p@1", project="demo", db=ws.db_path).response_format is None
     from promptlab.config import load_settings
 
-    assert loaded.request_params(load_settings().resolve_model("fake")) == {"response_format": fmt}
+    assert loaded.params_for(load_settings().resolve_model("fake")) == {"response_format": fmt}
 
 
 def test_structured_is_shown_diffed_exported_and_recreated(workspace):
@@ -303,7 +302,7 @@ def test_every_strategy_keeps_structured_decoding_when_it_raises_val(workspace, 
 # ---- the embedded model: the grammar ---------------------------------------------------------------
 def test_the_embedded_model_decodes_a_one_field_enum_as_its_bare_choices():
     pytest.importorskip("llama_cpp")
-    from promptlab.local_grammar import grammar_for
+    from promptlab.providers.local_grammar import grammar_for
 
     sig = Signature(name="s", inputs=["text"],
                     outputs=[{"name": "label", "type": "enum", "choices": ["positive", 'say "no"']}])
@@ -315,8 +314,8 @@ def test_the_embedded_model_decodes_a_one_field_enum_as_its_bare_choices():
 
 def test_the_embedded_model_decodes_several_fields_as_json_with_capped_strings():
     pytest.importorskip("llama_cpp")
-    from promptlab.local_grammar import grammar_for
-    from promptlab.local_provider import LocalModelError
+    from promptlab.providers.local_grammar import grammar_for
+    from promptlab.providers.local import LocalModelError
 
     text = grammar_for(response_format(EXTRACTION), 64)._grammar
     assert '"\\"sentiment\\""' in text and '"\\"positive\\"" | "\\"negative\\"" | "\\"mixed\\""' in text

@@ -176,7 +176,7 @@ def test_unset_key_variable_is_bad_input_before_any_call(workspace):
 
 
 def test_missing_credentials_are_auth_errors_never_retried():
-    from promptlab.lm import classify
+    from promptlab.providers.gateway import classify
 
     error = classify(Exception("OpenAIException - Missing credentials. Please pass an `api_key`"))
     assert error.kind == "auth" and not error.transient

@@ -11,7 +11,7 @@ import pytest
 
 from promptlab.errors import UsageError
 from promptlab.models import PromptContent, Signature
-from promptlab.render import check_prompt, render_messages
+from promptlab.prompting.render import check_prompt, render_messages
 from tests.conftest import SENTIMENT_EXPERIMENT
 
 # Known jinja2 server-side template injection payloads (each runs code or leaks internals
@@ -112,7 +112,7 @@ def test_payload_in_the_database_is_refused_before_any_call(project, payload):
 @pytest.mark.parametrize("payload", MARKER_PAYLOADS)
 def test_the_sandbox_alone_stops_a_payload_that_passes_the_checks(tmp_path, monkeypatch, payload):
     """Defence in depth: with the static checks switched off, rendering still runs no code."""
-    from promptlab import render
+    from promptlab.prompting import render
 
     monkeypatch.setattr(render, "_refusal", lambda node: None)
     render._checked.cache_clear()
@@ -313,7 +313,7 @@ def test_a_template_cannot_build_a_huge_value(workspace):
     """`*` and `**` are capped: a repetition bomb is refused at render time, before any call."""
     from promptlab.errors import UsageError
     from promptlab.models import PromptContent
-    from promptlab.render import render_messages
+    from promptlab.prompting.render import render_messages
 
     for template in ("{{ 'x' * 10**10 }}", "{{ ['a'] * 200000 }}", "{{ 7 ** 100000 }}"):
         with pytest.raises(UsageError, match="sandbox refused"):

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli import (cache, cases, evals, experiments, models, optimize, projects, prompts, reports,
-                           runs, signatures, view, workspace)
+from promptlab.cli import (cache, cases, evals, experiments, guard, models, optimize, projects, prompts,
+                           reports, runs, signatures, suggest, view, workspace)
 from promptlab.cli.common import State
 
 app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prompts, keep golden "
@@ -46,6 +46,8 @@ evals.register(app)
 experiments.register(app)
 reports.register(app)
 optimize.register(app)
+suggest.register(app)
+guard.register(app)
 view.register(app)
 app.add_typer(projects.app, name="project")
 app.add_typer(signatures.app, name="signature")

@@ -33,7 +33,7 @@ def add(ctx: typer.Context, project: Project = None,
         tag: Annotated[list[str], typer.Option(help="A tag (repeatable).")] = [],
         signature: Signature = None) -> None:
     """Add one case."""
-    from promptlab.caseio import rows_to_cases
+    from promptlab.cases.files import rows_to_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
@@ -60,7 +60,7 @@ def import_(ctx: typer.Context,
       promptlab case import reviews.csv --split test
       promptlab case import generated.yaml --not-golden
     """
-    from promptlab.caseio import iter_cases
+    from promptlab.cases.files import iter_cases
 
     state = ctx.obj
     project_id = state.project_id(project)
@@ -79,7 +79,7 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
     """Export cases (`case import` reads every format back to the same cases)."""
     import sys
 
-    from promptlab.caseio import detect_format, write_cases
+    from promptlab.cases.files import detect_format, write_cases
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
@@ -108,6 +108,7 @@ def list_(ctx: typer.Context, project: Project = None,
     import json
 
     from promptlab import display
+    from promptlab.prompting.images import shorten
 
     state = ctx.obj
     project_id, chosen = state.project_id(project), {"split": split, "tags": tag, "golden": golden}
@@ -116,7 +117,7 @@ def list_(ctx: typer.Context, project: Project = None,
         return emit_json([c.model_dump(mode="json") for c in cases])
     display.print_table(f"cases ({state.store.count_cases(project_id, **chosen)})",
                         ["id", "inputs", "expected", "split", "tags", "golden"],
-                        [[c.id, json.dumps(c.inputs, ensure_ascii=False)[:80],
+                        [[c.id, json.dumps(shorten(c.inputs), ensure_ascii=False)[:80],
                           json.dumps(c.expected, ensure_ascii=False)[:40], c.split, ",".join(c.tags),
                           "yes" if c.golden else "no"] for c in cases])
 
@@ -198,11 +199,11 @@ def generate(ctx: typer.Context, project: Project = None, signature: Signature =
     import asyncio
     import sys
 
-    from promptlab.ask import InvalidReply
+    from promptlab.providers.ask import InvalidReply
     from promptlab.errors import ProviderError, UsageError
-    from promptlab.evaluation import make_gateway
-    from promptlab.generate import generate_cases, pick_seeds
-    from promptlab.lm import CallError
+    from promptlab.evaluation.evaluate import make_gateway
+    from promptlab.cases.generate import generate_cases, pick_seeds
+    from promptlab.providers.gateway import CallError
 
     state = ctx.obj
     store, settings = state.store, state.settings

@@ -36,6 +36,9 @@ ReportMd = Annotated[Optional[Path], typer.Option(
     help="Write a Markdown summary here, such as $GITHUB_STEP_SUMMARY.")]
 
 
+Notify = Annotated[Optional[str], typer.Option(
+    metavar="URL", help="POST the JSON summary (what --json prints) to this hook when done; a failing "
+    "hook is a warning, never a failed run.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
 
 PROGRESS_MODES = ("auto", "rich", "plain", "json", "none")
@@ -143,6 +146,17 @@ def _say(line: str) -> None:
         sys.stderr = open(os.devnull, "w")
 
 
+def send_notification(url: str, summary: dict, *, reports: dict[str, Path | None]) -> None:
+    """`--notify`: the summary and the paths of the reports written, POSTed; a failure is a warning."""
+    from promptlab.services.notify import post
+    from promptlab.terminal import printable
+
+    written = {kind: str(path.resolve()) for kind, path in reports.items() if path is not None}
+    warning = post(url, {**summary, "reports": written})
+    if warning:
+        _say(printable(f"promptlab: warning: {warning}"))
+
+
 def emit_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
@@ -180,7 +194,7 @@ def metric_spec(text: str) -> str | dict[str, Any]:
 
 def run_plans(state: State, request: "EvaluateRequest", *, progress: str, as_json: bool,
               gates: dict | None = None, extra: dict | None = None, junit: Path | None = None,
-              report_md: Path | None = None, then: Any = None) -> None:
+              report_md: Path | None = None, then: Any = None, notify: str | None = None) -> None:
     """Evaluate planned runs with the `--progress` display, then `conclude`. Batch runs left
     `submitted` (`request.wait` False) are only listed: their gates apply in `runs wait`. `then`:
     see services.gates.judge."""
@@ -201,14 +215,15 @@ def run_plans(state: State, request: "EvaluateRequest", *, progress: str, as_jso
             typer.echo(printable(f"run {run['name']} submitted: {run['error']}"))
         return
     conclude(state, request.plans, evaluation.runs, as_json=as_json, gates=gates, extra=extra, junit=junit,
-             report_md=report_md, then=then)
+             report_md=report_md, then=then, notify=notify)
 
 
 def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool, gates: dict | None = None,
              extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
-             then: Any = None) -> None:
+             then: Any = None, notify: str | None = None) -> None:
     """Ended runs (`plans`: what has their run_id and project_id, `runs`: their summaries): judge
-    them, print, exit (3 when a run did not complete, 1 when a gate failed)."""
+    them, print, post the summary to the `notify` hook, exit (3 when a run did not complete, 1 when
+    a gate failed)."""
     from promptlab import display
     from promptlab.errors import GateFailed
     from promptlab.reports.ci import failure_summary
@@ -216,14 +231,17 @@ def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool,
     from promptlab.terminal import printable
 
     verdict = judge(state.store, plans, runs, gates or {}, then=then, junit=junit, report_md=report_md)
+    summary = {"runs": runs, "passed": verdict.exit_code == 0,
+               "gates": [g.__dict__ for g in verdict.gates], **(extra or {}), **verdict.extra}
     if as_json:
-        emit_json({"runs": runs, "passed": verdict.exit_code == 0,
-                   "gates": [g.__dict__ for g in verdict.gates], **(extra or {}), **verdict.extra})
+        emit_json(summary)
     else:
         display.print_runs(runs)
         if verdict.show is not None:
             verdict.show()
         display.print_gates(verdict.gates)
+    if notify:
+        send_notification(notify, summary, reports={"junit": junit, "report_md": report_md})
     for run in verdict.failed_runs:
         _say(printable(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}"))
     if verdict.exit_code == 3:

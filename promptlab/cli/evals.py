@@ -58,12 +58,12 @@ def register(app: typer.Typer) -> None:
           promptlab eval --resume nightly
           promptlab eval --prompt classifier@3 --model gpt --batch --no-wait --name big
         """
-        from promptlab import batch as batches
+        from promptlab.evaluation import batch as batches
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.config import parse_concurrency
         from promptlab.errors import UsageError
-        from promptlab.evaluation import metric_context, plan_run, resume_plan
-        from promptlab.gates import check_baseline, validate_gates
+        from promptlab.evaluation.evaluate import metric_context, plan_run, resume_plan
+        from promptlab.evaluation.gates import check_baseline, validate_gates
         from promptlab.services.evaluate import EvaluateRequest
 
         state = ctx.obj

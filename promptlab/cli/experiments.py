@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ProgressMode, ReportMd)
+                                  Notify, ProgressMode, ReportMd)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             min_score: MinScore = None, min_pass_rate: MinPassRate = None,
             max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
             baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
-            progress: ProgressMode = "auto",
+            notify: Notify = None, progress: ProgressMode = "auto",
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
           promptlab run examples/quickstart/experiment.yaml
           promptlab run experiment.yaml --json --junit ci.xml --min-score 0.8
           promptlab run experiment.yaml --model gpt --split test --limit 20
+          promptlab run experiment.yaml --notify https://hooks.example.com/promptlab
         """
         from promptlab import display
         from promptlab.cli.common import gate_flags, run_plans
@@ -45,7 +46,9 @@ def register(app: typer.Typer) -> None:
         from promptlab.display.progress import make_progress
         from promptlab.optimizers import experiment as optimize_section
         from promptlab.services.experiment import ExperimentRequest, check, prepare
+        from promptlab.services.notify import check_url
 
+        check_url(notify)  # before anything is written
         state = ctx.obj
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
                            max_regression=max_regression, baseline=baseline)
@@ -63,4 +66,4 @@ def register(app: typer.Typer) -> None:
 
         run_plans(state, prepared.evaluation, progress=progress, as_json=json_, gates=checked.gates,
                   extra={"experiment": str(file)}, junit=junit, report_md=report_md,
-                  then=optimize if checked.optimize is not None else None)
+                  then=optimize if checked.optimize is not None else None, notify=notify)

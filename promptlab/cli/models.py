@@ -40,7 +40,7 @@ def check(ctx: typer.Context,
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.lm import CallError, Gateway
+    from promptlab.providers.gateway import CallError, Gateway
     from promptlab.redact import redact
 
     config = ctx.obj.settings.resolve_model(model)

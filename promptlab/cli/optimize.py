@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from promptlab.cli.common import ProgressMode
+from promptlab.cli.common import Notify, ProgressMode
 from promptlab.optimizers import STRATEGIES
 
 _HELP = """Search for a better version of a prompt and report it against the base on the held-out test split.
@@ -64,19 +64,22 @@ def register(app: typer.Typer) -> None:
                  resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
                  min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
+                 notify: Notify = None,
                  progress: ProgressMode = "auto",
                  quiet: Annotated[bool, typer.Option(help="No progress: --progress none.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         from datetime import datetime, timezone
 
         from promptlab import display
-        from promptlab.cli.common import emit_json, metric_spec, parse_pairs
+        from promptlab.cli.common import emit_json, metric_spec, parse_pairs, send_notification
         from promptlab.display.progress import make_progress
         from promptlab.errors import GateFailed, UsageError
         from promptlab.optimizers.base import Budget, Objective
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
         from promptlab.optimizers.splits import parse_sizes
+        from promptlab.services.notify import check_url
 
+        check_url(notify)  # before anything is written
         if quiet and progress != "auto":  # before anything is written
             raise UsageError(f"optimize: --quiet is --progress none; drop one of --quiet and --progress {progress}")
         shown = make_progress("none" if quiet or (json_ and progress == "auto") else progress)
@@ -118,11 +121,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
         gates = check_gates(report, min_test_score=min_test_score, min_lift=min_lift)
         passed = all(g.passed for g in gates)
+        summary = {"optimization": report, "passed": passed, "gates": [g.__dict__ for g in gates]}
         if json_:
-            emit_json({"optimization": report, "passed": passed, "gates": [g.__dict__ for g in gates]})
+            emit_json(summary)
         else:
             display.print_optimization(report)
             display.print_gates(gates)
+        if notify:
+            send_notification(notify, summary, reports={})
         if not passed:
             failing = [g for g in gates if not g.passed]
             raise GateFailed(f"{len(failing)} gate(s) failed: " + "; ".join(g.message for g in failing))

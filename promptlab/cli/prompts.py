@@ -20,7 +20,7 @@ def _version_json(p) -> dict:
             "labels": list(p.labels), "parent_id": p.parent_id, "made_by": p.made_by, "candidate": p.candidate,
             "archived": p.archived,
             "message": p.message, "content_hash": p.content_hash, "created_at": p.created_at,
-            **p.content.model_dump(mode="json")}
+            **p.content.as_json()}
 
 
 @app.command("add")
@@ -33,6 +33,11 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         demos_file: Annotated[Optional[Path], typer.Option(
             help="YAML/JSON list of {inputs, outputs} few-shot demos.")] = None,
         param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
+        tools_file: Annotated[Optional[Path], typer.Option(
+            help="YAML/JSON list of OpenAI function tools ({type: function, function: {name, description, "
+                 "parameters}}) the model may call.")] = None,
+        tool_choice: Annotated[Optional[str], typer.Option(
+            help="auto, none, required, or the name of one of the tools (it must call that one).")] = None,
         structured: Annotated[bool, typer.Option(
             "--structured", help="Decode replies to the signature's schema (response_format, a grammar "
                                  "on the embedded model).")] = False,
@@ -48,30 +53,28 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}"
       promptlab prompt add classifier --template-file prompt.j2 --demos-file demos.yaml -m "8 demos"
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
+      promptlab prompt add weather --signature weather --template "{{ question }}" --tools-file tools.yaml
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}" --structured
     """
     from pydantic import ValidationError
 
-    from promptlab.caseio import load_yaml
     from promptlab.errors import UsageError
-    from promptlab.models import PromptContent
-    from promptlab.render import check_prompt
+    from promptlab.models import Demo, PromptContent
+    from promptlab.prompting import images
+    from promptlab.prompting.render import check_prompt
 
     if template_file:
         template = template_file.read_text()
     if not template:
         raise UsageError("prompt add: give --template or --template-file")
-    demos = []
-    if demos_file:
-        try:
-            text = demos_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{demos_file}: cannot read demos ({exc.__class__.__name__})") from None
-        demos = load_yaml(text, demos_file) or []
+    demos = _read_list(demos_file, "demos")
+    tools = _read_list(tools_file, "tools")
+    choice = tool_choice if tool_choice in (None, "auto", "none", "required") else {
+        "type": "function", "function": {"name": tool_choice}}
     try:
         content = PromptContent(system=system, template=template, demos=demos,
-                                params=parse_pairs(param, "--param"), structured=structured,
-                                structured_fallback=structured_fallback)
+                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice,
+                                structured=structured, structured_fallback=structured_fallback)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UsageError(f"prompt {name}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
@@ -79,11 +82,35 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
     store = state.store
     project_id = state.project_id(project)
     sig = store.signature(project_id, signature) if signature else None
+    if sig is not None and demos_file is not None:  # demo images: paths relative to the demos file
+        try:
+            content = content.model_copy(update={"demos": tuple(
+                Demo(inputs=images.resolve_inputs(d.inputs, sig.inputs, demos_file.parent), outputs=d.outputs)
+                for d in content.demos)})
+        except ValueError as exc:
+            raise UsageError(f"{demos_file}: demo {exc}") from None
     check_prompt(content, sig, f"prompt '{name}'")
     version = store.add_prompt(project_id, name, content,
                                signature_id=store.signature_id(project_id, signature) if signature else None,
                                message=message)
     typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+
+
+def _read_list(path: Path | None, what: str) -> list:
+    """A YAML/JSON list from a file (none: empty)."""
+    from promptlab.cases.files import load_yaml
+    from promptlab.errors import UsageError
+
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read {what} ({exc.__class__.__name__})") from None
+    data = load_yaml(text, path) or []
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected a YAML/JSON list of {what}")
+    return data
 
 
 @app.command("list")
@@ -118,7 +145,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     version = ctx.obj.store.prompt(ctx.obj.project_id(project), ref)
     if json_:
         return emit_json(_version_json(version))
-    from promptlab.diffing import prompt_text
+    from promptlab.prompting.diffing import prompt_text
     from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
@@ -131,7 +158,7 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
          b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
-    from promptlab.diffing import diff_text
+    from promptlab.prompting.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
@@ -152,6 +179,37 @@ def log(ctx: typer.Context, ref: Ref, project: Project = None,
         return emit_json([_version_json(v) for v in chain])
     for v in chain:
         typer.echo(printable(f"{v.ref:<24} {v.content_hash[:10]}  {v.made_by:<24} {v.created_at}  {v.message}"))
+
+
+@app.command("history")
+@read_only
+def history(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt's name.")],
+            project: Project = None,
+            candidates: Annotated[bool, typer.Option("--candidates", help="Also optimizer candidates.")] = False,
+            all_: Annotated[bool, typer.Option("--all", help="Also optimizer runs.")] = False,
+            json_: AsJson = False) -> None:
+    """Every version with its runs' scores over time: first, latest and best, per model and split."""
+    from promptlab.display import print_table
+    from promptlab.services.history import prompt_history
+
+    data = prompt_history(ctx.obj.store, ctx.obj.project_id(project), name.split("@")[0],
+                          candidates=candidates, optimizer_runs=all_)
+    if json_:
+        return emit_json(data)
+
+    def shown(point: dict | None) -> str:
+        return "–" if point is None else f"{point['score']:.3f} ({point['run']})"
+
+    rows = []
+    for v in data["versions"]:
+        head = [v["ref"] + "".join(f" @{label}" for label in v["labels"]), v["made_by"], v["created_at"][:16]]
+        if not v["groups"]:
+            rows.append([*head, "–", "–", 0, "–", "–", "–"])
+        for i, g in enumerate(v["groups"]):
+            rows.append([*(head if i == 0 else ["", "", ""]), g["model"], g["split"], g["runs"],
+                         shown(g["first"]), shown(g["latest"]), shown(g["best"])])
+    print_table(f"history of {data['prompt']}", ["version", "made by", "created", "model", "split", "runs",
+                                                 "first", "latest", "best"], rows)
 
 
 @app.command("label")
@@ -227,23 +285,32 @@ def try_(ctx: typer.Context, ref: Ref,
 
 def _inputs(pairs: list[str], signature) -> dict:
     """FIELD=VALUE pairs: a string field keeps the text as given, other fields take JSON (5, true, [1])."""
+    from promptlab.errors import UsageError
+    from promptlab.models import check_values
+
     values = parse_pairs(pairs, "--input")
     types = {f.name: f.type for f in signature.inputs} if signature else {}
     raw = dict(pair.split("=", 1) for pair in pairs)
-    return {k: raw[k] if types.get(k, "string") == "string" else v for k, v in values.items()}
+    values = {k: raw[k] if types.get(k, "string") in ("string", "image") else v for k, v in values.items()}
+    try:  # an image is a path (from the working folder), an https URL or a data: URI: read on render
+        check_values(values, signature.inputs if signature else (), "--input")
+    except ValueError as exc:
+        raise UsageError(f"prompt try: {exc}") from None
+    return values
 
 
 def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     import asyncio
 
     from promptlab.errors import ProviderError
-    from promptlab.lm import CallError, Gateway, check_credentials
+    from promptlab.providers.gateway import CallError, Gateway, check_capabilities, check_credentials
 
     config = settings.resolve_model(model)
     check_credentials(config)
+    check_capabilities(config, loaded.version.content, loaded.signature)
     gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
     try:
-        reply = asyncio.run(gateway.complete(config, messages, loaded.request_params(config), use_cache=False))
+        reply = asyncio.run(gateway.complete(config, messages, loaded.params_for(config), use_cache=False))
     except CallError as exc:  # its message is already redacted
         raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
     try:
@@ -258,11 +325,12 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
 def _print_try(data: dict) -> None:
     import json
 
+    from promptlab.prompting.conversation import text_of
     from promptlab.redact import redact
     from promptlab.terminal import printable
 
     for message in data["messages"]:
-        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+        typer.echo(printable(f"--- {message['role']}\n{text_of(message['content'])}"))
     if "reply" not in data:
         return
     tokens = data["tokens"]

@@ -1,4 +1,4 @@
-"""`promptlab report NAME`: a run or an optimization as HTML, Markdown, JSON or JUnit XML."""
+"""`promptlab report NAME`: a run or an optimization as HTML, Markdown, JSON, JUnit XML or PDF."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ def register(app: typer.Typer) -> None:
     def report(ctx: typer.Context,
                name: Annotated[str, typer.Argument(help="A run name, else an optimization name.")],
                format: Annotated[Optional[str], typer.Option(
-                   "--format", "-f", help="html, md, json or junit (default: from the -o suffix, else md).")] = None,
+                   "--format", "-f", help="html, md, json, junit or pdf (default: from the -o suffix, else md).")] = None,
                output: Annotated[Optional[Path], typer.Option(
                    "--output", "-o", help="File to write (default: stdout).")] = None,
                project: Annotated[Optional[str], typer.Option(help="Project name.")] = None) -> None:
-        """Write a report: a self-contained HTML page, a Markdown summary, JSON facts or JUnit XML."""
+        """Write a report: a self-contained HTML page, a Markdown summary, JSON facts, JUnit XML or
+        the HTML page printed to PDF (the pdf extra)."""
         from promptlab.errors import UsageError
         from promptlab.reports import FORMATS, SUFFIXES, render, write_report
         from promptlab.reports.facts import build_facts
@@ -28,6 +29,8 @@ def register(app: typer.Typer) -> None:
         fmt = format or (SUFFIXES.get(output.suffix.lower()) if output else None) or "md"
         if fmt not in FORMATS:
             raise UsageError(f"report: unknown --format '{fmt}'; use one of {', '.join(FORMATS)}")
+        if fmt == "pdf" and (output is None or str(output) == "-"):  # before the report is built
+            raise UsageError("report: a PDF is written to a file; add -o FILE.pdf")
         state = ctx.obj
         facts = build_facts(state.store, state.project_id(project), name)
         text = render(facts, fmt)
@@ -37,5 +40,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(printable(text), nl=False)  # model text may carry terminal escapes
             return
         write_report(output, text)
-        typer.echo(f"wrote {output} ({fmt}, {len(text.encode()):,} bytes)", err=True)
+        size = len(text) if isinstance(text, bytes) else len(text.encode())
+        typer.echo(f"wrote {output} ({fmt}, {size:,} bytes)", err=True)
 

@@ -60,7 +60,7 @@ def list_(ctx: typer.Context, project: Project = None,
 def _owner_gone(row: dict) -> bool:
     """A run still marked running whose process is gone (killed, or its machine down): only a
     resume finishes it."""
-    from promptlab.lease import holder
+    from promptlab.store.lease import holder
 
     return row["status"] == "running" and holder(row["status"], row["owner_host"], row["owner_pid"],
                                                   row["heartbeat_at"]) is None
@@ -111,6 +111,7 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
+    from promptlab.prompting.conversation import text_of
     from promptlab.terminal import printable
 
     if case_id not in run.case_ids:
@@ -130,8 +131,13 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
                           "params": run.params, "results": results})
     typer.echo(printable(f"run {run.name}: {loaded.ref} on {run.model}, case {case_id} "
                          f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
+    if "tools" in loaded.params:
+        names = [t["function"]["name"] for t in loaded.params["tools"]]
+        typer.echo(printable(f"--- tools offered: {', '.join(names)}"
+                             + (f" (tool_choice {json.dumps(loaded.params['tool_choice'])})"
+                                if "tool_choice" in loaded.params else "")))
     for message in messages:
-        typer.echo(printable(f"--- {message['role']}\n{message['content']}"))
+        typer.echo(printable(f"--- {message['role']}\n{text_of(message['content'])}"))
     for r in results or [{"repeat": 0, "output": None, "error": "no result stored yet"}]:
         outcome = r.get("error") or f"score {r['score']}, {'passed' if r['passed'] else 'failed'}"
         typer.echo(printable(f"=== reply (repeat {r['repeat']}): {outcome}\n{r.get('output') or ''}"))
@@ -168,7 +174,7 @@ def compare(ctx: typer.Context,
 def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.")],
            project: Project = None, yes: Yes = False) -> None:
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
-    from promptlab import lease
+    from promptlab.store import lease
     from promptlab.errors import UsageError
     from promptlab.terminal import printable
 
@@ -200,8 +206,8 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
 
     from promptlab.cli.common import conclude, gate_flags, run_plans
     from promptlab.errors import UsageError
-    from promptlab.evaluation import resume_plan, run_json
-    from promptlab.gates import validate_gates
+    from promptlab.evaluation.evaluate import resume_plan, run_json
+    from promptlab.evaluation.gates import validate_gates
     from promptlab.services.evaluate import EvaluateRequest
 
     state = ctx.obj

@@ -35,7 +35,7 @@ def add(ctx: typer.Context,
     """Add a signature, or a new version of one (identical content keeps the latest version)."""
     from pydantic import ValidationError
 
-    from promptlab.caseio import load_yaml
+    from promptlab.cases.files import load_yaml
     from promptlab.errors import NotFoundError, UsageError
     from promptlab.models import Signature
 

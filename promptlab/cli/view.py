@@ -72,7 +72,7 @@ def _database(state: State) -> Path:
     import sqlite3
 
     from promptlab.errors import UsageError
-    from promptlab.migrations import migrations
+    from promptlab.store.migrations import migrations
     from promptlab.view.queries import reading
 
     path = Path(state.db) if state.db else state.settings.db_path

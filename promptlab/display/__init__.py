@@ -95,6 +95,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], console: 
 def _one_line(value: Any, width: int) -> Text:
     import json
 
+    from promptlab.prompting.images import shorten
+
+    value = shorten(value)  # an image input as its type, size and digest, not its base64
     if isinstance(value, dict):
         value = " · ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value.values())
     text = " ".join(printable(value).split())

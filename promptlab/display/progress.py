@@ -23,7 +23,7 @@ from promptlab.terminal import printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from promptlab.runner import ItemResult
+    from promptlab.evaluation.runner import ItemResult
 
 
 @dataclass

@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from promptlab.records import CandidateRecord
+from promptlab.store.records import CandidateRecord
 
 if TYPE_CHECKING:
     import random

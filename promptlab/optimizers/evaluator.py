@@ -1,6 +1,6 @@
 """Candidates scored on cases through the eval runner, each (version, case) paid for once.
 
-- Every evaluation goes through `promptlab.evaluation` (plan_run / execute /
+- Every evaluation goes through `promptlab.evaluation.evaluate` (plan_run / execute /
   finish): each is a run row with ``optimization_id`` set, named after the
   candidate and its cases, so it is cached, concurrent and resumable. A replay
   of the same search finds those runs (and the response cache) and sends
@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
-from promptlab.evaluation import (RunPlan, build_metrics, execute, finish, metric_context, plan_run,
-                                  run_decoding)
-from promptlab.lm import PROVIDER_FAILURES, CallError
+from promptlab.evaluation.evaluate import (RunPlan, build_metrics, execute, finish, metric_context, plan_run,
+                                           run_decoding)
+from promptlab.providers.gateway import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
 from promptlab.progress import SearchEvaluating
-from promptlab.records import Result
-from promptlab.render import demo_text
+from promptlab.store.records import Result
+from promptlab.prompting.render import demo_text
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
     from promptlab.optimizers.base import Problem, SearchConfig
     from promptlab.optimizers.ledger import Ledger
     from promptlab.progress import Progress, SearchStatus

@@ -30,7 +30,7 @@ from promptlab.optimizers.base import Budget, KnobError, Objective
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
-    from promptlab.experiment import Experiment
+    from promptlab.evaluation.experiment import Experiment
     from promptlab.progress import Progress
     from promptlab.store import Store
 

@@ -21,7 +21,7 @@ from promptlab.optimizers.base import Budget, BudgetExhausted, Spent
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
     from promptlab.models import Completion
 
 

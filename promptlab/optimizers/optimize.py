@@ -11,7 +11,7 @@ The winner is a candidate that beat the base on val by more than `min_gain`;
 it is promoted (it stops being a candidate and becomes the family's latest
 version). Otherwise no improvement was found: the base is kept and no version
 is added. The lift on test is measured over the stronger of the base and the
-best constant answer (`promptlab.baselines`), with a paired p-value against the
+best constant answer (`promptlab.scorers.baselines`), with a paired p-value against the
 base, and a winner whose test outputs are nearly all one label is flagged.
 """
 
@@ -23,20 +23,21 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from promptlab import baselines
+from promptlab.scorers import baselines
 from promptlab.config import ModelConfig
-from promptlab.diffing import diff_text
+from promptlab.prompting.diffing import diff_text
 from promptlab.errors import UsageError
-from promptlab.gates import GateResult
-from promptlab.evaluation import build_metrics, make_gateway, metric_context
+from promptlab.evaluation.gates import GateResult
+from promptlab.evaluation.evaluate import build_metrics, make_gateway, metric_context
 from promptlab.optimizers import UnknownStrategyError, get_strategy
 from promptlab.optimizers.base import Budget, BudgetExhausted, KnobError, Objective, Problem, SearchConfig
 from promptlab.optimizers.ledger import Ledger
 from promptlab.optimizers.search import Search
 from promptlab.optimizers.splits import make_splits, splits_from_ids
 from promptlab.progress import Progress, SearchFinished, SearchStarted, SilentProgress
+from promptlab.evaluation.tracing import traced
 from promptlab.scorers.stats import paired_bootstrap
-from promptlab.lease import HEARTBEAT_S
+from promptlab.store.lease import HEARTBEAT_S
 from promptlab.store import Store, is_locked, now
 
 if TYPE_CHECKING:
@@ -101,7 +102,8 @@ def start(store: Store, settings: Settings, project_id: int, request: OptimizeRe
     opt_id = store.create_optimization(project_id, request.name, request.strategy, config=config,
                                        base_prompt_id=base.id, splits=splits.ids(),
                                        budget=dataclasses.asdict(request.budget))
-    return asyncio.run(_run(store, settings, project_id, opt_id, progress))
+    with traced(progress, settings) as progress:
+        return asyncio.run(_run(store, settings, project_id, opt_id, progress))
 
 
 def resume(store: Store, settings: Settings, project_id: int, name: str, *,
@@ -113,11 +115,12 @@ def resume(store: Store, settings: Settings, project_id: int, name: str, *,
         raise UsageError(f"no optimization '{name}' in this project (optimizations: {known})")
     if opt.status == "completed" and opt.report:
         return opt.report
-    return asyncio.run(_run(store, settings, project_id, opt.id, progress))
+    with traced(progress, settings) as progress:
+        return asyncio.run(_run(store, settings, project_id, opt.id, progress))
 
 
 async def _heartbeat(store: Store, opt_id: int) -> None:
-    """Beat while the search runs, so a second `--resume` sees a live owner (see `promptlab.lease`)."""
+    """Beat while the search runs, so a second `--resume` sees a live owner (see `promptlab.store.lease`)."""
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         try:

@@ -26,21 +26,21 @@ import math
 import random
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from promptlab.ask import InvalidReply, Retry, ask_json
+from promptlab.providers.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
-from promptlab.lm import CallError, structured_mode
+from promptlab.providers.gateway import CallError, structured_mode
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem, Spent
 from promptlab.optimizers.evaluator import UNSENT, Candidate, Evaluator
 from promptlab.optimizers.ledger import Ledger, Metered
 from promptlab.progress import Progress, SearchStatus, SearchStep, SilentProgress
-from promptlab.records import CandidateRecord, CandidateStep, EvalStep, Note, Step
-from promptlab.render import check_prompt, prompt_tokens_estimate
+from promptlab.store.records import CandidateRecord, CandidateStep, EvalStep, Note, Step
+from promptlab.prompting.render import check_prompt, prompt_tokens_estimate
 from promptlab.store import Store
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
     from promptlab.optimizers.base import SearchConfig
 
 # how the proposer is re-asked (its cached replies are keyed by these conversations)

@@ -9,7 +9,7 @@ model); this module builds what each one sends:
 - `response_format`: the schema as OpenAI takes it, through LiteLLM (which turns
   it into Anthropic's tool use, Gemini's response schema…) and the direct path;
 - `grammar`: the same `response_format` to the embedded llama.cpp model, which
-  compiles it into a grammar (`local_provider.grammar_for`): a one-field enum as
+  compiles it into a grammar (`providers.local_grammar.grammar_for`): a one-field enum as
   its bare choices, so few-shot demos written as bare labels keep working;
 - `vllm` / `vllm_guided`: a one-field enum as vLLM's choice list
   (`structured_outputs.choice`, or `guided_choice` before vLLM 0.12), several

@@ -1,6 +1,7 @@
 """Reports: facts gathered once from the store (facts.py), one module per output format.
 
     render(facts, "html" | "md" | "json" | "junit") -> str   (secrets masked)
+    render(facts, "pdf") -> bytes                              (the HTML report, printed)
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("html", "md", "json", "junit")
-SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit"}
+FORMATS = ("html", "md", "json", "junit", "pdf")
+SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit", ".pdf": "pdf"}
 
 
-def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str:
+def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str | bytes:
     """One run's or optimization's facts in a format (Markdown and JUnit take a list of run facts
     and the gates too). Every known secret is masked first (error messages quote providers)."""
     from promptlab.redact import redact_all
@@ -21,6 +22,9 @@ def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[d
     if fmt == "html":
         from promptlab.reports.to_html import render as html
         return html(facts)
+    if fmt == "pdf":
+        from promptlab.reports.to_pdf import render as pdf
+        return pdf(facts)
     if fmt == "md":
         from promptlab.reports.to_markdown import render as md
         return md(facts, gates=gates)
@@ -33,7 +37,7 @@ def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[d
     raise ValueError(f"unknown report format '{fmt}' (formats: {', '.join(FORMATS)})")
 
 
-def write_report(path: Path, text: str) -> None:
+def write_report(path: Path, text: str | bytes) -> None:
     """Write a report file whole (a temporary file renamed into place)."""
     import os
 
@@ -42,7 +46,7 @@ def write_report(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}); check the path") from None

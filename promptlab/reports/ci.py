@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptlab.gates import GateResult
+from promptlab.evaluation.gates import GateResult
 from promptlab.store import Store
 
 MAX_LISTED = 10

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from promptlab.diffing import diff_text, prompt_text
+from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
-from promptlab.evaluation import run_json
+from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
-from promptlab.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
+from promptlab.prompting import images
+from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
 
 TOP = 10
@@ -66,7 +67,8 @@ def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = N
         case = cases.get(r.case_id)
         results.append({
             "case_id": r.case_id, "repeat": r.repeat,
-            "inputs": case.inputs if case else None, "expected": case.expected if case else None,
+            "inputs": images.shorten(case.inputs) if case else None,  # an image as a label, not base64
+            "expected": case.expected if case else None,
             "tags": list(case.tags) if case else [], "split": case.split if case else None,
             "output": r.output, "parsed": r.parsed, "passed": r.passed, "score": r.score,
             "scores": {k: v.value for k, v in r.scores.items()},

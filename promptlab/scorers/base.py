@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from promptlab.errors import UsageError
 from promptlab.models import FieldSpec
-from promptlab.records import Score  # scorers make them, results store them
+from promptlab.store.records import Score  # scorers make them, results store them
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
 
 class MetricError(ValueError):
@@ -51,7 +51,7 @@ class MetricContext:
 
     A factory asks for it by declaring a keyword-only ``context`` parameter;
     `get_metric(spec, context)` passes it (users cannot set it from a spec).
-    Built once per evaluation from the settings (`promptlab.evaluation.metric_context`):
+    Built once per evaluation from the settings (`promptlab.evaluation.evaluate.metric_context`):
 
     - ``resolve_model(alias)`` -> ModelConfig, with the config's aliases; a bad
       alias raises a usage error at build time, before any run row is written;
@@ -62,7 +62,7 @@ class MetricContext:
     - ``allow_code_execution``: whether the project lets metrics run model-written code.
 
     The gateway is not here: metrics that call a model get it later through
-    ``bind(gateway)``, which `promptlab.evaluation.execute` performs with the
+    ``bind(gateway)``, which `promptlab.evaluation.evaluate.execute` performs with the
     very gateway the runner uses (same cache, retries, rate limits). Building a
     metric therefore never needs a live gateway (validation, summaries).
     """

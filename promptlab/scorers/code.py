@@ -71,7 +71,7 @@ _ARGS = ("field", "tests_field", "timeout_s", "cpu_s", "memory_mb", "allowed_imp
 
 
 class PythonTestsMetric:
-    runs_code = True  # a run using it needs the project's allow_code_execution (promptlab.evaluation)
+    runs_code = True  # a run using it needs the project's allow_code_execution (promptlab.evaluation.evaluate)
 
     def __init__(self, spec: dict[str, Any], field: str | None, tests_field: str, run_args: dict[str, Any]):
         self.name = "python_tests"

@@ -28,7 +28,7 @@ from promptlab.scorers.stats import summarize_scores
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -57,7 +57,7 @@ class EmbeddingMetric:
     async def score(self, item: ScoreInput) -> Score:
         if self._gateway is None:
             raise ScoringError("embedding_similarity: no model gateway bound "
-                               "(score through promptlab.evaluation.execute)")
+                               "(score through promptlab.evaluation.evaluate.execute)")
         try:
             name = need_field(item, self._field)
             expected = as_text(expected_value(item, name))
@@ -66,7 +66,7 @@ class EmbeddingMetric:
             return early.score
         if not output.strip():
             return Score(0.0, False, {"reason": "the output is empty"})
-        from promptlab.lm import CallError
+        from promptlab.providers.gateway import CallError
 
         try:
             out_vec, exp_vec = await self._gateway.embed(self.model, [output, expected])

@@ -7,7 +7,7 @@ LiteLLM model), else ``[defaults] judge_model`` (default ``local``). The judge
 replies with JSON, ``{"reason": "...", "score": N}`` with N on the stated
 scale (``min_score``..``max_score``, default 1..5); the reply is validated
 (pydantic) and, when invalid, asked again (``attempts`` replies at most, each
-a distinct cached sample; see `promptlab.ask`).
+a distinct cached sample; see `promptlab.providers.ask`).
 
 Per result: value = (N - min_score) / (max_score - min_score), in 0..1;
 passed = value >= ``threshold`` (default 0.75: 4 or 5 of 5);
@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from promptlab.ask import InvalidReply, ask_json
+from promptlab.providers.ask import InvalidReply, ask_json
 from promptlab.scorers.base import MetricContext, MetricError, Score, ScoreInput, ScoringError
 from promptlab.scorers.registry import Early, as_text, text_value
 from promptlab.scorers.stats import summarize_scores
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
-    from promptlab.lm import Gateway
+    from promptlab.providers.gateway import Gateway
 
 DEFAULT_PARAMS = {"temperature": 0, "max_tokens": 256}
 SYSTEM = ("You are a careful, impartial evaluator. You grade a response against a rubric "
@@ -100,7 +100,7 @@ def judge_messages(rubric: str, output: str, *, inputs: dict[str, Any] | None = 
 
 
 class JudgeMetric:
-    """Built by `judge`; `bind(gateway)` before scoring (`promptlab.evaluation.execute` does)."""
+    """Built by `judge`; `bind(gateway)` before scoring (`promptlab.evaluation.evaluate.execute` does)."""
 
     def __init__(self, spec: dict[str, Any], model: "ModelConfig", rubric: str, scale: tuple[int, int],
                  threshold: float, field: str | None, reference: bool, attempts: int, params: dict):
@@ -125,7 +125,7 @@ class JudgeMetric:
 
     async def score(self, item: ScoreInput) -> Score:
         if self._gateway is None:
-            raise ScoringError("judge: no model gateway bound (score through promptlab.evaluation.execute)")
+            raise ScoringError("judge: no model gateway bound (score through promptlab.evaluation.evaluate.execute)")
         if self._field is None:
             output = item.output
         else:
@@ -160,7 +160,7 @@ class JudgeMetric:
 
 async def _ask(gateway: "Gateway", model: "ModelConfig", messages: list[dict], schema: type[BaseModel],
                attempts: int, params: dict, context: dict | None, example: str):
-    from promptlab.lm import CallError
+    from promptlab.providers.gateway import CallError
 
     try:
         return await ask_json(gateway, model, messages, schema, attempts=attempts, params=params,

@@ -180,6 +180,7 @@ _BUILTIN = {
     "python_tests": "promptlab.scorers.code:python_tests",
     "judge": "promptlab.scorers.judge:judge",
     "embedding_similarity": "promptlab.scorers.embedding:embedding_similarity",
+    "tool_call_match": "promptlab.scorers.tool_calls:tool_call_match",
 }
 _REGISTRY: dict[str, Callable[..., Any] | str] = dict(_BUILTIN)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptlab.diffing import diff_text
+from promptlab.prompting.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
-from promptlab.evaluation import run_json
+from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
-from promptlab.records import Result, Run
+from promptlab.store.records import Result, Run
 from promptlab.scorers.stats import mcnemar, paired_bootstrap
 from promptlab.store import Store
 

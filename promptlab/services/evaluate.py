@@ -8,14 +8,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from promptlab import lm
+from promptlab.providers import gateway as lm
 from promptlab.errors import AuthError, StorageError
-from promptlab.evaluation import RunPlan, execute, finish, make_gateway
+from promptlab.evaluation.evaluate import RunPlan, execute, finish, make_gateway
+from promptlab.evaluation.tracing import traced
 
 if TYPE_CHECKING:
     from promptlab.config import Concurrency, Settings
     from promptlab.progress import Progress
-    from promptlab.runner import Outcome
+    from promptlab.evaluation.runner import Outcome
     from promptlab.store import Store
 
 
@@ -50,8 +51,14 @@ def resume_hint(request: EvaluateRequest) -> str:
 
 
 def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, progress: Progress) -> Evaluation:
-    """Run the plans, reporting to `progress`, and record each run's end. However the evaluation
-    stops (Ctrl-C, a provider refusing the key, a full disk, a bug) no run is left `running`."""
+    """Run the plans, reporting to `progress` (and to the traces, when configured), and record each
+    run's end. However the evaluation stops (Ctrl-C, a provider refusing the key, a full disk, a
+    bug) no run is left `running`."""
+    with traced(progress, settings) as progress:
+        return _evaluate(store, settings, request, progress)
+
+
+def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progress: Progress) -> Evaluation:
     plans = request.plans
     gateway = make_gateway(store, settings)
     started, imported_before = time.perf_counter(), lm.import_seconds
@@ -60,8 +67,8 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
         return time.perf_counter() - started - (lm.import_seconds - imported_before)
 
     async def run() -> Outcome:  # the per-call runs, then the batched ones
-        from promptlab import batch as batches
-        from promptlab.runner import Outcome
+        from promptlab.evaluation import batch as batches
+        from promptlab.evaluation.runner import Outcome
 
         calls = [p for p in plans if p.run_id not in request.batch]
         batched = [p for p in plans if p.run_id in request.batch]

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptlab import batch as batches
-from promptlab.experiment import Experiment, load_experiment, setup
-from promptlab.gates import check_baseline, validate_gates
+from promptlab.evaluation import batch as batches
+from promptlab.evaluation.experiment import Experiment, load_experiment, setup
+from promptlab.evaluation.gates import check_baseline, validate_gates
 from promptlab.optimizers import experiment as optimize_section
 from promptlab.services.evaluate import EvaluateRequest
 

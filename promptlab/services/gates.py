@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from promptlab.evaluation import run_json
-from promptlab.gates import DEFAULT_BASELINE, GateResult, check_gates, find_baseline
+from promptlab.evaluation.evaluate import run_json
+from promptlab.evaluation.gates import DEFAULT_BASELINE, GateResult, check_gates, find_baseline
 from promptlab.reports.ci import write_ci_outputs
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.redact import redact_all
-from promptlab.records import Run
+from promptlab.store.records import Run
 from promptlab.reports import to_html
 from promptlab.store import Store
 from promptlab.view import queries
@@ -84,7 +84,8 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
 
     def result(request: Request, store: Store) -> Response:
         """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
-        from promptlab.render import render_messages
+        from promptlab.prompting.conversation import text_of
+        from promptlab.prompting.render import render_messages
         from promptlab.reports.facts import run_facts
 
         run = _run(store, request)
@@ -94,7 +95,9 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         if found is None:
             raise NotFoundError(f"run {run.name} has no result for case {key[0]}, repeat {key[1]}")
         prompt = store.prompt_by_id(run.prompt_id)
-        messages = render_messages(prompt.content, store.prompt_signature(prompt), found["inputs"] or {})
+        case = store.cases_by_id(run.project_id, [key[0]]).get(key[0])  # facts hold images as labels
+        messages = [{"role": m["role"], "content": text_of(m["content"])} for m in render_messages(
+            prompt.content, store.prompt_signature(prompt), case.inputs if case else found["inputs"] or {})]
         return page("result.html", title=f"{run.name} · case {key[0]}", run=run,
                     project=queries.project(store, run.project_id), prompt=prompt.ref,
                     result=redact_all(found), messages=redact_all(messages))
@@ -120,7 +123,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         return page("compare.html", title=f"{run_a.name} vs {run_b.name}", project=project, c=data)
 
     def prompt(request: Request, store: Store) -> Response:
-        from promptlab.diffing import diff_text, prompt_text
+        from promptlab.prompting.diffing import diff_text, prompt_text
 
         project = queries.project(store, request.path_params["pid"])
         name = request.path_params["name"]
@@ -134,7 +137,11 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
         for v in versions:
             parent = v.parent_id if any(p.id == v.parent_id for p in versions) else None
             children.setdefault(parent, []).append(v)
+        from promptlab.services.history import prompt_history
+
+        history = prompt_history(store, project["id"], name, candidates=True)
         return page("prompt.html", title=name, project=project, name=name, versions=versions, a=a, b=b,
+                    history=history,
                     diff=redact_all(diff_text(a, b)), children=children,
                     refs={v.id: v.ref for v in versions},
                     texts={v.id: redact_all(prompt_text(v)) for v in versions})

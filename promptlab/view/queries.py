@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from promptlab.records import Run
+from promptlab.store.records import Run
 from promptlab.store import BUSY_TIMEOUT_MS, Database, Store
 
 RATE_WINDOW_S = 10.0  # calls/s is measured over the results stored in the last few seconds

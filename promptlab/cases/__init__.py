@@ -1,0 +1,1 @@
+"""Test cases in and out: case files (jsonl/csv/yaml) and generated cases."""

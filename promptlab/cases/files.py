@@ -1,0 +1,289 @@
+"""Read and write test cases as CSV, JSON, JSONL or YAML.
+
+A row either has the explicit shape {inputs: {...}, expected: {...}} or is
+flat, its keys named after the signature's input and output fields. Optional
+keys: split, tags, golden. A CSV cell of a messages, tool_call, list or json
+field holds JSON; an image field holds a path (relative to the case file), an
+https:// URL or a data: URI, and a file is stored as a data URI.
+
+Case files are untrusted: YAML aliases, NaN/Infinity, non-JSON values and deep
+nesting are refused, and with a signature every value must have its field's
+declared type (CSV cells, being text, are converted to it first).
+
+JSONL and CSV files are read row by row (`iter_cases`), so an import of any
+size holds one batch of cases at a time; a JSON or YAML file is one document,
+parsed whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from promptlab.errors import UsageError
+from promptlab.models import MAX_DEPTH, Case, FieldSpec, Signature, check_values
+from promptlab.prompting import images
+
+FORMATS = ("csv", "json", "jsonl", "yaml")
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_CELL_EXAMPLES = {"int": "3", "float": "0.5", "list": '["a", "b"]', "json": '{"a": 1}',
+                  "messages": '[{"role": "user", "content": "Hi"}]',
+                  "tool_call": '{"name": "get_weather", "arguments": {"city": "Paris"}}'}
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    fmt = {"yml": "yaml", "ndjson": "jsonl"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise UsageError(f"{path}: unknown case format '{fmt}'; use one of {', '.join(FORMATS)} "
+                         f"(or pass --format)")
+    return fmt
+
+
+def read_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
+               split: str | None = None) -> list[Case]:
+    """A cases file → checked cases (image paths relative to the file's folder)."""
+    return list(iter_cases(path, fmt, signature, golden=golden, split=split))
+
+
+def iter_cases(path: Path, fmt: str | None, signature: Signature | None, *, golden: bool = True,
+               split: str | None = None) -> Iterator[Case]:
+    """A cases file → checked cases, one at a time: JSONL and CSV are read row by row (memory
+    stays bounded at any size); JSON and YAML are one document, parsed whole."""
+    fmt = detect_format(path, fmt)
+    yield from iter_rows_to_cases(iter_rows(path, fmt), signature, str(path), golden=golden,
+                                  split=split, text_cells=fmt == "csv", base_dir=path.parent)
+
+
+def iter_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any]]:
+    fmt = detect_format(path, fmt)
+    try:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
+        with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as lines:
+            if fmt == "csv":
+                yield from _csv_rows(lines, path)
+            elif fmt == "jsonl":
+                yield from _jsonl_rows(lines, path)
+            else:
+                text = lines.read()
+                if fmt == "yaml":
+                    yield from _case_list(load_yaml(text, path), path,
+                                          "a YAML list of cases (or a 'cases:' list)")
+                else:
+                    yield from _case_list(_json(text, path), path,
+                                          'a JSON list of cases (or {"cases": [...]})')
+    except FileNotFoundError:
+        raise UsageError(f"{path}: cases file not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+
+
+def _json(text: str, path: Path, line: int | None = None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: line {line or exc.lineno}: invalid JSON ({exc.msg}); fix that line") from None
+    except RecursionError:
+        raise UsageError(_too_deep(path)) from None
+
+
+def _jsonl_rows(lines: Iterable[str], path: Path) -> Iterator[dict]:
+    case = 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            case += 1
+            yield _check_object(_json(line, path, number), path, case)
+
+
+def _too_deep(path: Path | str) -> str:
+    return f"{path}: nested more than {MAX_DEPTH} levels deep; flatten the data"
+
+
+def _csv_rows(lines: Iterable[str], path: Path) -> Iterator[dict[str, str]]:
+    reader = csv.DictReader(lines, strict=True)
+    try:
+        header = reader.fieldnames or []
+        duplicate = next((h for h in header if header.count(h) > 1), None)
+        if duplicate is not None:  # DictReader would silently keep only the last such column
+            raise UsageError(f"{path}: the header has column '{duplicate}' twice; rename or remove one")
+        for number, row in enumerate(reader, start=2):
+            if None in row or any(v is None for v in row.values()):
+                raise UsageError(f"{path}: line {number} has a different number of columns "
+                                 f"than the header; fix that row")
+            yield row
+    except csv.Error as exc:
+        raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
+
+
+class _AliasRefused(yaml.MarkedYAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses aliases: a few hundred bytes of nested aliases (a "billion
+    laughs" file) expand to gigabytes as soon as anything walks the data."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(problem="alias", problem_mark=self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, path: Path | str) -> Any:
+    """An untrusted YAML document → plain data (no aliases, no recursion blow-up)."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        if isinstance(exc, _AliasRefused):
+            raise UsageError(f"{where}: YAML aliases (*name) are not supported; write the value "
+                             f"out") from None
+        raise UsageError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or exc}); "
+                         f"fix the syntax") from None
+    except RecursionError:
+        raise UsageError(_too_deep(path)) from None
+
+
+def _case_list(data: Any, path: Path, expected: str) -> list[dict]:
+    """A parsed JSON/YAML document → its list of case rows (bare, or under 'cases')."""
+    if isinstance(data, dict) and isinstance(data.get("cases"), list):
+        data = data["cases"]
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected {expected}")
+    return [_check_object(row, path, i) for i, row in enumerate(data, start=1)]
+
+
+def _check_object(row: Any, path: Path | str, number: int) -> dict:
+    if not isinstance(row, dict):
+        raise UsageError(f"{path}: case {number} is not an object with named fields")
+    return row
+
+
+def _from_cells(values: dict[str, Any], fields: Iterable[FieldSpec], kind: str) -> dict[str, Any]:
+    """CSV cells (text) in their fields' declared types; export writes non-text values as JSON."""
+    out = dict(values)
+    for spec in fields:
+        text = out.get(spec.name)
+        if not isinstance(text, str) or spec.type in ("string", "enum", "image"):
+            continue
+        if spec.type == "bool":
+            if text.strip().lower() not in _BOOL_WORDS:
+                raise ValueError(f"{kind} '{spec.name}': '{text[:40]}' is not true or false")
+            out[spec.name] = _BOOL_WORDS[text.strip().lower()]
+            continue
+        try:
+            out[spec.name] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError(f"{kind} '{spec.name}': '{text[:40]}' is not "
+                             f"{'JSON' if spec.type in ('json', 'messages', 'tool_call') else 'a ' + spec.type}; write it as "
+                             f"JSON, e.g. {_CELL_EXAMPLES[spec.type]}") from None
+    return out
+
+
+def rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
+                  golden: bool = True, split: str | None = None,
+                  text_cells: bool = False, base_dir: Path | None = None) -> list[Case]:
+    """Map rows to cases by field name; every input field must be present.
+
+    text_cells: the values are CSV text, converted to the signature's types first.
+    base_dir: where image paths are relative to (the case file's folder; default the working one);
+    each image input becomes a data URI (`promptlab.prompting.images`)."""
+    return list(iter_rows_to_cases(rows, signature, where, golden=golden, split=split,
+                                   text_cells=text_cells, base_dir=base_dir))
+
+
+def iter_rows_to_cases(rows: Iterable[dict[str, Any]], signature: Signature | None, where: str, *,
+                       golden: bool = True, split: str | None = None,
+                       text_cells: bool = False, base_dir: Path | None = None) -> Iterator[Case]:
+    """`rows_to_cases`, one case at a time."""
+    for i, row in enumerate(rows, start=1):
+        try:
+            yield _row_to_case(row, signature, golden=golden, split=split, text_cells=text_cells,
+                               base_dir=base_dir)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UsageError(f"{where}: case {i}: field '{'.'.join(map(str, err['loc']))}': "
+                             f"{err['msg']}") from None
+        except ValueError as exc:
+            raise UsageError(f"{where}: case {i}: {exc}") from None
+
+
+def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bool,
+                 split: str | None, text_cells: bool, base_dir: Path | None) -> Case:
+    if "inputs" in row and isinstance(row["inputs"], dict):
+        inputs, expected = row["inputs"], row.get("expected") or {}
+    elif signature is None:
+        raise ValueError("is flat but there is no signature; use {inputs: ..., expected: ...} "
+                         "or give a signature")
+    else:
+        inputs = {n: row[n] for n in signature.input_names if n in row}
+        expected = {n: row[n] for n in signature.output_names if n in row and row[n] not in ("", None)}
+    in_fields, out_fields = (signature.inputs, signature.outputs) if signature else ((), ())
+    if signature is not None:
+        missing = [n for n in signature.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"lacks input field '{missing[0]}' (signature '{signature.name}' "
+                             f"needs {', '.join(signature.input_names)})")
+        if text_cells:
+            inputs = _from_cells(inputs, in_fields, "input")
+            expected = _from_cells(expected, out_fields, "expected")
+    if not isinstance(expected, dict):
+        raise ValueError("'expected' must be an object of output fields")
+    check_values(inputs, in_fields, "input")
+    check_values(expected, out_fields, "expected")
+    inputs = images.resolve_inputs(inputs, in_fields, base_dir)
+    tags = row.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    row_golden = row.get("golden", golden)
+    if isinstance(row_golden, str):
+        row_golden = row_golden.strip().lower() in ("1", "true", "yes")
+    return Case(inputs=inputs, expected=expected, tags=tuple(tags), split=row.get("split") or split,
+                golden=bool(row_golden))
+
+
+def write_cases(cases: Iterable[Case], fmt: str, out: TextIO, signature: Signature | None = None,
+                columns: tuple[list[str], list[str]] | None = None) -> int:
+    """Write cases to `out` in `fmt`; returns how many. JSONL and CSV go one case at a time (any
+    number, in bounded memory); JSON and YAML are one document, built whole. CSV's header takes
+    `columns`, the input and the expected field names (Store.case_fields), else those of `cases`.
+    With a signature, CSV writes its json fields as JSON even when they hold text (so that
+    importing reads them back as the same values)."""
+    rows = ({"id": c.id, "inputs": c.inputs, "expected": c.expected, "split": c.split,
+             "tags": list(c.tags), "golden": c.golden} for c in cases)
+    if fmt == "json":
+        rows = list(rows)
+        out.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return len(rows)
+    if fmt == "yaml":
+        rows = list(rows)
+        out.write(yaml.safe_dump(rows, allow_unicode=True, sort_keys=False))
+        return len(rows)
+    count = 0
+    if fmt == "jsonl":
+        for count, row in enumerate(rows, start=1):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return count
+    if columns is None:
+        cases = list(cases)
+        columns = ([k for c in cases for k in c.inputs], [k for c in cases for k in c.expected])
+    inputs = sorted(set(columns[0]))
+    outputs = sorted(set(columns[1]) - set(inputs))
+    as_json = {f.name for f in (*signature.inputs, *signature.outputs) if f.type == "json"} if signature else set()
+    writer = csv.DictWriter(out, fieldnames=[*inputs, *outputs, "split", "tags", "golden"])
+    writer.writeheader()
+    for count, c in enumerate(cases, start=1):
+        writer.writerow({**{k: _cell(v, k in as_json) for k, v in c.inputs.items()},
+                         **{k: _cell(v, k in as_json) for k, v in c.expected.items()},
+                         "split": c.split or "", "tags": ",".join(c.tags), "golden": int(c.golden)})
+    return count
+
+
+def _cell(value: Any, as_json: bool) -> str:
+    return value if isinstance(value, str) and not as_json else json.dumps(value, ensure_ascii=False)

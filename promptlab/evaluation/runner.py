@@ -1,0 +1,214 @@
+"""The async evaluation runner: no database and no rich in here.
+
+It takes prepared jobs (one per run × case × repeat), calls the model through
+the gateway with bounded concurrency, parses and scores each reply, and hands
+every finished item to a sink (which commits in batches) and, as an event, to the
+progress (`promptlab.progress`), as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from json import dumps
+from dataclasses import dataclass, field
+from typing import Any, Iterable, NamedTuple, Protocol
+
+from promptlab.config import ModelConfig
+from promptlab.errors import AuthError, PromptlabError
+from promptlab.providers.gateway import CallError, Gateway, raise_if_cancelled
+from promptlab.models import Case, Completion, Signature
+from promptlab.prompting.outputs import parse_output
+from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
+from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: int
+    case: Case
+    repeat: int
+    messages: list[dict]
+    model: ModelConfig
+    params: dict
+    signature: Signature | None
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    run_id: int
+    case_id: int
+    repeat: int
+    output: str = ""
+    parsed: dict | None = None
+    parse_error: str | None = None
+    scores: dict[str, dict] = field(default_factory=dict)
+    score: float | None = None
+    passed: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    cached: bool = False
+    attempts: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
+                "output": self.output, "parsed": None if self.parsed is None else dumps(self.parsed),
+                "parse_error": self.parse_error, "scores": dumps(self.scores), "score": self.score,
+                "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
+                "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": self.cost,
+                "cached": int(self.cached), "attempts": self.attempts}
+
+
+class Sink(Protocol):
+    """Where finished items go. `check` raises when results can no longer be stored (the run
+    must stop calling the provider); `close` commits what is left."""
+
+    def add(self, item: ItemResult) -> None: ...
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunState:
+    """Per-run counters for the failure threshold."""
+
+    finished: int = 0
+    failed: int = 0
+    stopped: str | None = None  # why the run was stopped early
+
+
+@dataclass
+class Outcome:
+    states: dict[int, RunState]
+    interrupted: bool = False
+
+
+class Scored(NamedTuple):
+    parsed: dict | None
+    parse_error: str | None
+    scores: dict[str, dict]
+    score: float | None
+    passed: bool
+    error: str | None = None  # why a metric could not score this item (the item is then an error)
+
+
+async def score_reply(job: Job, text: str) -> Scored:
+    """Parse and score one reply with every metric.
+
+    A metric that raises (`ScoringError`: a judge that never gave a valid
+    verdict, a failed embedding call, a custom metric returning a non-score;
+    or a bug) gets value None with the message in its detail, and the item an
+    error message; the other metrics still score. 401/403 (AuthError) stops
+    the run.
+    """
+    parsed, parse_error = parse_output(text, job.signature)
+    item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
+                      expected=job.case.expected, inputs=job.case.inputs,
+                      outputs=job.signature.outputs if job.signature else ())
+    scores: dict[str, dict] = {}
+    values: list[float] = []
+    errors: list[str] = []
+    passed = True
+    for metric in job.metrics:
+        try:
+            result: Score = await metric.score(item)
+        except AuthError:
+            raise
+        except Exception as exc:  # the item becomes an error, never a crash
+            message = str(exc) if isinstance(exc, ScoringError) else f"{metric.name}: {type(exc).__name__}: {exc}"
+            result = Score(None, False, {**getattr(exc, "detail", {}), "error": message})
+            errors.append(message)
+        scores[metric.name] = {"value": result.value, "passed": result.passed, "detail": result.detail}
+        passed = passed and result.passed
+        if result.value is not None:
+            values.append(result.value)
+    score = values[0] if values else None
+    return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
+                  "; ".join(errors) or None)
+
+
+async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
+    started = time.perf_counter()
+    try:
+        reply = await gateway.complete(job.model, job.messages, job.params,
+                                       use_cache=use_cache, sample=job.repeat)
+    except CallError as exc:
+        return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
+                          attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
+    return await reply_item(job, reply)
+
+
+async def reply_item(job: Job, reply: Completion) -> ItemResult:
+    """One reply, parsed and scored, as the item's result (per call, cached, or from a batch)."""
+    base = {"run_id": job.run_id, "case_id": job.case.id, "repeat": job.repeat}
+    try:
+        scored = await score_reply(job, reply.text)
+    except AuthError:
+        raise
+    except Exception as exc:  # a parser bug makes this item an error, never a crash
+        return ItemResult(**base, output=reply.text, error_kind="scorer",
+                          error=f"{type(exc).__name__}: {exc}", attempts=reply.attempts,
+                          prompt_tokens=reply.usage.prompt_tokens,
+                          completion_tokens=reply.usage.completion_tokens,
+                          cost=reply.usage.cost, cached=reply.cached)
+    return ItemResult(**base, output=reply.text, parsed=scored.parsed, parse_error=scored.parse_error,
+                      scores=scored.scores, score=scored.score, passed=scored.passed,
+                      error_kind="scorer" if scored.error else None, error=scored.error,
+                      latency_ms=reply.latency_ms if not reply.cached else 0.0,
+                      prompt_tokens=reply.usage.prompt_tokens,
+                      completion_tokens=reply.usage.completion_tokens,
+                      cost=0.0 if reply.cached else reply.usage.cost,
+                      cached=reply.cached, attempts=reply.attempts)
+
+
+async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
+                   runs: tuple[RunTotal, ...], concurrency: int = 8, use_cache: bool = True,
+                   failure_threshold: float = 0.5, failure_min_items: int = 10) -> Outcome:
+    """Run every job (`runs`: how many each run has, for the progress); stop a run whose error
+    share passes the threshold; 401/403 stops all, and so does a sink that can no longer store
+    results (only calls in flight finish)."""
+    states: dict[int, RunState] = {}
+    queue = iter(jobs)
+    limits: dict[str, int] = {}  # the adaptive limits last reported
+    progress.emit(EvalStarted(runs))
+
+    async def worker() -> None:
+        nonlocal limits
+        for job in queue:
+            raise_if_cancelled()
+            state = states.setdefault(job.run_id, RunState())
+            if state.stopped:
+                continue
+            sink.check()
+            item = await run_job(job, gateway, use_cache)
+            sink.add(item)
+            if (now := gateway.adaptive_limits()) != limits:
+                limits = now
+                progress.emit(ConcurrencyChanged(now))
+            progress.emit(ItemFinished(item))
+            state.finished += 1
+            state.failed += item.error_kind is not None
+            if (state.finished >= failure_min_items
+                    and state.failed / state.finished > failure_threshold and not state.stopped):
+                state.stopped = (f"stopped: {state.failed} of {state.finished} items failed "
+                                 f"(threshold {failure_threshold:.0%})")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, concurrency)):
+                group.create_task(worker())
+    except* PromptlabError as errors:  # auth, storage, a template refused at render time: one clear line
+        raise errors.exceptions[0] from None
+    finally:
+        sink.close()
+        progress.emit(EvalFinished())
+    sink.check()
+    return Outcome(states)

@@ -1,0 +1,520 @@
+"""The model gateway: the only module that imports litellm (lazily).
+
+Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
+litellm import) with the same retries, limits, cache keys and error kinds.
+
+promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
+and caching (content-addressed, in the store); litellm's and the openai SDK's
+own retries and litellm's cache stay off: its retries repeat permanent errors
+and its cache key ignores api_base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
+from promptlab.errors import AuthError, UsageError
+from promptlab.models import Completion, PromptContent, Signature, Usage
+from promptlab.prompting.tools import reply_text
+from promptlab.redact import redact
+
+_litellm = None
+import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
+MAX_RETRY_AFTER_S = 60.0
+AUTO_START, AUTO_CEILING = 8, 64  # concurrency "auto": calls in flight at first, and at most
+
+
+def litellm():
+    """Import litellm once, offline-safe, with the local provider registered."""
+    global _litellm, import_seconds
+    if _litellm is None:
+        started = time.perf_counter()
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm as lib
+
+        lib.suppress_debug_info = True
+        # drop_params stays off: with it, litellm answers a 422 with None instead of raising.
+        lib.telemetry = False
+        # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
+        lib.DEFAULT_MAX_RETRIES = 0
+        from promptlab.providers import local as local_provider
+
+        local_provider.register(lib)
+        _litellm = lib
+        import_seconds = time.perf_counter() - started
+    return _litellm
+
+
+class CallError(Exception):
+    """A failed model call: kind (rate_limit, server, timeout, bad_request, …), transient or not."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 transient: bool = False, retry_after: float | None = None, attempts: int = 1):
+        super().__init__(redact(message))  # it becomes results.error and printed errors
+        self.kind, self.status, self.transient = kind, status, transient
+        self.retry_after, self.attempts = retry_after, attempts
+
+
+_MISSING_CREDENTIALS = re.compile(
+    r"missing credentials|api[_ ]?key (?:is )?(?:not set|missing|required)|no api[_ ]?key|"
+    r"(?:must|need to) (?:set|provide|pass) (?:an? |the )?api[_ ]?key|AuthenticationError", re.I)
+_RATE_LIMITED = re.compile(r"rate[\s_\-]*limit|service tier capacity exceeded", re.I)  # as litellm's
+_TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
+# error kinds that say nothing about the prompt, only that the provider did not answer (or
+# refused the key): a resumed run or optimization asks again for the items that ended so
+PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"})
+_PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
+                     404: "not_found", 413: "too_large", 422: "unprocessable"}
+
+
+# LiteLLM's signs of a context overflow in an error message (litellm's ExceptionCheckers), so
+# that the direct path, which never imports litellm, tells them apart the same way
+_CONTEXT_WINDOW = re.compile(
+    r"exceed context limit|this model's maximum context length is|model's maximum context limit|"
+    r"is longer than the model's context length|input tokens exceed the configured limit|"
+    r"exceeds the available context size|exceeds the maximum number of tokens allowed", re.I)
+
+
+def cut(text: str) -> str:
+    """An error message's first line, at most 300 characters (redacted before it is cut: a key
+    split at the cut would escape the mask)."""
+    return redact(text).splitlines()[0][:300] if text else ""
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation (Ctrl-C cancels the main task) that an HTTP client turned into
+    its own error or swallowed: the task still counts the request, and retrying would carry on
+    as if nothing had been asked."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+def classify(exc: BaseException) -> CallError:
+    """Map any provider exception to a CallError (transient: worth retrying)."""
+    if isinstance(exc, CallError):
+        return exc
+    name = type(exc).__name__
+    message = cut(str(exc)) or name
+    if isinstance(exc, asyncio.TimeoutError) or name in ("Timeout", "APITimeoutError"):
+        return CallError("timeout", message or "timed out", status=408, transient=True)
+    if name == "ContextWindowExceededError":
+        return CallError("context_window", message, status=400)
+    if name == "ContentPolicyViolationError":
+        return CallError("content_policy", message, status=400)
+    if name == "APIConnectionError" and not _MISSING_CREDENTIALS.search(message):
+        return CallError("connection", message, transient=True)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) or _MISSING_CREDENTIALS.search(message):
+        return status_error(status if isinstance(status, int) else None, message, _retry_after(exc))
+    return CallError("error", f"{name}: {message}")
+
+
+def status_error(status: int | None, message: str, retry_after: Any = None) -> CallError:
+    """An HTTP failure by its status (a missing or rejected key is never transient)."""
+    if _MISSING_CREDENTIALS.search(message):
+        return CallError("auth", message, status=status or 401)
+    if status != 429 and _RATE_LIMITED.search(message):  # litellm reads these as 429s, whatever the status
+        status = 429
+    if status is None:
+        return CallError("error", message)
+    if status != 429 and _CONTEXT_WINDOW.search(message):  # so does litellm, whatever the status
+        return CallError("context_window", message, status=status)
+    if status in _TRANSIENT_STATUS:
+        return CallError(_TRANSIENT_STATUS[status], message, status=status, transient=True,
+                         retry_after=_seconds(retry_after))
+    if status >= 500:
+        return CallError("server", message, status=status, transient=True, retry_after=_seconds(retry_after))
+    return CallError(_PERMANENT_STATUS.get(status, "client"), message, status=status)
+
+
+def _retry_after(exc: BaseException) -> Any:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None) or {}
+    return headers.get("retry-after") if hasattr(headers, "get") else None
+
+
+def _seconds(value: Any) -> float | None:
+    """A Retry-After value in seconds, capped; None when absent or not a number."""
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _wait(base: float, cap: float) -> Callable[[Any], float]:
+    """Retry-After when the provider sent one, else exponential backoff with full jitter."""
+
+    def wait(state: Any) -> float:
+        exc = state.outcome.exception()
+        if isinstance(exc, CallError) and exc.retry_after is not None:
+            return exc.retry_after
+        return random.uniform(0, min(cap, base * 2 ** (state.attempt_number - 1)))
+
+    return wait
+
+
+class Cache(Protocol):
+    """The response cache as the gateway sees it (the store implements it)."""
+
+    def get(self, key: str) -> dict | None: ...
+
+    def put(self, key: str, kind: str, model: str, value: dict) -> None: ...
+
+
+def per_minute(limit: float) -> AsyncLimiter:
+    """A requests- or tokens-per-minute limit whose bucket holds one second's worth (at least one):
+    a run starts at the limit's pace instead of with a whole minute's burst."""
+    burst = max(1.0, limit / 60)
+    return AsyncLimiter(burst, burst * 60 / limit)
+
+
+async def take(limiter: AsyncLimiter, amount: float) -> None:
+    """Wait until `amount` fits the limit. aiolimiter takes at most its capacity at once, so a
+    request estimated above one second's tokens is taken in parts: it still counts in full."""
+    while amount > 0:
+        part = min(amount, limiter.max_rate)
+        await limiter.acquire(part)
+        amount -= part
+
+
+class AdaptiveLimit:
+    """Calls in flight under AIMD, as promptfoo and Inspect do: a 429 halves the limit (once per
+    round: the 429s of calls sent before the last cut are the same congestion), each success adds
+    1/limit (about +1 per `limit` successes), between 1 and `ceiling`."""
+
+    def __init__(self, start: int = AUTO_START, ceiling: int = AUTO_CEILING):
+        self.limit, self.ceiling = float(min(start, ceiling)), ceiling
+        self.in_flight = 0
+        self.round = 0  # bumped at each cut
+        self.freed: asyncio.Condition | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait for a free slot; returns the round the call is sent in."""
+        if self.loop is not asyncio.get_running_loop():  # a gateway can outlive one asyncio.run
+            self.freed, self.loop, self.in_flight = asyncio.Condition(), asyncio.get_running_loop(), 0
+        async with self.freed:
+            await self.freed.wait_for(lambda: self.in_flight < self.current)
+            self.in_flight += 1
+        return self.round
+
+    async def release(self, sent_in: int, outcome: str) -> None:
+        """outcome: "ok" grows the limit, "rate_limit" cuts it, anything else leaves it."""
+        if outcome == "ok":
+            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+        elif outcome == "rate_limit" and sent_in == self.round:
+            self.limit, self.round = max(1.0, self.limit / 2), self.round + 1
+        async with self.freed:
+            self.in_flight -= 1
+            self.freed.notify_all()
+
+
+def check_credentials(model: ModelConfig) -> None:
+    """Before any call: a model whose provider key is missing is bad input (exit 2).
+
+    `ModelConfig.api_key` checks named and common variables without litellm;
+    litellm's own `validate_environment` answers for every other provider.
+    """
+    if model.api_key() or model.api_base or model.route in ("local", *PROVIDER_KEYS):
+        return
+    missing = litellm().validate_environment(model=model.model).get("missing_keys") or []
+    if missing:
+        raise UsageError(f"model '{model.alias or model.model}': environment variable "
+                         f"{', '.join(missing)} is not set; export it with the provider's API key")
+
+
+def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
+    """Before any call: the embedded model reads plain text, so a version that sends images or
+    offers tools cannot run on it (bad input, exit 2) — rather than a reply that ignored them."""
+    if model.route != "local":
+        return
+    pictures = signature.fields_of("image") if signature else []
+    needs = (f"image input '{pictures[0]}'" if pictures else
+             f"{len(content.tools)} tool{'s' if len(content.tools) > 1 else ''}" if content.tools else None)
+    if needs:
+        raise UsageError(f"model '{model.alias or model.model}' (the embedded text model) cannot take "
+                         f"{needs}; evaluate this prompt with a model that can (e.g. --model an OpenAI "
+                         f"or vision model alias)")
+
+
+def structured_mode(model: ModelConfig) -> str:
+    """How this model constrains its decoding to a schema (a mechanism of prompting.structured):
+    its `structured_outputs`, else by route — the embedded model's grammar, vLLM's choice lists,
+    `response_format` for an OpenAI-compatible endpoint or a provider whose LiteLLM adapter takes it
+    (Anthropic through tool use, Gemini's response schema…), "none" for the rest."""
+    if model.structured_outputs:
+        return model.structured_outputs
+    if model.route == "local":
+        return "grammar"
+    if model.route == "hosted_vllm":
+        return "vllm"
+    if model.route == "openai" and model.api_base:
+        return "response_format"
+    lib = litellm()
+    try:
+        name, provider, _, _ = lib.get_llm_provider(model.model)
+        supported = lib.get_supported_openai_params(model=name, custom_llm_provider=provider) or []
+    except Exception:  # litellm does not know the provider: then it cannot say it takes a schema
+        return "none"
+    return "response_format" if "response_format" in supported else "none"
+
+
+def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
+    body = {"kind": kind, "route": model.route, "api_base": model.api_base or "",
+            "model": model.model, **payload}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def chat_key(model: ModelConfig, messages: list[dict], params: dict, sample: int = 0) -> str:
+    """The response-cache key of a chat request (`params`: the model's merged with the call's);
+    batch mode looks replies up and stores them under it too."""
+    return cache_key("chat", model, {"messages": messages, "params": params,
+                                     **({"sample": sample} if sample else {})})
+
+
+@dataclass
+class _Limits:
+    """One model's limits. Calls in flight outlive an event loop (an AdaptiveLimit keeps what it
+    learnt); the rates are made anew in each loop, as aiolimiter asks, for a gateway can outlive
+    one asyncio.run."""
+
+    slots: asyncio.Semaphore | AdaptiveLimit | None
+    loop: asyncio.AbstractEventLoop | None = None
+    rpm: AsyncLimiter | None = None
+    tpm: AsyncLimiter | None = None
+
+
+@dataclass
+class Gateway:
+    """Calls models with promptlab's retries, cache, rate limits and timeout."""
+
+    cache: Cache | None = None
+    retries: int = 8
+    timeout: float = 60.0
+    backoff_base: float = 0.25
+    backoff_cap: float = 15.0
+    calls: int = 0  # provider requests actually sent (attempts included)
+    max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
+    adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    _limits: dict[str, _Limits] = field(default_factory=dict)
+    _direct_client: Any = None
+
+    @property
+    def _direct(self) -> Any:
+        """The direct path's shared HTTP client (made on first use)."""
+        if self._direct_client is None:
+            self._direct_client = _fastpath().DirectClient()
+        return self._direct_client
+
+    def _limiters(self, model: ModelConfig) -> _Limits:
+        key = model.alias or model.model
+        if key not in self._limits:
+            auto = model.concurrency == AUTO or (model.concurrency is None and self.adaptive)
+            self._limits[key] = _Limits(
+                AdaptiveLimit() if auto else asyncio.Semaphore(model.concurrency) if model.concurrency else None)
+        limits = self._limits[key]
+        if limits.loop is not asyncio.get_running_loop():
+            limits.loop = asyncio.get_running_loop()
+            limits.rpm = per_minute(model.rpm) if model.rpm else None
+            limits.tpm = per_minute(model.tpm) if model.tpm else None
+        return limits
+
+    async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
+                       *, use_cache: bool = True, sample: int = 0) -> Completion:
+        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats)."""
+        params = {**model.params, **(params or {})}
+        key = chat_key(model, messages, params, sample)
+        if use_cache and self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
+                                  attempts=0)
+        direct = self._direct if fast_path(model) else None
+        if direct is not None:
+            data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
+            reply = _reply_of_json(data)
+        else:
+            litellm()  # its first import takes seconds: not part of this call's latency
+            response, attempts, started = await self._call(model, _litellm_method("acompletion"),
+                                                           messages=messages, **params)
+            reply = _reply_of_litellm(response)
+        if reply is None:
+            raise CallError("bad_response", f"{model.alias or model.model}: reply has no choices",
+                            attempts=attempts)
+        text, finish_reason, prompt_tokens, completion_tokens, cost = reply
+        if text is None:  # not an empty answer: never scored as one, never cached
+            raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
+                            f"(finish_reason {finish_reason!r})", attempts=attempts)
+        if direct is not None:
+            cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
+        result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        if self.cache is not None:
+            self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
+        return Completion(text=text, usage=result, attempts=attempts,
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def embed(self, model: ModelConfig, texts: list[str], *, use_cache: bool = True) -> list[list[float]]:
+        """Embeddings, one vector per text, each cached on its own."""
+        keys = [cache_key("embedding", model, {"input": t}) for t in texts]
+        found: dict[int, list[float]] = {}
+        if use_cache and self.cache is not None:
+            for i, key in enumerate(keys):
+                hit = self.cache.get(key)
+                if hit is not None:
+                    found[i] = hit["vector"]
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            response, _, _ = await self._call(model, _litellm_method("aembedding"),
+                                              input=[texts[i] for i in missing])
+            for i, item in zip(missing, response.data):
+                vector = item["embedding"] if isinstance(item, dict) else item.embedding
+                found[i] = list(vector)
+                if self.cache is not None:
+                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        return [found[i] for i in range(len(texts))]
+
+    def adaptive_limits(self) -> dict[str, int]:
+        """The current limit of each model under concurrency "auto" (for the live view)."""
+        return {key: limits.slots.current for key, limits in self._limits.items()
+                if isinstance(limits.slots, AdaptiveLimit)}
+
+    async def aclose(self) -> None:
+        """Close the direct path's connections (those of the running event loop)."""
+        if self._direct_client is not None:
+            await self._direct_client.aclose()
+
+    async def _call(self, model: ModelConfig, send: Callable[[dict], Any],
+                    **kwargs: Any) -> tuple[Any, int, float]:
+        """`send(kwargs)` with promptlab's limits, call budget, timeout and retries; returns the reply,
+        the attempts and when the first was sent (latency counts from there: not the wait for a slot
+        behind other calls, which only says how many were in flight)."""
+        limits = self._limiters(model)
+        slots, rpm, tpm = limits.slots, limits.rpm, limits.tpm
+        adaptive = slots if isinstance(slots, AdaptiveLimit) else None  # it takes a slot per attempt
+        timeout = model.timeout or self.timeout
+        kwargs.update(model=model.model, timeout=timeout, num_retries=0, max_retries=0)
+        if model.api_base:
+            kwargs["api_base"] = model.api_base
+        key = model.api_key()
+        if key:
+            kwargs["api_key"] = key
+        attempts, first_sent = 0, None
+
+        async def once() -> Any:
+            nonlocal attempts, first_sent
+            if rpm:
+                await rpm.acquire()
+            if tpm:
+                await take(tpm, _estimate_tokens(kwargs))
+            sent_in = await adaptive.acquire() if adaptive else 0  # before the budget: others may spend it
+            outcome = "cancelled"
+            try:
+                if self.max_calls is not None and self.calls >= self.max_calls:
+                    raise CallError("budget", f"the call budget ({self.max_calls} requests) is spent",
+                                    attempts=attempts)
+                first_sent = first_sent or time.perf_counter()
+                attempts += 1
+                self.calls += 1
+                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
+                outcome = "ok"
+                return reply
+            except Exception as exc:  # every provider failure becomes a CallError
+                raise_if_cancelled()
+                error = classify(exc)
+                error.attempts, outcome = attempts, error.kind
+                if error.kind == "auth":
+                    raise AuthError(f"{model.alias or model.model}: authentication failed "
+                                    f"({error.status}); check {model.api_key_env or 'the API key'}") from None
+                raise error from None
+            finally:
+                if adaptive:
+                    await adaptive.release(sent_in, outcome)
+
+        async def retried() -> Any:
+            async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.retries + 1),
+                    wait=_wait(self.backoff_base, self.backoff_cap),
+                    retry=retry_if_exception(lambda e: isinstance(e, CallError) and e.transient),
+                    reraise=True):
+                with attempt:
+                    return await once()
+
+        if isinstance(slots, asyncio.Semaphore):
+            async with slots:
+                return await retried(), attempts, first_sent
+        return await retried(), attempts, first_sent
+
+
+
+Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, tokens in, out, cost
+
+
+def _litellm_method(name: str) -> Callable[[dict], Any]:
+    return lambda kwargs: getattr(litellm(), name)(**kwargs)
+
+
+def _reply_of_litellm(response: Any) -> Reply | None:
+    """A litellm ModelResponse's parts, its cost the price litellm worked out (None: unknown)."""
+    if not getattr(response, "choices", None):
+        return None
+    usage = getattr(response, "usage", None)
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    message = response.choices[0].message
+    return (reply_text(message.content, getattr(message, "tool_calls", None)), response.choices[0].finish_reason,
+            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+            None if cost is None else float(cost))
+
+
+def _reply_of_json(data: dict) -> Reply | None:
+    """An OpenAI chat completion's JSON parts (the cost is priced afterwards)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return (message_text(choices[0].get("message")), choices[0].get("finish_reason"),
+            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, None)
+
+
+def message_text(message: Any) -> str | None:
+    """An OpenAI reply message's (JSON) output text: its content or its tool calls (None: neither)."""
+    if not isinstance(message, dict):
+        return None
+    content, calls = message.get("content"), message.get("tool_calls")
+    return reply_text(content if isinstance(content, str) else None, calls if isinstance(calls, list) else None)
+
+
+def fast_path(model: ModelConfig) -> bool:
+    """A plain OpenAI-compatible model (an `openai/…` or `hosted_vllm/…` route with an api_base)
+    goes the direct path unless its `fast_path = false` or PROMPTLAB_FAST_PATH=0."""
+    return (model.route in ("openai", "hosted_vllm") and bool(model.api_base) and model.fast_path
+            and os.environ.get("PROMPTLAB_FAST_PATH", "1") != "0")
+
+
+def _fastpath():
+    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    from promptlab.providers import direct as module
+
+    return module
+
+
+def _estimate_tokens(kwargs: dict) -> float:
+    text = json.dumps(kwargs.get("messages") or kwargs.get("input") or "")
+    return len(text) / 4 + float(kwargs.get("max_tokens") or 0)

