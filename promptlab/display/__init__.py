@@ -50,8 +50,9 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
                            f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
-        console.print(safe(f"  {r['name']}: {decoding_text(r.get('decoding'))}, "
-                           f"{r.get('parse_failures') or 0} parse failures"), highlight=False)
+        if r.get("decoding") is not None:  # runs summarised before it was reported have none
+            console.print(safe(f"  {r['name']}: {decoding_text(r['decoding'])}, "
+                               f"{r.get('parse_failures') or 0} parse failures"), highlight=False)
         if base := r.get("constant_baseline"):
             console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
@@ -61,9 +62,9 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
 
 
-def decoding_text(decoding: dict | None) -> str:
+def decoding_text(decoding: dict) -> str:
     """How a run's replies were decoded, in words."""
-    if not decoding or not decoding.get("structured"):
+    if not decoding.get("structured"):
         return "decoding unconstrained"
     if decoding.get("constrained"):
         return f"decoding constrained to the signature ({decoding['mechanism']})"

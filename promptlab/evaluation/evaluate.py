@@ -491,8 +491,9 @@ def run_json(run: Run, prompt: PromptVersion) -> dict:
     metrics = summary.get("metrics", {})
     return {"name": run.name, "prompt": prompt.name, "version": prompt.version,
             "model": run.model, "status": run.status, "n": summary.get("n", 0),
-            "errors": summary.get("errors", 0), "parse_failures": summary.get("parse_failures"),
-            "decoding": summary.get("decoding"),
+            "errors": summary.get("errors", 0),
+            # runs summarised before decoding was reported print as they always did
+            **{k: summary[k] for k in ("parse_failures", "decoding") if k in summary},
             "scores": {k: v.get("mean") for k, v in metrics.items()},
             "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
             "pass_rate": summary.get("pass_rate"), "tokens": summary.get("tokens"),
