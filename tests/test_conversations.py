@@ -129,3 +129,14 @@ def test_prompt_try_and_runs_show_case_print_the_turns(workspace):
                           "-i", f"history={json.dumps(HISTORY[:1])}", "-i", "question=Is it far?")
     assert tried.code == 0, tried.stderr
     assert json.loads(tried.stdout)["messages"][1] == HISTORY[0]
+
+
+def test_the_embedded_model_reads_a_conversation_in_order():
+    from promptlab.providers.local import messages_to_prompt
+
+    sig = Signature(name="s", inputs=[{"name": "history", "type": "messages"}, "question"], outputs=["answer"])
+    messages = render_messages(PromptContent(system="Be brief.", template="{{ question }}"), sig,
+                               {"history": HISTORY, "question": "What should I pack?"})
+    prompt, _ = messages_to_prompt(messages)
+    positions = [prompt.index(text) for text in ("Be brief.", *(t["content"] for t in HISTORY), "What should I pack?")]
+    assert positions == sorted(positions)

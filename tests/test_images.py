@@ -76,6 +76,22 @@ def test_a_png_goes_as_a_data_uri_of_the_files_bytes_and_its_bytes_key_the_cache
     assert json.loads(edited.stdout)["runs"][0]["provider_calls"] == 1 and workspace.fake.stats()["total"] == 2
 
 
+@pytest.mark.slow  # a batch round trip through the fake Files/Batches API
+def test_batch_mode_sends_the_image_part(workspace):
+    from tests.test_batch import batch_settings
+
+    picture = png(2, 1, (9, 9, 9))
+    batch_settings(workspace)
+    workspace.fake.configure(record_bodies=True, rules=[["What is this", "a cat"]])
+    exp = setup(workspace, picture)
+    exp.write_text(exp.read_text() + "eval: {mode: batch}\n")
+    result = workspace.cli("run", exp, "--json")
+    assert result.code == 0, result.stderr
+    assert workspace.fake.stats()["batches"]["created"] == 1
+    (content,) = image_parts(workspace)
+    assert base64.b64decode(content[1]["image_url"]["url"].partition(",")[2]) == picture
+
+
 def test_urls_and_data_uris_are_sent_as_given(workspace):
     workspace.fake.configure(record_bodies=True)
     uri = "data:image/png;base64," + base64.b64encode(png(1, 1, (0, 0, 0))).decode()

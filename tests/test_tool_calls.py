@@ -132,6 +132,10 @@ def test_prompt_add_export_and_load_prompt_keep_the_tools(workspace, tmp_path):
     added = workspace.cli("prompt", "add", "q", "--project", "tools", "--signature", "assistant",
                           "--template", "{{ question }}", "--tools-file", "tools.yaml", "--tool-choice", "get_weather")
     assert added.code == 0, added.stderr
+    workspace.write("bad.yaml", json.dumps([WEATHER, WEATHER]))
+    refused = workspace.cli("prompt", "add", "r", "--project", "tools", "--template", "{{ question }}",
+                            "--tools-file", "bad.yaml")
+    assert refused.code == 2 and "prompt r: tools[2]: a second tool named 'get_weather'" in refused.stderr
     version = load_prompt("q", project="tools", db=workspace.db_path).version
     assert version.content.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
     shown = workspace.cli("prompt", "show", "q", "--project", "tools")

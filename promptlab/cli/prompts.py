@@ -77,7 +77,8 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
                                 structured=structured, structured_fallback=structured_fallback)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UsageError(f"prompt {name}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        field = f"field '{'.'.join(map(str, err['loc']))}': " if err["loc"] else ""  # tools: the whole version
+        raise UsageError(f"prompt {name}: {field}{err['msg'].removeprefix('Value error, ')}") from None
     state = ctx.obj
     store = state.store
     project_id = state.project_id(project)
