@@ -1,7 +1,8 @@
 """promptlab.toml (found from the current directory upward, like git) + env → Settings.
 
 Env overrides: PROMPTLAB_CONFIG (the file), PROMPTLAB_DB (store path),
-PROMPTLAB_MODEL (default model), PROMPTLAB_CONCURRENCY. API keys are never
+PROMPTLAB_MODEL (default model), PROMPTLAB_CONCURRENCY; PROMPTLAB_PROJECT (the current
+project) is read where a command resolves its project (cli.common.State.project_id). API keys are never
 read from the file: a model names the env variable that holds its key.
 """
 
@@ -116,6 +117,7 @@ class ModelConfig(BaseModel):
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = "local"
+    project: str | None = None       # the current project unless PROMPTLAB_PROJECT or `project use` says otherwise
     concurrency: Concurrency = 8
     timeout: float = Field(default=60.0, gt=0)
     retries: int = Field(default=8, ge=0)

@@ -400,8 +400,9 @@ def test_ctrl_c_during_run_prints_commands_that_work(workspace, monkeypatch):
     monkeypatch.setattr(promptlab.services.evaluate, "execute", interrupted)
     result = workspace.cli("run", "exp.yaml")
     assert result.code == 130
-    names = re.findall(r"`promptlab eval --resume (\S+)`", result.stderr)
-    assert len(names) == 2 and " then " in result.stderr
+    [command] = re.findall(r"`(promptlab eval --resume [^`]+)`", result.stderr)  # one command continues both
+    names = re.findall(r"--resume (\S+)", command)
+    assert len(names) == 2
     assert "or re-run `promptlab run exp.yaml`, which continues them" in result.stderr
     monkeypatch.setattr(promptlab.services.evaluate, "execute", real)
     resumed = workspace.cli("eval", "--resume", names[0])
@@ -570,8 +571,9 @@ def test_live_view_is_titled_by_its_runs_and_each_run_has_its_own_eta(monkeypatc
         view.emit(ItemFinished(ItemResult(1, i, 0)))
     view.emit(ItemFinished(ItemResult(2, 0, 0)))
     clock[0] = 110.0  # 10 s: run 1 did 5 (0.5/s, 5 left: 10 s), run 2 did 1 (0.1/s, 99 left: 990 s)
-    assert view.rates(view.tallies[1]) == (0.5, "10s") and view.rates(view.tallies[2]) == (0.1, "990s")
-    assert view._table().title.plain == "evaluating 2 runs"
+    assert view.rates(view.tallies[1]) == (0.5, "10s") and view.rates(view.tallies[2]) == (0.1, "16m30s")
+    # and all runs together: 6 of 110 in 10 s, 104 left at 0.6/s
+    assert view._table().title.plain == "evaluating 2 runs · 6/110, ETA 2m53s"
     one = shown.RichProgress(console=Console(file=open("/dev/null", "w")))
     one.emit(EvalStarted((RunTotal(1, "[red]a@1 × fake", 3),)))
     assert one._table().title.plain == "evaluating [red]a@1 × fake"  # names are never markup

@@ -262,3 +262,40 @@ def test_thread_count_can_be_set_for_shared_machines(monkeypatch):
     assert _n_threads() == 1
     monkeypatch.delenv("PROMPTLAB_LOCAL_THREADS")
     assert _n_threads() >= 1
+
+
+def test_the_default_thread_count_leaves_busy_cores_alone(monkeypatch):
+    import os
+
+    from promptlab.providers import local as local_provider
+
+    monkeypatch.delenv("PROMPTLAB_LOCAL_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    for load, threads in ((0.2, 4), (5.5, 2), (7.5, 1), (25.0, 1)):  # idle cores, capped at 4
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        assert local_provider._n_threads() == threads, load
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert local_provider._n_threads() == 2
+    monkeypatch.setenv("PROMPTLAB_LOCAL_THREADS", "3")  # the variable still decides when set
+    assert local_provider._n_threads() == 3
+
+
+@pytest.mark.slow
+def test_llama_cpps_log_stays_out_of_the_terminal(tmp_path):
+    """Loading the embedded model printed `llama_context: n_ctx_per_seq (4096) < n_ctx_train …`
+    before every table; the CLI's stderr is now empty, and PROMPTLAB_DEBUG shows the log."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMPTLAB_CONFIG": str(tmp_path / "none.toml"), "PROMPTLAB_LOCAL_THREADS": "1"}
+    (tmp_path / "none.toml").write_text("")
+    env.pop("PROMPTLAB_DEBUG", None)
+    quiet = subprocess.run([sys.executable, "-m", "promptlab", "models", "check", "local"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.startswith("local: ok") and quiet.stderr == ""
+    loud = subprocess.run([sys.executable, "-m", "promptlab", "models", "check", "local"], cwd=tmp_path,
+                          env={**env, "PROMPTLAB_DEBUG": "1"}, capture_output=True, text=True)
+    assert loud.returncode == 0 and "n_ctx_per_seq" in loud.stderr

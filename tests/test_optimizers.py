@@ -262,6 +262,7 @@ def test_no_edit_helps_keeps_the_base_and_adds_no_version(workspace, strategy):
                    "200", "--name", "flat-gated", "--quiet", "--min-lift", "0")
     assert again.code == 1
     assert "no improvement found" in again.stdout and "FAIL" in again.stdout
+    assert "prompt diff" not in again.stdout  # no diff of the base with itself
 
 
 def test_min_gain_is_the_margin_a_winner_needs_over_the_base(workspace):

@@ -159,3 +159,55 @@ def test_a_progress_mode_that_is_unknown_or_contradicted_is_one_line(workspace):
     assert result.stderr.strip() == ("promptlab: error: optimize: --quiet is --progress none; drop one of "
                                      "--quiet and --progress json")
     assert not workspace.db_path.exists()  # refused before anything is written
+
+
+def test_the_live_view_has_an_overall_eta_while_a_run_waits_and_fills_the_terminal():
+    import io
+
+    from rich.console import Console
+
+    from promptlab.display.progress import RichProgress
+    from promptlab.evaluation.runner import ItemResult
+
+    console = Console(file=io.StringIO(), width=150, force_terminal=True, color_system=None)
+    view = RichProgress(console)
+    view.emit(EvalStarted((RunTotal(1, "p@1 × fake", 10), RunTotal(2, "p@1 × other", 10))))
+    for i in range(4):  # the workers are on the first run; the second waits its turn
+        view.emit(ItemFinished(ItemResult(1, i, 0)))
+    console.print(view._table())
+    view._stop()
+    text = _plain(console.file.getvalue())
+    title = [line for line in text.splitlines() if "evaluating 2 runs" in line][-1]
+    assert "evaluating 2 runs · 4/20, ETA " in title and "ETA ?" not in title
+    row = [line for line in text.splitlines() if "p@1 × other" in line][-1]
+    assert "waiting" in row
+    assert max(len(line) for line in text.splitlines()) == 150
+
+    status = SearchStatus(strategy="genetic", iteration=1, best_ref="clf@3", best_val=0.5, base_val=0.25,
+                          latest=(("clf@3", "rewrite", 0.5, None),), calls=20, budget_calls=100, tokens=900,
+                          budget_tokens=None, candidates=3)
+    wide = Console(file=io.StringIO(), width=150, force_terminal=True, color_system=None)
+    search = RichProgress(wide)
+    search.emit(SearchStarted("optimize o"))
+    search.emit(SearchStep(status))
+    wide.print(search._view())
+    search._stop()
+    assert max(len(line) for line in _plain(wide.file.getvalue()).splitlines()) == 150  # not ~38 of 150 columns
+
+
+def _plain(text: str) -> str:
+    """The terminal's text without its control sequences (the live view hides the cursor, moves up)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_plain_lines_carry_the_overall_eta_with_several_runs(capsys):
+    from promptlab.display.progress import PlainProgress
+    from promptlab.evaluation.runner import ItemResult
+
+    plain = PlainProgress(every_s=0)
+    plain.emit(EvalStarted((RunTotal(1, "a", 2), RunTotal(2, "b", 2))))
+    plain.emit(ItemFinished(ItemResult(1, 0, 0)))
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("a: 1/2") and "| all runs 1/4, ETA " in line

@@ -67,7 +67,8 @@ def test_a_run_and_its_results_read_back_as_written(store, monkeypatch):
         parsed={"label": "positive"}, parse_error=None,
         scores={"exact_match": Score(1.0, True, {"predicted": "positive"})}, score=1.0, passed=True,
         error_kind=None, error=None, latency_ms=12.5, prompt_tokens=9, completion_tokens=3, cost=0.001,
-        cached=False, attempts=1, created_at="2026-01-01T00:00:00")
+        cached=False, attempts=1, created_at="2026-01-01T00:00:00",
+        expected={"label": "positive"})  # the case's expected output, kept with the result it scored
     assert first.value("exact_match") == 1.0 and first.value("fuzzy") is None
     assert (second.scores, second.parsed, second.passed, second.error_kind) == ({}, None, False, "timeout")
     with pytest.raises(dataclasses.FrozenInstanceError):

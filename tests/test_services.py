@@ -19,11 +19,24 @@ def test_a_run_that_did_not_complete_outranks_a_failed_gate():
     assert Verdict([completed, failed], []).failed_runs == [failed]
 
 
-def test_the_resume_hint_names_the_command_for_each_run():
-    plans = [SimpleNamespace(run_id=1, name="calls"), SimpleNamespace(run_id=2, name="batched")]
+def test_the_resume_hint_names_the_command_for_each_run(tmp_path):
+    from promptlab.store import open_store
+
+    store = open_store(tmp_path / "db.sqlite")
+    project_id = store.ensure_project("only")
+    plans = [SimpleNamespace(run_id=1, name="calls", project_id=project_id),
+             SimpleNamespace(run_id=2, name="batched", project_id=project_id),
+             SimpleNamespace(run_id=3, name="more", project_id=project_id)]
     request = EvaluateRequest(plans, concurrency=8, use_cache=True, batch=frozenset({2}), rerun="promptlab run x.yaml")
-    assert resume_hint(request) == ("`promptlab eval --resume calls` then `promptlab runs wait batched`, "
-                                    "or re-run `promptlab run x.yaml`, which continues them")
+    assert resume_hint(store, request) == ("`promptlab eval --resume calls --resume more` then "
+                                           "`promptlab runs wait batched`, "
+                                           "or re-run `promptlab run x.yaml`, which continues them")
+    store.ensure_project("other")  # now the project must be named, or the command asks which
+    plans[1].name = "batched 2"  # and a name with a space is quoted for the shell
+    assert resume_hint(store, request) == (
+        "`promptlab eval --resume calls --resume more --project only` then "
+        "`promptlab runs wait 'batched 2' --project only`, "
+        "or re-run `promptlab run x.yaml`, which continues them")
 
 
 def test_concurrency_is_the_first_one_given_else_the_workspace_default():

@@ -248,6 +248,26 @@ def _row_to_case(row: dict[str, Any], signature: Signature | None, *, golden: bo
                 golden=bool(row_golden))
 
 
+def edited_expected(case: Case, signature: Signature | None, given: dict[str, Any], *,
+                    replace: bool = False, where: str = "case edit") -> dict[str, Any]:
+    """A case's expected output after an edit, checked as `case import` checks a row: `given` is
+    merged into it (`replace`: becomes it). A field the signature does not declare, and leaving
+    out (or nulling) a declared output the case had, are refused: both are slips, not edits."""
+    if signature is not None:
+        unknown = [n for n in given if n not in signature.output_names]
+        if unknown:
+            raise UsageError(f"{where}: '{unknown[0]}' is not an output of signature '{signature.name}' "
+                             f"(outputs: {', '.join(signature.output_names)})")
+    expected = dict(given) if replace else {**case.expected, **given}
+    dropped = [n for n in (signature.output_names if signature else case.expected)
+               if n in case.expected and expected.get(n) is None]
+    if dropped:
+        raise UsageError(f"{where}: that would drop the expected '{dropped[0]}' of case {case.id}; "
+                         f"give it too (-e {dropped[0]}=…)" + ("" if replace else " instead of null"))
+    row = {"inputs": case.inputs, "expected": expected}
+    return rows_to_cases([row], signature, f"{where} {case.id}")[0].expected
+
+
 def write_cases(cases: Iterable[Case], fmt: str, out: TextIO, signature: Signature | None = None,
                 columns: tuple[list[str], list[str]] | None = None) -> int:
     """Write cases to `out` in `fmt`; returns how many. JSONL and CSV go one case at a time (any

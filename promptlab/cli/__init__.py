@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli import (cache, cases, evals, experiments, guard, models, optimize, projects, prompts,
-                           reports, runs, signatures, suggest, view, workspace)
+from promptlab.cli import (cache, cases, evals, experiments, guard, models, optimizations, optimize, projects,
+                           prompts, reports, runs, signatures, suggest, view, workspace)
 from promptlab.cli.common import State
 
 app = typer.Typer(name="promptlab", help="A local-first prompt lab: version prompts, keep golden "
@@ -54,6 +54,7 @@ app.add_typer(signatures.app, name="signature")
 app.add_typer(prompts.app, name="prompt")
 app.add_typer(cases.app, name="case")
 app.add_typer(runs.app, name="runs")
+app.add_typer(optimizations.app, name="optimizations")
 app.add_typer(cache.app, name="cache")
 app.add_typer(models.app, name="models")
 

@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.cli.common import Project, AsJson, Yes, confirm, emit_json, parse_pairs, read_only
 from promptlab.terminal import printable
 
 app = typer.Typer(help="Test cases: inputs, expected outputs, split, tags, golden flag.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 SPLITS = ("train", "val", "test")
 Signature = Annotated[Optional[str], typer.Option(
     help="Signature whose fields name the row's inputs and outputs (default: the only one).")]
@@ -23,6 +22,15 @@ def _signature(state, project_id: int, name: str | None):
         return state.store.signature(project_id, name)
     sigs = state.store.signatures(project_id)
     return sigs[0] if len(sigs) == 1 else None
+
+
+def _case_signature(state, project_id: int, name: str | None, case):
+    """The signature a case's values are checked against: the named one, the only one, or the only
+    one whose outputs name every field the case expects."""
+    if name or len(sigs := state.store.signatures(project_id)) <= 1:
+        return _signature(state, project_id, name)
+    fitting = [s for s in sigs if set(case.expected) <= set(s.output_names)]
+    return fitting[0] if len(fitting) == 1 else None
 
 
 @app.command("add")
@@ -156,28 +164,50 @@ def delete(ctx: typer.Context, ids: Annotated[list[int], typer.Argument(help="Ca
 def edit(ctx: typer.Context, case_id: Annotated[int, typer.Argument(metavar="ID", help="The case's id.")],
          project: Project = None,
          expected: Annotated[list[str], typer.Option(
-             "--expected", "-e", help="Expected KEY=VALUE (repeatable; replaces the expected output).")] = [],
+             "--expected", "-e", help="Expected KEY=VALUE (repeatable; merged into the expected output).")] = [],
+         replace: Annotated[bool, typer.Option(
+             "--replace", help="The -e values become the whole expected output (a declared output the "
+                               "case has must still be given).")] = False,
+         signature: Signature = None,
          split: Annotated[Optional[str], typer.Option(help="New split: train, val or test.")] = None,
          tag: Annotated[Optional[list[str]], typer.Option(help="New tags (repeatable; replace the old).")] = None
          ) -> None:
-    """Change a case's expected output, split or tags."""
+    """Change a case's expected output, split or tags.
+
+    The values are checked as `case import` checks a row (types, enum choices, field names); runs
+    that used the case keep the expected output they were scored against.
+
+    Examples:
+
+    \b
+      promptlab case edit 12 -e label=negative
+      promptlab case edit 12 -e name=Ann -e age=31 --replace
+      promptlab case edit 12 --split test --tag hard
+    """
     import json
 
+    from promptlab.cases.files import edited_expected
     from promptlab.errors import UsageError
 
     if split is not None and split not in SPLITS:
         raise UsageError(f"--split: unknown split '{split}' (one of {', '.join(SPLITS)})")
     if not (expected or split or tag is not None):
         raise UsageError("case edit: give --expected, --split or --tag")
+    if replace and not expected:
+        raise UsageError("case edit: --replace replaces the expected output with the -e values; give them")
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
-    case = store.edit_case(project_id, case_id, split=split, tags=tag,
-                           expected=parse_pairs(expected, "--expected") if expected else None)
+    new_expected = None
+    if expected:
+        case = store.case(project_id, case_id)
+        new_expected = edited_expected(case, _case_signature(state, project_id, signature, case),
+                                       parse_pairs(expected, "--expected"), replace=replace)
+    case = store.edit_case(project_id, case_id, split=split, tags=tag, expected=new_expected)
     typer.echo(printable(f"case {case_id}: expected {json.dumps(case.expected, ensure_ascii=False)}, "
                          f"split {case.split or '-'}, tags {','.join(case.tags) or '-'}"))
     if expected and (used := store.case_runs(project_id, [case_id]).get(case_id)):
-        typer.echo(printable(f"promptlab: warning: case {case_id} was used by {len(used)} runs; their stored "
-                             f"scores were computed against its old expected output"), err=True)
+        typer.echo(printable(f"promptlab: note: case {case_id} was used by {len(used)} runs; they keep the "
+                             f"expected output they were scored against"), err=True)
 
 
 @app.command("generate")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
+from promptlab.cli import completion
+
 if TYPE_CHECKING:
     from promptlab.config import Settings
     from promptlab.services.evaluate import EvaluateRequest
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+Project = Annotated[Optional[str], typer.Option(
+    help="Project name (default: the current project, see `promptlab project use`, or the only one).",
+    autocompletion=completion.projects)]
 
 # Gate and CI-output options, shared by `eval` and `run`.
 MinScore = Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")]
@@ -106,8 +111,27 @@ class State:
         return self._store
 
     def project_id(self, name: str | None) -> int:
-        """The named project, or the only one there is."""
-        return self.store.project_id(name)
+        """The project a command works on: --project, else the current project (PROMPTLAB_PROJECT,
+        then `promptlab project use`, then [defaults] project in promptlab.toml), else the only one."""
+        from promptlab.errors import NotFoundError
+
+        source, chosen = self.current_project(name)
+        if chosen is None:
+            return self.store.project_id(None)
+        try:
+            return self.store.project(chosen)["id"]
+        except NotFoundError as exc:
+            if source == "--project":
+                raise
+            raise NotFoundError(f"{exc} (the current project, from {source})") from None
+
+    def current_project(self, name: str | None = None) -> tuple[str, str | None]:
+        """(where it comes from, the project's name) of the first choice made: `name` (--project),
+        PROMPTLAB_PROJECT, `project use`, promptlab.toml; ("", None) when none is."""
+        choices = (("--project", lambda: name), ("PROMPTLAB_PROJECT", lambda: os.environ.get("PROMPTLAB_PROJECT")),
+                   ("`promptlab project use`", self.store.current_project),
+                   (f"[defaults] project in {self.settings.source}", lambda: self.settings.defaults.project))
+        return next(((source, value) for source, get in choices if (value := get())), ("", None))
 
 
 def read_only(command: Any) -> Any:

@@ -1,4 +1,4 @@
-"""`promptlab eval`: one prompt version × one model over a selection of cases."""
+"""`promptlab eval`: prompt versions × models over a selection of cases (every pair a run)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli import completion
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore, Project,
                                   ProgressMode, ReportMd, metric_spec)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(ctx: typer.Context,
-              project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
-              prompt: Annotated[Optional[str], typer.Option(help="NAME, NAME@VERSION or NAME@LABEL.")] = None,
-              model: Annotated[Optional[str], typer.Option(help="Alias from promptlab.toml or a LiteLLM model.")] = None,
-              name: Annotated[Optional[str], typer.Option(help="Run name (unique in the project).")] = None,
+              project: Project = None,
+              prompt: Annotated[list[str], typer.Option(
+                  help="NAME, NAME@VERSION or NAME@LABEL (repeatable: every prompt × every model).",
+                  autocompletion=completion.prompts)] = [],
+              model: Annotated[list[str], typer.Option(
+                  help="Alias from promptlab.toml or a LiteLLM model (repeatable).")] = [],
+              name: Annotated[Optional[str], typer.Option(
+                  help="Run name (unique in the project); with several runs, each adds its prompt "
+                       "and/or model to it.")] = None,
               concurrency: Annotated[Optional[str], typer.Option(
                   metavar="N|auto", help="Calls in flight, or auto: halved on rate limits (429), "
                                          "grown while calls succeed.")] = None,
@@ -32,7 +38,9 @@ def register(app: typer.Typer) -> None:
                        "by default only golden cases are evaluated.")] = False,
               param: Annotated[list[str], typer.Option(help="Model parameter KEY=VALUE.")] = [],
               no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
-              resume: Annotated[Optional[str], typer.Option(help="Finish an interrupted run by name.")] = None,
+              resume: Annotated[list[str], typer.Option(
+                  help="Finish an interrupted run by name (repeatable: they run together).",
+                  autocompletion=completion.runs)] = [],
               batch: Annotated[bool, typer.Option(
                   "--batch", help="Send the cases through the provider's Batch API (about half the "
                                   "price, up to 24 h); the same as --mode batch.")] = False,
@@ -48,12 +56,16 @@ def register(app: typer.Typer) -> None:
               baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
               progress: ProgressMode = "auto",
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-        """Evaluate a prompt version on a model (or --resume an interrupted run).
+        """Evaluate prompt versions on models (or --resume interrupted runs).
+
+        Each --prompt × --model pair is a run; all of them share one table, one set of gates and one
+        exit code.
 
         Examples:
 
         \b
           promptlab eval --prompt classifier@3 --model gpt --split test --name nightly
+          promptlab eval --prompt classifier@2 --prompt classifier@3 --model gpt --model local
           promptlab eval --prompt classifier@production --metric exact_match --min-score 0.8
           promptlab eval --resume nightly
           promptlab eval --prompt classifier@3 --model gpt --batch --no-wait --name big
@@ -62,7 +74,7 @@ def register(app: typer.Typer) -> None:
         from promptlab.cli.common import gate_flags, parse_pairs, run_plans
         from promptlab.config import parse_concurrency
         from promptlab.errors import UsageError
-        from promptlab.evaluation.evaluate import metric_context, plan_run, resume_plan
+        from promptlab.evaluation.evaluate import matrix_run_name, metric_context, plan_run, resume_plan
         from promptlab.evaluation.gates import check_baseline, validate_gates
         from promptlab.services.evaluate import EvaluateRequest
 
@@ -74,22 +86,28 @@ def register(app: typer.Typer) -> None:
                            max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         mode = _mode(batch, mode, resume)
-        if no_wait and (store.run(project_id, resume).mode if resume else mode) != "batch" \
-                and mode != "auto":  # refused before anything is written
+        if no_wait and mode != "auto" and (mode != "batch" if not resume else any(
+                store.run(project_id, r).mode != "batch" for r in resume)):  # refused before anything is written
             raise UsageError("eval: --no-wait is for batch mode; add --batch")
         if no_wait and (gates or junit or report_md):  # never dropped: they apply once the results are in
             raise UsageError("eval: with --no-wait, give the gates and --junit/--report-md to "
                              "`promptlab runs wait RUN`, which applies them once the results are in")
         if resume:  # a resumed run keeps its mode
-            plans = [resume_plan(store, settings, project_id, resume)]
+            if prompt or model:
+                raise UsageError("eval: --resume continues runs with their own prompt and model; "
+                                 "drop --prompt/--model")
+            plans = [resume_plan(store, settings, project_id, r) for r in _distinct(resume, "--resume")]
             chosen = {p.run_id for p in plans if store.run_by_id(p.run_id).mode == "batch"}
         else:
-            if mode == "batch":  # before anything is written
-                batches.check(settings.resolve_model(model))
             if not prompt:
                 raise UsageError("eval: give --prompt NAME[@VERSION] (or --resume RUN)")
-            version = store.prompt(project_id, prompt)
-            check_baseline(store, project_id, gates, [version.name], "eval")
+            models = [settings.resolve_model(m) for m in _distinct(model, "--model")] \
+                or [settings.resolve_model(None)]
+            if mode == "batch":  # before anything is written
+                for chosen_model in models:
+                    batches.check(chosen_model)
+            versions = [store.prompt(project_id, p) for p in _distinct(prompt, "--prompt")]
+            check_baseline(store, project_id, gates, sorted({v.name for v in versions}), "eval")
             cases = store.cases(project_id, split=split, tags=tag,  # selected in SQL, limit included
                                 golden=None if include_generated else True, limit=limit)
             if not cases:
@@ -98,12 +116,16 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("eval: the selected cases are all non-golden (e.g. generated); review "
                                  "them and mark them with `promptlab case golden IDS`, or pass "
                                  "--include-generated")
-            with store.db.atomic():
-                plans = [plan_run(store, project_id, version, settings.resolve_model(model), cases,
-                                  name=name, metric_specs=[metric_spec(m) for m in metric] or None,
+            with store.db.atomic():  # every run of the matrix, or none
+                plans = [plan_run(store, project_id, version, chosen_model, cases,
+                                  name=name and matrix_run_name(name, version, chosen_model,
+                                                                by_prompt=len(versions) > 1,
+                                                                by_model=len(models) > 1),
+                                  metric_specs=[metric_spec(m) for m in metric] or None,
                                   repeat=repeat, concurrency=settings.concurrency(concurrency),
                                   params=parse_pairs(param, "--param"),
-                                  context=metric_context(settings), use_cache=not no_cache)]
+                                  context=metric_context(settings), use_cache=not no_cache)
+                         for version in versions for chosen_model in models]
         # a resumed run keeps its concurrency and cache choice unless told otherwise
             chosen = batches.choose(mode, plans, store, settings.batch)
         request = EvaluateRequest(plans, settings.concurrency(concurrency, plans[0].concurrency),
@@ -112,7 +134,17 @@ def register(app: typer.Typer) -> None:
                   report_md=report_md)
 
 
-def _mode(batch: bool, mode: str | None, resume: str | None) -> str:
+def _distinct(values: list[str], flag: str) -> list[str]:
+    """A repeated option's values, each once: the same one twice is a slip, not two runs."""
+    from promptlab.errors import UsageError
+
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"eval: {flag} {twice} is given twice; give each once")
+    return values
+
+
+def _mode(batch: bool, mode: str | None, resume: list[str]) -> str:
     """--batch / --mode as one mode (call, batch or auto)."""
     from promptlab.errors import UsageError
 

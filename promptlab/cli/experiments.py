@@ -60,8 +60,13 @@ def register(app: typer.Typer) -> None:
 
         def optimize() -> tuple[dict, list, Any]:  # after the baseline eval: search, then gate on the test split
             shown = make_progress("none" if json_ and progress == "auto" else progress)  # --json: a quiet search
-            report, gates = optimize_section.run(state.store, state.settings, checked.experiment, checked.optimize,
-                                                 prepared.project_id, progress=shown)
+            try:
+                report, gates = optimize_section.run(state.store, state.settings, checked.experiment,
+                                                     checked.optimize, prepared.project_id, progress=shown)
+            except KeyboardInterrupt:
+                typer.echo(f"promptlab: interrupted; finished evaluations are saved. Continue with "
+                           f"`{prepared.evaluation.rerun}`, which resumes the optimization", err=True)
+                raise typer.Exit(130) from None
             return {"optimization": report}, gates, lambda: display.print_optimization(report)
 
         run_plans(state, prepared.evaluation, progress=progress, as_json=json_, gates=checked.gates,

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from promptlab.cli.common import Notify, ProgressMode
+from promptlab.cli import completion
+from promptlab.cli.common import Notify, ProgressMode, Project
 from promptlab.optimizers import STRATEGIES
 
 _HELP = """Search for a better version of a prompt and report it against the base on the held-out test split.
@@ -45,8 +46,8 @@ class _WithKnobs(TyperCommand):
 def register(app: typer.Typer) -> None:
     @app.command("optimize", help=_HELP, cls=_WithKnobs)
     def optimize(ctx: typer.Context,
-                 project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
-                 prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.")] = None,
+                 project: Project = None,
+                 prompt: Annotated[Optional[str], typer.Option(help="Base version: NAME, NAME@VERSION or NAME@LABEL.", autocompletion=completion.prompts)] = None,
                  strategy: Annotated[str, typer.Option(help=f"One of: {', '.join(STRATEGIES)}.")] = "bootstrap",
                  model: Annotated[Optional[str], typer.Option(help="Task model (alias or LiteLLM model).")] = None,
                  proposer: Annotated[Optional[str], typer.Option(help="Model that writes edits (default: the task model).")] = None,
@@ -61,19 +62,18 @@ def register(app: typer.Typer) -> None:
                  weight: Annotated[list[str], typer.Option(help="Objective weight METRIC=W for a weighted mix.")] = [],
                  splits: Annotated[Optional[str], typer.Option(help="TRAIN,VAL,TEST sizes for cases without a split: fractions (0.4,0.3,0.3) or counts (60,60,180).")] = None,
                  concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
-                 resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.")] = None,
+                 resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.", autocompletion=completion.optimizations)] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
                  min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
                  notify: Notify = None,
                  progress: ProgressMode = "auto",
                  quiet: Annotated[bool, typer.Option(help="No progress: --progress none.")] = False,
                  json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-        from datetime import datetime, timezone
-
         from promptlab import display
         from promptlab.cli.common import emit_json, metric_spec, parse_pairs, send_notification
         from promptlab.display.progress import make_progress
         from promptlab.errors import GateFailed, UsageError
+        from promptlab.hints import command
         from promptlab.optimizers.base import Budget, Objective
         from promptlab.optimizers.optimize import OptimizeRequest, check_gates, resume as resume_opt, start
         from promptlab.optimizers.splits import parse_sizes
@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
         state = ctx.obj
         store, settings = state.store, state.settings
         project_id = state.project_id(project)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        opt_name = resume or name or f"{(prompt or '').split('@')[0]}-{strategy}-{stamp}"
+        opt_name = resume or name or store.free_name("optimizations", project_id,
+                                                     f"{(prompt or '').split('@')[0]}-{strategy}")
         try:
             if resume:
                 report = resume_opt(store, settings, project_id, resume, progress=shown)
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
             import sys
 
             print(f"promptlab: interrupted; finished evaluations are saved. Continue with "
-                  f"`promptlab optimize --resume {opt_name}`", file=sys.stderr)
+                  f"`{command(store, project_id, 'optimize', '--resume', opt_name)}`", file=sys.stderr)
             raise typer.Exit(130)
         gates = check_gates(report, min_test_score=min_test_score, min_lift=min_lift)
         passed = all(g.passed for g in gates)

@@ -1,4 +1,4 @@
-"""`promptlab project add|list|show|delete`."""
+"""`promptlab project add|list|show|use|delete`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from promptlab.cli import completion
 from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
@@ -35,18 +36,47 @@ def list_(ctx: typer.Context, json_: AsJson = False) -> None:
     """List projects."""
     from promptlab import display
 
-    projects = ctx.obj.store.projects()
+    _, current = ctx.obj.current_project()
+    projects = [{**p, "current": p["name"] == current} for p in ctx.obj.store.projects()]
     if json_:
         return emit_json(projects)
-    display.print_table("projects", ["name", "description", "default model", "created"],
-                        [[p["name"], p["description"], p["default_model"], p["created_at"]] for p in projects])
+    display.print_table("projects", ["name", "current", "description", "default model", "created"],
+                        [[p["name"], "*" if p["current"] else "", p["description"], p["default_model"],
+                          p["created_at"]] for p in projects])
+
+
+@app.command("use")
+def use(ctx: typer.Context,
+        name: Annotated[Optional[str], typer.Argument(
+            metavar="[NAME]", help="The project commands work on when --project is not given.",
+            autocompletion=completion.projects)] = None,
+        unset: Annotated[bool, typer.Option("--unset", help="Have no current project in this database.")] = False,
+        json_: AsJson = False) -> None:
+    """Choose the current project of this database (without NAME: say which it is and why).
+
+    Commands use --project, else PROMPTLAB_PROJECT, else the project chosen here, else [defaults]
+    project in promptlab.toml, else the only project there is."""
+    from promptlab.errors import UsageError
+    from promptlab.terminal import printable
+
+    state = ctx.obj
+    if name and unset:
+        raise UsageError("project use: give NAME or --unset, not both")
+    if name or unset:
+        state.store.use_project(name)
+    source, current = state.current_project()
+    if json_:
+        return emit_json({"project": current, "from": source or None})
+    typer.echo(printable(f"current project: {current} (from {source})" if current else
+                         "no current project: commands need --project when the database holds more than one"))
 
 
 @app.command("show")
 @read_only
 def show(ctx: typer.Context,
          name: Annotated[Optional[str], typer.Argument(
-             metavar="[NAME]", help="The project (optional when there is one).")] = None,
+             metavar="[NAME]", help="The project (default: the current one, or the only one).",
+             autocompletion=completion.projects)] = None,
          json_: AsJson = False) -> None:
     """Counts of what a project holds."""
     from promptlab.terminal import printable
@@ -64,7 +94,7 @@ def show(ctx: typer.Context,
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project to delete.")],
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project to delete.", autocompletion=completion.projects)],
            yes: Yes = False) -> None:
     """Delete a project with its signatures, prompts, cases, runs and optimizations (the response
     cache, shared by every project, stays)."""

@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.cli import completion
+from promptlab.cli.common import Project, AsJson, Yes, confirm, emit_json, parse_pairs, read_only
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
-Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), NAME@VERSION or NAME@LABEL.")]
+Ref = Annotated[str, typer.Argument(help="A prompt version: NAME (the latest), NAME@VERSION or NAME@LABEL.",
+                                     autocompletion=completion.prompts)]
 
 
 def _version_json(p) -> dict:
@@ -53,6 +54,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}"
       promptlab prompt add classifier --template-file prompt.j2 --demos-file demos.yaml -m "8 demos"
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
+      promptlab prompt add sms --template $'SMS: {{ text }}\\nLabel:'   (a line break, in bash/zsh)
       promptlab prompt add weather --signature weather --template "{{ question }}" --tools-file tools.yaml
       promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}" --structured
     """
@@ -95,6 +97,11 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
                                signature_id=store.signature_id(project_id, signature) if signature else None,
                                message=message)
     typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+    for flag, text in (("--template", None if template_file else template), ("--system", system)):
+        if text and "\\n" in text and "\n" not in text:  # typed in a shell's double quotes
+            typer.echo(f"promptlab: note: {flag} holds a backslash and an n, not a line break (a shell "
+                       f"keeps \\n as typed inside \"…\"): it is stored as given; for a line break write "
+                       f"$'…\\n…' in bash/zsh, or put the text in a file (--template-file)", err=True)
 
 
 def _read_list(path: Path | None, what: str) -> list:
@@ -156,14 +163,20 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
 
 @app.command("diff")
 @read_only
-def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).")],
-         b: Annotated[str, typer.Argument(help="The new version.")], project: Project = None) -> None:
+def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old version (NAME@VERSION or NAME@LABEL).",
+                                                      autocompletion=completion.prompts)],
+         b: Annotated[str, typer.Argument(help="The new version.", autocompletion=completion.prompts)], project: Project = None,
+         json_: AsJson = False) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.prompting.diffing import diff_text
     from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
-    text = printable(diff_text(store.prompt(project_id, a), store.prompt(project_id, b)))
+    old, new = store.prompt(project_id, a), store.prompt(project_id, b)
+    if json_:
+        diff = diff_text(old, new)
+        return emit_json({"a": old.ref, "b": new.ref, "same": not diff, "diff": diff})
+    text = printable(diff_text(old, new))
     typer.echo(text or "(no difference)", nl=not text)
 
 

@@ -7,19 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import read_only
+from promptlab.cli import completion
+from promptlab.cli.common import Project, read_only
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     @read_only
     def report(ctx: typer.Context,
-               name: Annotated[str, typer.Argument(help="A run name, else an optimization name.")],
+               name: Annotated[str, typer.Argument(help="A run name, else an optimization name.",
+                                                    autocompletion=completion.reports)],
                format: Annotated[Optional[str], typer.Option(
                    "--format", "-f", help="html, md, json, junit or pdf (default: from the -o suffix, else md).")] = None,
                output: Annotated[Optional[Path], typer.Option(
                    "--output", "-o", help="File to write (default: stdout).")] = None,
-               project: Annotated[Optional[str], typer.Option(help="Project name.")] = None) -> None:
+               project: Project = None) -> None:
         """Write a report: a self-contained HTML page, a Markdown summary, JSON facts, JUnit XML or
         the HTML page printed to PDF (the pdf extra)."""
         from promptlab.errors import UsageError

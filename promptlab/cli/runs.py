@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import (AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli import completion
+from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
                                   ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
-Project = Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")]
 
 
 RUN_STATUSES = ("running", "submitted", "completed", "failed", "interrupted")
@@ -68,7 +68,8 @@ def _owner_gone(row: dict) -> bool:
 
 @app.command("show")
 @read_only
-def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run's name (see `promptlab runs list`).")],
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(
+             help="The run's name (see `promptlab runs list`).", autocompletion=completion.runs)],
          project: Project = None,
          failures: Annotated[int, typer.Option(help="Failed cases to list.")] = 10,
          case: Annotated[Optional[int], typer.Option(
@@ -120,17 +121,19 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
     case = store.cases_by_id(project_id, [case_id])[case_id]
     loaded = LoadedPrompt.from_store(store, store.prompt_by_id(run.prompt_id))
     messages = loaded.render(case.inputs, case_id=case_id)
+    stored = store.results(run.id, case_id)
+    expected = next((r.expected_of(case) for r in stored), case.expected)  # as it was scored against
     results = [{"repeat": r.repeat, "output": r.output, "parsed": r.parsed, "parse_error": r.parse_error,
                 "scores": {name: dataclasses.asdict(s) for name, s in r.scores.items()}, "score": r.score,
                 "passed": int(r.passed), "error_kind": r.error_kind, "error": r.error, "latency_ms": r.latency_ms,
                 "cached": int(r.cached)}  # 0/1: this output's shape since it was added
-               for r in store.results(run.id, case_id)]
+               for r in stored]
     if as_json:
         return emit_json({"run": run.name, "prompt": loaded.ref, "model": run.model, "case_id": case_id,
-                          "inputs": case.inputs, "expected": case.expected, "messages": messages,
+                          "inputs": case.inputs, "expected": expected, "messages": messages,
                           "params": run.params, "results": results})
     typer.echo(printable(f"run {run.name}: {loaded.ref} on {run.model}, case {case_id} "
-                         f"(expected {json.dumps(case.expected, ensure_ascii=False)})"))
+                         f"(expected {json.dumps(expected, ensure_ascii=False)})"))
     if "tools" in loaded.params:
         names = [t["function"]["name"] for t in loaded.params["tools"]]
         typer.echo(printable(f"--- tools offered: {', '.join(names)}"
@@ -147,9 +150,11 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
 @read_only
 def compare(ctx: typer.Context,
             a: Annotated[str, typer.Argument(help="Run A: a run name, or a prompt version (NAME@VERSION, "
-                                                  "NAME@LABEL) meaning its latest completed run.")],
+                                                  "NAME@LABEL) meaning its latest completed run.",
+                                             autocompletion=completion.runs_and_prompts)],
             b: Annotated[str, typer.Argument(help="Run B, compared against A (same forms; a prompt version "
-                                                  "takes its latest run on A's model and cases, if any).")],
+                                                  "takes its latest run on A's model and cases, if any).",
+                                             autocompletion=completion.runs_and_prompts)],
             project: Project = None,
             model: Annotated[Optional[str], typer.Option(
                 help="When A or B is a prompt version: take its runs on this model only.")] = None,
@@ -171,7 +176,7 @@ def compare(ctx: typer.Context,
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.")],
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run to delete.", autocompletion=completion.runs)],
            project: Project = None, yes: Yes = False) -> None:
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
     from promptlab.store import lease
@@ -194,7 +199,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 
 
 @app.command("wait")
-def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.")],
+def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.", autocompletion=completion.runs)],
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
          max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from promptlab.cli.common import AsJson, emit_json, read_only
+from promptlab.cli.common import AsJson, Project, emit_json, read_only
 
 app = typer.Typer(help="Signatures: the inputs a prompt gets and the outputs it must give.",
                   no_args_is_help=True)
@@ -26,7 +26,7 @@ def _field(text: str) -> dict:
 @app.command("add")
 def add(ctx: typer.Context,
         name: Annotated[Optional[str], typer.Argument(help="Signature name.")] = None,
-        project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+        project: Project = None,
         instruction: Annotated[str, typer.Option(help="The task, in one or two sentences.")] = "",
         input: Annotated[list[str], typer.Option("--input", "-i", help="Input field: NAME[:TYPE].")] = [],
         output: Annotated[list[str], typer.Option("--output", "-o",
@@ -85,7 +85,7 @@ def add(ctx: typer.Context,
 @app.command("list")
 @read_only
 def list_(ctx: typer.Context,
-          project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None,
+          project: Project = None,
           json_: AsJson = False) -> None:
     """List every version of every signature."""
     from promptlab import display
@@ -103,9 +103,9 @@ def list_(ctx: typer.Context,
 @read_only
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
-         project: Annotated[Optional[str], typer.Option(help="Project name (optional when there is one).")] = None
-         ) -> None:
-    """Show one signature version as YAML."""
+         project: Project = None,
+         json_: AsJson = False) -> None:
+    """Show one signature version as YAML (or JSON)."""
     import yaml
 
     from promptlab.errors import UsageError
@@ -114,6 +114,8 @@ def show(ctx: typer.Context,
     if version and not version.isdigit():
         raise UsageError(f"signature show: bad reference '{ref}': use NAME or NAME@VERSION")
     found = ctx.obj.store.signature_version(ctx.obj.project_id(project), name, int(version) if version else None)
+    if json_:
+        return emit_json(_json(found))
     typer.echo(yaml.safe_dump(_json(found), sort_keys=False))
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from promptlab.reports import p_text
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
@@ -171,11 +172,6 @@ def print_run_facts(facts: dict, failures: int = 10, console: Console = out) -> 
         console.print("[green]no failed cases[/]")
 
 
-def p_text(p: float) -> str:
-    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000"."""
-    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
-
-
 def print_comparison(data: dict, show: int = 20, console: Console = out) -> None:
     """`runs compare`: per-metric deltas with intervals and p-values, McNemar, changed cases, diff."""
     a, b = data["a"], data["b"]
@@ -305,5 +301,6 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
                   f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
-    console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
-    print_diff(report["diff"], console)
+    if report.get("improved") is not False and report["diff"]:  # no diff of the base with itself
+        console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
+        print_diff(report["diff"], console)

@@ -118,16 +118,38 @@ class Fold:
         return printable(", ".join(f"{k} {v}" for k, v in self.limits.items()))
 
     def rates(self, tally: Tally) -> tuple[float, str]:
-        """This run's own items per second and time left at that pace (runs share the workers)."""
+        """This run's own items per second and time left at that pace (runs share the workers); a
+        run whose turn has not come while others advance is `waiting`."""
         rate = tally.done / max(time.monotonic() - self.started, 1e-6)
         if tally.done >= tally.total:
             return rate, "-"
-        return rate, f"{(tally.total - tally.done) / rate:.0f}s" if rate > 0 else "?"
+        if rate > 0:
+            return rate, _duration((tally.total - tally.done) / rate)
+        return rate, "waiting" if any(t.done for t in self.tallies.values()) else "?"
+
+    def overall(self) -> str:
+        """Every run's items together: 'done/total, ETA …' at the pace of all of them so far."""
+        done = sum(t.done for t in self.tallies.values())
+        total = sum(t.total for t in self.tallies.values())
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        eta = "-" if done >= total else _duration((total - done) / rate) if rate > 0 else "?"
+        return f"{done}/{total}, ETA {eta}"
 
     def title(self) -> str:
         """What runs: the one run's prompt × model, or how many runs."""
         labels = [t.label for t in self.tallies.values()]
-        return printable(f"evaluating {labels[0]}" if len(labels) == 1 else f"evaluating {len(labels)} runs")
+        return printable(f"evaluating {labels[0]}" if len(labels) == 1
+                         else f"evaluating {len(labels)} runs · {self.overall()}")
+
+
+def _duration(seconds: float) -> str:
+    """42s, 3m05s, 2h10m: a time left, as precise as it is worth."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _pct(part: int, whole: int) -> str:
@@ -172,7 +194,7 @@ class RichProgress(Fold):
     def _table(self) -> Table:
         shown = self.concurrency()
         table = Table(title=Text(f"{self.title()} · concurrency {shown}" if shown else self.title()),
-                      title_justify="left")
+                      title_justify="left", expand=True)
         for col in ("run", "done", "pass", "mean", "errors", "tokens", "cost", "calls/s", "ETA"):
             table.add_column(col, justify="left" if col == "run" else "right")
         for tally in self.tallies.values():
@@ -189,7 +211,7 @@ class RichProgress(Fold):
         from rich.console import Group
 
         s = search.status
-        table = Table(title=search.title, title_justify="left")
+        table = Table(title=search.title, title_justify="left", expand=True)  # the terminal's width
         for col in ("candidate", "edit", "val", "train"):
             table.add_column(col, justify="left" if col in ("candidate", "edit") else "right")
         if s is None:
@@ -242,7 +264,8 @@ class PlainProgress(Fold):
         mean = f"{tally.score_sum / tally.scored:.3f}" if tally.scored else "-"
         _say(f"{tally.label}: {tally.done}/{tally.total} pass={_pct(tally.passed, tally.done - tally.errors)} "
              f"mean={mean} errors={tally.errors} tokens={tally.tokens} calls/s={rate:.1f} eta={eta}"
-             + (f" concurrency={shown}" if (shown := self.concurrency()) else ""))
+             + (f" concurrency={shown}" if (shown := self.concurrency()) else "")
+             + (f" | all runs {self.overall()}" if len(self.tallies) > 1 else ""))
 
 
 def _search_line(s: SearchStatus, message: str) -> str:

@@ -11,7 +11,6 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +19,7 @@ import numpy as np
 from promptlab.scorers.baselines import collapse, constant_baseline
 from promptlab.config import AUTO, Concurrency, ModelConfig, Settings
 from promptlab.errors import ProviderError, StorageError, UsageError
+from promptlab.hints import command
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.gateway import (AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_capabilities,
                                          check_credentials, structured_mode)
@@ -181,10 +181,21 @@ def build_metrics(specs: list[Any] | None, where: str = "--metric",
     return tuple(metrics)
 
 
-def auto_run_name(prompt: PromptVersion, model: ModelConfig) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3]
-    alias = re.sub(r"[^\w.-]+", "-", model.alias or model.model)
-    return f"{prompt.name}@{prompt.version}-{alias}-{stamp}"
+def auto_run_name(store: Store, project_id: int, prompt: PromptVersion, model: ModelConfig) -> str:
+    """NAME@VERSION-MODEL, then -2, -3… for the next runs of the same pair: short enough to type."""
+    return store.free_name("runs", project_id, f"{prompt.name}@{prompt.version}-{_word(model.alias or model.model)}")
+
+
+def matrix_run_name(name: str, prompt: PromptVersion, model: ModelConfig, *, by_prompt: bool,
+                    by_model: bool) -> str:
+    """A given --name for one run of a matrix: the name, then what sets this run apart."""
+    return "-".join([name, *([f"{prompt.name}@{prompt.version}"] if by_prompt else []),
+                     *([_word(model.alias or model.model)] if by_model else [])])
+
+
+def _word(text: str) -> str:
+    """A model string as one shell word (openai/gpt-4o → openai-gpt-4o)."""
+    return re.sub(r"[^\w.-]+", "-", text)
 
 
 def check_code_execution(store: Store, project_id: int, project: str, metrics: tuple[Metric, ...],
@@ -222,7 +233,7 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
     check_credentials(model)  # a missing key is bad input, found before any call
     check_capabilities(model, prompt.content, signature)
     decoded = run_decoding(prompt, signature, model)  # a model that cannot constrain it: bad input too
-    name = name or auto_run_name(prompt, model)
+    name = name or auto_run_name(store, project_id, prompt, model)
     params = {**prompt.content.params, **(params or {})}
     call_params(prompt, params, decoded)  # a clash between its params and its decoding: bad input
     run_id = store.create_run(
@@ -400,10 +411,10 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
         if waiting and run_status in (None, "interrupted"):
             run_status, owner = "submitted", {"owner_pid": None}
             error = (f"{waiting} batch{'es' if waiting > 1 else ''} at the provider; wait for "
-                     f"{'them' if waiting > 1 else 'it'} with `promptlab runs wait {plan.name}`")
+                     f"{'them' if waiting > 1 else 'it'} with `{command(store, plan.project_id, 'runs', 'wait', plan.name)}`")
         if run_status is None:
-            if state and state.stopped:
-                run_status, error = "failed", state.stopped
+            if state and state.stopped:  # the line names the cause, not only the count
+                run_status, error = "failed", f"{state.stopped}; the first: {first_error(store, plan.run_id)}"
             elif summary["n"] < summary["expected"]:
                 run_status, error = "interrupted", f"{summary['n']} of {summary['expected']} results stored"
             elif summary["n"] and summary["errors"] == summary["n"]:

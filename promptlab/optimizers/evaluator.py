@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
+from promptlab.hints import command
 from promptlab.evaluation.evaluate import (RunPlan, build_metrics, execute, finish, metric_context, plan_run,
                                            run_decoding)
 from promptlab.providers.gateway import PROVIDER_FAILURES, CallError
@@ -215,6 +216,9 @@ class Evaluator:
         return {(selector.embedding_model, demo_text(c.inputs, signature))
                 for c in (*self._pools[selector.pool], *cases)} - self.embedded
 
+    def _resume_command(self) -> str:
+        return command(self.store, self.config.project_id, "optimize", "--resume", self.config.name)
+
     async def _embed(self, texts: set[tuple[str, str]]) -> bool:
         """Embed the texts through the gateway (one cached request each, so rendering finds them
         all in the cache); True if the budget's cap left some unsent."""
@@ -226,7 +230,7 @@ class Evaluator:
                 if exc.kind == UNSENT:
                     return True
                 raise ProviderError(f"embedding model {model_name}: {exc.kind}: {exc}; fix the provider and "
-                                    f"continue with `promptlab optimize --resume {self.config.name}`") from None
+                                    f"continue with `{self._resume_command()}`") from None
             self.embedded.add((model_name, text))
         return False
 
@@ -285,7 +289,7 @@ class Evaluator:
                 model = self.problem.task_model
                 raise ProviderError(f"task model {model.alias or model.model}: {failed[0].error_kind}: "
                                     f"{failed[0].error}; fix the provider and continue with "
-                                    f"`promptlab optimize --resume {name}`")
+                                    f"`{self._resume_command()}`")
             for r in results:
                 cand.add(r.case_id, CaseScore.of(r, self.weights))
                 self.ledger.charge(r.prompt_tokens + r.completion_tokens, r.cost or 0.0)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from promptlab.providers.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
+from promptlab.hints import command
 from promptlab.providers.gateway import CallError, structured_mode
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem, Spent
@@ -275,7 +276,7 @@ class Search:
                 raise BudgetExhausted("call budget reached: retries took the rest of the requests") from None
             if exc.transient:
                 raise ProviderError(f"proposer {model.alias or model.model}: {exc.kind}: {exc}; "
-                                    f"continue with `promptlab optimize --resume {self.name}`") from None
+                                    f"continue with `{command(self.store, self.config.project_id, 'optimize', '--resume', self.name)}`") from None
             reason = f"{exc.kind}: {exc}"
         else:
             self.note("proposer", operator=operator, ok=True, attempts=answer.attempts)

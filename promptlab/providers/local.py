@@ -65,6 +65,7 @@ strings are capped by ``maxLength`` so that the object closes within ``max_token
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import threading
 import time
@@ -203,25 +204,45 @@ _MODELS: dict[tuple[str, str], Any] = {}  # (path, "generate"|"embed") -> Llama
 _CALL_LOCKS: dict[str, threading.Lock] = {}  # path -> lock serialising llama.cpp calls
 
 
-_BENIGN_LOG = (b"using full-size SWA cache", b"pooling_type is")  # logged at ERROR level, harmless
 _LOG_CALLBACK: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+_GGML_WARN, _GGML_CONT = 3, 5  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the last line
+_KEEPING = [False]  # whether the last line was kept (a continuation follows it)
+_RECENT_LOG: collections.deque[str] = collections.deque(maxlen=8)  # llama.cpp's last warnings and errors
 
 
 def _quiet_llama_logs(llama_cpp: Any) -> None:
-    """llama.cpp logs some harmless notices at ERROR level; keep stderr clean of them."""
+    """llama.cpp's log stays out of the terminal (it printed notices such as `n_ctx_per_seq <
+    n_ctx_train` before every table): its warnings and errors are kept, to explain a model that
+    fails to load; PROMPTLAB_DEBUG=1 prints them as they come."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is not None:
         return
     import ctypes
     import sys
 
+    show = os.environ.get("PROMPTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+
     @llama_cpp.llama_log_callback
     def _callback(level: int, text: bytes, user_data: Any) -> None:
-        if level == 3 and not any(b in text for b in _BENIGN_LOG):
-            print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+        if level != _GGML_CONT:
+            _KEEPING[0] = level >= _GGML_WARN
+        if not _KEEPING[0]:
+            return
+        line = text.decode("utf-8", "replace")
+        if level == _GGML_CONT and _RECENT_LOG:
+            _RECENT_LOG[-1] += line
+        elif line.strip():
+            _RECENT_LOG.append(line)
+        if show:
+            print(line, end="", file=sys.stderr, flush=True)
 
     _LOG_CALLBACK = _callback
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def recent_log() -> str:
+    """llama.cpp's last warnings and errors, one line (what a failed load says about why)."""
+    return " | ".join(line.strip() for line in _RECENT_LOG)
 
 
 def import_llama() -> Any:
@@ -295,15 +316,25 @@ def resolve_model_path(model: str) -> str:
     return str(path)
 
 
+MAX_DEFAULT_THREADS = 4  # a 270M model's short prompts gain little past a few threads
+
+
 def _n_threads() -> int:
-    """PROMPTLAB_LOCAL_THREADS, else every core we may use. llama.cpp's threads spin while
-    they wait, so on a machine shared with other busy processes fewer threads run faster."""
+    """PROMPTLAB_LOCAL_THREADS, else the cores left idle when the model loads (the cores we may use
+    minus the 1-minute load average), at least 1 and at most MAX_DEFAULT_THREADS. llama.cpp's
+    threads spin while they wait, so threads on busy cores cost CPU and time: at load 15 on 2
+    cores one thread answered 2.0x faster than two for 0.6x the CPU (bench/local_threads.py)."""
     if os.environ.get("PROMPTLAB_LOCAL_THREADS", "").isdigit():
         return max(1, int(os.environ["PROMPTLAB_LOCAL_THREADS"]))
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:  # no load average on this system
+        idle = cores
+    return max(1, min(MAX_DEFAULT_THREADS, int(idle)))
 
 
 def get_llama(path: str, kind: str = "generate") -> Any:
@@ -329,7 +360,9 @@ def get_llama(path: str, kind: str = "generate") -> Any:
             try:
                 llm = llama_cpp.Llama(**kwargs)
             except (ValueError, RuntimeError) as exc:
-                raise LocalModelError(f"cannot load local model {path}: {exc}", status_code=500) from exc
+                said = recent_log()
+                raise LocalModelError(f"cannot load local model {path}: {exc}"
+                                      + (f" (llama.cpp: {said})" if said else ""), status_code=500) from exc
             _MODELS[key] = llm
             _CALL_LOCKS.setdefault(path, threading.Lock())
     return llm

@@ -68,7 +68,7 @@ def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = N
         results.append({
             "case_id": r.case_id, "repeat": r.repeat,
             "inputs": images.shorten(case.inputs) if case else None,  # an image as a label, not base64
-            "expected": case.expected if case else None,
+            "expected": r.expected_of(case),
             "tags": list(case.tags) if case else [], "split": case.split if case else None,
             "output": r.output, "parsed": r.parsed, "passed": r.passed, "score": r.score,
             "scores": {k: v.value for k, v in r.scores.items()},

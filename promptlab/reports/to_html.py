@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
+from promptlab.reports import p_text
+
 MAX_TEXT = 4000     # characters shown per input/expected/output field
 MAX_FAILED = 500    # failed cases listed
 
@@ -43,7 +45,7 @@ def environment(*loaders: BaseLoader) -> Environment:
                       autoescape=True, undefined=StrictUndefined, finalize=lambda v: "" if v is None else v,
                       trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.do"])
     env.filters.update(num=num, pct=pct, thousands="{:,}".format, short_num=short_num, short=short,
-                       field_text=field_text, as_json=as_json, sha256=sha256)
+                       field_text=field_text, as_json=as_json, sha256=sha256, p_value=p_text)
     env.globals.update(MAX_TEXT=MAX_TEXT, MAX_FAILED=MAX_FAILED, scale=scale, zip=zip)
     return env
 

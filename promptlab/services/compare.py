@@ -168,7 +168,7 @@ def _changed_cases(store: Store, project_id: int, keys: list[tuple[int, int]], r
                    case_keys[0])
         case = cases.get(case_id)
         entry = {"case_id": case_id, "repeat": key[1], "repeats": len(case_keys),
-                 "inputs": case.inputs if case else None, "expected": case.expected if case else None,
+                 "inputs": case.inputs if case else None, "expected": res_b[key].expected_of(case),
                  "a_pass_share": a_share, "b_pass_share": b_share,
                  "a": _side(res_a[key]), "b": _side(res_b[key])}
         (regressed if worse else fixed).append(entry)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from promptlab.providers import gateway as lm
 from promptlab.errors import AuthError, StorageError
+from promptlab.hints import command
 from promptlab.evaluation.evaluate import RunPlan, execute, finish, make_gateway
 from promptlab.evaluation.tracing import traced
 
@@ -43,10 +44,13 @@ class Interrupted(Exception):
     """Ctrl-C: the runs are recorded `interrupted`; the message says how to continue them."""
 
 
-def resume_hint(request: EvaluateRequest) -> str:
+def resume_hint(store: Store, request: EvaluateRequest) -> str:
     """The commands that continue these runs."""
-    hint = " then ".join(f"`promptlab runs wait {p.name}`" if p.run_id in request.batch
-                         else f"`promptlab eval --resume {p.name}`" for p in request.plans)
+    calls = [p for p in request.plans if p.run_id not in request.batch]
+    commands = [command(store, calls[0].project_id, "eval", *(w for p in calls for w in ("--resume", p.name)))] \
+        if calls else []  # one command continues them all, together as they ran
+    commands += [command(store, p.project_id, "runs", "wait", p.name) for p in request.plans if p.run_id in request.batch]
+    hint = " then ".join(f"`{c}`" for c in commands)
     return hint + (f", or re-run `{request.rerun}`, which continues them" if request.rerun else "")
 
 
@@ -87,7 +91,7 @@ def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progre
         outcome = asyncio.run(run())
     except KeyboardInterrupt:
         finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
-        raise Interrupted(f"interrupted; finished results are saved. Continue with {resume_hint(request)}") \
+        raise Interrupted(f"interrupted; finished results are saved. Continue with {resume_hint(store, request)}") \
             from None
     except AuthError as exc:
         finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed())
@@ -98,7 +102,7 @@ def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progre
             finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed())
         except sqlite3.Error:  # no room even so: the run's owner is gone, so resume takes it over
             pass
-        raise StorageError(f"{exc}, then continue with {resume_hint(request)}") from None
+        raise StorageError(f"{exc}, then continue with {resume_hint(store, request)}") from None
     except Exception as exc:  # a bug must not leave the runs `running`: record it, then report it
         finish(store, plans, None, status="interrupted", reason=f"{type(exc).__name__}: {exc}",
                elapsed_s=elapsed())

@@ -4,6 +4,7 @@ then sets the experiment up idempotently and plans its runs."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,5 +69,5 @@ def prepare(store: Store, settings: Settings, request: ExperimentRequest,
     project_id, plans = setup(store, experiment, concurrency=workers, settings=settings)
     chosen = batches.choose(mode, plans, store, settings.batch)
     evaluation = EvaluateRequest(plans, workers, experiment.spec.eval.cache and request.use_cache,
-                                 batch=frozenset(chosen), rerun=f"promptlab run {request.file}")
+                                 batch=frozenset(chosen), rerun=shlex.join(["promptlab", "run", str(request.file)]))
     return PreparedExperiment(checked, project_id, evaluation)

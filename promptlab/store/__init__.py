@@ -140,7 +140,30 @@ class Store:
         if len(projects) == 1:
             return projects[0]["id"]
         names = ", ".join(p["name"] for p in projects) or "none yet"
-        raise UsageError(f"--project is required (projects: {names})")
+        raise UsageError(f"--project is required (projects: {names}); or choose one for every command "
+                         f"with `promptlab project use NAME`")
+
+    def free_name(self, table: str, project_id: int, base: str) -> str:
+        """`base`, or `base-2`, `base-3`… whichever is not yet a name in `table` (runs, optimizations)."""
+        like = base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"
+        taken = {row[0] for row in self.db.execute(
+            f"select name from [{table}] where project_id = ? and (name = ? or name like ? escape '\\')",
+            [project_id, base, like])}
+        return next(name for n in itertools.count(1) if (name := base if n == 1 else f"{base}-{n}") not in taken)
+
+    def current_project(self) -> str | None:
+        """The project `promptlab project use` chose in this database, if it still exists."""
+        row = self.db.execute("select value from workspace where key = 'project'").fetchone()
+        return row[0] if row and self._project_row(row[0]) else None
+
+    def use_project(self, name: str | None) -> None:
+        """Make `name` the current project of this database (None: no current project)."""
+        with self.db.atomic():
+            if name is None:
+                self.db.execute("delete from workspace where key = 'project'")
+            else:
+                self.project(name)  # an unknown name is refused, naming the projects there are
+                self.db["workspace"].upsert({"key": "project", "value": name}, pk="key")
 
     def delete_project(self, project_id: int) -> dict[str, int]:
         """Delete a project and everything it holds (cached replies, shared by all, stay); rows deleted by table."""
@@ -530,13 +553,17 @@ class Store:
                 self.db["cases"].delete(case_id)
         return deleted, archived
 
+    def case(self, project_id: int, case_id: int) -> Case:
+        case = self.cases_by_id(project_id, [case_id]).get(case_id)
+        if case is None:
+            raise NotFoundError(f"no case with id {case_id} in this project; see `promptlab case list`")
+        return case
+
     def edit_case(self, project_id: int, case_id: int, *, expected: dict | None = None,
                   split: str | None = None, tags: Iterable[str] | None = None) -> Case:
         """Change a case's expected output, split or tags (its content hash follows its expected output)."""
         with self.db.atomic():
-            case = self.cases_by_id(project_id, [case_id]).get(case_id)
-            if case is None:
-                raise NotFoundError(f"no case with id {case_id} in this project; see `promptlab case list`")
+            case = self.case(project_id, case_id)
             changes = {k: v for k, v in (("expected", expected), ("split", split),
                                          ("tags", None if tags is None else tuple(tags))) if v is not None}
             new = Case(**{**case.model_dump(), **changes})
@@ -681,18 +708,23 @@ class Store:
         """One commit for a batch of finished results (and the replies they cached)."""
         with self.db.atomic():
             self._insert_or_ignore("response_cache", cache_rows)
-            self._insert_or_ignore("results", rows)
+            self._insert_or_ignore("results", rows, expected_of_case=True)
 
-    def _insert_or_ignore(self, table: str, rows: Iterable[dict]) -> None:
+    def _insert_or_ignore(self, table: str, rows: Iterable[dict], *, expected_of_case: bool = False) -> None:
         """Rows of prepared values (JSON already encoded), straight to executemany: sqlite-utils'
-        insert_all reads the table's schema on every call, several times an eval's per-item cost."""
+        insert_all reads the table's schema on every call, several times an eval's per-item cost.
+        `expected_of_case`: each row also keeps its case's expected output as it is now, the one
+        it was scored against (so a later `case edit` does not rewrite the run's history)."""
         by_columns: dict[tuple[str, ...], list[tuple]] = {}
         for row in rows:
             by_columns.setdefault(tuple(row), []).append(tuple(row.values()))
         for columns, values in by_columns.items():
+            names, marks = [f"[{c}]" for c in columns], ["?"] * len(columns)
+            if expected_of_case:
+                names.append("[expected]")
+                marks.append(f"(select expected from cases where id = ?{columns.index('case_id') + 1})")
             self.db.conn.executemany(
-                f"insert or ignore into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
-                f"values ({', '.join('?' * len(columns))})", values)
+                f"insert or ignore into [{table}] ({', '.join(names)}) values ({', '.join(marks)})", values)
 
     def results(self, run_id: int, case_id: int | None = None) -> list[Result]:
         """A run's results (of one case, if given), by case and repeat."""
@@ -836,7 +868,8 @@ def _run(row: dict) -> Run:
 
 
 def _result(row: dict) -> Result:
-    return Result(**{**row, "parsed": loads(row["parsed"]), "passed": bool(row["passed"]),
+    return Result(**{**row, "parsed": loads(row["parsed"]), "expected": loads(row.get("expected")),
+                     "passed": bool(row["passed"]),
                      "scores": {name: Score(s["value"], bool(s["passed"]), s.get("detail") or {})
                                 for name, s in loads(row["scores"], {}).items()},
                      "prompt_tokens": row["prompt_tokens"] or 0,

@@ -196,7 +196,21 @@ def m012_prompt_tools(db: Database) -> None:
 
 
 @migrations()
-def m013_prompt_structured(db: Database) -> None:
+def m013_workspace(db: Database) -> None:
+    """Choices that hold for the whole database, by key: `project` is the current project
+    (`promptlab project use`), which commands use when --project is not given."""
+    db["workspace"].create({"key": str, "value": str}, pk="key", not_null={"value"})
+
+
+@migrations()
+def m014_result_expected(db: Database) -> None:
+    """Each result keeps the expected output it was scored against (JSON): editing a case later
+    does not rewrite the history of the runs that used it. NULL on results stored before."""
+    db["results"].add_column("expected", str)
+
+
+@migrations()
+def m015_prompt_structured(db: Database) -> None:
     """A prompt version may decode its replies to its signature's schema (`structured`), and may
     allow a model that cannot to be called unconstrained (`structured_fallback`)."""
     db["prompts"].add_column("structured", int, not_null_default=0)

@@ -43,6 +43,12 @@ class Result:
     cached: bool
     attempts: int | None
     created_at: str | None
+    expected: dict | None = None  # the case's expected output it was scored against (None: stored before that was kept)
+
+    def expected_of(self, case: Any) -> dict | None:
+        """The expected output this result was scored against: the one kept with it, else (stored
+        before results kept it) its case's as it is now."""
+        return self.expected if self.expected is not None else getattr(case, "expected", None)
 
     def value(self, metric: str) -> float | None:
         """The metric's value on this result (None: not scored by it, or could not be)."""

@@ -43,6 +43,8 @@
   if (live && live.getAttribute("data-status") === "running") {
     poll(live.getAttribute("data-url"), function (p) {
       set("live-done", p.done);
+      var counts = document.querySelectorAll(".result-count");  // the header's count, as the card's
+      for (var i = 0; i < counts.length; i++) { counts[i].textContent = p.done; }
       set("live-total", p.total);
       set("live-status", p.status);
       set("live-passed", p.passed);
@@ -51,7 +53,7 @@
       set("live-pass-rate", p.pass_rate === null ? "–" : (100 * p.pass_rate).toFixed(1) + "%");
       set("live-rate", p.calls_per_s === null ? "–" : p.calls_per_s.toFixed(1));
       if (p.status !== "running") {
-        set("live-note", "the run ended: reload for its scores");
+        set("live-note", "the run ended: reload for its scores and results");
         return false;
       }
       return true;
