@@ -22,7 +22,7 @@ from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.prompting.outputs import parse_output
+from promptlab.prompting.outputs import parse_reply
 from promptlab.prompting import images
 from promptlab.prompting.structured import response_format
 from promptlab.prompting.tools import request_params
@@ -112,10 +112,10 @@ class LoadedPrompt:
 
     def parse(self, text: str) -> dict[str, Any]:
         """A reply's output fields, checked against the signature; ValueError when it does not fit."""
-        parsed, error = parse_output(text, self.signature)
-        if parsed is None:
-            raise ValueError(f"{self.ref}: the reply does not fit the signature: {error}")
-        return parsed
+        reply = parse_reply(text, self.signature)
+        if reply.parse_error:
+            raise ValueError(f"{self.ref}: the reply does not fit the signature: {reply.parse_error}")
+        return reply.values
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""

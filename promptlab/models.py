@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 FieldType = Literal["string", "int", "float", "bool", "list", "json", "enum", "messages", "image", "tool_call"]
 INPUT_ONLY = ("messages", "image")  # types an output cannot have: a reply is neither turns nor a picture
@@ -52,6 +52,15 @@ class FieldSpec(BaseModel):
     type: FieldType = "string"
     description: str = ""
     choices: tuple[str, ...] | None = None
+    lenient: bool = False  # an enum reply may merely mention a choice (see outputs.read_field)
+
+    @model_serializer(mode="wrap")
+    def _lenient_only_when_set(self, handler: Any) -> dict[str, Any]:
+        """Left out unless set: a signature stored before the option keeps its content (and version)."""
+        data = handler(self)
+        if not self.lenient:
+            data.pop("lenient", None)
+        return data
 
     @model_validator(mode="after")
     def _enum_needs_choices(self) -> "FieldSpec":
@@ -59,6 +68,8 @@ class FieldSpec(BaseModel):
             raise ValueError(f"field '{self.name}' is an enum: give it a non-empty 'choices' list")
         if not self.name.isidentifier():
             raise ValueError(f"field name '{self.name}' must be an identifier (letters, digits, _)")
+        if self.lenient and self.type != "enum":
+            raise ValueError(f"field '{self.name}': lenient is an option of enum fields")
         return self
 
     def check(self, value: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 MASK = "[redacted]"
 MIN_LENGTH = 8
@@ -52,9 +52,15 @@ def redact(text: str) -> str:
 def redact_all(value: Any) -> Any:
     """`value` with every string in it (nested dicts and lists) redacted: for records that are
     formatted afterwards, since a key cut short by the formatting would escape the mask."""
+    return redactor()(value)
+
+
+def redactor() -> Callable[[Any], Any]:
+    """`redact_all` for the secrets known now, to apply to many values (a report's rows): the
+    environment is read once."""
     pattern = _pattern(secrets())
     if pattern is None:
-        return value
+        return lambda value: value
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
@@ -65,4 +71,4 @@ def redact_all(value: Any) -> Any:
             return [walk(x) for x in v]
         return v
 
-    return walk(value)
+    return walk

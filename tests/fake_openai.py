@@ -60,6 +60,12 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
                                     # [anywhere, substring, reply]: also needs `anywhere` in any message
     "default_reply": "OK",          # used when no rule matches (and echo is off)
     "echo": False,                  # reply with the last user message when no rule matches
+    "rules_temperature": None,      # [low, high]: the rules answer only requests whose temperature is
+                                    # in it (default_reply otherwise, also when none is sent)
+    "error_rate": 0.0,              # share of conversations that always fail (picked by content hash
+    "error_status": 400,            # and seed: the same items on every run), with this status
+    "flip_rate": 0.0,               # probability a chat reply is swapped for another of flip_choices
+    "flip_choices": [],             # (seeded per conversation and attempt: reproducible in any order)
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
@@ -207,6 +213,11 @@ def normalise(b: dict[str, Any]) -> dict[str, Any]:
     return b
 
 
+def _draw(*key: Any) -> float:
+    """A uniform number in [0, 1) fixed by `key` (seed, conversation, purpose, attempt)."""
+    return random.Random(hashlib.sha256(repr(key).encode()).digest()).random()
+
+
 def error_body(status: int, msg: str) -> dict[str, Any]:
     typ, code = ERROR_TYPES.get(status, ("server_error", "server_error"))
     return {"error": {"message": msg, "type": typ, "code": code, "param": None}}
@@ -218,7 +229,10 @@ def forced_status(b: dict[str, Any], joined: str) -> tuple[int, str] | None:
                  for sub, st in b["always_status_if_contains"].items() if sub in joined), None)
 
 
-def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
+def chat_reply(b: dict[str, Any], joined: str, last_user: str, temperature: Any = None) -> str:
+    band = b["rules_temperature"]
+    if band is not None and not (isinstance(temperature, (int, float)) and band[0] <= temperature <= band[1]):
+        return b["default_reply"]
     for rule in b["rules"]:
         # [substring of the last user message, reply], or
         # [substring anywhere in the conversation, substring of the last user message, reply]
@@ -427,6 +441,8 @@ def make_app(state: State):
             s.first_n_seen[ck] = seen
             if seen <= b["fail_first_n"]:
                 return fail(b["fail_first_n_status"], f"injected failure {seen}/{b['fail_first_n']}")
+        if b["error_rate"] > 0 and _draw(b["seed"], ck, "error") < b["error_rate"]:
+            return fail(b["error_status"], f"injected item error {b['error_status']} (error_rate)")
         if b["fail_rate"] > 0 and s.rng.random() < b["fail_rate"]:
             st = s.rng.choice(b["fail_statuses"])
             return fail(st, f"injected random failure {st}")
@@ -443,8 +459,11 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, constrained(chat_reply(b, joined, last_user), body),
-                                     tool_call(b, body, last_user)))
+        reply = chat_reply(b, joined, last_user, body.get("temperature"))
+        if b["flip_rate"] > 0 and _draw(b["seed"], ck, "flip", s.by_content[ck]) < b["flip_rate"]:
+            others = [c for c in b["flip_choices"] if c != reply]
+            reply = others[int(_draw(b["seed"], ck, "to", s.by_content[ck]) * len(others))] if others else reply
+        return jresp(completion_body(b, ck, model, texts, constrained(reply, body), tool_call(b, body, last_user)))
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -575,7 +594,7 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        constrained(chat_reply(b, joined, last_user), req),
+                                        constrained(chat_reply(b, joined, last_user, req.get("temperature")), req),
                                         tool_call(b, req, last_user))}}
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else

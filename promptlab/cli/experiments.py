@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK, MinPassRate, MinScore,
                                   Notify, ProgressMode, ReportMd)
 
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
             limit: Annotated[Optional[int], typer.Option(min=1, help="Override eval.limit: at most N cases.")] = None,
             no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
             min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-            max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+            max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
             baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
             notify: Notify = None, progress: ProgressMode = "auto",
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         check_url(notify)  # before anything is written
         state = ctx.obj
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
-                           max_regression=max_regression, baseline=baseline)
+                           min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
         request = ExperimentRequest(file, models=model, split=split, limit=limit,
                                     concurrency=concurrency and parse_concurrency(concurrency, "--concurrency"),
                                     use_cache=not no_cache, gates=flags)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         """Write a report: a self-contained HTML page, a Markdown summary, JSON facts, JUnit XML or
         the HTML page printed to PDF (the pdf extra)."""
         from promptlab.errors import UsageError
-        from promptlab.reports import FORMATS, SUFFIXES, render, write_report
+        from promptlab.reports import FORMATS, SUFFIXES, chunks, write_report
         from promptlab.reports.facts import build_facts
 
         fmt = format or (SUFFIXES.get(output.suffix.lower()) if output else None) or "md"
@@ -35,13 +35,12 @@ def register(app: typer.Typer) -> None:
             raise UsageError("report: a PDF is written to a file; add -o FILE.pdf")
         state = ctx.obj
         facts = build_facts(state.store, state.project_id(project), name)
-        text = render(facts, fmt)
+        pieces = chunks(facts, fmt)
         if output is None or str(output) == "-":
             from promptlab.terminal import printable
 
-            typer.echo(printable(text), nl=False)  # model text may carry terminal escapes
+            for piece in pieces:  # model text may carry terminal escapes
+                typer.echo(printable(piece), nl=False)
             return
-        write_report(output, text)
-        size = len(text) if isinstance(text, bytes) else len(text.encode())
+        size = write_report(output, pieces)
         typer.echo(f"wrote {output} ({fmt}, {size:,} bytes)", err=True)
-

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli import completion
-from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
+from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK,
+                                  MinPassRate, MinScore, ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
@@ -201,7 +201,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 @app.command("wait")
 def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.", autocompletion=completion.runs)],
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-         max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+         max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
          progress: ProgressMode = "auto", json_: AsJson = False) -> None:
     """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
@@ -218,7 +218,7 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
     gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
-                       max_regression=max_regression, baseline=baseline)
+                       min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
     validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)
     if run.mode != "batch":

@@ -18,9 +18,10 @@ from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, PromptlabError
 from promptlab.providers.gateway import CallError, Gateway, raise_if_cancelled
 from promptlab.models import Case, Completion, Signature
-from promptlab.prompting.outputs import parse_output
+from promptlab.prompting.outputs import parse_reply
 from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
+from promptlab.providers.usage import calls_for
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ItemResult:
     cost: float | None = None
     cached: bool = False
     attempts: int = 0
+    lenient: tuple[str, ...] = ()  # output fields only a lenient rule accepted
 
     def row(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
@@ -62,7 +64,8 @@ class ItemResult:
                 "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
                 "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": self.cost,
-                "cached": int(self.cached), "attempts": self.attempts}
+                "cached": int(self.cached), "attempts": self.attempts,
+                "lenient": dumps(list(self.lenient)) if self.lenient else None}
 
 
 class Sink(Protocol):
@@ -98,6 +101,7 @@ class Scored(NamedTuple):
     score: float | None
     passed: bool
     error: str | None = None  # why a metric could not score this item (the item is then an error)
+    lenient: tuple[str, ...] = ()
 
 
 async def score_reply(job: Job, text: str) -> Scored:
@@ -109,7 +113,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     error message; the other metrics still score. 401/403 (AuthError) stops
     the run.
     """
-    parsed, parse_error = parse_output(text, job.signature)
+    reply = parse_reply(text, job.signature)
+    parsed, parse_error = reply.parsed, reply.parse_error
     item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
                       expected=job.case.expected, inputs=job.case.inputs,
                       outputs=job.signature.outputs if job.signature else ())
@@ -119,7 +124,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     passed = True
     for metric in job.metrics:
         try:
-            result: Score = await metric.score(item)
+            with calls_for("judge", job.run_id):  # a metric that calls a model (an embedding is its own role)
+                result: Score = await metric.score(item)
         except AuthError:
             raise
         except Exception as exc:  # the item becomes an error, never a crash
@@ -132,14 +138,15 @@ async def score_reply(job: Job, text: str) -> Scored:
             values.append(result.value)
     score = values[0] if values else None
     return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
-                  "; ".join(errors) or None)
+                  "; ".join(errors) or None, reply.lenient)
 
 
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
     started = time.perf_counter()
     try:
-        reply = await gateway.complete(job.model, job.messages, job.params,
-                                       use_cache=use_cache, sample=job.repeat)
+        with calls_for("task", job.run_id):
+            reply = await gateway.complete(job.model, job.messages, job.params,
+                                           use_cache=use_cache, sample=job.repeat)
     except CallError as exc:
         return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
                           attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
@@ -165,8 +172,8 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       latency_ms=reply.latency_ms if not reply.cached else 0.0,
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
-                      cost=0.0 if reply.cached else reply.usage.cost,
-                      cached=reply.cached, attempts=reply.attempts)
+                      cost=0.0 if reply.cached and reply.usage.cost is not None else reply.usage.cost,
+                      cached=reply.cached, attempts=reply.attempts, lenient=scored.lenient)
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from promptlab.store.records import CandidateRecord
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from promptlab.config import Concurrency, ModelConfig
     from promptlab.models import Case, PromptVersion, Signature
+    from promptlab.optimizers.evaluator import Candidate
     from promptlab.optimizers.search import Search
 
 
@@ -69,6 +70,7 @@ class Spent:
     cost: float = 0.0
     provider_calls: int = 0
     test_calls: int = 0
+    by_role: dict = field(default_factory=dict)  # role -> requests, replies, tokens, cost (usage.RoleUsage)
 
 
 @dataclass(frozen=True)
@@ -161,9 +163,12 @@ class SearchStrategy:
     def __init__(self, knobs: Any = None):
         self.knobs = knobs or self.Knobs()
 
+    def check_ready(self) -> None:
+        """Raise UsageError if something this strategy needs is missing (before anything is written)."""
+
     async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
         if (search.start.mean(problem.val) or 0.0) >= 1.0:  # nothing left to gain on val
-            return await search.finish("done: perfect val score")
+            return await search.finish("done: perfect val score", self._eligible(search))
         try:
             stopped = await self._search(problem, search, rng)
         except BudgetExhausted as exc:
@@ -172,7 +177,11 @@ class SearchStrategy:
             await self._settle(problem, search)
         except BudgetExhausted:
             pass
-        return await search.finish(stopped)
+        return await search.finish(stopped, self._eligible(search))
+
+    def _eligible(self, search: Search) -> Callable[[Candidate], bool] | None:
+        """Which candidates may win (None: any)."""
+        return None
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         """Run the strategy; return why it stopped."""

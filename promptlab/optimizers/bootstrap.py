@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, ClassVar
 from promptlab.optimizers.base import CommonKnobs, Problem, SearchStrategy, knob
 
 if TYPE_CHECKING:
+    from promptlab.models import Demo
+    from promptlab.optimizers.evaluator import Candidate
     from promptlab.optimizers.search import Search
 
 
@@ -35,6 +37,38 @@ class BootstrapKnobs(CommonKnobs):
     format_rate: float = knob(0.5, "chance a candidate also states the output format (for labels: the set, another order, or described)")
     rewrite_every: int = knob(4, "every Nth candidate gets a proposer-written instruction (0: never)")
     knn_rate: float = knob(0.25, "chance a candidate picks its demos per input (the k nearest train cases)")
+
+
+async def teach(search: Search, labeled: list[Demo], teacher_demos: int,
+                rng: random.Random) -> tuple[Candidate, list[Demo]]:
+    """The teacher (the base with `teacher_demos` labeled demos, or the base itself) scored on
+    train, and the train cases it gets right as demos: the bootstrapped traces."""
+    from promptlab.optimizers import operators as ops
+
+    base, problem = search.base, search.problem
+    teacher = base
+    if teacher_demos > 0:
+        shots = ops.sample_demos(labeled, min(teacher_demos, search.knobs.max_demos), rng)
+        teacher = search.candidate(ops.with_demos(base.content, shots), base, "labeled",
+                                   f"teacher with {len(shots)} labeled demos") or base
+    await search.evaluate([teacher], "train")
+    passing = [ops.demo_from_case(c, problem.signature) for c in problem.train
+               if teacher.scores.get(c.id, 0.0) >= 1.0]
+    search.note("bootstrap", passing=len(passing), teacher=teacher.prompt.ref)
+    return teacher, passing
+
+
+def demo_set(passing: list[Demo], labeled: list[Demo], size: int, share: float,
+             rng: random.Random) -> tuple[list[Demo], int]:
+    """`size` demos, a `share` of them bootstrapped traces (as many as there are) and the rest
+    labeled train cases, label-balanced and shuffled; (the demos, how many are bootstrapped)."""
+    from promptlab.optimizers import operators as ops
+
+    n_boot = min(len(passing), round(size * share))
+    demos = list(ops.sample_demos(passing, n_boot, rng))
+    demos += ops.sample_demos(labeled, size - len(demos), rng, exclude=demos)
+    rng.shuffle(demos)
+    return demos, n_boot
 
 
 class Bootstrap(SearchStrategy):
@@ -57,16 +91,8 @@ class Bootstrap(SearchStrategy):
         plateau.update(search.start.mean(problem.val))  # the base, or naive k-shot if better
 
         search.next_iteration()
-        teacher = base
-        if k.teacher_demos > 0:
-            shots = ops.sample_demos(labeled, min(k.teacher_demos, k.max_demos), rng)
-            teacher = search.candidate(ops.with_demos(root, shots), base, "labeled",
-                                       f"teacher with {len(shots)} labeled demos") or base
-        await search.evaluate([teacher], "train")
-        passing = [ops.demo_from_case(c, problem.signature) for c in problem.train
-                   if teacher.scores.get(c.id, 0.0) >= 1.0]
+        teacher, passing = await teach(search, labeled, k.teacher_demos, rng)
         failures = teacher.failures(problem.train)
-        search.note("bootstrap", passing=len(passing), teacher=teacher.prompt.ref)
         if teacher is not base:
             await search.evaluate([teacher], "val")
             plateau.update(search.best().mean(problem.val))
@@ -75,10 +101,7 @@ class Bootstrap(SearchStrategy):
         for i in range(k.candidates):
             search.next_iteration()
             size = rng.randint(min(k.min_demos, k.max_demos), k.max_demos)
-            n_boot = min(len(passing), round(size * k.bootstrapped_share))
-            demos = list(ops.sample_demos(passing, n_boot, rng))
-            demos += ops.sample_demos(labeled, size - len(demos), rng, exclude=demos)
-            rng.shuffle(demos)
+            demos, n_boot = demo_set(passing, labeled, size, k.bootstrapped_share, rng)
             content = ops.with_demos(root, demos)
             operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
             if rng.random() < k.knn_rate:

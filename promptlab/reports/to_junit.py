@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from typing import Any
+import uuid
+from typing import Any, Iterator
 
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 MAX_TEXT = 20_000
+_TESTCASE_DEPTH = 2  # testsuites > testsuite > testcase
 
 
 def _clean(value: Any, limit: int = MAX_TEXT) -> str:
@@ -36,41 +38,45 @@ def _case_name(r: dict, repeats: int) -> str:
     return f"case {r['case_id']}{repeat}: {_one_line(r['inputs'])}"
 
 
-def _run_suite(facts: dict) -> ET.Element:
-    run = facts["run"]
+def _run_suite(facts: dict, marker: str) -> tuple[ET.Element, Iterator[ET.Element]]:
+    """A run's suite, its testcases left out (a `marker` testcase stands where they go), and
+    the testcases, built as the results are read."""
+    run, counts = facts["run"], facts["counts"]
     results = facts["results"]
-    failures = sum(1 for r in results if not r["passed"] and not r["error_kind"])
-    errors = sum(1 for r in results if r["error_kind"])
-    total_s = sum((r["latency_ms"] or 0) for r in results if not r["cached"]) / 1000
     suite = ET.Element("testsuite", {
         "name": _clean(f"{run['name']} ({facts['prompt']['ref']} on {run['model']})"),
-        "tests": str(len(results)), "failures": str(failures), "errors": str(errors), "skipped": "0",
-        "time": f"{total_s:.3f}", "timestamp": _clean((run.get("created_at") or "")[:19])})
+        "tests": str(counts["results"]), "failures": str(counts["failed"]), "errors": str(counts["errors"]),
+        "skipped": "0", "time": f"{results.latency_s():.3f}", "timestamp": _clean((run.get("created_at") or "")[:19])})
     props = ET.SubElement(suite, "properties")
     for key, value in (("prompt", facts["prompt"]["ref"]), ("model", run["model"]), ("status", run["status"]),
                        *((f"score.{k}", f"{v:.6f}") for k, v in run["scores"].items() if v is not None)):
         ET.SubElement(props, "property", {"name": key, "value": _clean(value)})
+    if counts["results"]:
+        ET.SubElement(suite, "testcase", {"name": marker})
     repeats = run.get("repeat") or 1
-    for r in results:
-        case = ET.SubElement(suite, "testcase", {
-            "classname": _clean(f"promptlab.{run['name']}"), "name": _case_name(r, repeats),
-            "time": f"{0 if r['cached'] else (r['latency_ms'] or 0) / 1000:.3f}"})
-        if r["error_kind"]:
-            node = ET.SubElement(case, "error", {"type": _clean(r["error_kind"]),
-                                                 "message": _one_line(r["error"] or r["error_kind"], 300)})
-            node.text = _clean(f"input: {_clean(r['inputs'])}\n{r['error_kind']}: {r['error'] or ''}")
-        elif not r["passed"]:
-            scores = ", ".join(f"{k}={v:.3f}" if v is not None else f"{k}=n/a" for k, v in r["scores"].items())
-            node = ET.SubElement(case, "failure", {
-                "type": "promptlab.CaseFailed",
-                "message": _one_line(f"expected {_one_line(r['expected'], 120)!r}, got "
-                                     f"{_one_line(r['output'], 120)!r} ({scores})", 400)})
-            lines = [f"input: {_clean(r['inputs'])}", f"expected: {_clean(r['expected'])}",
-                     f"output: {_clean(r['output'])}", f"scores: {scores}"]
-            if r["parse_error"]:
-                lines.append(f"parse error: {_clean(r['parse_error'])}")
-            node.text = "\n".join(lines)
-    return suite
+    return suite, (_testcase(r, run, repeats) for r in results)
+
+
+def _testcase(r: dict, run: dict, repeats: int) -> ET.Element:
+    case = ET.Element("testcase", {
+        "classname": _clean(f"promptlab.{run['name']}"), "name": _case_name(r, repeats),
+        "time": f"{0 if r['cached'] else (r['latency_ms'] or 0) / 1000:.3f}"})
+    if r["error_kind"]:
+        node = ET.SubElement(case, "error", {"type": _clean(r["error_kind"]),
+                                             "message": _one_line(r["error"] or r["error_kind"], 300)})
+        node.text = _clean(f"input: {_clean(r['inputs'])}\n{r['error_kind']}: {r['error'] or ''}")
+    elif not r["passed"]:
+        scores = ", ".join(f"{k}={v:.3f}" if v is not None else f"{k}=n/a" for k, v in r["scores"].items())
+        node = ET.SubElement(case, "failure", {
+            "type": "promptlab.CaseFailed",
+            "message": _one_line(f"expected {_one_line(r['expected'], 120)!r}, got "
+                                 f"{_one_line(r['output'], 120)!r} ({scores})", 400)})
+        lines = [f"input: {_clean(r['inputs'])}", f"expected: {_clean(r['expected'])}",
+                 f"output: {_clean(r['output'])}", f"scores: {scores}"]
+        if r["parse_error"]:
+            lines.append(f"parse error: {_clean(r['parse_error'])}")
+        node.text = "\n".join(lines)
+    return case
 
 
 def _gate_suite(gates: list[dict]) -> ET.Element:
@@ -101,14 +107,27 @@ def _optimization_suite(facts: dict) -> ET.Element:
 
 
 def render(items: list[dict], gates: list[dict] | None = None) -> str:
-    """Runs' (or an optimization's) facts, and gate results, as one JUnit XML document."""
+    return "".join(chunks(items, gates))
+
+
+def chunks(items: list[dict], gates: list[dict] | None = None) -> Iterator[str]:
+    """Runs' (or an optimization's) facts, and gate results, as one JUnit XML document, in pieces:
+    the document without the runs' testcases is built whole, then each run's testcases are written
+    where its marker stands, one at a time as its results are read."""
     if gates is None:
         seen: dict[str, dict] = {}
         for facts in items:
             for g in facts.get("gates") or []:
                 seen.setdefault(g["name"], g)
         gates = list(seen.values())
-    suites = [_optimization_suite(f) if f["kind"] == "optimization" else _run_suite(f) for f in items]
+    suites, streams = [], {}
+    for i, facts in enumerate(items):
+        if facts["kind"] == "optimization":
+            suites.append(_optimization_suite(facts))
+            continue
+        marker = f"promptlab-testcases-{i}-{uuid.uuid4().hex}"
+        suite, streams[marker] = _run_suite(facts, marker)
+        suites.append(suite)
     if gates:
         suites.append(_gate_suite(gates))
     root = ET.Element("testsuites", {
@@ -119,4 +138,12 @@ def render(items: list[dict], gates: list[dict] | None = None) -> str:
         "time": f"{sum(float(s.get('time')) for s in suites):.3f}"})
     root.extend(suites)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    text = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    between = "\n" + "  " * _TESTCASE_DEPTH
+    for marker, testcases in streams.items():
+        head, _, text = text.partition(f'<testcase name="{marker}" />')
+        yield head
+        for n, case in enumerate(testcases):
+            ET.indent(case, level=_TESTCASE_DEPTH)
+            yield (between if n else "") + ET.tostring(case, encoding="unicode")
+    yield text

@@ -12,15 +12,17 @@ still differ in model or cases, or when one of them is all errors.
 
 from __future__ import annotations
 
+import json
+from array import array
 from typing import Any
 
 from promptlab.prompting.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.evaluation.evaluate import run_json
 from promptlab.models import PromptVersion
-from promptlab.store.records import Result, Run
+from promptlab.store.records import Run
 from promptlab.scorers.stats import mcnemar, paired_bootstrap
-from promptlab.store import Store
+from promptlab.store import Store, loads
 
 N_RESAMPLES = 10_000
 
@@ -68,7 +70,7 @@ def _pick(store: Store, project_id: int, prompt: PromptVersion, model: str | Non
     return max(runs, key=likeness)
 
 
-def warnings(run_a: Run, run_b: Run, res_a: dict, res_b: dict) -> list[str]:
+def warnings(run_a: Run, run_b: Run, all_errors: tuple[bool, bool]) -> list[str]:
     """What makes the comparison unlike with unlike: models, cases, runs that are all errors."""
     out = []
     if run_a.model != run_b.model:
@@ -78,98 +80,147 @@ def warnings(run_a: Run, run_b: Run, res_a: dict, res_b: dict) -> list[str]:
     if cases_a != cases_b:
         out.append(f"A and B were evaluated on different cases ({len(cases_a)} and {len(cases_b)}, "
                    f"{len(cases_a & cases_b)} shared): only the shared ones are compared")
-    for side, run, results in (("A", run_a, res_a), ("B", run_b, res_b)):
-        if results and all(r.error_kind is not None for r in results.values()):
+    for side, run, errors_only in (("A", run_a, all_errors[0]), ("B", run_b, all_errors[1])):
+        if errors_only:
             out.append(f"every result of {side} ({run.name}) is an error: its scores are 0 and say "
                        f"nothing about the prompt")
     return out
 
 
-def _value(result: Result, metric: str) -> float:
-    value = None if result.error_kind is not None else result.value(metric)
-    return 0.0 if value is None else float(value)
+def _values(scores: str | None, error_kind: str | None, names: list[str]) -> list[float]:
+    """A result's value on each metric: 0 for an error or a missing score."""
+    if error_kind is not None or not scores:
+        return [0.0] * len(names)
+    decoded = json.loads(scores)
+    return [float(v) if (v := (decoded.get(name) or {}).get("value")) is not None else 0.0 for name in names]
 
 
-def _metric_names(run: Run, results: list[Result]) -> list[str]:
+def _metric_names(store: Store, run: Run) -> list[str]:
+    """The run's metrics: its summary's, then any other its results were scored by, in the order
+    they first appear (by case, repeat and key)."""
     names = list(((run.summary or {}).get("metrics") or {}).keys())
-    for r in results:
-        names.extend(k for k in r.scores if k not in names)
+    rows = store.db.execute(
+        "select j.key from results r, json_each(r.scores) j where r.run_id = ? and json_valid(r.scores) "
+        "group by j.key order by min(printf('%020d %020d %020d', r.case_id, r.repeat, j.id))", [run.id])
+    names.extend(key for (key,) in rows if key not in names)
+    for (scores,) in store.db.execute("select scores from results where run_id = ? and not json_valid(scores)",
+                                      [run.id]):
+        names.extend(k for k in json.loads(scores) if k not in names)
     return names
 
 
-def _side(result: Result) -> dict:
-    return {"passed": result.passed, "output": result.output, "score": result.score,
-            "error": result.error or result.parse_error, "error_kind": result.error_kind}
+def _side(row: tuple) -> dict:
+    passed, output, score, error, parse_error, error_kind = row
+    return {"passed": bool(passed), "output": output, "score": score, "error": error or parse_error,
+            "error_kind": error_kind}
+
+
+_PAIRS = """select a.case_id, a.repeat, coalesce(a.passed, 0) != 0, coalesce(b.passed, 0) != 0,
+                   a.error_kind, b.error_kind, a.scores, b.scores
+            from results a join results b on b.run_id = ? and b.case_id = a.case_id and b.repeat = a.repeat
+            where a.run_id = ? order by a.case_id, a.repeat"""
 
 
 def compare_runs(store: Store, project_id: int, run_a: Run, run_b: Run, *,
                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """Everything `runs compare` shows, as plain data (B is compared against A)."""
+    """Everything `runs compare` shows, as plain data (B is compared against A). The pairs are
+    joined and read in SQL as a stream: what stays in memory is a number per pair and metric."""
     prompt_a, prompt_b = store.prompt_by_id(run_a.prompt_id), store.prompt_by_id(run_b.prompt_id)
-    res_a = {(r.case_id, r.repeat): r for r in store.results(run_a.id)}
-    res_b = {(r.case_id, r.repeat): r for r in store.results(run_b.id)}
-    keys = sorted(res_a.keys() & res_b.keys())
-    if not keys:
+    names_a, names_b = _metric_names(store, run_a), _metric_names(store, run_b)
+    shared = [n for n in names_a if n in names_b]
+    values_a, values_b = ([array("d") for _ in shared] for _ in range(2))
+    a_pass, b_pass = bytearray(), bytearray()
+    changes = _Changes()
+    for case_id, repeat, passed_a, passed_b, error_a, error_b, scores_a, scores_b in store.db.execute(
+            _PAIRS, [run_b.id, run_a.id]):
+        for column, value in zip(values_a, _values(scores_a, error_a, shared)):
+            column.append(value)
+        for column, value in zip(values_b, _values(scores_b, error_b, shared)):
+            column.append(value)
+        a_pass.append(passed_a)
+        b_pass.append(passed_b)
+        changes.add(case_id, repeat, bool(passed_a), bool(passed_b))
+    pairs = len(a_pass)
+    if not pairs:
         raise UsageError(f"runs '{run_a.name}' and '{run_b.name}' share no (case, repeat) results; "
                          f"compare runs evaluated on the same cases")
+    (n_a, errors_a), (n_b, errors_b) = (store.db.execute(
+        "select count(*), count(error_kind) from results where run_id = ?", [run.id]).fetchone()
+        for run in (run_a, run_b))
     notes = []
-    only_a, only_b = len(res_a) - len(keys), len(res_b) - len(keys)
+    only_a, only_b = n_a - pairs, n_b - pairs
     if only_a or only_b:
-        notes.append(f"{len(keys)} paired results; {only_a} only in A and {only_b} only in B are left out")
+        notes.append(f"{pairs} paired results; {only_a} only in A and {only_b} only in B are left out")
 
-    names_a = _metric_names(run_a, list(res_a.values()))
-    names_b = set(_metric_names(run_b, list(res_b.values())))
     metrics = {}
-    for name in (n for n in names_a if n in names_b):
-        a = [_value(res_a[k], name) for k in keys]
-        b = [_value(res_b[k], name) for k in keys]
+    for name, a, b in zip(shared, values_a, values_b):
         stats = paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed)
-        metrics[name] = {"a_mean": sum(a) / len(a), "b_mean": sum(b) / len(b), **stats, "n": len(keys)}
-    unmatched = [n for n in names_a if n not in names_b] + sorted(names_b - set(names_a))
+        metrics[name] = {"a_mean": sum(a) / len(a), "b_mean": sum(b) / len(b), **stats, "n": pairs}
+    names_b_set = set(names_b)
+    unmatched = [n for n in names_a if n not in names_b_set] + sorted(names_b_set - set(names_a))
     if unmatched:
         notes.append(f"metrics in only one run are not compared: {', '.join(unmatched)}")
 
-    a_pass = [res_a[k].passed for k in keys]
-    b_pass = [res_b[k].passed for k in keys]
-    regressed, fixed = _changed_cases(store, project_id, keys, res_a, res_b)
+    a_passes, b_passes = [bool(x) for x in a_pass], [bool(x) for x in b_pass]
+    regressed, fixed = changes.cases(store, project_id, run_a.id, run_b.id)
     return {
         "a": run_json(run_a, prompt_a) | {"id": run_a.id},
         "b": run_json(run_b, prompt_b) | {"id": run_b.id},
-        "pairs": len(keys), "only_a": only_a, "only_b": only_b,
+        "pairs": pairs, "only_a": only_a, "only_b": only_b,
         "metrics": metrics,
-        "pass": {"a_rate": sum(a_pass) / len(keys), "b_rate": sum(b_pass) / len(keys),
-                 "mcnemar": mcnemar(a_pass, b_pass)},
+        "pass": {"a_rate": sum(a_passes) / pairs, "b_rate": sum(b_passes) / pairs,
+                 "mcnemar": mcnemar(a_passes, b_passes)},
         "regressed": regressed, "fixed": fixed,
         "same_prompt": prompt_a.id == prompt_b.id,
         "prompt_diff": diff_text(prompt_a, prompt_b),
-        "warnings": warnings(run_a, run_b, res_a, res_b),
+        "warnings": warnings(run_a, run_b, (n_a > 0 and errors_a == n_a, n_b > 0 and errors_b == n_b)),
         "notes": notes,
     }
 
 
-def _changed_cases(store: Store, project_id: int, keys: list[tuple[int, int]], res_a: dict,
-                   res_b: dict) -> tuple[list[dict], list[dict]]:
-    """Cases whose pass share over their repeats fell (regressed) or rose (fixed) from A to B."""
-    by_case: dict[int, list[tuple[int, int]]] = {}
-    for key in keys:
-        by_case.setdefault(key[0], []).append(key)
-    changed = []
-    for case_id, case_keys in by_case.items():
-        a_share = sum(res_a[k].passed for k in case_keys) / len(case_keys)
-        b_share = sum(res_b[k].passed for k in case_keys) / len(case_keys)
+class _Changes:
+    """Cases whose pass share over their repeats fell (regressed) or rose (fixed) from A to B,
+    found as the pairs stream by in case order: one case's repeats are held at a time."""
+
+    def __init__(self) -> None:
+        self.changed: list[tuple[int, int, int, float, float]] = []  # case, repeat shown, repeats, shares
+        self._case: int | None = None
+        self._repeats: list[tuple[int, bool, bool]] = []
+
+    def add(self, case_id: int, repeat: int, passed_a: bool, passed_b: bool) -> None:
+        if case_id != self._case:
+            self._close()
+            self._case = case_id
+        self._repeats.append((repeat, passed_a, passed_b))
+
+    def _close(self) -> None:
+        if not self._repeats:
+            return
+        n = len(self._repeats)
+        a_share = sum(r[1] for r in self._repeats) / n
+        b_share = sum(r[2] for r in self._repeats) / n
         if a_share != b_share:
-            changed.append((case_id, case_keys, a_share, b_share))
-    cases = store.cases_by_id(project_id, (c[0] for c in changed))
-    regressed, fixed = [], []
-    for case_id, case_keys, a_share, b_share in changed:
-        worse = b_share < a_share
-        # show the repeat where the change is visible: A passed and B failed (or the reverse)
-        key = next((k for k in case_keys if res_a[k].passed == worse and res_b[k].passed != worse),
-                   case_keys[0])
-        case = cases.get(case_id)
-        entry = {"case_id": case_id, "repeat": key[1], "repeats": len(case_keys),
-                 "inputs": case.inputs if case else None, "expected": res_b[key].expected_of(case),
-                 "a_pass_share": a_share, "b_pass_share": b_share,
-                 "a": _side(res_a[key]), "b": _side(res_b[key])}
-        (regressed if worse else fixed).append(entry)
-    return regressed, fixed
+            worse = b_share < a_share
+            # show the repeat where the change is visible: A passed and B failed (or the reverse)
+            repeat = next((r for r, a, b in self._repeats if a == worse and b != worse), self._repeats[0][0])
+            self.changed.append((self._case, repeat, n, a_share, b_share))
+        self._repeats = []
+
+    def cases(self, store: Store, project_id: int, run_a: int, run_b: int) -> tuple[list[dict], list[dict]]:
+        """The regressed and the fixed cases, each with its inputs and both sides of the repeat shown."""
+        self._close()
+        cases = store.cases_by_id(project_id, (c[0] for c in self.changed))
+        regressed, fixed = [], []
+        for case_id, repeat, repeats, a_share, b_share in self.changed:
+            a, b = (store.db.execute(
+                "select passed, output, score, error, parse_error, error_kind, expected from results "
+                "where run_id = ? and case_id = ? and repeat = ?", [run, case_id, repeat]).fetchone()
+                for run in (run_a, run_b))
+            case = cases.get(case_id)
+            # the expected output B was scored against (kept with it), else its case's as it is now
+            expected = loads(b[6]) if b[6] is not None else case.expected if case else None
+            entry = {"case_id": case_id, "repeat": repeat, "repeats": repeats,
+                     "inputs": case.inputs if case else None, "expected": expected,
+                     "a_pass_share": a_share, "b_pass_share": b_share, "a": _side(a[:6]), "b": _side(b[:6])}
+            (regressed if b_share < a_share else fixed).append(entry)
+        return regressed, fixed

@@ -864,12 +864,13 @@ def _case(row: dict) -> Case:
 
 def _run(row: dict) -> Run:
     return Run(**{**row, "params": loads(row["params"], {}), "metrics": loads(row["metrics"], []),
-                  "case_ids": loads(row["case_ids"], []), "summary": loads(row["summary"])})
+                  "case_ids": loads(row["case_ids"], []), "summary": loads(row["summary"]),
+                  "role_usage": loads(row.get("role_usage"))})
 
 
 def _result(row: dict) -> Result:
     return Result(**{**row, "parsed": loads(row["parsed"]), "expected": loads(row.get("expected")),
-                     "passed": bool(row["passed"]),
+                     "passed": bool(row["passed"]), "lenient": tuple(loads(row.get("lenient"), [])),
                      "scores": {name: Score(s["value"], bool(s["passed"]), s.get("detail") or {})
                                 for name, s in loads(row["scores"], {}).items()},
                      "prompt_tokens": row["prompt_tokens"] or 0,

@@ -75,23 +75,35 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
             raise NotFoundError(f"no run with id {request.path_params['rid']}") from None
 
     def run(request: Request, store: Store) -> Response:
+        """A run's overview and a page of its results: those with the status and the text asked
+        for (chosen in SQL), PAGE_SIZE at a time."""
         from promptlab.reports.facts import run_facts
+        from promptlab.reports.results import ResultRows
 
         run = _run(store, request)
         facts = redact_all(run_facts(store, run.project_id, run))
+        q = request.query_params
+        status = q.get("status") if q.get("status") in queries.RESULT_STATUSES else ""
+        search = q.get("q", "").strip()
+        matching = ResultRows(store, run.project_id, run.id, status=status, search=search)
+        pages = max(1, -(-len(matching) // queries.PAGE_SIZE))
+        number = min(pages, max(1, int(q["page"]) if q.get("page", "").isdigit() else 1))
+        start = (number - 1) * queries.PAGE_SIZE
         return page("run.html", title=run.name, facts=facts, run=run,
-                    project=queries.project(store, run.project_id), progress=queries.progress(store, run))
+                    project=queries.project(store, run.project_id), progress=queries.progress(store, run),
+                    shown=matching[start:start + queries.PAGE_SIZE], matching=len(matching),
+                    paging={"status": status, "q": search, "page": number, "pages": pages, "first": start + 1,
+                            "paged": pages > 1 or bool(status or search)})
 
     def result(request: Request, store: Store) -> Response:
         """One result with the messages its prompt version sends for its case (rendered again, sandboxed)."""
         from promptlab.prompting.conversation import text_of
         from promptlab.prompting.render import render_messages
-        from promptlab.reports.facts import run_facts
+        from promptlab.reports.results import one_result
 
         run = _run(store, request)
         key = (request.path_params["case_id"], request.path_params["repeat"])
-        facts = run_facts(store, run.project_id, run)
-        found = next((r for r in facts["results"] if (r["case_id"], r["repeat"]) == key), None)
+        found = one_result(store, run.project_id, run.id, *key)
         if found is None:
             raise NotFoundError(f"run {run.name} has no result for case {key[0]}, repeat {key[1]}")
         prompt = store.prompt_by_id(run.prompt_id)
@@ -100,7 +112,7 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
             prompt.content, store.prompt_signature(prompt), case.inputs if case else found["inputs"] or {})]
         return page("result.html", title=f"{run.name} · case {key[0]}", run=run,
                     project=queries.project(store, run.project_id), prompt=prompt.ref,
-                    result=redact_all(found), messages=redact_all(messages))
+                    result=found, messages=redact_all(messages))
 
     def progress(request: Request, store: Store) -> Response:
         return JSONResponse(queries.progress(store, _run(store, request)))

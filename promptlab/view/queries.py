@@ -21,6 +21,8 @@ from promptlab.store import BUSY_TIMEOUT_MS, Database, Store
 
 RATE_WINDOW_S = 10.0  # calls/s is measured over the results stored in the last few seconds
 RUN_SORTS = ("created", "name", "score", "n", "errors", "status")
+PAGE_SIZE = 100  # results on a run's page
+RESULT_STATUSES = ("pass", "fail", "error")
 
 
 @contextlib.contextmanager

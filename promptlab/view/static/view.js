@@ -1,7 +1,8 @@
 // promptlab view: the only script its pages run (the Content-Security-Policy allows no other).
-// It filters a run's results, and keeps a running run's counters and a running optimization's
-// chart current by asking the viewer's own JSON endpoints every second. It writes text with
-// textContent; the chart's markup comes escaped from the server.
+// It filters a run's results (a page in the browser, more than a page through the server), and
+// keeps a running run's counters and a running optimization's chart current by asking the viewer's
+// own JSON endpoints every second. It writes text with textContent; the chart's markup comes
+// escaped from the server.
 (function () {
   "use strict";
   var POLL_MS = 1000;
@@ -22,7 +23,12 @@
   }
 
   var search = document.getElementById("search"), status = document.getElementById("status-filter");
-  if (search && status) {
+  var results = document.getElementById("result-filter");
+  if (results && results.getAttribute("data-paged") === "1") {
+    // more results than a page: the server filters (the text on Enter, the status as it changes)
+    status.addEventListener("change", function () { results.submit(); });
+  } else if (search && status) {
+    results.addEventListener("submit", function (e) { e.preventDefault(); });
     var items = document.querySelectorAll("#results .case");
     var filter = function () {
       var text = search.value.toLowerCase(), kind = status.value, shown = 0;
