@@ -44,7 +44,9 @@ SAMPLING_PARAMS = frozenset({
 
 
 # what a call carries besides: a version's own tools and tool_choice (prompting.tools.request_params)
-CALL_FIELDS = frozenset({"tools", "tool_choice"})
+# and, for vLLM, structured decoding's guided fields (prompting.structured.with_decoding): both are
+# built from the version's checked content, never taken from its params
+CALL_FIELDS = frozenset({"tools", "tool_choice", "extra_body"})
 
 
 def check_params(params: dict[str, Any], where: str, also: frozenset[str] = frozenset()) -> None:
@@ -89,6 +91,8 @@ class ModelConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True  # an OpenAI-compatible api_base is called directly, not through litellm
+    # how a structured prompt constrains this model's decoding (prompting.structured); None: by route
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
     @field_validator("api_base")
     @classmethod

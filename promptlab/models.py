@@ -258,19 +258,28 @@ class PromptContent(BaseModel):
     demo_selector: DemoSelector | None = None  # per-input demos (then no fixed demos)
     tools: tuple[dict[str, Any], ...] = ()  # OpenAI function-tool specs the model may call
     tool_choice: str | dict[str, Any] | None = None  # auto, none, required or one named tool
+    # the signature drives the decoder (prompting.structured): a JSON schema, grammar or choice list
+    structured: bool = False
+    # a model that cannot constrain its decoding is called unconstrained (the run says so)
+    # instead of refused
+    structured_fallback: bool = False
 
     @model_validator(mode="after")
     def _demos_or_selector(self) -> "PromptContent":
         if self.demo_selector is not None and self.demos:
             raise ValueError("a prompt carries fixed demos or a demo_selector, not both")
         check_tools(self.tools, self.tool_choice)
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
         return self
 
     def as_json(self) -> dict[str, Any]:
         """The content as JSON data; tools and tool_choice only when set, so a version without them
         hashes and prints as it always did."""
         data = self.model_dump(mode="json")
-        for key, default in (("tools", []), ("tool_choice", None)):
+        for key, default in (("tools", []), ("tool_choice", None), ("structured", False),
+                             ("structured_fallback", False)):
             if data[key] == default:
                 del data[key]
         return data

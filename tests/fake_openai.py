@@ -15,6 +15,8 @@ answers every request by the chat rules once it completes (knobs batch_*).
 Tools: `tool_rules` make a reply call a tool the request offers (OpenAI's tool_calls shape);
 `strict_requests` (on) answers 400, as OpenAI does, to malformed content parts (text and
 image_url, with https or base64 data: URLs), tools and tool_choice.
+Structured outputs are enforced as a server would: a reply under a `json_schema`
+response_format is a JSON object, under vLLM's choice lists one of the choices.
 
 From Python use ``start_server(...)`` (context manager) which returns a
 stdlib-only ``FakeLLM`` client; tests get one via the ``fake_llm`` fixture.
@@ -247,6 +249,35 @@ def chat_reply(b: dict[str, Any], joined: str, last_user: str, temperature: Any 
     return last_user if b["echo"] else b["default_reply"]
 
 
+DECODING_KEYS = ("response_format", "structured_outputs", "guided_choice", "guided_json")
+
+
+def constrained(reply: str, body: dict[str, Any]) -> str:
+    """The reply as a server that enforces the request's structured output would give it: one of
+    vLLM's choices (`structured_outputs.choice`, `guided_choice`), or, under a `json_schema`
+    response_format, a JSON object (a bare reply becomes its first property). A reply outside the
+    choices becomes the first choice it contains; one that names none stays as it is (the fake
+    has no model to pick a choice with)."""
+    choices = (body.get("structured_outputs") or {}).get("choice") or body.get("guided_choice")
+    if choices:
+        return _one_of(reply, choices)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") != "json_schema":
+        return reply
+    try:
+        if isinstance(json.loads(reply), dict):
+            return reply
+    except ValueError:
+        pass
+    props = (fmt.get("json_schema") or {}).get("schema", {}).get("properties") or {"output": {}}
+    name, schema = next(iter(props.items()))
+    return json.dumps({name: _one_of(reply, schema["enum"]) if schema.get("enum") else reply})
+
+
+def _one_of(reply: str, choices: list[str]) -> str:
+    return reply if reply in choices else next((c for c in choices if c in reply), reply)
+
+
 def chat_texts(msgs: list[Any]) -> tuple[list[str], str]:
     """Every message's text, and the last user message's."""
     texts = [_text(m.get("content")) for m in msgs if isinstance(m, dict)]
@@ -384,7 +415,8 @@ def make_app(state: State):
 
         if kind == "chat":
             msgs = body.get("messages") or []
-            ck = content_key(msgs)
+            decoding = {k: body[k] for k in DECODING_KEYS if k in body}
+            ck = content_key({"messages": msgs, **decoding} if decoding else msgs)  # a distinct request
             texts, last_user = chat_texts(msgs)
         else:
             inp = body.get("input", "")
@@ -445,7 +477,7 @@ def make_app(state: State):
         if b["flip_rate"] > 0 and _draw(b["seed"], ck, "flip", s.by_content[ck]) < b["flip_rate"]:
             others = [c for c in b["flip_choices"] if c != reply]
             reply = others[int(_draw(b["seed"], ck, "to", s.by_content[ck]) * len(others))] if others else reply
-        return jresp(completion_body(b, ck, model, texts, reply, tool_call(b, body, last_user)))
+        return jresp(completion_body(b, ck, model, texts, constrained(reply, body), tool_call(b, body, last_user)))
 
     async def raw_reply(request, spec: dict[str, Any], auth: str):
         """A body sent as is, chunk by chunk: huge, never-ending or trickling replies."""
@@ -596,7 +628,7 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        chat_reply(b, joined, last_user, req.get("temperature")),
+                                        constrained(chat_reply(b, joined, last_user, req.get("temperature")), req),
                                         tool_call(b, req, last_user))}}
             raw = next((t for sub, t in b["batch_raw_line_if_contains"].items() if sub in joined), None)
             if raw is not None:

@@ -126,7 +126,7 @@ def test_missing_extra_error_names_the_install_command(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(lp.LocalExtraMissingError, match=r"pip install -e '\.\[local\]'"):
-        lp._import_llama()
+        lp.import_llama()
 
 
 # --------------------------------------------------------------------------- real model calls

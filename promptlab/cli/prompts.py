@@ -40,6 +40,12 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
                  "parameters}}) the model may call.")] = None,
         tool_choice: Annotated[Optional[str], typer.Option(
             help="auto, none, required, or the name of one of the tools (it must call that one).")] = None,
+        structured: Annotated[bool, typer.Option(
+            "--structured", help="Decode replies to the signature's schema (response_format, a grammar "
+                                 "on the embedded model).")] = False,
+        structured_fallback: Annotated[bool, typer.Option(
+            "--structured-fallback", help="With --structured: call a model that cannot constrain its "
+                                          "decoding unconstrained instead of refusing it.")] = False,
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
     """Add a prompt version (identical content returns the existing version).
 
@@ -51,6 +57,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
       promptlab prompt add sms --template $'SMS: {{ text }}\\nLabel:'   (a line break, in bash/zsh)
       promptlab prompt add weather --signature weather --template "{{ question }}" --tools-file tools.yaml
+      promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}" --structured
     """
     from pydantic import ValidationError
 
@@ -69,7 +76,8 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         "type": "function", "function": {"name": tool_choice}}
     try:
         content = PromptContent(system=system, template=template, demos=demos,
-                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice)
+                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice,
+                                structured=structured, structured_fallback=structured_fallback)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = f"field '{'.'.join(map(str, err['loc']))}': " if err["loc"] else ""  # tools: the whole version
@@ -312,7 +320,7 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     check_capabilities(config, loaded.version.content, loaded.signature)
     gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
     try:
-        reply = asyncio.run(gateway.complete(config, messages, loaded.params, use_cache=False))
+        reply = asyncio.run(gateway.complete(config, messages, loaded.params_for(config), use_cache=False))
     except CallError as exc:  # its message is already redacted
         raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
     try:

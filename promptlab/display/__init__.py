@@ -55,6 +55,9 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
         for line in run_notes(r):  # one line each, however long: grep finds it in a CI log
             console.print(safe(f"  {r['name']}: {line}"), highlight=False, soft_wrap=True)
+        if r.get("decoding") is not None:  # runs summarised before it was reported have none
+            console.print(safe(f"  {r['name']}: {decoding_text(r['decoding'])}, "
+                               f"{r.get('parse_failures') or 0} parse failures"), highlight=False)
         if base := r.get("constant_baseline"):
             console.print(safe(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
@@ -62,6 +65,15 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
             err.print(safe(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
+
+
+def decoding_text(decoding: dict) -> str:
+    """How a run's replies were decoded, in words."""
+    if not decoding.get("structured"):
+        return "decoding unconstrained"
+    if decoding.get("constrained"):
+        return f"decoding constrained to the signature ({decoding['mechanism']})"
+    return f"decoding unconstrained: {decoding.get('note') or 'the model cannot constrain it'}"
 
 
 def print_gates(gates: list, console: Console = out) -> None:

@@ -21,8 +21,10 @@ from promptlab.config import AUTO, Concurrency, ModelConfig, Settings, check_par
 from promptlab.errors import ProviderError, StorageError, UsageError
 from promptlab.hints import command
 from promptlab.store.lease import HEARTBEAT_S
-from promptlab.providers.gateway import AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_capabilities, check_credentials
+from promptlab.providers.gateway import (AUTO_CEILING, PROVIDER_FAILURES, CallError, Gateway, check_capabilities,
+                                         check_credentials, structured_mode)
 from promptlab.models import Case, PromptVersion, Signature
+from promptlab.prompting.structured import Decoding, decoding, with_decoding
 from promptlab.prompting.tools import request_params
 from promptlab.store.records import Run
 from promptlab.prompting.render import RenderError, check_cases, check_prompt, demo_text, render_messages
@@ -142,6 +144,7 @@ class RunPlan:
     done_before: int = 0  # results it held when this process took it up
     demo_pool: tuple[Case, ...] = ()  # the cases the prompt's demo selector picks from (pending_jobs)
     demo_vectors: dict[str, list[float]] | None = None  # its texts' embeddings (embed_demo_texts)
+    decoding: Decoding = Decoding()  # how its replies are constrained (`call_params`)
 
     @property
     def label(self) -> str:
@@ -232,16 +235,31 @@ def plan_run(store: Store, project_id: int, prompt: PromptVersion, model: ModelC
         raise UsageError(f"{where}: --repeat must be at least 1")
     check_credentials(model)  # a missing key is bad input, found before any call
     check_capabilities(model, prompt.content, signature)
+    decoded = run_decoding(prompt, signature, model)  # a model that cannot constrain it: bad input too
     name = name or auto_run_name(store, project_id, prompt, model)
     params = {**prompt.content.params, **(params or {})}
     check_params(params, where)
+    call_params(prompt, params, decoded)  # a clash between its params and its decoding: bad input
     run_id = store.create_run(
         project_id, name, prompt, model=model.alias or model.model, model_name=model.model,
         api_base=model.api_base, params=params, metrics=[m.spec for m in metrics],
         case_ids=[c.id for c in cases], repeat=repeat, concurrency=concurrency,
         optimization_id=optimization_id, use_cache=int(use_cache), active_s=0.0)
     return RunPlan(run_id, name, project_id, prompt, signature, model, cases, repeat, metrics, params,
-                   concurrency, use_cache)
+                   concurrency, use_cache, decoding=decoded)
+
+
+def run_decoding(prompt: PromptVersion, signature: Signature | None, model: ModelConfig) -> Decoding:
+    """How a run of `prompt` on `model` constrains its replies (UsageError when it cannot and the
+    version allows no fallback); the model's mechanism is looked up only for a structured version."""
+    mode = structured_mode(model) if prompt.content.structured else None
+    return decoding(prompt.content, signature, mode, model=model.alias or model.model, ref=prompt.ref)
+
+
+def call_params(prompt: PromptVersion, params: dict, decoded: Decoding) -> dict:
+    """What each request of a run sends beside its messages: the run's params, the version's tools
+    and its structured decoding (in the model's mechanism)."""
+    return with_decoding(request_params(prompt.content, params), decoded, f"prompt '{prompt.ref}'")
 
 
 def resume_plan(store: Store, settings: Settings, project_id: int, name: str) -> RunPlan:
@@ -264,10 +282,12 @@ def resume_plan(store: Store, settings: Settings, project_id: int, name: str) ->
     check_code_execution(store, project_id, prompt.project, metrics)
     check_credentials(model)
     check_capabilities(model, prompt.content, signature)
+    decoded = run_decoding(prompt, signature, model)
     store.claim("runs", run.id, f"run '{name}'", error=None)
     store.drop_results(run.id, error_kinds=PROVIDER_FAILURES)  # asked again: the provider, not the prompt, failed
     return RunPlan(run.id, name, project_id, prompt, signature, model, cases, run.repeat,
-                   metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache))
+                   metrics, run.params, run.concurrency or 1, run.use_cache is None or bool(run.use_cache),
+                   decoding=decoded)
 
 
 def pending_jobs(store: Store, plans: list[RunPlan]) -> tuple[Iterator[Job], tuple[RunTotal, ...]]:
@@ -294,7 +314,7 @@ def job(plan: RunPlan, case: Case, repeat: int) -> Job:
                                           resolve=lambda ids: plan.demo_pool, vectors=plan.demo_vectors), None
     except RenderError as exc:
         messages, error = [], str(exc)
-    return Job(plan.run_id, case, repeat, messages, plan.model, request_params(plan.prompt.content, plan.params),
+    return Job(plan.run_id, case, repeat, messages, plan.model, call_params(plan.prompt, plan.params, plan.decoding),
                plan.signature, plan.metrics, render_error=error)
 
 
@@ -478,6 +498,9 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
         "repeats": repeat_figures(results),
         "lenient": lenient_figures(results),
         "mode": run.mode,
+        # replies that did not fit the signature (scored, not errors), and how decoding was constrained
+        "parse_failures": sum(1 for r in scored if r.parse_error),
+        "decoding": plan.decoding.as_json(),
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
                    "per_call": round((prompt_tokens + completion_tokens) / len(results), 1) if results else 0},
         **costs,
@@ -503,6 +526,8 @@ def run_json(run: Run, prompt: PromptVersion) -> dict:
             "model": run.model, "status": run.status, "mode": run.mode or summary.get("mode"),
             "n": summary.get("n", 0), "errors": summary.get("errors", 0),
             "error_kinds": summary.get("error_kinds") or {}, "top_errors": summary.get("top_errors") or [],
+            # runs summarised before decoding was reported print as they always did
+            **{k: summary[k] for k in ("parse_failures", "decoding") if k in summary},
             "scores": {k: v.get("mean") for k, v in metrics.items()},
             "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
             "pass_rate": summary.get("pass_rate"),

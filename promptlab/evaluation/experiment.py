@@ -20,6 +20,8 @@ from promptlab.errors import UsageError
 from promptlab.evaluation.evaluate import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_tools
 from promptlab.prompting import images
+from promptlab.prompting.structured import decoding
+from promptlab.providers.gateway import structured_mode
 from promptlab.scorers import MetricContext
 from promptlab.prompting.render import check_prompt
 from promptlab.store import Store
@@ -49,11 +51,16 @@ class PromptSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     tools: list[dict[str, Any]] = Field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None
+    structured: bool = False           # the signature drives the decoder (prompting.structured)
+    structured_fallback: bool = False  # a model that cannot: called unconstrained, not refused
     message: str = ""
 
     @model_validator(mode="after")
-    def _tools(self) -> "PromptSpec":
+    def _tools_and_decoding(self) -> "PromptSpec":
         check_tools(tuple(self.tools), self.tool_choice)
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
         return self
 
     def content(self, pool: tuple[int, ...] | None = None) -> PromptContent:
@@ -64,7 +71,8 @@ class PromptSpec(BaseModel):
             selector = DemoSelector(**self.demo_selector.model_dump(exclude={"pool"}), pool=pool)
         return PromptContent(system=self.system, template=self.template, demos=tuple(self.demos),
                              demo_selector=selector, params=self.params, tools=tuple(self.tools),
-                             tool_choice=self.tool_choice)
+                             tool_choice=self.tool_choice, structured=self.structured,
+                             structured_fallback=self.structured_fallback)
 
 
 class InlineModel(BaseModel):
@@ -79,6 +87,7 @@ class InlineModel(BaseModel):
     timeout: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
 
 class CasesFile(BaseModel):
@@ -194,6 +203,11 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
             _check_selector(prompt.demo_selector, cases, settings, f"{path}: prompts[{i}].demo_selector")
     models = [_model(m, settings, f"{path}: models[{i}]")
               for i, m in enumerate(spec.models or [settings.defaults.model])]
+    for i, prompt in enumerate(spec.prompts):  # a model that cannot decode to the schema: before any call
+        if prompt.structured:
+            for model in models:
+                decoding(prompt.content(), spec.signature, structured_mode(model),
+                         model=model.alias or model.model, ref=f"{path}: prompts[{i}] '{prompt.name}'")
     context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, cases, context)

@@ -7,7 +7,8 @@
    traces and the rest labeled train cases, label-balanced and shuffled (or,
    with `knn_rate`, the k train cases nearest to each input); some
    state the output format, and every `rewrite_every`-th one gets an
-   instruction written by the proposer from the teacher's train failures.
+   instruction written by the proposer from the teacher's train failures. They
+   decode as the search's start does (structured or not, whichever won on val).
 3. Stop when the candidates run out, the budget does, or `patience` candidates
    in a row bring no gain.
 """
@@ -81,6 +82,9 @@ class Bootstrap(SearchStrategy):
 
         k = self.knobs
         base = search.base
+        root = base.content  # what candidates are made from: decoded as the start is (it won on val)
+        if search.start.content.structured != root.structured:
+            root = ops.toggle_structured(root)
         labeled = demo_pool(search)
         await search.evaluate([base], "val")
         plateau = Plateau(k.patience, k.min_gain)
@@ -98,10 +102,10 @@ class Bootstrap(SearchStrategy):
             search.next_iteration()
             size = rng.randint(min(k.min_demos, k.max_demos), k.max_demos)
             demos, n_boot = demo_set(passing, labeled, size, k.bootstrapped_share, rng)
-            content = ops.with_demos(base.content, demos)
+            content = ops.with_demos(root, demos)
             operator, note = "bootstrap", f"{n_boot} bootstrapped + {len(demos) - n_boot} labeled demos"
             if rng.random() < k.knn_rate:
-                content = ops.with_knn(base.content, [c.id for c in problem.train], max(1, size),
+                content = ops.with_knn(root, [c.id for c in problem.train], max(1, size),
                                        rng.random() < 0.5, k.embedding_model)
                 operator, note = "knn", f"the {size} nearest train cases as demos"
             if k.rewrite_every and i % k.rewrite_every == k.rewrite_every - 1:

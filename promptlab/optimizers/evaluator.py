@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
 from promptlab.hints import command
-from promptlab.evaluation.evaluate import RunPlan, build_metrics, execute, finish, metric_context, plan_run
+from promptlab.evaluation.evaluate import (RunPlan, build_metrics, execute, finish, metric_context, plan_run,
+                                           run_decoding)
 from promptlab.providers.gateway import PROVIDER_FAILURES, CallError
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.operators import inputs_key
@@ -269,7 +270,9 @@ class Evaluator:
                 self.store.claim("runs", run.id, f"run '{run_name}'", error=None)
                 plan = RunPlan(run.id, run_name, project_id, cand.prompt, self.problem.signature,
                                self.problem.task_model, cases, samples, self.metrics,
-                               {**cand.prompt.content.params})
+                               {**cand.prompt.content.params},
+                               decoding=run_decoding(cand.prompt, self.problem.signature,
+                                                     self.problem.task_model))
             else:
                 with self.store.db.atomic():
                     plan = plan_run(self.store, project_id, cand.prompt, self.problem.task_model,

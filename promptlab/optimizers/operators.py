@@ -6,7 +6,7 @@ selector over train: fixed vs kNN, k, balance), GrIPS-style phrase edits of
 the instruction (delete, swap, add a phrase), stating the output format from
 the signature (e.g. the enum's choices), verbalizer edits for a classifier
 (the label set, in another order, or each label described by a short train
-example), and crossover of two parents' demos.
+example), structured decoding switched on or off, and crossover of two parents' demos.
 
 Model-written edits are meta-prompts for the proposer model (rewrite the
 instruction from failures, paraphrase, combine two instructions) and the
@@ -53,6 +53,12 @@ def with_demos(content: PromptContent, demos: Sequence[Demo]) -> PromptContent:
     if demos:
         update["demo_selector"] = None
     return content.model_copy(update=update)
+
+
+def toggle_structured(content: PromptContent) -> PromptContent:
+    """Structured decoding switched: on, replies are decoded to the signature's schema (a grammar,
+    a JSON schema, a choice list: prompting.structured); off, the model writes free text."""
+    return content.model_copy(update={"structured": not content.structured, "structured_fallback": False})
 
 
 def with_knn(content: PromptContent, pool: Sequence[int], k: int, balance: bool,

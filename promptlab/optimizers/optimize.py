@@ -161,6 +161,7 @@ async def _run(store: Store, settings: Settings, project_id: int, opt_id: int,
         try:  # the base and naive k-shot compete on the same val cases as every candidate
             await search.evaluate([search.base], "val")
             await search.add_naive(rng)
+            await search.add_decoded()
         except BudgetExhausted:
             pass  # the strategy meets the same limit at its first step
         result = await strategy.optimize(problem, search, rng)

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from promptlab.providers.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
 from promptlab.hints import command
-from promptlab.providers.gateway import CallError
+from promptlab.providers.gateway import CallError, structured_mode
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem, Spent
 from promptlab.optimizers.evaluator import UNSENT, Candidate, Evaluator
@@ -87,6 +88,7 @@ class Search:
         self.latest: list[tuple[str, str, float | None, float | None]] = []
         self.base = self._register(problem.base, "base", parent=None)
         self.naive: Candidate | None = None  # the naive k-shot baseline (see `add_naive`)
+        self.decoded: Candidate | None = None  # the start with structured decoding switched (`add_decoded`)
 
     # ---- where the search starts ------------------------------------------------------
     async def add_naive(self, rng: random.Random) -> None:
@@ -107,14 +109,36 @@ class Search:
         if self.naive is not None:
             await self.evaluate([self.naive], "val")
 
+    async def add_decoded(self) -> None:
+        """The better of the base and naive k-shot with structured decoding switched (on: replies
+        decoded to the signature's schema), scored on val, when the task model can decode so: a
+        start that wins only by how replies are decoded is where every strategy then searches from."""
+        from promptlab.optimizers import operators as ops
+
+        start = self.start
+        if (start.mean(self.problem.val) or 0.0) >= 1.0 or not (start.content.structured or self.can_structure):
+            return  # nothing to gain, or no way to decode
+        self.decoded = self.candidate(ops.toggle_structured(start.content), start, "structured",
+                                      "structured decoding " + ("off" if start.content.structured else "on"))
+        if self.decoded is not None:
+            await self.evaluate([self.decoded], "val")
+
+    @functools.cached_property
+    def can_structure(self) -> bool:
+        """Whether the task model can decode replies to the signature's schema (the structured edit)."""
+        return self.problem.signature is not None and structured_mode(self.problem.task_model) != "none"
+
     @property
     def start(self) -> Candidate:
-        """The better on val of the base and the naive k-shot version (the base on a tie)."""
-        base_val = self.base.mean(self.problem.val)
-        naive_val = self.naive.mean(self.problem.val) if self.naive is not None else None
-        if naive_val is not None and (base_val is None or naive_val > base_val):
-            return self.naive
-        return self.base
+        """The best on val of the base, the naive k-shot version and the better of those two with
+        structured decoding switched (the earlier on a tie)."""
+        best = self.base
+        for other in (self.naive, self.decoded):
+            other_val = other.mean(self.problem.val) if other is not None else None
+            if other_val is not None and (best.mean(self.problem.val) is None
+                                          or other_val > best.mean(self.problem.val)):
+                best = other
+        return best
 
     # ---- candidates -----------------------------------------------------------
     def _register(self, prompt: PromptVersion, operator: str, parent: Candidate | None) -> Candidate:

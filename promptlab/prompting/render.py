@@ -92,7 +92,11 @@ def _compile(template: str, where: str) -> tuple[jinja2.Template, frozenset[str]
 
 def check_prompt(content: PromptContent, signature: Signature | None, where: str = "prompt") -> None:
     """Fail before any call if a template reaches beyond its inputs (a variable the signature
-    lacks, a private attribute, a jinja2 global) or a demo does not fit the signature."""
+    lacks, a private attribute, a jinja2 global) or a demo does not fit the signature, or it is
+    structured with no signature to build the schema from."""
+    if content.structured and signature is None:
+        raise UsageError(f"{where}: structured decoding needs a signature (the schema is built from its "
+                         f"outputs); give the prompt a signature or drop structured")
     for field in ("template", "system"):
         variables = _compile(getattr(content, field), f"{where}.{field}")[1]
         if signature is not None:

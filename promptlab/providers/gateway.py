@@ -293,6 +293,28 @@ def check_capabilities(model: ModelConfig, content: PromptContent, signature: Si
                          f"or vision model alias)")
 
 
+def structured_mode(model: ModelConfig) -> str:
+    """How this model constrains its decoding to a schema (a mechanism of prompting.structured):
+    its `structured_outputs`, else by route — the embedded model's grammar, vLLM's choice lists,
+    `response_format` for an OpenAI-compatible endpoint or a provider whose LiteLLM adapter takes it
+    (Anthropic through tool use, Gemini's response schema…), "none" for the rest."""
+    if model.structured_outputs:
+        return model.structured_outputs
+    if model.route == "local":
+        return "grammar"
+    if model.route == "hosted_vllm":
+        return "vllm"
+    if model.route == "openai" and model.api_base:
+        return "response_format"
+    lib = litellm()
+    try:
+        name, provider, _, _ = lib.get_llm_provider(model.model)
+        supported = lib.get_supported_openai_params(model=name, custom_llm_provider=provider) or []
+    except Exception:  # litellm does not know the provider: then it cannot say it takes a schema
+        return "none"
+    return "response_format" if "response_format" in supported else "none"
+
+
 def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
     body = {"kind": kind, "route": model.route, "api_base": model.api_base or "",
             "model": model.model, **payload}

@@ -62,8 +62,16 @@ label (short, at most four words); plus whatever ``stop`` the caller passes.
 
 Parameters honoured: ``temperature`` (default 0 = greedy), ``max_tokens`` /
 ``max_completion_tokens`` (default 64), ``stop`` (merged with the defaults),
-``seed`` (default 0), ``top_p``, ``top_k``. Usage (prompt/completion tokens)
-comes from llama.cpp.
+``seed`` (default 0), ``top_p``, ``top_k``, ``response_format`` (a grammar, see
+``local_grammar.grammar_for``). Usage (prompt/completion tokens) comes from llama.cpp.
+
+Structured outputs
+------------------
+A ``response_format`` of type ``json_schema`` becomes a llama.cpp grammar, so the
+model can only write what the schema allows: an object whose single property is
+an enum as its bare choices (`` positive`` or ``negative``: few-shot demos are
+written that way), anything else as JSON (``LlamaGrammar.from_json_schema``) whose
+strings are capped by ``maxLength`` so that the object closes within ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -255,7 +263,7 @@ def recent_log() -> str:
     return " | ".join(line.strip() for line in _RECENT_LOG)
 
 
-def _import_llama() -> Any:
+def import_llama() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:
@@ -380,7 +388,7 @@ def get_llama(path: str, kind: str = "generate") -> Any:
     llm = _MODELS.get(key)
     if llm is not None:
         return llm
-    llama_cpp = _import_llama()
+    llama_cpp = import_llama()
     with _LOAD_LOCK:
         llm = _MODELS.get(key)
         if llm is None:
@@ -461,6 +469,11 @@ def _sampling(optional_params: dict[str, Any], extra_stops: list[str]) -> dict[s
         kwargs["top_p"] = float(p["top_p"])
     if p.get("top_k") is not None:
         kwargs["top_k"] = int(p["top_k"])
+    from promptlab.providers.local_grammar import grammar_for
+
+    grammar = grammar_for(p.get("response_format"), kwargs["max_tokens"])
+    if grammar is not None:
+        kwargs["grammar"] = grammar
     return kwargs
 
 

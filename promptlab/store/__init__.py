@@ -301,6 +301,7 @@ class Store:
             "demo_selector": dumps(data["demo_selector"]) if content.demo_selector else None,
             "tools": dumps(data["tools"]) if content.tools else None,
             "tool_choice": dumps(data["tool_choice"]) if content.tool_choice is not None else None,
+            "structured": int(content.structured), "structured_fallback": int(content.structured_fallback),
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
             "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
@@ -407,7 +408,9 @@ class Store:
                                 params=loads(row["params"], {}),
                                 demo_selector=loads(row.get("demo_selector"), None),
                                 tools=tuple(loads(row.get("tools"), [])),
-                                tool_choice=loads(row.get("tool_choice"), None))
+                                tool_choice=loads(row.get("tool_choice"), None),
+                                structured=bool(row.get("structured")),
+                                structured_fallback=bool(row.get("structured_fallback")))
         return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
                              content=content, content_hash=row["content_hash"],
                              signature=sig and sig["name"], signature_id=sig and sig["id"],

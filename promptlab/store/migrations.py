@@ -215,3 +215,11 @@ def m015_lenient_parses_and_role_usage(db: Database) -> None:
     run's tokens, cost and requests by role (judge, embedding) summed over its sessions (JSON)."""
     db["results"].add_column("lenient", str)
     db["runs"].add_column("role_usage", str)
+
+
+@migrations()
+def m016_prompt_structured(db: Database) -> None:
+    """A prompt version may decode its replies to its signature's schema (`structured`), and may
+    allow a model that cannot to be called unconstrained (`structured_fallback`)."""
+    db["prompts"].add_column("structured", int, not_null_default=0)
+    db["prompts"].add_column("structured_fallback", int, not_null_default=0)
