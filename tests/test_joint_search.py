@@ -110,7 +110,8 @@ def test_mipro_lifts_the_base_within_budget_with_lineage(workspace):
     assert report["improved"] is True
     assert report["spent"]["calls"] + report["spent"]["test_calls"] <= 300
     assert chat_calls(ws) == report["spent"]["provider_calls"] <= 300
-    made = ws.rows("select parent_id, message from prompts where made_by = 'optimize:mi'")
+    made = ws.rows("select parent_id, message from prompts where made_by = 'optimize:mi' "
+                   "and message like 'mipro:%'")  # the baselines (naive, structured on/off) aside
     assert made and all(parent == report["base"]["prompt_id"] for parent, _ in made)
     history = _history(ws, "mi")
     space = next(e for e in history if e["event"] == "mipro_space")

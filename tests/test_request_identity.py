@@ -28,11 +28,9 @@ def body_sent(messages: list[dict], params: dict) -> bytes:
     """The bytes the direct path POSTs for this request."""
     sent = {}
 
-    class Client:  # the direct path builds the request, then streams its reply (read bounded)
-        def build_request(self, method, url, content, headers, timeout):
+    class Client:  # the direct path's transport: one POST, its reply read bounded
+        async def post(self, url, content, headers, timeout, max_bytes):
             sent["body"] = content
-
-        async def send(self, request, stream):
             raise RuntimeError("captured")
 
     direct = fastpath.DirectClient()
