@@ -100,6 +100,7 @@ def _main(argv: list[str] | None) -> None:
     from promptlab.cli.common import fail
     from promptlab.cli.helptext import plain_metavars
 
+    own_process = argv is None  # the console script, not a caller running commands in its process
     argv = sys.argv[1:] if argv is None else argv
     # --debug may come anywhere (after the subcommand too): the root option takes it
     debug = "--debug" in argv or os.environ.get("PROMPTLAB_DEBUG", "").lower() in ("1", "true", "yes")
@@ -124,4 +125,6 @@ def _main(argv: list[str] | None) -> None:
         fail(exc)  # the same exit code with or without --debug
     finally:
         sys.stdout, sys.stderr = streams
-        signal.signal(signal.SIGTERM, on_term)
+        # a process whose command has ended exits with that command's code: a SIGTERM landing between
+        # here and the interpreter's exit changes nothing (an in-process caller gets its handler back)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if own_process else on_term)
