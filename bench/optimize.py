@@ -9,6 +9,7 @@ optimization scores itself) with the paired bootstrap p-value, and the calls use
 
     python bench/optimize.py --task banking10 --seeds 0 1 --budget 1500
     python bench/optimize.py --task sms --strategies bootstrap,reflect --seeds 0 --budget 600
+    python bench/optimize.py --task banking10 --strategies bootstrap,mipro,params --budget 600
     python bench/optimize.py --task sentiment --dspy        # also DSPy's BootstrapFewShotWithRandomSearch
 
 Tasks (files in /work/shared/datasets, see each SOURCE.md): sentiment (300
@@ -49,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 DATASETS = Path(os.environ.get("PROMPTLAB_DATASETS", "/work/shared/datasets"))
 BENCH_VENV = Path(os.environ.get("PROMPTLAB_BENCH_VENV", "/work/bench-venv"))
-STRATEGIES = ("iterative", "bootstrap", "genetic", "mcts", "reflect")
+STRATEGIES = ("iterative", "bootstrap", "genetic", "mcts", "reflect", "mipro", "params")
 
 
 @dataclass(frozen=True)

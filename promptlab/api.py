@@ -3,9 +3,13 @@
     import promptlab
     classifier = promptlab.load_prompt("classifier@production", project="reviews")
     messages = classifier.messages(text="The battery died in a day.")  # send with any client
+    reply = client.chat.completions.create(model=..., messages=messages,
+                                           response_format=classifier.response_format, **classifier.params)
+    classifier.parse(reply.choices[0].message.content)
 
 The messages are exactly what `eval` sends for the same inputs: the version's own
-signature instruction, system text, demos and template, rendered in the sandbox.
+signature instruction, system text, demos and template, rendered in the sandbox; a
+structured version's `response_format` is the JSON schema `eval` sends with them.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptVersion, Signature
-from promptlab.prompting.outputs import parse_output
+from promptlab.prompting.outputs import parse_reply
 from promptlab.prompting import images
+from promptlab.prompting.structured import response_format
 from promptlab.prompting.tools import request_params
 from promptlab.prompting.render import demo_text, render_messages
 
@@ -53,6 +58,23 @@ class LoadedPrompt:
         """The model parameters the version carries (temperature, max_tokens…), and its `tools` and
         `tool_choice` when it has them: `litellm.completion(model, messages=p.messages(…), **p.params)`."""
         return request_params(self.version.content, dict(self.version.content.params))
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """A structured version's `response_format` (the signature's outputs as a JSON schema), the
+        object `eval` sends to an OpenAI-compatible model, a LiteLLM provider or the embedded model;
+        None for a version that is not structured."""
+        if not self.version.content.structured or self.signature is None:
+            return None
+        return response_format(self.signature)
+
+    def params_for(self, model: Any) -> dict[str, Any]:
+        """Everything `eval` sends to `model` (a config.ModelConfig) beside the messages: `params`, and a
+        structured version's decoding in that model's mechanism (UsageError if it has none)."""
+        from promptlab.evaluation.plan import call_params, run_decoding
+
+        return call_params(self.version, dict(self.version.content.params),
+                           run_decoding(self.version, self.signature, model))
 
     def messages(self, **inputs: Any) -> list[dict[str, Any]]:
         """The chat messages for these inputs (every input of the signature is needed; an image
@@ -90,10 +112,10 @@ class LoadedPrompt:
 
     def parse(self, text: str) -> dict[str, Any]:
         """A reply's output fields, checked against the signature; ValueError when it does not fit."""
-        parsed, error = parse_output(text, self.signature)
-        if parsed is None:
-            raise ValueError(f"{self.ref}: the reply does not fit the signature: {error}")
-        return parsed
+        reply = parse_reply(text, self.signature)
+        if reply.parse_error:
+            raise ValueError(f"{self.ref}: the reply does not fit the signature: {reply.parse_error}")
+        return reply.values
 
     def as_entry(self) -> dict[str, Any]:
         """The version as an experiment file's `prompts:` entry (running it recreates this version)."""

@@ -35,6 +35,30 @@ PROVIDER_KEYS = {
 }
 
 
+# What a prompt version's (or a file's) `params` may carry: sampling settings only. Anything else
+# (api_base, api_key, extra_headers, base_url…) would redirect the call or the key it carries.
+SAMPLING_PARAMS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "response_format", "reasoning_effort"})
+
+
+# what a call carries besides: a version's own tools and tool_choice (prompting.tools.request_params)
+# and, for vLLM, structured decoding's guided fields (prompting.structured.with_decoding): both are
+# built from the version's checked content, never taken from its params
+CALL_FIELDS = frozenset({"tools", "tool_choice", "extra_body"})
+
+
+def check_params(params: dict[str, Any], where: str, also: frozenset[str] = frozenset()) -> None:
+    """Bad input (exit 2 naming the key) unless every key of `params` is a sampling parameter (or
+    in `also`)."""
+    other = sorted(str(k) for k in params if k not in SAMPLING_PARAMS and k not in also)
+    if other:
+        raise UsageError(f"{where}: params.{redact.redact(other[0])} is not a sampling parameter "
+                         f"(allowed: {', '.join(sorted(SAMPLING_PARAMS))}); drop it, or set it on the "
+                         f"model in {CONFIG_NAME}")
+
+
 AUTO = "auto"
 # calls in flight: a number, or "auto" (AIMD: halved on a 429, grown on success; lm.AdaptiveLimit)
 Concurrency = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -67,6 +91,8 @@ class ModelConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True  # an OpenAI-compatible api_base is called directly, not through litellm
+    # how a structured prompt constrains this model's decoding (prompting.structured); None: by route
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
     @field_validator("api_base")
     @classmethod
@@ -118,6 +144,7 @@ class Defaults(BaseModel):
     project: str | None = None       # the current project unless PROMPTLAB_PROJECT or `project use` says otherwise
     concurrency: Concurrency = 8
     timeout: float = Field(default=60.0, gt=0)
+    max_reply_bytes: int = Field(default=8 * 1024 ** 2, ge=1024)  # a longer reply is an item error
     retries: int = Field(default=8, ge=0)
     failure_threshold: float = Field(default=0.5, gt=0, le=1)
     failure_min_items: int = Field(default=10, ge=1)
@@ -135,6 +162,21 @@ class BatchConfig(BaseModel):
     poll_s: float = Field(default=30.0, gt=0)              # seconds between status checks
     auto_threshold: int = Field(default=200, ge=1)         # `auto`: batch from this many pending items
     max_attempts: int = Field(default=3, ge=1)             # batches an item may go through unanswered
+
+
+class TrustConfig(BaseModel):
+    """`[trust]`: endpoints and key variables that files from elsewhere (experiment files) may name
+    besides those of [models] — the user's explicit consent, as `--allow-endpoints` is for one run."""
+
+    model_config = ConfigDict(extra="forbid")
+    api_bases: list[str] = Field(default_factory=list)
+    api_key_envs: list[str] = Field(default_factory=list)
+
+
+def _base(url: str) -> str:
+    """An api_base as compared: scheme and host case-folded, no trailing slash."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
 class TracesConfig(BaseModel):
@@ -164,6 +206,8 @@ class Settings(BaseModel):
     batch: BatchConfig = BatchConfig()
     traces: TracesConfig = TracesConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    trust: TrustConfig = TrustConfig()
+    allow_endpoints: bool = False    # `run --allow-endpoints`: this run's files may name any endpoint
     root: Path = Path(".")           # directory of promptlab.toml (or cwd)
     source: Path | None = None       # the file read, if any
 
@@ -194,6 +238,33 @@ class Settings(BaseModel):
             f"unknown model '{name}' (aliases: {known}): add [models.{name}] to "
             f"{self.source or CONFIG_NAME} or give a LiteLLM model such as openai/gpt-4o-mini"
         )
+
+    def check_destination(self, model: ModelConfig, where: str) -> None:
+        """A key leaves only for where the user sent it: refuse (exit 2, naming the field) a model
+        from a file or a shared database that names an api_base or api_key_env not configured in
+        promptlab.toml for that route ([models] or [trust]), unless `allow_endpoints`."""
+        if self.allow_endpoints:
+            return
+        configured = [m for m in self.models.values() if m.route == model.route]
+        trusted_bases = {_base(b) for b in self.trust.api_bases}
+        if model.api_base:
+            base = _base(model.api_base)
+            same = [m for m in configured if m.api_base and _base(m.api_base) == base]
+            if not same and base not in trusted_bases:
+                raise UsageError(f"{where}.api_base: {model.api_base} is not an endpoint configured in "
+                                 f"{self.source or CONFIG_NAME}; no key or case is sent there unless you "
+                                 f"add it to [trust] api_bases (or pass --allow-endpoints)")
+        else:
+            same = [m for m in configured if not m.api_base]
+        if model.api_key_env:
+            envs = {m.api_key_env for m in same if m.api_key_env} | set(self.trust.api_key_envs)
+            if not model.api_base and model.route in PROVIDER_KEYS:
+                envs.add(PROVIDER_KEYS[model.route])
+            if model.api_key_env not in envs:
+                raise UsageError(f"{where}.api_key_env: {model.api_key_env} is not the key variable "
+                                 f"configured for this endpoint in {self.source or CONFIG_NAME}; its value "
+                                 f"is not sent unless you add it to [trust] api_key_envs (or pass "
+                                 f"--allow-endpoints)")
 
 
 def find_config(start: Path | None = None) -> Path | None:

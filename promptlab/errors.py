@@ -41,3 +41,14 @@ class AuthError(ProviderError):
 
 class StorageError(PromptlabError):
     """The database could not be written (disk full, I/O error, read-only): exit 2."""
+
+
+def require_extra(extra: str, packages: tuple[str, ...], who: str) -> None:
+    """Bad setup (exit 2) naming the extra to install when one of its packages is missing; looked
+    up, not imported (llama.cpp loads slowly, and a half-installed package should not crash)."""
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"{who} needs the {extra} extra ({missing[0]} is not installed): pip install -e "
+                         f"'.[{extra}]' in the promptlab clone, or pip install 'promptlab[{extra}]'")

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 FieldType = Literal["string", "int", "float", "bool", "list", "json", "enum", "messages", "image", "tool_call"]
 INPUT_ONLY = ("messages", "image")  # types an output cannot have: a reply is neither turns nor a picture
@@ -53,6 +53,15 @@ class FieldSpec(BaseModel):
     type: FieldType = "string"
     description: str = ""
     choices: tuple[str, ...] | None = None
+    lenient: bool = False  # an enum reply may merely mention a choice (see outputs.read_field)
+
+    @model_serializer(mode="wrap")
+    def _lenient_only_when_set(self, handler: Any) -> dict[str, Any]:
+        """Left out unless set: a signature stored before the option keeps its content (and version)."""
+        data = handler(self)
+        if not self.lenient:
+            data.pop("lenient", None)
+        return data
 
     @model_validator(mode="after")
     def _enum_needs_choices(self) -> "FieldSpec":
@@ -60,6 +69,8 @@ class FieldSpec(BaseModel):
             raise ValueError(f"field '{self.name}' is an enum: give it a non-empty 'choices' list")
         if not self.name.isidentifier():
             raise ValueError(f"field name '{self.name}' must be an identifier (letters, digits, _)")
+        if self.lenient and self.type != "enum":
+            raise ValueError(f"field '{self.name}': lenient is an option of enum fields")
         return self
 
     def check(self, value: Any) -> None:
@@ -248,19 +259,28 @@ class PromptContent(BaseModel):
     demo_selector: DemoSelector | None = None  # per-input demos (then no fixed demos)
     tools: tuple[dict[str, Any], ...] = ()  # OpenAI function-tool specs the model may call
     tool_choice: str | dict[str, Any] | None = None  # auto, none, required or one named tool
+    # the signature drives the decoder (prompting.structured): a JSON schema, grammar or choice list
+    structured: bool = False
+    # a model that cannot constrain its decoding is called unconstrained (the run says so)
+    # instead of refused
+    structured_fallback: bool = False
 
     @model_validator(mode="after")
     def _demos_or_selector(self) -> "PromptContent":
         if self.demo_selector is not None and self.demos:
             raise ValueError("a prompt carries fixed demos or a demo_selector, not both")
         check_tools(self.tools, self.tool_choice)
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
         return self
 
     def as_json(self) -> dict[str, Any]:
         """The content as JSON data; tools and tool_choice only when set, so a version without them
         hashes and prints as it always did."""
         data = self.model_dump(mode="json")
-        for key, default in (("tools", []), ("tool_choice", None)):
+        for key, default in (("tools", []), ("tool_choice", None), ("structured", False),
+                             ("structured_fallback", False)):
             if data[key] == default:
                 del data[key]
         return data
@@ -318,6 +338,26 @@ class Usage(BaseModel):
     cost: float | None = None  # None: price unknown ("n/a")
 
 
+MAX_TOKENS = 100_000_000  # tokens one reply may claim: beyond it, a provider's usage is not believed
+
+
+def token_counts(prompt: Any, completion: Any) -> tuple[int, int, str | None]:
+    """A provider's token counts as stored: (prompt, completion, None) when both are whole numbers
+    from 0 to MAX_TOKENS (absent counts as 0); else (0, 0, a warning) — usage unknown, its cost
+    too, rather than a negative cost, a false "disk full" or a crash on NaN."""
+    counts = []
+    for value in (prompt, completion):
+        if value is None:
+            value = 0
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+            shown = str(value)[:40]
+            return 0, 0, f"the provider's usage holds {shown!r}, not a token count; usage and cost unknown"
+        counts.append(value)
+    return counts[0], counts[1], None
+
+
 class Completion(BaseModel):
     """One model reply, as the gateway hands it to the runner."""
 
@@ -327,6 +367,7 @@ class Completion(BaseModel):
     cached: bool = False
     attempts: int = 1
     latency_ms: float = 0.0
+    warning: str | None = None  # e.g. the provider's usage could not be believed
 
 
 @dataclass(frozen=True)
@@ -351,6 +392,8 @@ class ItemResult:
     cost: float | None = None
     cached: bool = False
     attempts: int = 0
+    lenient: tuple[str, ...] = ()  # output fields only a lenient rule accepted
+    warning: str | None = None  # shown, not stored (the provider's usage could not be believed)
 
     def row(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "case_id": self.case_id, "repeat": self.repeat,
@@ -359,4 +402,5 @@ class ItemResult:
                 "passed": int(self.passed), "error_kind": self.error_kind, "error": self.error,
                 "latency_ms": round(self.latency_ms, 2), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": self.cost,
-                "cached": int(self.cached), "attempts": self.attempts}
+                "cached": int(self.cached), "attempts": self.attempts,
+                "lenient": json.dumps(list(self.lenient)) if self.lenient else None}

@@ -15,6 +15,8 @@ answers every request by the chat rules once it completes (knobs batch_*).
 Tools: `tool_rules` make a reply call a tool the request offers (OpenAI's tool_calls shape);
 `strict_requests` (on) answers 400, as OpenAI does, to malformed content parts (text and
 image_url, with https or base64 data: URLs), tools and tool_choice.
+Structured outputs are enforced as a server would: a reply under a `json_schema`
+response_format is a JSON object, under vLLM's choice lists one of the choices.
 
 From Python use ``start_server(...)`` (context manager) which returns a
 stdlib-only ``FakeLLM`` client; tests get one via the ``fake_llm`` fixture.
@@ -58,6 +60,12 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
                                     # [anywhere, substring, reply]: also needs `anywhere` in any message
     "default_reply": "OK",          # used when no rule matches (and echo is off)
     "echo": False,                  # reply with the last user message when no rule matches
+    "rules_temperature": None,      # [low, high]: the rules answer only requests whose temperature is
+                                    # in it (default_reply otherwise, also when none is sent)
+    "error_rate": 0.0,              # share of conversations that always fail (picked by content hash
+    "error_status": 400,            # and seed: the same items on every run), with this status
+    "flip_rate": 0.0,               # probability a chat reply is swapped for another of flip_choices
+    "flip_choices": [],             # (seeded per conversation and attempt: reproducible in any order)
     "require_api_key": None,        # if set, other bearer tokens get 401
     "echo_auth_in_error": False,    # answer 400 quoting the Authorization header (as some providers do)
     "null_content": False,          # 200 replies whose message content is null
@@ -79,6 +87,13 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "batch_list_status": None,      # listing batches answers this error status (a provider without it)
     "batch_garble_if_contains": [],  # output lines for these conversations are not JSON, or JSON of
                                      # the wrong shape (alternately)
+    # hostile replies (issue 20). {auth} in a text becomes the request's Authorization header.
+    "usage_override": None,          # {"prompt_tokens": 1e30, ...} merged into every reply's usage
+    "content_if_contains": {},       # {substring: content}: the reply's content, e.g. "{auth}" or deep JSON
+    "raw_reply_if_contains": {},     # {substring: {"chunk": str, "repeat": n (-1: never ends),
+                                     #  "trickle_s": s, "status": 200}}: the body sent as is, chunk by chunk
+    "batch_raw_line_if_contains": {},  # {substring: line}: the output line for that conversation, as is
+                                       # ({custom_id} and {auth} filled in)
 }
 
 ERROR_TYPES = {
@@ -205,6 +220,11 @@ def normalise(b: dict[str, Any]) -> dict[str, Any]:
     return b
 
 
+def _draw(*key: Any) -> float:
+    """A uniform number in [0, 1) fixed by `key` (seed, conversation, purpose, attempt)."""
+    return random.Random(hashlib.sha256(repr(key).encode()).digest()).random()
+
+
 def error_body(status: int, msg: str) -> dict[str, Any]:
     typ, code = ERROR_TYPES.get(status, ("server_error", "server_error"))
     return {"error": {"message": msg, "type": typ, "code": code, "param": None}}
@@ -216,7 +236,10 @@ def forced_status(b: dict[str, Any], joined: str) -> tuple[int, str] | None:
                  for sub, st in b["always_status_if_contains"].items() if sub in joined), None)
 
 
-def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
+def chat_reply(b: dict[str, Any], joined: str, last_user: str, temperature: Any = None) -> str:
+    band = b["rules_temperature"]
+    if band is not None and not (isinstance(temperature, (int, float)) and band[0] <= temperature <= band[1]):
+        return b["default_reply"]
     for rule in b["rules"]:
         # [substring of the last user message, reply], or
         # [substring anywhere in the conversation, substring of the last user message, reply]
@@ -224,6 +247,35 @@ def chat_reply(b: dict[str, Any], joined: str, last_user: str) -> str:
         if anywhere in joined and sub in last_user:
             return rep
     return last_user if b["echo"] else b["default_reply"]
+
+
+DECODING_KEYS = ("response_format", "structured_outputs", "guided_choice", "guided_json")
+
+
+def constrained(reply: str, body: dict[str, Any]) -> str:
+    """The reply as a server that enforces the request's structured output would give it: one of
+    vLLM's choices (`structured_outputs.choice`, `guided_choice`), or, under a `json_schema`
+    response_format, a JSON object (a bare reply becomes its first property). A reply outside the
+    choices becomes the first choice it contains; one that names none stays as it is (the fake
+    has no model to pick a choice with)."""
+    choices = (body.get("structured_outputs") or {}).get("choice") or body.get("guided_choice")
+    if choices:
+        return _one_of(reply, choices)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") != "json_schema":
+        return reply
+    try:
+        if isinstance(json.loads(reply), dict):
+            return reply
+    except ValueError:
+        pass
+    props = (fmt.get("json_schema") or {}).get("schema", {}).get("properties") or {"output": {}}
+    name, schema = next(iter(props.items()))
+    return json.dumps({name: _one_of(reply, schema["enum"]) if schema.get("enum") else reply})
+
+
+def _one_of(reply: str, choices: list[str]) -> str:
+    return reply if reply in choices else next((c for c in choices if c in reply), reply)
 
 
 def chat_texts(msgs: list[Any]) -> tuple[list[str], str]:
@@ -298,7 +350,8 @@ def completion_body(b: dict[str, Any], ck: str, model: str, texts: list[str], re
         "model": model,
         "choices": [{"index": 0, "message": message,
                      "logprobs": None, "finish_reason": "stop" if call is None else "tool_calls"}],
-        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct,
+                  **(b["usage_override"] or {})},
     }
 
 
@@ -362,7 +415,8 @@ def make_app(state: State):
 
         if kind == "chat":
             msgs = body.get("messages") or []
-            ck = content_key(msgs)
+            decoding = {k: body[k] for k in DECODING_KEYS if k in body}
+            ck = content_key({"messages": msgs, **decoding} if decoding else msgs)  # a distinct request
             texts, last_user = chat_texts(msgs)
         else:
             inp = body.get("input", "")
@@ -386,7 +440,11 @@ def make_app(state: State):
                 break
         if b["echo_auth_in_error"]:
             return fail(400, f"malformed request; headers were: Authorization: "
-                             f"{request.headers.get('Authorization')}")
+                            f"{request.headers.get('Authorization')}")
+        auth = request.headers.get("Authorization") or ""
+        raw = next((spec for sub, spec in b["raw_reply_if_contains"].items() if sub in joined), None)
+        if raw is not None:
+            return await raw_reply(request, raw, auth)
         key = b["require_api_key"]
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
             return fail(401, "Incorrect API key provided")
@@ -395,6 +453,8 @@ def make_app(state: State):
             s.first_n_seen[ck] = seen
             if seen <= b["fail_first_n"]:
                 return fail(b["fail_first_n_status"], f"injected failure {seen}/{b['fail_first_n']}")
+        if b["error_rate"] > 0 and _draw(b["seed"], ck, "error") < b["error_rate"]:
+            return fail(b["error_status"], f"injected item error {b['error_status']} (error_rate)")
         if b["fail_rate"] > 0 and s.rng.random() < b["fail_rate"]:
             st = s.rng.choice(b["fail_statuses"])
             return fail(st, f"injected random failure {st}")
@@ -411,8 +471,32 @@ def make_app(state: State):
             return jresp({"object": "list", "data": data, "model": model,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-        return jresp(completion_body(b, ck, model, texts, chat_reply(b, joined, last_user),
-                                     tool_call(b, body, last_user)))
+        reply = next((c for sub, c in b["content_if_contains"].items() if sub in joined), None)
+        reply = chat_reply(b, joined, last_user, body.get("temperature")) if reply is None else \
+            reply.replace("{auth}", auth)
+        if b["flip_rate"] > 0 and _draw(b["seed"], ck, "flip", s.by_content[ck]) < b["flip_rate"]:
+            others = [c for c in b["flip_choices"] if c != reply]
+            reply = others[int(_draw(b["seed"], ck, "to", s.by_content[ck]) * len(others))] if others else reply
+        return jresp(completion_body(b, ck, model, texts, constrained(reply, body), tool_call(b, body, last_user)))
+
+    async def raw_reply(request, spec: dict[str, Any], auth: str):
+        """A body sent as is, chunk by chunk: huge, never-ending or trickling replies."""
+        response = web.StreamResponse(status=int(spec.get("status", 200)),
+                                      headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = str(spec.get("chunk", "")).replace("{auth}", auth).encode()
+        repeat, trickle = int(spec.get("repeat", 1)), float(spec.get("trickle_s", 0))
+        sent = 0
+        try:
+            while repeat < 0 or sent < repeat:
+                await response.write(chunk)
+                sent += 1
+                if trickle:
+                    await asyncio.sleep(trickle)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):  # the client gave up on it
+            pass
+        return response
 
     async def chat(request):
         return await handle_api(request, "chat")
@@ -502,6 +586,7 @@ def make_app(state: State):
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
             "_lines": lines, "_fate": fate, "_born": time.monotonic(),
+            "_auth": request.headers.get("Authorization") or "",
         }
         return jresp(public(state.batches[bid]))
 
@@ -543,7 +628,12 @@ def make_app(state: State):
             answer = {"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                 "status_code": 200, "request_id": rid,
                 "body": completion_body(b, content_key(msgs), req.get("model", ""), texts,
-                                        chat_reply(b, joined, last_user), tool_call(b, req, last_user))}}
+                                        constrained(chat_reply(b, joined, last_user, req.get("temperature")), req),
+                                        tool_call(b, req, last_user))}}
+            raw = next((t for sub, t in b["batch_raw_line_if_contains"].items() if sub in joined), None)
+            if raw is not None:
+                garbled.append(raw.replace("{custom_id}", line["custom_id"]).replace("{auth}", batch["_auth"]))
+                continue
             if any(g in joined for g in b["batch_garble_if_contains"]):  # cut short, or the wrong shape
                 garbled.append(json.dumps(answer)[:40] if len(garbled) % 2 else
                                json.dumps({"custom_id": line["custom_id"], "response": [answer]}))

@@ -91,8 +91,9 @@ BAD_INPUTS = {
                                      "cases.jsonl": '{"text": "ok", "label": "positive"}\n{"body": "x", "label": "negative"}\n'},
                                     "lacks input field 'text'"),
     "missing api key": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace(
-        "models: [fake]", "models: [{name: keyed, model: openai/x, api_key_env: NO_SUCH_KEY_VAR}]")},
-        "NO_SUCH_KEY_VAR is not set"),
+        # the provider's own variable (a file may not name other variables: test_key_consent)
+        "models: [fake]", "models: [{name: keyed, model: openai/x, api_key_env: OPENAI_API_KEY}]")},
+        "OPENAI_API_KEY is not set"),
     "a rate of zero": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace(
         "models: [fake]", "models: [{name: slow, model: openai/x, rpm: 0}]")}, "models.0.rpm"),
     "unknown gate": ({"exp.yaml": SENTIMENT_EXPERIMENT.replace("min_score: 0.5", "min_scor: 0.5")},

@@ -381,3 +381,16 @@ def test_a_backslash_n_in_a_template_gets_a_hint(workspace):
     assert stored["template"] == "SMS: {{ text }}\\nLabel:"  # stored as given, as documented
     real = ws.cli("prompt", "add", "sms", "--template", "SMS: {{ text }}\nLabel:")
     assert real.code == 0 and real.stderr == ""
+
+
+def test_view_without_its_extra_names_the_extra(workspace, monkeypatch):
+    """The README's first install once lacked the view extra: `view` died on `No module named
+    'starlette'` (its guard imported Starlette before the check). Now it names the extra, exit 2."""
+    from promptlab.cli import view
+
+    setup_project(workspace, n=1)
+    monkeypatch.setattr(view, "VIEW_EXTRA", ("starlette", "no_such_package_for_promptlab"))
+    result = workspace.cli("view", "--port", "0")
+    assert result.code == 2
+    assert "view extra (no_such_package_for_promptlab is not installed)" in result.stderr
+    assert "pip install" in result.stderr and "[view]" in result.stderr and "unexpected" not in result.stderr

@@ -249,7 +249,8 @@ def test_both_paths_send_the_same_body(fake_llm, monkeypatch):
     fake_llm.configure(record_bodies=True, default_reply="ok")
     for flag in ("1", "0"):
         monkeypatch.setenv("PROMPTLAB_FAST_PATH", flag)
-        ask(Gateway(), model(fake_llm), "same body", temperature=0, max_tokens=5, extra_body={"top_k": 3})
+        # extra_body is the model's (promptlab.toml), not a call's: a call carries sampling parameters only
+        ask(Gateway(), model(fake_llm, params={"extra_body": {"top_k": 3}}), "same body", temperature=0, max_tokens=5)
     fast, via_litellm = fake_llm.stats()["bodies"]
     assert fast == via_litellm and fast["top_k"] == 3 and fast["model"] == "fake"
 

@@ -60,6 +60,10 @@ def test_judge_scores_with_reason_through_the_configured_judge_model(workspace):
     # 4 replies to grade + 4 judge questions; the judge saw the input, the reference and the output
     stats = workspace.fake.stats()
     assert stats["total"] == 8
+    # each role's requests and tokens apart (issue 21): the judge's calls are not the task's
+    roles = run["by_role"]
+    assert (roles["task"]["requests"], roles["judge"]["requests"], run["provider_calls"]) == (4, 4, 8)
+    assert roles["judge"]["prompt_tokens"] > roles["task"]["prompt_tokens"] > 0
     asked = [b["messages"][-1]["content"] for b in stats["bodies"] if "## Rubric" in b["messages"][-1]["content"]]
     assert len(asked) == 4
     awful = next(q for q in asked if "awful" in q)
@@ -82,7 +86,7 @@ def test_invalid_judge_reply_is_retried_then_the_item_is_an_error_with_the_reaso
     assert "every item failed" in result.stderr
     run = json.loads(result.stdout)["runs"][0]
     assert (run["n"], run["errors"], run["status"]) == (4, 4, "failed")  # visible, not a silent 0
-    assert run["scores"]["judge"] is None
+    assert run["scores"]["judge"] == 0.0 and run["scored"]["scores"]["judge"] is None  # every item counts, an error as 0
     rows = workspace.rows("select error_kind, error, scores, output, passed from results")
     assert len(rows) == 4
     for kind, error, scores, output, passed in rows:

@@ -181,13 +181,14 @@ def test_no_import_cycles_even_in_functions():
 # reads case files, scorers use providers, the store's records and the sandbox, providers parse
 # replies with prompting). The edge (cli, display, view, __main__) may import anything.
 # hints.py (the commands messages suggest) reads the store: above it, below what prints messages.
-BASE = {"models", "errors", "config", "redact", "progress", "terminal"}
+# files.py (atomic writes) and safe_json.py (depth-bounded JSON) are leaves anyone may use.
+BASE = {"models", "errors", "config", "redact", "progress", "terminal", "files", "safe_json"}
 ALLOWED = {
     "services": {"services", "api", "evaluation", "optimizers", "reports", "cases", "hints",
                  "scorers", "prompting", "providers", "store", "sandbox"} | BASE,
     "api": {"evaluation", "prompting", "providers", "store", "hints"} | BASE,
     "optimizers": {"evaluation", "cases", "scorers", "prompting", "providers", "store", "hints"} | BASE,
-    "reports": {"evaluation", "scorers", "prompting", "store", "hints"} | BASE,
+    "reports": {"evaluation", "scorers", "prompting", "providers", "store", "hints"} | BASE,
     "evaluation": {"cases", "scorers", "prompting", "providers", "store", "sandbox", "hints"} | BASE,
     "hints": {"store"} | BASE,
     "cases": {"prompting", "providers"} | BASE,
@@ -198,7 +199,7 @@ ALLOWED = {
     "sandbox": BASE,
     "progress": {"models", "errors"},
     "config": {"models", "errors", "redact"},
-    "redact": set(), "terminal": set(), "errors": set(),
+    "redact": set(), "terminal": set(), "errors": set(), "safe_json": set(), "files": {"errors"},
     "models": {"errors"},
 }
 

@@ -15,13 +15,14 @@ import pytest
 
 from promptlab.providers import local_prefix
 from promptlab.providers import local as lp
+from promptlab.providers.llama import llama_available
 from promptlab.config import ModelConfig
 from promptlab.providers.errors import CallError
 from promptlab.providers.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "local/gemma-3-270m"
-needs_llama = pytest.mark.skipif(not lp._llama_available(), reason="llama-cpp-python (the 'local' extra) is missing")
+needs_llama = pytest.mark.skipif(not llama_available(), reason="llama-cpp-python (the 'local' extra) is missing")
 
 
 class SlowLlama:

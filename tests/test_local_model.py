@@ -15,6 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
 from promptlab.providers import local as lp  # noqa: E402
+from promptlab.providers.llama import llama_available  # noqa: E402
 from promptlab.providers import local_litellm as litellm_provider  # noqa: E402
 from promptlab.providers.local import messages_to_prompt  # noqa: E402
 
@@ -127,12 +128,12 @@ def test_missing_extra_error_names_the_install_command(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(lp.LocalExtraMissingError, match=r"pip install -e '\.\[local\]'"):
-        lp._import_llama()
+        lp.import_llama()
 
 
 # --------------------------------------------------------------------------- real model calls
 needs_llama = pytest.mark.skipif(
-    not lp._llama_available(), reason="llama-cpp-python (the 'local' extra) is not installed"
+    not llama_available(), reason="llama-cpp-python (the 'local' extra) is not installed"
 )
 
 SENTIMENT = [

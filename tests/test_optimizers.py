@@ -63,7 +63,7 @@ def test_every_strategy_matches_the_protocol():
     from promptlab.optimizers import STRATEGIES, knob_help, strategy_class
     from promptlab.optimizers.base import CommonKnobs, Strategy
 
-    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts", "reflect"}
+    assert set(STRATEGIES) == {"iterative", "bootstrap", "genetic", "mcts", "reflect", "mipro", "params"}
     reference = inspect.signature(Strategy.optimize)
     for name in STRATEGIES:
         cls = strategy_class(name)
@@ -159,10 +159,16 @@ def test_each_strategy_lifts_the_base_within_budget_with_lineage(workspace, stra
     assert report["improved"] is True and report["outcome"] == "improved"
     assert report["spent"]["calls"] + report["spent"]["test_calls"] <= 150
     assert chat_calls(ws) == report["spent"]["provider_calls"] <= 150
+    roles = report["spent"]["by_role"]  # the task model's and the proposer's requests apart, adding up
+    assert sum(u["requests"] for u in roles.values()) == report["spent"]["provider_calls"]
+    assert roles["task"]["requests"] > 0
     assert report["projected_calls"] == {"search": 150 - 21, "test": 21, "total": 150}  # 7 test cases, 3 sides
     constant = report["constant_baseline"]           # the test split's majority label, always answered
     assert constant["field"] == "label" and 0.5 <= constant["score"] < 1.0
-    assert report["lift"]["over"] == "constant" and report["lift"]["test"] == round(1.0 - constant["score"], 6)
+    # the lift is over the strongest baseline: here naive k-shot or the constant answer, never the base
+    over, score = max([("base", 0.0), ("naive", report["naive"]["test"]), ("constant", constant["score"])],
+                      key=lambda pair: pair[1])
+    assert over != "base" and report["lift"]["over"] == over and report["lift"]["test"] == round(1.0 - score, 6)
     assert report["lift"]["test_over_base"] == 1.0 and report["lift"]["p_value"] < 0.05
     assert report["collapse"] is None
 
@@ -433,13 +439,15 @@ optimize:
   strategy: iterative
   budget: {calls: 120}
   seed: 1
-  gates: {min_test_score: 0.9, min_lift: 0.5}
+  gates: {min_test_score: 0.9, min_lift: 0.0}
 """)
     result = ws.cli("run", "exp.yaml", "--json")
     assert result.code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["runs"][0]["scores"]["exact_match"] == 0.0          # the baseline eval
     assert data["optimization"]["winner"]["test"] == 1.0
+    # naive k-shot already gets every test case here: the lift is over it, and the winner only matches it
+    assert data["optimization"]["lift"]["over"] == "naive" and data["optimization"]["lift"]["test"] == 0.0
     assert [g["passed"] for g in data["gates"]][-2:] == [True, True]
     calls = chat_calls(ws)
     again = ws.cli("run", "exp.yaml", "--json")                        # idempotent: nothing re-sent
@@ -457,17 +465,30 @@ def _results(db: Path) -> int:
         return 0
 
 
-def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(workspace, tmp_path):
+# a search that needs several rounds: the proposer is useless, one demo per step (mcts), one demo
+# at most and small minibatches (mipro); for params only a temperature band answers right
+RESUMABLE = [("mcts", ["--knob", "demos_per_step=1"], {"rules": RULES[1:]}),
+             ("mipro", ["--knob", "max_demos=1", "--knob", "minibatch=3"], {"rules": RULES[1:]}),
+             ("params", ["--knob", "params=temperature"],
+              {"rules": [["good", "positive"], ["bad", "negative"]], "rules_temperature": [0.6, 0.8]})]
+
+
+@pytest.mark.parametrize("strategy, knobs, behaviour", RESUMABLE)
+def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(workspace, tmp_path, strategy,
+                                                                             knobs, behaviour):
+    if strategy != "mcts":
+        pytest.importorskip("optuna")
     ws = workspace
     world(ws, n=16)
-    # a search that needs several rounds: the proposer is useless, one demo per step
-    ws.fake.configure(rules=RULES[1:], default_reply="maybe", latency_ms=15)
-    knobs = ["--knob", "demos_per_step=1"]
-    full, data = optimize(ws, "--strategy", "mcts", "--budget-calls", "400", "--seed", "5", "--name", "whole",
+    ws.fake.configure(**behaviour, default_reply="maybe", latency_ms=15)
+    full, data = optimize(ws, "--strategy", strategy, "--budget-calls", "400", "--seed", "5", "--name", "whole",
                           *knobs)
     assert full.code == 0, full.stderr
     whole = data["optimization"]
     total = _results(ws.db_path)
+    # requests the uninterrupted search sent more than once: a sampling candidate's repeats of a case,
+    # or two candidates rendering one case alike in the same batch
+    repeated = ws.fake.stats()["repeated"]
 
     # the same search on a fresh database, killed half way
     db = tmp_path / "second.db"
@@ -478,8 +499,8 @@ def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(wor
             conn.execute(f"delete from {table}")
         conn.execute("delete from prompts where version > 1")
     ws.fake.reset()
-    ws.fake.configure(rules=RULES[1:], default_reply="maybe", latency_ms=15)
-    proc = _spawn_with(ws, db, "half", knobs)
+    ws.fake.configure(**behaviour, default_reply="maybe", latency_ms=15)
+    proc = _spawn_with(ws, db, "half", strategy, knobs)
     while proc.poll() is None and _results(db) < total // 2:
         time.sleep(0.02)
     assert proc.poll() is None, "the search finished before it could be killed"
@@ -500,14 +521,14 @@ def test_killed_optimization_resumes_to_the_same_winner_without_reevaluating(wor
     assert resumed["winner"]["test"] == whole["winner"]["test"]
     assert resumed["spent"]["calls"] == whole["spent"]["calls"]
     stats = ws.fake.stats()
-    assert stats["repeated"] <= 4  # only the calls in flight at the kill were sent twice
+    assert stats["repeated"] <= repeated + 4  # only the calls in flight at the kill were sent twice more
 
 
-def _spawn_with(ws, db: Path, name: str, knobs: list[str]) -> subprocess.Popen:
+def _spawn_with(ws, db: Path, name: str, strategy: str, knobs: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PROMPTLAB_DB": str(db), "PROMPTLAB_CONFIG": str(ws.root / "promptlab.toml"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.Popen([sys.executable, "-m", "promptlab", "optimize", "--project", "p", "--prompt",
-                             "clf@1", "--strategy", "mcts", "--budget-calls", "400", "--seed", "5", "--name", name,
+                             "clf@1", "--strategy", strategy, "--budget-calls", "400", "--seed", "5", "--name", name,
                              "--concurrency", "4", "--quiet", "--json", *knobs],
                             env=env, cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -52,7 +52,7 @@ def test_a_run_and_its_results_read_back_as_written(store, monkeypatch):
 
     monkeypatch.setattr(store_runs, "loads", counting)
     run = store.run(1, "r1")
-    assert len(decoded) == 4  # params, metrics, case ids and summary: once each, when the record is built
+    assert len(decoded) == 5  # params, metrics, case ids, summary, role usage: once each, when the record is built
     assert isinstance(run, Run) and (run.params, run.metrics, run.case_ids) == (
         {"temperature": 0}, [{"name": "exact_match"}], [a, b])
     assert run.summary == {"n": 2, "metrics": {"exact_match": {"mean": 0.5}}} and run.status == "completed"

@@ -28,8 +28,8 @@ def body_sent(messages: list[dict], params: dict) -> bytes:
     """The bytes the direct path POSTs for this request."""
     sent = {}
 
-    class Client:
-        async def post(self, url, content, headers, timeout):
+    class Client:  # the direct path's transport: one POST, its reply read bounded
+        async def post(self, url, content, headers, timeout, max_bytes):
             sent["body"] = content
             raise RuntimeError("captured")
 

@@ -587,3 +587,38 @@ def test_other_items_keep_flowing_while_code_runs():
     asyncio.run(evaluate(jobs, Gateway(), sink, SilentProgress(), runs=(RunTotal(1, "code", len(jobs)),),
                          concurrency=2))
     assert sink.items == [2, 3, 4, 5, 1]
+
+
+ALWAYS_EQUAL = """\
+class Anything:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = object.__hash__
+
+class Number(int):
+    def __eq__(self, other):
+        return True
+
+def add(a, b):
+    return Anything()
+
+def inc(a):
+    return Number(0)
+
+def pair(a):
+    return [Anything(), Anything()]
+"""
+
+
+def test_an_object_that_equals_everything_passes_no_test():
+    """The sandbox compares by builtin types: an __eq__ of the code's own answering True (on an
+    object, an int subclass, inside a list) is not equality."""
+    tests = ("assert add(1, 2) == 3\nassert not (add(1, 2) != 3)\nassert 3 == add(1, 2)\n"
+             "assert inc(1) == 2\nassert pair(1) == [1, 2]\nassert {'k': add(0, 0)} == {'k': 0}\n")
+    r = run_python(ALWAYS_EQUAL, tests)
+    assert (r.tests_passed, r.tests_total) == (0, 6), r
+    honest = run_python("def add(a, b):\n    return [a, (b, {'s': {1, 2}})]\n",
+                        "assert add(1, 2) == [1, (2, {'s': {1, 2}})]\nassert add(1, 2) != [1, (2, {})]\n")
+    assert (honest.tests_passed, honest.tests_total) == (2, 2), honest

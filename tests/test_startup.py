@@ -1,5 +1,5 @@
-"""Commands that only read the store start light: no litellm, no runner (scorers, numpy), and none
-of the optimizers but their names (only `optimize --help` reads the strategies' knobs)."""
+"""Commands that only read the store start light: no litellm, no runner (scorers, numpy), no optuna,
+and none of the optimizers but their names (only `optimize --help` reads the strategies' knobs)."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 from promptlab.optimizers import STRATEGIES, knob_help
 
-HEAVY = ("litellm", "promptlab.evaluation.runner", "numpy", "promptlab.optimizers.base",
+HEAVY = ("litellm", "promptlab.evaluation.runner", "numpy", "promptlab.optimizers.base", "optuna",
          *(target.partition(":")[0] for target in STRATEGIES.values()))
 PROBE = ("import sys\n"
          "from promptlab.cli import main\n"
@@ -33,5 +33,6 @@ def test_listing_commands_import_neither_litellm_nor_the_runner(workspace, comma
 def test_optimize_help_reads_the_knobs_of_every_strategy(workspace):
     heavy, out = _imported(workspace, ["optimize", "--help"])
     assert set(heavy.split()) >= {target.partition(":")[0] for target in STRATEGIES.values()}
+    assert "optuna" not in heavy.split()  # only running mipro or params imports it
     assert out.index("Options:") < out.index("Knobs (--knob NAME=VALUE)")  # below the options: "see below"
     assert all(line in out for line in knob_help().splitlines())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -26,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from promptlab.errors import UsageError
+from promptlab.terminal import printable
 from promptlab.models import MAX_DEPTH, Case, FieldSpec, Signature, check_values
 from promptlab.prompting import images
 
@@ -108,46 +110,95 @@ def _csv_rows(lines: Iterable[str], path: Path) -> Iterator[dict[str, str]]:
     reader = csv.DictReader(lines, strict=True)
     try:
         header = reader.fieldnames or []
-        duplicate = next((h for h in header if header.count(h) > 1), None)
+        duplicate = next((h for h, n in Counter(header).items() if n > 1), None)  # linear: 10^6 columns happen
         if duplicate is not None:  # DictReader would silently keep only the last such column
-            raise UsageError(f"{path}: the header has column '{duplicate}' twice; rename or remove one")
+            raise UsageError(f"{path}: the header has column '{printable(duplicate)[:80]}' twice; rename or "
+                             f"remove one")
+        _check_cells(header, path, 1)
         for number, row in enumerate(reader, start=2):
             if None in row or any(v is None for v in row.values()):
                 raise UsageError(f"{path}: line {number} has a different number of columns "
                                  f"than the header; fix that row")
+            _check_cells(row.values(), path, number)
             yield row
     except csv.Error as exc:
         raise UsageError(f"{path}: malformed CSV ({exc}); fix the quoting") from None
+
+
+MAX_ALIAS_NODES = 100_000  # values that aliases may add to a YAML document, expanded
+
+
+def _check_cells(cells: Iterable[str], path: Path, number: int) -> None:
+    """What JSONL refuses raw, CSV refuses too: a NUL byte, or a byte order mark past the file's start
+    (two files pasted together)."""
+    for cell in cells:
+        if "\x00" in cell or "\ufeff" in cell:
+            what = "a NUL byte" if "\x00" in cell else "a stray byte order mark (U+FEFF)"
+            raise UsageError(f"{path}: line {number} holds {what}; remove it (re-save the file as plain UTF-8)")
 
 
 class _AliasRefused(yaml.MarkedYAMLError):
     pass
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses aliases: a few hundred bytes of nested aliases (a "billion
-    laughs" file) expand to gigabytes as soon as anything walks the data."""
+class _BoundedAliasLoader(yaml.SafeLoader):
+    """A safe loader that takes anchors and aliases (`&p` … `*p`, `<<: *base`) but counts what
+    they expand to: a few hundred bytes of nested aliases (a "billion laughs" file) would be
+    gigabytes as soon as anything walks the data, so a document whose aliases add more than
+    MAX_ALIAS_NODES values is refused as soon as it gets there."""
 
-    def compose_node(self, parent, index):
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> values in it, aliases expanded
+        self._real = 0                     # nodes written out in the document
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise _AliasRefused(problem="alias", problem_mark=self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # an alias to a node still being composed
+                raise _AliasRefused(problem="a recursive alias", problem_mark=mark)
+            return node
+        node = super().compose_node(parent, index)
+        self._real += 1
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        if size > self._real + MAX_ALIAS_NODES:
+            raise _AliasRefused(problem="alias bomb", problem_mark=node.start_mark)
+        self._sizes[id(node)] = size
+        return node
 
 
 def load_yaml(text: str, path: Path | str) -> Any:
-    """An untrusted YAML document → plain data (no aliases, no recursion blow-up)."""
+    """An untrusted YAML document → plain data (aliases bounded, no recursion blow-up)."""
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)
+        return yaml.load(text, Loader=_BoundedAliasLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         if isinstance(exc, _AliasRefused):
-            raise UsageError(f"{where}: YAML aliases (*name) are not supported; write the value "
-                             f"out") from None
+            raise UsageError(f"{where}: YAML aliases here expand past {MAX_ALIAS_NODES:,} values, or refer to "
+                             f"themselves ({exc.problem}); write the values out") from None
         raise UsageError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or exc}); "
                          f"fix the syntax") from None
     except RecursionError:
         raise UsageError(_too_deep(path)) from None
+
+
+def read_experiment_file(path: Path) -> Any:
+    """An experiment file's YAML document (`promptlab run` reads it before anything heavy is
+    imported, so an alias bomb or a typo fails at once)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: experiment file not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    return load_yaml(text, path)
 
 
 def _case_list(data: Any, path: Path, expected: str) -> list[dict]:

@@ -88,6 +88,7 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
     import sys
 
     from promptlab.cases.files import detect_format, write_cases
+    from promptlab.files import replaced
 
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
@@ -98,7 +99,7 @@ def export(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Output
     if str(file) == "-":
         write_cases(cases, fmt, sys.stdout, sig, columns)
         return
-    with open(file, "w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+    with replaced(file, "cases", newline="" if fmt == "csv" else None) as out:  # whole, or the old file kept
         count = write_cases(cases, fmt, out, sig, columns)
     typer.echo(f"exported {count} cases to {file}")
 

@@ -30,6 +30,8 @@ Project = Annotated[Optional[str], typer.Option(
 MinScore = Annotated[Optional[float], typer.Option(help="Gate: every metric mean >= this.")]
 MinPassRate = Annotated[Optional[float], typer.Option(help="Gate: pass rate >= this.")]
 MaxErrorRate = Annotated[Optional[float], typer.Option(help="Gate: error share <= this.")]
+MinPassK = Annotated[Optional[float], typer.Option(
+    help="Gate: pass^k >= this, the share of cases that passed on every one of their --repeat attempts.")]
 MaxRegression = Annotated[Optional[float], typer.Option(
     help="Gate: how far each metric mean may drop below the baseline's.")]
 Baseline = Annotated[Optional[str], typer.Option(
@@ -143,6 +145,22 @@ def read_only(command: Any) -> Any:
     return wrapper
 
 
+class Redacting:
+    """A text stream that masks known secrets in each write (redact.redact) before passing it on."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from promptlab.redact import redact
+
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding…
+        return getattr(self._stream, name)
+
+
 def fail(exc: BaseException) -> NoReturn:
     """One line on stderr, secrets masked and control characters dropped (messages quote input)."""
     from promptlab.errors import PromptlabError
@@ -246,8 +264,8 @@ def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool,
              extra: dict | None = None, junit: Path | None = None, report_md: Path | None = None,
              then: Any = None, notify: str | None = None) -> None:
     """Ended runs (`plans`: what has their run_id and project_id, `runs`: their summaries): judge
-    them, print, post the summary to the `notify` hook, exit (3 when a run did not complete, 1 when
-    a gate failed)."""
+    them, print, post the summary to the `notify` hook, exit (3 when a run did not complete, 2 when
+    a gate cannot judge, 1 when a gate failed)."""
     from promptlab import display
     from promptlab.errors import GateFailed
     from promptlab.reports.ci import failure_summary
@@ -270,5 +288,9 @@ def conclude(state: State, plans: list[Any], runs: list[dict], *, as_json: bool,
         _say(printable(f"promptlab: error: run '{run['name']}' {run['status']}: {run['error']}"))
     if verdict.exit_code == 3:
         sys.exit(3)
+    if verdict.exit_code == 2:
+        from promptlab.errors import UsageError
+
+        raise UsageError(f"{verdict.unjudged[0].name}: {verdict.unjudged[0].message}")
     if verdict.exit_code == 1:
         raise GateFailed(failure_summary(verdict.gates))

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli import completion
-from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore, Project,
-                                  ProgressMode, ReportMd, metric_spec)
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK, MinPassRate, MinScore,
+                                  Project, ProgressMode, ReportMd, metric_spec)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
                   "--no-wait", help="With batches: submit them and return at once; collect the results "
                                     "later with `promptlab runs wait NAME`.")] = False,
               min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-              max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+              max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
               baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
               progress: ProgressMode = "auto",
               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         concurrency = concurrency and parse_concurrency(concurrency, "--concurrency")
         project_id = state.project_id(project)
         gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
-                           max_regression=max_regression, baseline=baseline)
+                           min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
         validate_gates(gates, "eval gates")
         mode = _mode(batch, mode, resume)
         if no_wait and mode != "auto" and (mode != "batch" if not resume else any(

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
+from promptlab.cli.common import (Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK, MinPassRate, MinScore,
                                   Notify, ProgressMode, ReportMd)
 
 
@@ -23,9 +23,12 @@ def register(app: typer.Typer) -> None:
             limit: Annotated[Optional[int], typer.Option(min=1, help="Override eval.limit: at most N cases.")] = None,
             no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the provider even when cached.")] = False,
             min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-            max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+            max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
             baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
             notify: Notify = None, progress: ProgressMode = "auto",
+            allow_endpoints: Annotated[bool, typer.Option(
+                "--allow-endpoints", help="Let the file's own models send their key variables to the "
+                "api_base it names (refused by default unless promptlab.toml configures or [trust]s them).")] = False,
             json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
         """Run an experiment file: project, signature, prompts, cases, models, metrics, gates.
 
@@ -40,6 +43,9 @@ def register(app: typer.Typer) -> None:
           promptlab run experiment.yaml --model gpt --split test --limit 20
           promptlab run experiment.yaml --notify https://hooks.example.com/promptlab
         """
+        from promptlab.cases.files import read_experiment_file
+
+        read_experiment_file(file)  # bad YAML (an alias bomb) fails before the evaluation machinery loads
         from promptlab import display
         from promptlab.cli.common import gate_flags, run_plans
         from promptlab.config import parse_concurrency
@@ -50,8 +56,9 @@ def register(app: typer.Typer) -> None:
 
         check_url(notify)  # before anything is written
         state = ctx.obj
+        state.settings.allow_endpoints = allow_endpoints
         flags = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
-                           max_regression=max_regression, baseline=baseline)
+                           min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
         request = ExperimentRequest(file, models=model, split=split, limit=limit,
                                     concurrency=concurrency and parse_concurrency(concurrency, "--concurrency"),
                                     use_cache=not no_cache, gates=flags)

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                  concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight.")] = None,
                  resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted optimization by name.", autocompletion=completion.optimizations)] = None,
                  min_test_score: Annotated[Optional[float], typer.Option(min=0, max=1, help="Gate: the winner's test score >= this.")] = None,
-                 min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the stronger of the base's and the best constant answer's >= this (fails when no improvement was found).")] = None,
+                 min_lift: Annotated[Optional[float], typer.Option(min=-1, max=1, help="Gate: winner test score - the strongest of the base's, the best constant answer's and naive k-shot's >= this, significant (fails when no improvement was found).")] = None,
                  notify: Notify = None,
                  progress: ProgressMode = "auto",
                  quiet: Annotated[bool, typer.Option(help="No progress: --progress none.")] = False,

@@ -8,6 +8,7 @@ import typer
 
 from promptlab.cli import completion
 from promptlab.cli.common import AsJson, Yes, confirm, emit_json, read_only
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Projects: each holds signatures, prompts, cases and runs.", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The projec
             store.update_project_settings(project_id, allow_code_execution=allow_code_execution)
     note = {None: "", True: "; metrics may run model-written code (sandboxed)",
             False: "; metrics may not run model-written code"}[allow_code_execution]
-    typer.echo(f"project {name} (id {project_id}){note}")
+    typer.echo(printable(f"project {name} (id {project_id}){note}"))
 
 
 @app.command("list")
@@ -57,7 +58,6 @@ def use(ctx: typer.Context,
     Commands use --project, else PROMPTLAB_PROJECT, else the project chosen here, else [defaults]
     project in promptlab.toml, else the only project there is."""
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     state = ctx.obj
     if name and unset:
@@ -79,7 +79,6 @@ def show(ctx: typer.Context,
              autocompletion=completion.projects)] = None,
          json_: AsJson = False) -> None:
     """Counts of what a project holds."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     project = store.db["projects"].get(ctx.obj.project_id(name))
@@ -98,7 +97,6 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The pro
            yes: Yes = False) -> None:
     """Delete a project with its signatures, prompts, cases, runs and optimizations (the response
     cache, shared by every project, stays)."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     project = store.project(name)

@@ -9,6 +9,7 @@ import typer
 
 from promptlab.cli import completion
 from promptlab.cli.common import Project, AsJson, Yes, confirm, emit_json, parse_pairs, read_only
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Prompt versions: immutable, numbered per name, with lineage and labels.",
                   no_args_is_help=True)
@@ -39,6 +40,12 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
                  "parameters}}) the model may call.")] = None,
         tool_choice: Annotated[Optional[str], typer.Option(
             help="auto, none, required, or the name of one of the tools (it must call that one).")] = None,
+        structured: Annotated[bool, typer.Option(
+            "--structured", help="Decode replies to the signature's schema (response_format, a grammar "
+                                 "on the embedded model).")] = False,
+        structured_fallback: Annotated[bool, typer.Option(
+            "--structured-fallback", help="With --structured: call a model that cannot constrain its "
+                                          "decoding unconstrained instead of refusing it.")] = False,
         message: Annotated[str, typer.Option("--message", "-m", help="Why this version.")] = "") -> None:
     """Add a prompt version (identical content returns the existing version).
 
@@ -50,6 +57,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
       promptlab prompt add classifier --template "{{ text }}" --param temperature=0
       promptlab prompt add sms --template $'SMS: {{ text }}\\nLabel:'   (a line break, in bash/zsh)
       promptlab prompt add weather --signature weather --template "{{ question }}" --tools-file tools.yaml
+      promptlab prompt add classifier --signature sentiment --template "Review: {{ text }}" --structured
     """
     from pydantic import ValidationError
 
@@ -68,7 +76,8 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
         "type": "function", "function": {"name": tool_choice}}
     try:
         content = PromptContent(system=system, template=template, demos=demos,
-                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice)
+                                params=parse_pairs(param, "--param"), tools=tools, tool_choice=choice,
+                                structured=structured, structured_fallback=structured_fallback)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = f"field '{'.'.join(map(str, err['loc']))}': " if err["loc"] else ""  # tools: the whole version
@@ -88,7 +97,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The prompt
     version = store.add_prompt(project_id, name, content,
                                signature_id=store.signature_id(project_id, signature) if signature else None,
                                message=message)
-    typer.echo(f"{version.ref} ({version.content_hash[:12]})")
+    typer.echo(printable(f"{version.ref} ({version.content_hash[:12]})"))
     for flag, text in (("--template", None if template_file else template), ("--system", system)):
         if text and "\\n" in text and "\n" not in text:  # typed in a shell's double quotes
             typer.echo(f"promptlab: note: {flag} holds a backslash and an n, not a line break (a shell "
@@ -146,7 +155,6 @@ def show(ctx: typer.Context, ref: Ref, project: Project = None,
     if json_:
         return emit_json(_version_json(version))
     from promptlab.prompting.diffing import prompt_text
-    from promptlab.terminal import printable
 
     typer.echo(printable(f"{version.ref}  labels={','.join(version.labels) or '-'}  by={version.made_by}  "
                          f"hash={version.content_hash[:12]}"))
@@ -161,7 +169,6 @@ def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old vers
          json_: AsJson = False) -> None:
     """Unified diff of two versions, such as classifier@1 classifier@3."""
     from promptlab.prompting.diffing import diff_text
-    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     old, new = store.prompt(project_id, a), store.prompt(project_id, b)
@@ -177,7 +184,6 @@ def diff(ctx: typer.Context, a: Annotated[str, typer.Argument(help="The old vers
 def log(ctx: typer.Context, ref: Ref, project: Project = None,
         json_: AsJson = False) -> None:
     """Lineage: the version, its parent, and so on back to the first."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     chain = store.lineage(store.prompt(ctx.obj.project_id(project), ref))
@@ -226,7 +232,6 @@ def label(ctx: typer.Context, ref: Ref,
           yes: Yes = False) -> None:
     """Point a label, such as production, at a version (or remove it with --remove)."""
     from promptlab.store import parse_ref
-    from promptlab.terminal import printable
 
     store, project_id = ctx.obj.store, ctx.obj.project_id(project)
     if remove:
@@ -243,7 +248,6 @@ def label(ctx: typer.Context, ref: Ref,
 def delete(ctx: typer.Context, ref: Ref, project: Project = None, yes: Yes = False) -> None:
     """Delete a prompt version; one that runs, optimizations or later versions use is archived instead
     (still NAME@VERSION for them, never the latest again), and so is the newest (its number stays taken)."""
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     version = store.prompt(ctx.obj.project_id(project), ref)
@@ -262,7 +266,7 @@ def revert(ctx: typer.Context, ref: Ref, project: Project = None,
     # the old signature version too: a revert sends exactly what the old version sent
     new = store.add_prompt(project_id, old.name, old.content, signature_id=old.signature_id,
                            parent_id=latest.id, message=message or f"revert to {old.ref}", dedupe=False)
-    typer.echo(f"{new.ref} (content of {old.ref})")
+    typer.echo(printable(f"{new.ref} (content of {old.ref})"))
 
 
 @app.command("try")
@@ -317,7 +321,7 @@ def _ask(settings, model: str | None, messages: list[dict], loaded) -> dict:
     check_capabilities(config, loaded.version.content, loaded.signature)
     gateway = Gateway(cache=None, retries=settings.defaults.retries, timeout=settings.defaults.timeout)
     try:
-        reply = asyncio.run(gateway.complete(config, messages, loaded.params, use_cache=False))
+        reply = asyncio.run(gateway.complete(config, messages, loaded.params_for(config), use_cache=False))
     except CallError as exc:  # its message is already redacted
         raise ProviderError(f"{config.alias or config.model}: {exc.kind}: {exc}") from None
     try:
@@ -334,7 +338,6 @@ def _print_try(data: dict) -> None:
 
     from promptlab.prompting.conversation import text_of
     from promptlab.redact import redact
-    from promptlab.terminal import printable
 
     for message in data["messages"]:
         typer.echo(printable(f"--- {message['role']}\n{text_of(message['content'])}"))
@@ -361,7 +364,6 @@ def export(ctx: typer.Context, ref: Ref,
 
     from promptlab.api import LoadedPrompt
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     if format not in ("yaml", "json"):
         raise UsageError(f"prompt export: unknown --format '{format}'; use yaml or json")

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from promptlab.cli import completion
-from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassRate, MinScore,
-                                  ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
+from promptlab.cli.common import (Project, AsJson, Baseline, JUnit, MaxErrorRate, MaxRegression, MinPassK,
+                                  MinPassRate, MinScore, ProgressMode, ReportMd, Yes, confirm, emit_json, read_only)
+from promptlab.terminal import printable
 
 app = typer.Typer(help="Runs: list them, show one, compare two, delete one, wait for a batch run.",
                   no_args_is_help=True)
@@ -93,8 +94,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(
                                          "distributions": facts["distributions"], "batches": batches})
     display.print_run_facts(facts, failures)
     for batch in batches:
-        typer.echo(f"batch {batch['batch_id']}: {batch['status']}, {batch['n_items']} requests"
-                   f"{'' if batch['done'] else ' (at the provider)'}")
+        typer.echo(printable(f"batch {batch['batch_id']}: {batch['status']}, {batch['n_items']} requests"
+                             f"{'' if batch['done'] else ' (at the provider)'}"))
 
 
 def _batches(store, run_id: int, live: bool = False) -> list[dict]:
@@ -113,7 +114,6 @@ def _show_case(store, project_id: int, run, case_id: int, as_json: bool) -> None
     from promptlab.api import LoadedPrompt
     from promptlab.errors import NotFoundError
     from promptlab.prompting.conversation import text_of
-    from promptlab.terminal import printable
 
     if case_id not in run.case_ids:
         raise NotFoundError(f"run '{run.name}' has no case {case_id}; its cases are listed by "
@@ -169,7 +169,7 @@ def compare(ctx: typer.Context,
     project_id = ctx.obj.project_id(project)
     data = compare_runs(store, project_id, *resolve_runs(store, project_id, a, b, model))
     for warning in data["warnings"]:  # on stderr with --json too: a script's log shows them
-        typer.echo(f"promptlab: warning: {warning}", err=True)
+        typer.echo(printable(f"promptlab: warning: {warning}"), err=True)
     if json_:
         return emit_json(data)
     display.print_comparison(data, show)
@@ -181,7 +181,6 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
     """Delete a run and its results (its cases, prompt and cached replies stay)."""
     from promptlab.store import lease
     from promptlab.errors import UsageError
-    from promptlab.terminal import printable
 
     store = ctx.obj.store
     run = store.run(ctx.obj.project_id(project), name)
@@ -201,7 +200,7 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The run
 @app.command("wait")
 def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch run to wait for.", autocompletion=completion.runs)],
          project: Project = None, min_score: MinScore = None, min_pass_rate: MinPassRate = None,
-         max_error_rate: MaxErrorRate = None, max_regression: MaxRegression = None,
+         max_error_rate: MaxErrorRate = None, min_pass_k: MinPassK = None, max_regression: MaxRegression = None,
          baseline: Baseline = None, junit: JUnit = None, report_md: ReportMd = None,
          progress: ProgressMode = "auto", json_: AsJson = False) -> None:
     """Wait for a batch run: poll its batches, store the results as they finish, and submit again only
@@ -219,7 +218,7 @@ def wait(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The batch
     state = ctx.obj
     store, project_id = state.store, state.project_id(project)
     gates = gate_flags(min_score=min_score, min_pass_rate=min_pass_rate, max_error_rate=max_error_rate,
-                       max_regression=max_regression, baseline=baseline)
+                       min_pass_k=min_pass_k, max_regression=max_regression, baseline=baseline)
     validate_gates(gates, "runs wait gates")
     run = store.run(project_id, name)
     if run.mode != "batch":

@@ -14,10 +14,12 @@ app = typer.Typer(help="Signatures: the inputs a prompt gets and the outputs it 
 
 
 def _field(text: str) -> dict:
-    """'name', 'name:type' or 'name:enum:a,b,c'."""
+    """'name', 'name:type', 'name:enum:a,b,c' or 'name:enum:a,b,c:lenient'."""
     name, _, rest = text.partition(":")
     kind, _, choices = rest.partition(":")
     spec: dict = {"name": name, "type": kind or "string"}
+    if choices.endswith(":lenient"):
+        choices, spec["lenient"] = choices.removesuffix(":lenient"), True
     if choices:
         spec["choices"] = [c.strip() for c in choices.split(",") if c.strip()]
     return spec
@@ -30,7 +32,8 @@ def add(ctx: typer.Context,
         instruction: Annotated[str, typer.Option(help="The task, in one or two sentences.")] = "",
         input: Annotated[list[str], typer.Option("--input", "-i", help="Input field: NAME[:TYPE].")] = [],
         output: Annotated[list[str], typer.Option("--output", "-o",
-                                                  help="Output field: NAME[:TYPE] or NAME:enum:a,b.")] = [],
+                                                  help="Output field: NAME[:TYPE] or NAME:enum:a,b; NAME:enum:a,b:lenient "
+                                                       "also accepts a reply that merely mentions a choice.")] = [],
         file: Annotated[Optional[Path], typer.Option(help="A YAML/JSON file with the signature.")] = None) -> None:
     """Add a signature, or a new version of one (identical content keeps the latest version)."""
     from pydantic import ValidationError

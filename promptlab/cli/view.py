@@ -10,6 +10,7 @@ import typer
 from promptlab.cli.common import State, read_only
 
 DEFAULT_PORT = 7676
+VIEW_EXTRA = ("starlette", "uvicorn")  # what `pip install promptlab[view]` brings
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +31,9 @@ def register(app: typer.Typer) -> None:
         import secrets
         import socket
 
-        from promptlab.errors import UsageError
+        from promptlab.errors import UsageError, require_extra
+
+        require_extra("view", VIEW_EXTRA, "view")  # before any import of it: bad setup, not a crash
         from promptlab.view.guard import MIN_TOKEN, is_loopback
 
         if token == "new":
@@ -42,13 +45,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"view: --host {host} is reachable from other machines; add --token SECRET "
                              f"(or --token new) so that only those given the token can read the store")
         path = _database(ctx.obj)
-        try:
-            import uvicorn
+        import uvicorn
 
-            from promptlab.view.app import make_app
-        except ImportError as exc:
-            raise UsageError(f"view needs the view extra ({exc.name} is missing): "
-                             f"pip install 'promptlab[view]'") from None
+        from promptlab.view.app import make_app
         try:
             sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         except OSError as exc:

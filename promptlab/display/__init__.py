@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from promptlab.reports import p_text
+from promptlab.reports.notes import by_role_text, cost_text, run_notes
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.
@@ -44,20 +45,35 @@ def print_runs(runs: list[dict], console: Console = out) -> None:
         table.add_row(safe(f"{r['prompt']}@{r['version']} × {r['model']}{status}"), str(r["n"]),
                       f"[red]{r['errors']}[/]" if r["errors"] else "0", *cells, _num(r.get("pass_rate")),
                       str((r.get("tokens") or {}).get("per_call", "-")), _num(r.get("calls_per_s"), 1),
-                      "n/a" if r.get("cost") is None else f"${r['cost']:.4f}")
+                      cost_text(r.get("cost")))
     console.print(table)
     for r in runs:
         latency = r.get("latency_ms") or {}
+        mode = f" ({r['mode']} mode)" if r.get("mode") else ""
         console.print(safe(f"  {r['name']}: {r.get('cached') or 0} cached, {r.get('provider_calls') or 0} "
-                           f"provider calls, latency p50 {_num(latency.get('p50'), 0)} ms / "
+                           f"provider calls{mode}, latency p50 {_num(latency.get('p50'), 0)} ms / "
                            f"p95 {_num(latency.get('p95'), 0)} ms"), highlight=False)
+        for line in run_notes(r):  # one line each, however long: grep finds it in a CI log
+            console.print(safe(f"  {r['name']}: {line}"), highlight=False, soft_wrap=True)
+        if r.get("decoding") is not None:  # runs summarised before it was reported have none
+            console.print(safe(f"  {r['name']}: {decoding_text(r['decoding'])}, "
+                               f"{r.get('parse_failures') or 0} parse failures"), highlight=False)
         if base := r.get("constant_baseline"):
-            console.print(Text(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
+            console.print(safe(f"  {r['name']}: constant baseline {base['score']:.3f} (always answering "
                                f"{base['field']}={base['label']!r} on these {base['n']} cases)"), highlight=False)
         for warning in r.get("warnings") or []:
-            err.print(Text(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
+            err.print(safe(f"warning: {r['name']}: {warning}", style="yellow"), highlight=False)
         if r.get("error"):
             err.print(safe(f"{r['name']}: {r['error']}", "red"))
+
+
+def decoding_text(decoding: dict) -> str:
+    """How a run's replies were decoded, in words."""
+    if not decoding.get("structured"):
+        return "decoding unconstrained"
+    if decoding.get("constrained"):
+        return f"decoding constrained to the signature ({decoding['mechanism']})"
+    return f"decoding unconstrained: {decoding.get('note') or 'the model cannot constrain it'}"
 
 
 def print_gates(gates: list, console: Console = out) -> None:
@@ -258,7 +274,7 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                       f"{lift['test_over_base']:+.3f}, p = {lift['p_value']:.3g} (paired bootstrap, "
                       f"95% CI {lift['ci_low']:+.3f} to {lift['ci_high']:+.3f})", highlight=False)
     strongest = lift.get("best_baseline")
-    if strongest and strongest["name"] == "naive":
+    if strongest and strongest["name"] == "naive" and lift.get("over") != "naive":  # reports made before it gated
         console.print(f"test lift {strongest['lift']:+.3f} over naive k-shot ({strongest['score']:.3f})"
                       f"{_claim(strongest['p_value'], strongest.get('significant'))}", highlight=False)
     if report.get("improved") is False:
@@ -289,6 +305,8 @@ def print_optimization(report: dict, console: Console = out, top: int = 8) -> No
                   f"{of_budget(spent['provider_calls'], budget.get('calls'))} (retries included) · "
                   f"tokens {of_budget(spent['tokens'], budget.get('tokens'))} · stopped: {report['stopped']}",
                   highlight=False)
+    if spent.get("by_role"):  # reports made before roles were counted have none
+        console.print(by_role_text(spent["by_role"]), highlight=False, soft_wrap=True)
     if report.get("improved") is not False and report["diff"]:  # no diff of the base with itself
         console.print(safe(f"prompt diff ({base['ref']} → {win['ref']})", "bold"))
         print_diff(report["diff"], console)

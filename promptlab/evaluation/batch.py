@@ -31,6 +31,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+from promptlab import safe_json
 from promptlab.config import BatchConfig
 from promptlab.errors import ProviderError
 from promptlab.evaluation.plan import RunPlan, bind_metrics, job, pending_jobs
@@ -38,12 +39,12 @@ from promptlab.evaluation.sink import StoreSink
 from promptlab.providers.batch_api import ENDPOINT, FILE_TIMEOUT_S, PROVIDERS, BatchClient, check, provider
 from promptlab.store.lease import HEARTBEAT_S
 from promptlab.providers.errors import CallError, classify, raise_if_cancelled
-from promptlab.providers.gateway import Gateway, chat_key, message_text
+from promptlab.providers.gateway import MAX_REPLY_BYTES, Gateway, chat_key, message_text, too_large
 from promptlab.providers.litellm_loader import litellm
-from promptlab.models import Completion, ItemResult, Usage
+from promptlab.models import Completion, ItemResult, Usage, token_counts
 from promptlab.progress import EvalFinished, EvalStarted, ItemFinished, Note, Progress
 from promptlab.redact import redact
-from promptlab.evaluation.runner import Job, Outcome, RunState, reply_item
+from promptlab.evaluation.runner import Job, Outcome, RunState, render_failure, reply_item
 from promptlab.store import Store, dumps, is_locked, now
 
 FINISHED = ("completed", "failed", "expired", "cancelled")
@@ -241,19 +242,26 @@ class _Batches:
         if not isinstance(status, int):
             return None
         if status != 200:
-            error = classify(_LineError(status, str(_dig(body, "error", "message") or body)[:300]))
+            error = classify(_LineError(status, str(_dig(body, "error", "message") or body)))  # cut after redaction
             if error.transient:
                 return error
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind=error.kind, error=str(error),
                               attempts=1, latency_ms=latency_ms)
         text = message_text(_dig(body, "choices", 0, "message"))
+        text = redact(text) if isinstance(text, str) else None  # a reply echoing the key stores no key
         if text is None:  # not an empty answer: never scored as one, never cached
             return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="bad_response",
                               error=f"{plan.model.alias or plan.model.model}: reply has no content",
                               attempts=1, latency_ms=latency_ms)
-        prompt, completion = (_count(_dig(body, "usage", k)) for k in ("prompt_tokens", "completion_tokens"))
+        if len(text) > MAX_REPLY_BYTES:
+            return ItemResult(plan.run_id, item.case.id, item.repeat, error_kind="reply_too_large",
+                              error=str(too_large(MAX_REPLY_BYTES)), attempts=1, latency_ms=latency_ms)
+        prompt, completion, warning = token_counts(*(_dig(body, "usage", k) for k in ("prompt_tokens",
+                                                                                        "completion_tokens")))
+        if warning is not None:
+            self.say(f"{plan.name}: case {item.case.id}: {warning}")
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                      cost=self.client.cost(plan.model, prompt, completion))
+                      cost=None if warning else self.client.cost(plan.model, prompt, completion))
         cache_rows.append({"key": cache_key(item), "kind": "chat", "model": plan.model.model,
                            "response": dumps({"text": text, "usage": usage.model_dump()}), "created_at": now()})
         return await reply_item(item, Completion(text=text, usage=usage, attempts=1, latency_ms=latency_ms))
@@ -281,6 +289,9 @@ class _Batches:
                 if (case.id, r) in done or (case.id, r) in busy:
                     continue
                 item = job(plan, case, r)
+                if item.render_error is not None:
+                    ready.append(render_failure(item))
+                    continue
                 hit = self.store.cache_get(cache_key(item)) if use_cache else None
                 if hit is not None:
                     ready.append(await reply_item(item, Completion(
@@ -408,13 +419,10 @@ def _dig(value: Any, *path: str | int) -> Any:
     return value
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def _json(raw: bytes) -> Any:
+    """One output line's JSON; None when it is not JSON or nested past the bound (the item's error)."""
     try:
-        return json.loads(raw)
+        return safe_json.loads(raw)
     except ValueError:
         return None
 

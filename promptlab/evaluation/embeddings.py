@@ -4,7 +4,7 @@ store's response cache (a text embedded once is never sent again)."""
 from __future__ import annotations
 
 import asyncio
-
+from typing import TYPE_CHECKING
 
 from promptlab.config import Settings
 from promptlab.errors import ProviderError
@@ -13,6 +13,10 @@ from promptlab.providers.gateway import Gateway
 from promptlab.evaluation.sink import make_gateway
 from promptlab.prompting.render import demo_text
 from promptlab.store import Store
+
+if TYPE_CHECKING:
+    from promptlab.evaluation.plan import RunPlan
+
 
 async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Settings) -> None:
     """The vectors a demo selector that compares embeddings needs: of its pool's inputs and the
@@ -29,7 +33,6 @@ async def embed_demo_texts(gateway: Gateway, plans: list[RunPlan], settings: Set
             raise ProviderError(f"demo selector of {plan.prompt.ref}: embedding model "
                                 f"{selector.embedding_model}: {exc.kind}: {exc}") from None
         plan.demo_vectors = {text: vector[0] for text, vector in zip(texts, vectors)}
-
 
 
 def embed_texts(store: Store, settings: Settings, model_name: str, texts: list[str]) -> list[list[float]]:

@@ -14,23 +14,23 @@ from promptlab.evaluation.batch import Batch
 from promptlab.evaluation.per_call import PerCall
 from promptlab.evaluation.plan import RunPlan
 from promptlab.evaluation.runner import Outcome
-from promptlab.evaluation.sink import make_gateway
 from promptlab.progress import Progress
+from promptlab.providers.gateway import Gateway
 from promptlab.store import Store
 
 
 async def execute(store: Store, settings: Settings, plans: list[RunPlan], progress: Progress, *,
-                  batch: frozenset[int], concurrency: Concurrency, use_cache: bool, wait: bool) -> Outcome:
-    """The per-call runs, then the batched ones (`batch`: their run ids), each executor with a
-    gateway of its own. `wait`: False leaves batch runs `submitted`, their batches at the provider."""
+                  gateways: tuple[Gateway, Gateway], batch: frozenset[int], concurrency: Concurrency,
+                  use_cache: bool, wait: bool) -> Outcome:
+    """The per-call runs, then the batched ones (`batch`: their run ids), each executor with its own
+    of the two `gateways` (the caller reads what they spent). `wait`: False leaves batch runs
+    `submitted`, their batches at the provider."""
     calls = [p for p in plans if p.run_id not in batch]
     batched = [p for p in plans if p.run_id in batch]
     outcome = Outcome({})
     if calls:
-        outcome = await PerCall(concurrency, use_cache, settings).execute(
-            store, make_gateway(store, settings), calls, progress)
+        outcome = await PerCall(concurrency, use_cache, settings).execute(store, gateways[0], calls, progress)
     if batched:
-        more = await Batch(settings.batch, use_cache, wait).execute(
-            store, make_gateway(store, settings), batched, progress)
+        more = await Batch(settings.batch, use_cache, wait).execute(store, gateways[1], batched, progress)
         outcome.states.update(more.states)
     return outcome

@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from promptlab.cases.files import load_yaml, read_cases, rows_to_cases
-from promptlab.config import Concurrency, ModelConfig, Settings
+from promptlab.cases.files import read_cases, read_experiment_file, rows_to_cases
+from promptlab.config import Concurrency, ModelConfig, Settings, check_params
 from promptlab.errors import UsageError
 from promptlab.evaluation.plan import RunPlan, build_metrics, metric_context, plan_run, resume_plan
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_tools
 from promptlab.prompting import images
+from promptlab.prompting.structured import decoding
+from promptlab.providers.gateway import structured_mode
 from promptlab.scorers import MetricContext
 from promptlab.prompting.render import check_prompt
 from promptlab.store import Store
@@ -49,11 +51,16 @@ class PromptSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     tools: list[dict[str, Any]] = Field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None
+    structured: bool = False           # the signature drives the decoder (prompting.structured)
+    structured_fallback: bool = False  # a model that cannot: called unconstrained, not refused
     message: str = ""
 
     @model_validator(mode="after")
-    def _tools(self) -> "PromptSpec":
+    def _tools_and_decoding(self) -> "PromptSpec":
         check_tools(tuple(self.tools), self.tool_choice)
+        if self.structured_fallback and not self.structured:
+            raise ValueError("structured_fallback is for a structured prompt: add structured: true "
+                             "or drop structured_fallback")
         return self
 
     def content(self, pool: tuple[int, ...] | None = None) -> PromptContent:
@@ -64,7 +71,8 @@ class PromptSpec(BaseModel):
             selector = DemoSelector(**self.demo_selector.model_dump(exclude={"pool"}), pool=pool)
         return PromptContent(system=self.system, template=self.template, demos=tuple(self.demos),
                              demo_selector=selector, params=self.params, tools=tuple(self.tools),
-                             tool_choice=self.tool_choice)
+                             tool_choice=self.tool_choice, structured=self.structured,
+                             structured_fallback=self.structured_fallback)
 
 
 class InlineModel(BaseModel):
@@ -79,6 +87,7 @@ class InlineModel(BaseModel):
     timeout: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fast_path: bool = True
+    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
 
 
 class CasesFile(BaseModel):
@@ -164,11 +173,7 @@ class Experiment:
 def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | None = None) -> Experiment:
     """Read and check an experiment file; `overrides` (command-line flags: `models`, `eval.*` keys)
     replace what the file says and are checked like it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: experiment file not found; check the path") from None
-    data = load_yaml(text, path)
+    data = read_experiment_file(path)
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with project, signature, prompts, cases")
     for key, value in (overrides or {}).items():
@@ -188,6 +193,7 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
         raise UsageError(f"{path}: field '{loc}': {err['msg']}; fix that field") from None
     cases = _cases(spec, path)
     for i, prompt in enumerate(spec.prompts):
+        check_params(prompt.params, f"{path}: prompts[{i}] '{prompt.name}'")
         prompt.demos = _demo_images(prompt.demos, spec.signature, path, f"prompts[{i}] '{prompt.name}'")
         check_prompt(prompt.content(), spec.signature, f"{path}: prompts[{i}] '{prompt.name}'")
         if prompt.demo_selector is not None and prompt.demos:
@@ -195,7 +201,13 @@ def load_experiment(path: Path, settings: Settings, overrides: dict[str, Any] | 
                              f"not both; drop one")
         if prompt.demo_selector is not None:
             _check_selector(prompt.demo_selector, cases, settings, f"{path}: prompts[{i}].demo_selector")
-    models = [_model(m, settings, path) for m in (spec.models or [settings.defaults.model])]
+    models = [_model(m, settings, f"{path}: models[{i}]")
+              for i, m in enumerate(spec.models or [settings.defaults.model])]
+    for i, prompt in enumerate(spec.prompts):  # a model that cannot decode to the schema: before any call
+        if prompt.structured:
+            for model in models:
+                decoding(prompt.content(), spec.signature, structured_mode(model),
+                         model=model.alias or model.model, ref=f"{path}: prompts[{i}] '{prompt.name}'")
     context = replace(metric_context(settings, path.parent), allow_code_execution=spec.allow_code_execution)
     build_metrics(spec.metrics, f"{path}: metrics", context)
     experiment = Experiment(path, spec, models, cases, context)
@@ -235,13 +247,21 @@ def _check_selector(selector: SelectorSpec, cases: list[Case], settings: Setting
         raise UsageError(f"{where}.pool: no case ids; name a split of this file's cases (e.g. pool: train)")
 
 
-def _model(entry: str | InlineModel, settings: Settings, path: Path) -> ModelConfig:
+def _model(entry: str | InlineModel, settings: Settings, where: str) -> ModelConfig:
+    """A model the file names: an alias of promptlab.toml, or one of its own, which may not send a
+    key anywhere the user did not configure, nor carry more than sampling parameters."""
     if isinstance(entry, str):
         try:
             return settings.resolve_model(entry)
         except UsageError as exc:
-            raise UsageError(f"{path}: models: {exc}") from None
-    return ModelConfig(alias=entry.name, **entry.model_dump(exclude={"name"}))
+            raise UsageError(f"{where}: {exc}") from None
+    check_params(entry.params, where)
+    try:
+        model = ModelConfig(alias=entry.name, **entry.model_dump(exclude={"name"}))
+    except UsageError as exc:  # an api_base carrying credentials
+        raise UsageError(f"{where}: {exc}") from None
+    settings.check_destination(model, where)
+    return model
 
 
 def _cases(spec: ExperimentSpec, path: Path) -> list[Case]:

@@ -33,6 +33,9 @@ class PerCall:
         concurrency = self.concurrency
         if concurrency == AUTO:
             gateway.adaptive, concurrency = True, AUTO_CEILING
+        for plan in plans:  # what the run records (batch runs record theirs in Batch.execute)
+            if store.run_by_id(plan.run_id).mode is None:
+                store.update_run(plan.run_id, mode="call")
         sink = gateway.cache if isinstance(gateway.cache, StoreSink) else StoreSink(store)
         bind_metrics(plans, gateway)
         jobs, runs = pending_jobs(store, plans)

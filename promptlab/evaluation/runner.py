@@ -18,9 +18,11 @@ from promptlab.errors import AuthError, PromptlabError
 from promptlab.providers.errors import CallError, raise_if_cancelled
 from promptlab.providers.gateway import Gateway
 from promptlab.models import Case, Completion, ItemResult, Signature
-from promptlab.prompting.outputs import parse_output
-from promptlab.progress import ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Progress, RunTotal
+from promptlab.prompting.outputs import parse_reply
+from promptlab.progress import (ConcurrencyChanged, EvalFinished, EvalStarted, ItemFinished, Note, Progress,
+                                RunTotal)
 from promptlab.scorers import Metric, Score, ScoreInput, ScoringError
+from promptlab.providers.usage import calls_for
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Job:
     params: dict
     signature: Signature | None
     metrics: tuple[Metric, ...]
+    render_error: str | None = None  # the template failed for this input: nothing to send
 
 
 class Sink(Protocol):
@@ -68,6 +71,7 @@ class Scored(NamedTuple):
     score: float | None
     passed: bool
     error: str | None = None  # why a metric could not score this item (the item is then an error)
+    lenient: tuple[str, ...] = ()
 
 
 async def score_reply(job: Job, text: str) -> Scored:
@@ -79,7 +83,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     error message; the other metrics still score. 401/403 (AuthError) stops
     the run.
     """
-    parsed, parse_error = parse_output(text, job.signature)
+    reply = parse_reply(text, job.signature)
+    parsed, parse_error = reply.parsed, reply.parse_error
     item = ScoreInput(output=text, parsed=parsed, parse_error=parse_error,
                       expected=job.case.expected, inputs=job.case.inputs,
                       outputs=job.signature.outputs if job.signature else ())
@@ -89,7 +94,8 @@ async def score_reply(job: Job, text: str) -> Scored:
     passed = True
     for metric in job.metrics:
         try:
-            result: Score = await metric.score(item)
+            with calls_for("judge", job.run_id):  # a metric that calls a model (an embedding is its own role)
+                result: Score = await metric.score(item)
         except AuthError:
             raise
         except Exception as exc:  # the item becomes an error, never a crash
@@ -102,14 +108,23 @@ async def score_reply(job: Job, text: str) -> Scored:
             values.append(result.value)
     score = values[0] if values else None
     return Scored(parsed, parse_error, scores, score, passed and bool(job.metrics) and not errors,
-                  "; ".join(errors) or None)
+                  "; ".join(errors) or None, reply.lenient)
+
+
+def render_failure(job: Job) -> ItemResult:
+    """The result of a job whose template failed for its input."""
+    return ItemResult(job.run_id, job.case.id, job.repeat, error_kind="render", error=job.render_error,
+                      attempts=0)
 
 
 async def run_job(job: Job, gateway: Gateway, use_cache: bool) -> ItemResult:
+    if job.render_error is not None:
+        return render_failure(job)
     started = time.perf_counter()
     try:
-        reply = await gateway.complete(job.model, job.messages, job.params,
-                                       use_cache=use_cache, sample=job.repeat)
+        with calls_for("task", job.run_id):
+            reply = await gateway.complete(job.model, job.messages, job.params,
+                                           use_cache=use_cache, sample=job.repeat)
     except CallError as exc:
         return ItemResult(job.run_id, job.case.id, job.repeat, error_kind=exc.kind, error=str(exc),
                           attempts=exc.attempts, latency_ms=(time.perf_counter() - started) * 1000)
@@ -135,8 +150,9 @@ async def reply_item(job: Job, reply: Completion) -> ItemResult:
                       latency_ms=reply.latency_ms if not reply.cached else 0.0,
                       prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
-                      cost=0.0 if reply.cached else reply.usage.cost,
-                      cached=reply.cached, attempts=reply.attempts)
+                      cost=0.0 if reply.cached and reply.usage.cost is not None else reply.usage.cost,
+                      cached=reply.cached, attempts=reply.attempts, lenient=scored.lenient,
+                      warning=reply.warning)
 
 
 async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: Progress, *,
@@ -163,9 +179,12 @@ async def evaluate(jobs: Iterable[Job], gateway: Gateway, sink: Sink, progress: 
             if (now := gateway.adaptive_limits()) != limits:
                 limits = now
                 progress.emit(ConcurrencyChanged(now))
+            if item.warning:
+                progress.emit(Note(f"case {item.case_id}: {item.warning}"))
             progress.emit(ItemFinished(item))
             state.finished += 1
-            state.failed += item.error_kind is not None
+            # a render error costs no call and says nothing of the provider: it never stops a run
+            state.failed += item.error_kind not in (None, "render")
             if (state.finished >= failure_min_items
                     and state.failed / state.finished > failure_threshold and not state.stopped):
                 state.stopped = (f"stopped: {state.failed} of {state.finished} items failed "

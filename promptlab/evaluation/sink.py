@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-
 from promptlab.config import Settings
 from promptlab.errors import StorageError
 from promptlab.providers.gateway import Gateway
 from promptlab.models import ItemResult
 from promptlab.store import Store, dumps, is_locked, now, storage_error
+
 
 class StoreSink:
     """Sink and response cache over the store: buffered, committed once per loop tick.
@@ -101,7 +101,6 @@ class StoreSink:
                 self.failure = storage_error(self.store.path, exc)
 
 
-
 def make_gateway(store: Store, settings: Settings) -> Gateway:
     return Gateway(cache=StoreSink(store), retries=settings.defaults.retries,
-                   timeout=settings.defaults.timeout)
+                   timeout=settings.defaults.timeout, max_reply_bytes=settings.defaults.max_reply_bytes)

@@ -3,6 +3,7 @@ baselines, warnings) written to the store, and the `--json` shape of a run."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,11 +12,20 @@ from promptlab.hints import command
 from promptlab.models import Case, PromptVersion
 from promptlab.store.records import Run
 from promptlab.evaluation.runner import Outcome
+from promptlab.evaluation.figures import (cost_figures, error_figures, field_accuracy, lenient_figures,
+                                          metric_figures, repeat_figures)
+from promptlab.providers.usage import ROLES, Ledger, RoleUsage, by_run, merged
 from promptlab.store import Store, dumps, now
 
+if TYPE_CHECKING:
+    from promptlab.evaluation.plan import RunPlan
+
+
 def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, status: str | None = None,
-           elapsed_s: float | None = None, reason: str | None = None) -> list[dict]:
-    """Write each run's status, reason and summary; returns the summaries.
+           elapsed_s: float | None = None, reason: str | None = None, usage: Ledger | None = None) -> list[dict]:
+    """Write each run's status, reason and summary; returns the summaries. `usage`: what this
+    session's gateway spent per run and role (the judge's and embeddings' calls are added to the
+    run's role usage; the task's come from its results).
 
     Without an explicit status a run is `completed` only when it holds a result
     for every planned item, `failed` when it was stopped or every item failed
@@ -25,7 +35,13 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
     summaries = []
     for plan in plans:
         state = outcome.states.get(plan.run_id) if outcome else None
-        active_s = (store.run_by_id(plan.run_id).active_s or 0.0) + (elapsed_s or 0.0)
+        before = store.run_by_id(plan.run_id)
+        active_s = (before.active_s or 0.0) + (elapsed_s or 0.0)
+        session = by_run(usage or {}, plan.run_id, tuple(r for r in ROLES if r != "task"))
+        if session:
+            stored = {role: RoleUsage.of(u) for role, u in (before.role_usage or {}).items()}
+            store.update_run(plan.run_id, role_usage={role: u.as_json()
+                                                      for role, u in merged(stored, session).items()})
         summary = summarize_run(store, plan, active_s or None, session_s=elapsed_s)
         run_status, error, owner = status, reason, {}
         waiting = store.db["batches"].count_where("run_id = ? and done = 0", [plan.run_id])
@@ -52,12 +68,10 @@ def finish(store: Store, plans: list[RunPlan], outcome: Outcome | None, *, statu
     return summaries
 
 
-
 def first_error(store: Store, run_id: int) -> str | None:
     row = store.db.execute("select error_kind, error from results where run_id = ? and error_kind is not null "
                            "order by id limit 1", [run_id]).fetchone()
     return None if row is None else f"{row[0]}: {row[1]}"
-
 
 
 def demo_overlap(prompt: PromptVersion, cases: list[Case]) -> str | None:
@@ -71,34 +85,40 @@ def demo_overlap(prompt: PromptVersion, cases: list[Case]) -> str | None:
             f"their answers, so its score on them means little; evaluate on another split")
 
 
-
 def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
                   session_s: float | None = None) -> dict:
-    """The run's numbers. `elapsed_s`: its active time over every session; calls/s is measured
-    over this process's session (`session_s`) alone, since a killed session's time is unknown."""
+    """The run's numbers (see `evaluation.figures`). `elapsed_s`: its active time over every session;
+    calls/s is measured over this process's session (`session_s`) alone, since a killed
+    session's time is unknown."""
     results = store.results(plan.run_id)
     scored = [r for r in results if r.error_kind is None]
-    metrics = {metric.name: metric.summarize([r.scores[metric.name] for r in scored if metric.name in r.scores])
-               for metric in plan.metrics}
     live = [r for r in results if not r.cached and r.error_kind is None]
     latencies = np.array([r.latency_ms for r in live]) if live else np.array([0.0])
-    costs = [r.cost for r in results if not r.cached and r.attempts]
-    calls = sum(1 for r in results if not r.cached)
     prompt_tokens = sum(r.prompt_tokens for r in results)
     completion_tokens = sum(r.completion_tokens for r in results)
+    run = store.run_by_id(plan.run_id)
+    costs = cost_figures(results, {role: RoleUsage.of(u) for role, u in (run.role_usage or {}).items()})
     # what answering one label every time would score, and whether the outputs did that
     baseline = constant_baseline(plan.signature, (c.expected for c in plan.cases))
     collapsed = collapse(plan.signature, (r.parsed for r in scored))
     return {
         "n": len(results), "expected": len(plan.cases) * plan.repeat,
-        "errors": len(results) - len(scored),
-        "error_kinds": _count(r.error_kind for r in results if r.error_kind),
-        "pass_rate": (sum(r.passed for r in scored) / len(scored)) if scored else None,
-        "metrics": metrics,
+        **error_figures(results),
+        "pass_rate": (sum(r.passed for r in scored) / len(results)) if results else None,
+        "scored": {"n": len(scored),
+                   "pass_rate": (sum(r.passed for r in scored) / len(scored)) if scored else None},
+        "metrics": {metric.name: metric_figures(metric, results) for metric in plan.metrics},
+        "fields": field_accuracy(plan.signature, plan.cases, results),
+        "repeats": repeat_figures(results),
+        "lenient": lenient_figures(results),
+        "mode": run.mode,
+        # replies that did not fit the signature (scored, not errors), and how decoding was constrained
+        "parse_failures": sum(1 for r in scored if r.parse_error),
+        "decoding": plan.decoding.as_json(),
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens,
                    "per_call": round((prompt_tokens + completion_tokens) / len(results), 1) if results else 0},
-        "cost": None if any(c is None for c in costs) else round(sum(costs), 6),
-        "cached": len(results) - calls, "provider_calls": calls,
+        **costs,
+        "cached": sum(1 for r in results if r.cached),
         "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),
                        "p95": round(float(np.percentile(latencies, 95)), 1)},
         "elapsed_s": round(elapsed_s, 3) if elapsed_s else None,
@@ -110,26 +130,26 @@ def summarize_run(store: Store, plan: RunPlan, elapsed_s: float | None = None,
     }
 
 
-
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
-
-
-
 def run_json(run: Run, prompt: PromptVersion) -> dict:
-    """The machine-readable shape of one run (as `--json` prints it)."""
+    """The machine-readable shape of one run (as `--json` prints it). `scores`, `intervals` and
+    `pass_rate` are the headline (every item, errors 0); `scored` the figures over the scored
+    items only. A run summarised before the headline counted errors has no `scored` key."""
     summary = run.summary or {}
     metrics = summary.get("metrics", {})
     return {"name": run.name, "prompt": prompt.name, "version": prompt.version,
-            "model": run.model, "status": run.status, "n": summary.get("n", 0),
-            "errors": summary.get("errors", 0),
+            "model": run.model, "status": run.status, "mode": run.mode or summary.get("mode"),
+            "n": summary.get("n", 0), "errors": summary.get("errors", 0),
+            "error_kinds": summary.get("error_kinds") or {}, "top_errors": summary.get("top_errors") or [],
+            # runs summarised before decoding was reported print as they always did
+            **{k: summary[k] for k in ("parse_failures", "decoding") if k in summary},
             "scores": {k: v.get("mean") for k, v in metrics.items()},
             "intervals": {k: [v.get("ci_low"), v.get("ci_high")] for k, v in metrics.items()},
-            "pass_rate": summary.get("pass_rate"), "tokens": summary.get("tokens"),
-            "cost": summary.get("cost"), "cached": summary.get("cached"),
+            "pass_rate": summary.get("pass_rate"),
+            "scored": summary.get("scored") and {
+                **summary["scored"], "scores": {k: (v.get("scored") or {}).get("mean") for k, v in metrics.items()}},
+            "fields": summary.get("fields"), "repeats": summary.get("repeats"),
+            "lenient": summary.get("lenient"), "tokens": summary.get("tokens"),
+            "cost": summary.get("cost"), "by_role": summary.get("by_role"), "cached": summary.get("cached"),
             "provider_calls": summary.get("provider_calls"),
             "calls_per_s": summary.get("calls_per_s"), "latency_ms": summary.get("latency_ms"),
             "constant_baseline": summary.get("constant_baseline"), "collapse": summary.get("collapse"),

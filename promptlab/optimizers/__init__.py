@@ -17,6 +17,8 @@ STRATEGIES: dict[str, str] = {
     "genetic": "promptlab.optimizers.genetic:Genetic",
     "mcts": "promptlab.optimizers.mcts:Mcts",
     "reflect": "promptlab.optimizers.reflect:Reflect",
+    "mipro": "promptlab.optimizers.mipro:Mipro",
+    "params": "promptlab.optimizers.params:Params",
 }
 
 

@@ -68,6 +68,7 @@ class Spent:
     cost: float = 0.0
     provider_calls: int = 0
     test_calls: int = 0
+    by_role: dict = field(default_factory=dict)  # role -> requests, replies, tokens, cost (usage.RoleUsage)
 
 
 @dataclass(frozen=True)

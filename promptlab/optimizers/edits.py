@@ -17,7 +17,7 @@ from promptlab.optimizers.evaluator import Candidate
 from promptlab.optimizers.search import Search
 
 MODEL_FREE = ("add_demos", "swap_demo", "remove_demo", "shuffle_demos", "knn", "grips", "format",
-              "verbalizer")
+              "verbalizer", "structured")
 
 
 async def rewrite(search: Search, cand: Candidate, failures: Sequence[tuple[Case, str]],
@@ -76,6 +76,8 @@ def model_free(op: str, content: PromptContent, search: Search, rng: random.Rand
     if op == "verbalizer":
         edit = ops.verbalizer_edit(content, search.problem.signature, search.problem.train, rng)
         return None if edit is None else edit[0]
+    if op == "structured":  # on only where the task model can constrain its decoding
+        return ops.toggle_structured(content) if content.structured or search.can_structure else None
     if op == "grips":
         bank = [ops.format_statement(search.problem.signature) or ""]
         bank += [p for c in search.candidates.values() for p in ops.phrases(c.content.system)]

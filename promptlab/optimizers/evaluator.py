@@ -9,6 +9,9 @@
   pays for it again (the ledger counts distinct version × case evaluations).
 - A candidate is never scored on a case it carries as a demo (leave-one-out
   when train and val are the same tiny pool).
+- A candidate that samples (`repeats` > 1, set by the strategy) is scored on each
+  case that many times, with distinct cached samples; its score on the case is
+  their mean. The held-out test takes one sample per case (what its reserve holds).
 - A kNN selector comparing embeddings gets its texts embedded first, each one
   request (cached) counted like a case.
 """
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from promptlab.errors import ProviderError
 from promptlab.evaluation.per_call import PerCall
-from promptlab.evaluation.plan import RunPlan, build_metrics, metric_context, plan_run
+from promptlab.evaluation.plan import RunPlan, build_metrics, metric_context, plan_run, run_decoding
 from promptlab.evaluation.summary import finish
 from promptlab.hints import command
 from promptlab.providers.errors import PROVIDER_FAILURES, CallError
@@ -85,6 +88,8 @@ class Candidate:
     metric_scores: dict[int, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> value
     feedback: dict[int, str] = field(default_factory=dict)  # case id -> the metrics' feedback text, if any
     tokens: int = 0
+    repeats: int = 1   # samples wanted per case (a sampling temperature makes one sample noise)
+    samples: dict[int, dict[int, CaseScore]] = field(default_factory=dict)  # case id -> repeat -> score
 
     @property
     def id(self) -> int:
@@ -94,13 +99,21 @@ class Candidate:
     def content(self) -> PromptContent:
         return self.prompt.content
 
-    def add(self, case_id: int, score: CaseScore) -> None:
-        self.scores[case_id] = score.objective
-        self.metric_scores[case_id] = score.metrics
+    def add(self, case_id: int, score: CaseScore, repeat: int = 0) -> None:
+        """One sample's score on a case; the case's score is the mean of its samples."""
+        mine = self.samples.setdefault(case_id, {})
+        mine[repeat] = score
+        self.scores[case_id] = sum(s.objective for s in mine.values()) / len(mine)
+        self.metric_scores[case_id] = {name: sum(s.metrics.get(name, 0.0) for s in mine.values()) / len(mine)
+                                       for name in score.metrics}
         self.outputs[case_id] = score.output
         self.parsed[case_id] = score.parsed
         if score.feedback:
             self.feedback[case_id] = score.feedback
+
+    def lacking(self, case: Case, repeats: int) -> int:
+        """Samples of this case still to take to have `repeats` of them."""
+        return max(0, repeats - len(self.samples.get(case.id, ())))
 
     def carries(self, case: Case) -> bool:
         """True if the case is one of this prompt's demos (it is then never scored on it)."""
@@ -176,10 +189,11 @@ class Evaluator:
         needed = 0
         for cand, missing in self.missing(candidates, cases):
             more = self._unembedded(cand, missing) - texts
-            if not self.ledger.fits(needed + len(missing) + len(more)):
+            calls = sum(cand.lacking(c, cand.repeats) for c in missing)
+            if not self.ledger.fits(needed + calls + len(more)):
                 short = True
                 break
-            needed += len(missing) + len(more)
+            needed += calls + len(more)
             texts |= more
             todo.append((cand, missing))
         unsent = await self._embed(texts) or (bool(todo) and await self._run(todo))
@@ -189,18 +203,19 @@ class Evaluator:
     async def evaluate_test(self, candidates: Sequence[Candidate], cases: Sequence[Case]) -> bool:
         """Score the candidates on all the cases with the calls set aside for the test split;
         True if the gateway's cap left requests unsent (nothing is then spent)."""
-        todo = self.missing(candidates, cases)
+        todo = self.missing(candidates, cases, repeats=1)
         self.gateway.max_calls = self.ledger.gateway_cap(test=True)
         texts = set().union(*(self._unembedded(cand, missing) for cand, missing in todo))
-        if await self._embed(texts) or (todo and await self._run(todo)):
+        if await self._embed(texts) or (todo and await self._run(todo, repeats=1)):
             return True
         self.ledger.spend_test(sum(len(missing) for _, missing in todo) + len(texts))
         return False
 
     @staticmethod
-    def missing(candidates: Sequence[Candidate], cases: Sequence[Case]) -> Todo:
-        """(candidate, its eligible cases not scored yet), for each candidate with any."""
-        todo = [(cand, [c for c in cand.eligible(cases) if c.id not in cand.scores])
+    def missing(candidates: Sequence[Candidate], cases: Sequence[Case], repeats: int | None = None) -> Todo:
+        """(candidate, its eligible cases lacking samples), for each candidate with any; a
+        candidate wants its own `repeats` samples per case unless `repeats` is given."""
+        todo = [(cand, [c for c in cand.eligible(cases) if cand.lacking(c, repeats or cand.repeats)])
                 for cand in dict.fromkeys(candidates)]
         return [(cand, missing) for cand, missing in todo if missing]
 
@@ -235,15 +250,17 @@ class Evaluator:
             self.embedded.add((model_name, text))
         return False
 
-    async def _run(self, todo: Todo) -> bool:
-        """Evaluate through the eval runner; True if the gateway's cap left requests unsent
-        (those cases stay unscored and their runs are left to finish on resume)."""
+    async def _run(self, todo: Todo, repeats: int | None = None) -> bool:
+        """Evaluate through the eval runner (each candidate's `repeats` samples per case, or
+        `repeats`); True if the gateway's cap left requests unsent (those cases stay unscored and
+        their runs are left to finish on resume)."""
         name, project_id = self.config.name, self.config.project_id
         plans: list[RunPlan] = []
         runs: list[tuple[Candidate, int, list[Case]]] = []
         for cand, cases in todo:
+            samples = repeats or cand.repeats
             digest = hashlib.sha256(json.dumps(sorted(c.id for c in cases)).encode()).hexdigest()[:10]
-            run_name = f"opt:{name}:{cand.prompt.ref}:{digest}"
+            run_name = f"opt:{name}:{cand.prompt.ref}:{digest}" + (f":x{samples}" if samples > 1 else "")
             run = self.store.find_run(project_id, run_name)
             if run is not None and run.status in ("completed", "failed") and not any(
                     r.error_kind in RETRIED for r in self.store.results(run.id)):
@@ -253,13 +270,15 @@ class Evaluator:
                 self.store.drop_results(run.id, error_kinds=RETRIED)
                 self.store.claim("runs", run.id, f"run '{run_name}'", error=None)
                 plan = RunPlan(run.id, run_name, project_id, cand.prompt, self.problem.signature,
-                               self.problem.task_model, cases, 1, self.metrics,
-                               {**cand.prompt.content.params})
+                               self.problem.task_model, cases, samples, self.metrics,
+                               {**cand.prompt.content.params},
+                               decoding=run_decoding(cand.prompt, self.problem.signature,
+                                                     self.problem.task_model))
             else:
                 with self.store.db.atomic():
                     plan = plan_run(self.store, project_id, cand.prompt, self.problem.task_model,
                                     cases, name=run_name, metric_specs=list(self.problem.objective.metrics),
-                                    concurrency=self.config.concurrency,
+                                    concurrency=self.config.concurrency, repeat=samples,
                                     optimization_id=self.config.optimization_id,
                                     where=f"optimize {name}", context=self.context)
             plans.append(plan)
@@ -270,9 +289,9 @@ class Evaluator:
                 outcome = await PerCall(self.config.concurrency, use_cache=True, settings=self.settings).execute(
                     self.store, self.gateway, plans, self.progress)
             except BaseException:
-                finish(self.store, plans, None, status="interrupted")
+                finish(self.store, plans, None, status="interrupted", usage=self.gateway.usage)
                 raise
-            finish(self.store, plans, outcome)
+            finish(self.store, plans, outcome, usage=self.gateway.usage)
         capped = False
         for cand, run_id, cases in runs:
             results = self.store.results(run_id)
@@ -290,7 +309,7 @@ class Evaluator:
                                     f"{failed[0].error}; fix the provider and continue with "
                                     f"`{self._resume_command()}`")
             for r in results:
-                cand.add(r.case_id, CaseScore.of(r, self.weights))
+                cand.add(r.case_id, CaseScore.of(r, self.weights), r.repeat)
                 self.ledger.charge(r.prompt_tokens + r.completion_tokens, r.cost or 0.0)
             stopped = self.store.run_by_id(run_id).error or "not run"
             for case in cases:  # a run stopped by the failure threshold: the rest count as failures

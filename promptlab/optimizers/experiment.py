@@ -2,7 +2,7 @@
 
     optimize:
       prompt: classifier        # which of the file's prompts is the base (default: the first)
-      strategy: bootstrap       # iterative | bootstrap | genetic | mcts
+      strategy: bootstrap       # iterative | bootstrap | genetic | mcts | reflect | mipro | params
       model: local              # task model (default: the file's first model)
       proposer: local           # model that writes edits (default: the task model)
       budget: {calls: 600}      # calls, tokens and/or cost
@@ -77,8 +77,12 @@ def check(experiment: Experiment, settings: Settings) -> OptimizeSpec | None:
         raise UsageError(f"{path}: field 'optimize.{'.'.join(map(str, err['loc']))}': {err['msg']}; "
                          f"fix that field") from None
     try:
-        get_strategy(spec.strategy, spec.knobs)
+        strategy = get_strategy(spec.strategy, spec.knobs)
     except (KnobError, UnknownStrategyError) as exc:
+        raise UsageError(f"{path}: optimize: {exc}") from None
+    try:
+        getattr(strategy, "check_ready", lambda: None)()
+    except UsageError as exc:
         raise UsageError(f"{path}: optimize: {exc}") from None
     names = [p.name for p in experiment.spec.prompts]
     if spec.prompt is not None and spec.prompt not in names:

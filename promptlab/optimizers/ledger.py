@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptlab.optimizers.base import Budget, BudgetExhausted, Spent
+from promptlab.providers.usage import Ledger as Usage, RoleUsage, calls_for, merged
 
 if TYPE_CHECKING:
     from promptlab.config import ModelConfig
@@ -35,6 +36,7 @@ class Ledger:
     tokens: int = 0
     cost: float = 0.0
     test_calls: int = 0      # calls the test split took
+    roles_before: dict[str, Any] = field(default_factory=dict)  # earlier sessions' usage by role (JSON)
 
     @property
     def remaining(self) -> int | None:
@@ -76,10 +78,16 @@ class Ledger:
         return {"search": None if budget is None else budget - self.test_reserve,
                 "test": self.test_reserve if budget is not None else None, "total": budget}
 
-    def spent(self, sent_now: int) -> Spent:
-        """What the optimization spent, given the gateway's count of sent requests now."""
+    def spent(self, sent_now: int, usage: Usage | None = None) -> Spent:
+        """What the optimization spent, given the gateway's count of sent requests now and its
+        usage ledger (requests, tokens and cost by role: task, judge, embedding, proposer)."""
+        session: dict[str, RoleUsage] = {}
+        for (_, role), used in (usage or {}).items():
+            session = merged(session, {role: used})
+        roles = merged({role: RoleUsage.of(u) for role, u in self.roles_before.items()}, session)
         return Spent(calls=self.calls, tokens=self.tokens, cost=round(self.cost, 6),
-                     provider_calls=self.sent_before + sent_now - self.sent_at_start, test_calls=self.test_calls)
+                     provider_calls=self.sent_before + sent_now - self.sent_at_start, test_calls=self.test_calls,
+                     by_role={role: u.as_json() for role, u in roles.items()})
 
 
 class Metered:
@@ -93,6 +101,7 @@ class Metered:
     async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
                        **options: Any) -> Completion:
         self.ledger.spend(1)
-        reply = await self.gateway.complete(model, messages, params, **options)
+        with calls_for("proposer"):
+            reply = await self.gateway.complete(model, messages, params, **options)
         self.ledger.charge(reply.usage.prompt_tokens + reply.usage.completion_tokens, reply.usage.cost or 0.0)
         return reply

@@ -159,7 +159,8 @@ class Mcts(SearchStrategy):
         # the third gives every input its own nearest demos; the rest (and the fallbacks) are
         # model-free edits in a seeded order
         order = {1: ["add_demos", "rewrite"], 2: ["rewrite", "add_demos"], 3: ["knn"]}.get(node.attempts, [])
-        rest = [op for op in ("format", "verbalizer", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos")
+        rest = [op for op in ("format", "verbalizer", "knn", "swap_demo", "grips", "remove_demo", "shuffle_demos", "add_demos",
+                                "structured")
                 if op not in order]
         rng.shuffle(rest)
         for op in order + rest:

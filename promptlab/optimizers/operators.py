@@ -6,7 +6,7 @@ selector over train: fixed vs kNN, k, balance), GrIPS-style phrase edits of
 the instruction (delete, swap, add a phrase), stating the output format from
 the signature (e.g. the enum's choices), verbalizer edits for a classifier
 (the label set, in another order, or each label described by a short train
-example), and crossover of two parents' demos.
+example), structured decoding switched on or off, and crossover of two parents' demos.
 
 Model-written edits are meta-prompts for the proposer model (rewrite the
 instruction from failures, paraphrase, combine two instructions) and the
@@ -53,6 +53,12 @@ def with_demos(content: PromptContent, demos: Sequence[Demo]) -> PromptContent:
     if demos:
         update["demo_selector"] = None
     return content.model_copy(update=update)
+
+
+def toggle_structured(content: PromptContent) -> PromptContent:
+    """Structured decoding switched: on, replies are decoded to the signature's schema (a grammar,
+    a JSON schema, a choice list: prompting.structured); off, the model writes free text."""
+    return content.model_copy(update={"structured": not content.structured, "structured_fallback": False})
 
 
 def with_knn(content: PromptContent, pool: Sequence[int], k: int, balance: bool,
@@ -239,9 +245,19 @@ def verbalizer_edit(content: PromptContent, signature: Signature | None, train: 
     """For an enum output, state the labels another way than now (replacing an earlier statement):
     the label set in the signature's order, each label described by its shortest train example, or
     the set in reverse order. (content, variant) or None if not a classifier."""
+    variants = verbalizer_variants(content, signature, train)
+    if not variants:
+        return None
+    return rng.choice([(c, name) for c, name, current in variants if not current])
+
+
+def verbalizer_variants(content: PromptContent, signature: Signature | None,
+                        train: Sequence[Case]) -> list[tuple[PromptContent, str, bool]]:
+    """Every way `verbalizer_edit` states the labels: (content, variant, whether the content
+    states them that way already); [] if not a classifier."""
     spec = enum_output(signature)
     if spec is None:
-        return None
+        return []
     choices = list(spec.choices or ())
     examples: dict[str, str] = {}
     for case in sorted(train, key=lambda c: (len(json.dumps(c.inputs, ensure_ascii=False)), c.id or 0)):
@@ -254,8 +270,8 @@ def verbalizer_edit(content: PromptContent, signature: Signature | None, train: 
                 ("label order", f"Answer with exactly one of: {', '.join(reversed(choices))}.")]
     now = next((i for i, (_, sentence) in enumerate(variants) if sentence in content.system), -1)
     rest = " ".join(_VERBALIZER.sub("", content.system).split())
-    name, sentence = rng.choice([v for i, v in enumerate(variants) if i != now])
-    return with_system(content, (rest + " " + sentence).strip()), name
+    return [(with_system(content, (rest + " " + sentence).strip()), name, i == now)
+            for i, (name, sentence) in enumerate(variants)]
 
 
 def phrases(text: str) -> list[str]:
@@ -396,10 +412,54 @@ def reflect_messages(signature: Signature | None, system: str,
         f"Traces:\n{trace_lines(traces) or '(none)'}\nReflect on the traces (JSON):")
 
 
+def dataset_summary(train: Sequence[Case], signature: Signature | None) -> str:
+    """What the training data looks like, in one line (counted, not written by a model)."""
+    if not train:
+        return "Data: no training examples."
+    words = [len(" ".join(str(v) for v in c.inputs.values()).split()) for c in train]
+    parts = [f"{len(train)} training examples, inputs of {min(words)}-{max(words)} words "
+             f"(mean {sum(words) / len(words):.0f})"]
+    spec = enum_output(signature)
+    if spec is not None:
+        counts: dict[str, int] = {}
+        for case in train:
+            label = str(case.expected.get(spec.name))
+            counts[label] = counts.get(label, 0) + 1
+        common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        parts.append(f"{len(counts)} labels seen, most common: "
+                     + ", ".join(f"{label} ({n})" for label, n in common[:5]))
+    return "Data: " + "; ".join(parts) + "."
+
+
+PROPOSAL_TIPS = ("Be concise.", "Say what tells the outputs apart.", "Name the exact output format.",
+                 "Describe the kind of inputs the task gets.", "Explain the task as to a new colleague.")
+
+_PROPOSE_EXAMPLE = (
+    "Task: Answer the arithmetic question. Inputs: question. Output: answer (int).\n"
+    "Data: 40 training examples, inputs of 3-9 words (mean 5).\nCurrent instruction: (none)\n"
+    "Examples:\n1. question: 3*4-2 | expected: {\"answer\": 10}\nTip: Be concise.\n"
+    "Instruction (JSON):",
+    '{"instruction": "Compute the arithmetic expression, multiplying before subtracting, and answer '
+    'with the number alone."}')
+
+
+def propose_messages(signature: Signature | None, summary: str, system: str,
+                     examples: Sequence[Case], tip: str) -> list[dict[str, str]]:
+    """MIPRO's grounded proposal: a new instruction from the task, a summary of the data, the
+    current instruction, a few train examples and a tip."""
+    shown = "\n".join(f"{i}. " + "; ".join(f"{k}: {_short(v)}" for k, v in c.inputs.items())
+                      + f" | expected: {_short(c.expected)}" for i, c in enumerate(examples, 1))
+    return _proposer_messages(
+        "Key: instruction (a new instruction for the task).", _PROPOSE_EXAMPLE,
+        f"{describe_task(signature)}\n{summary}\nCurrent instruction: {system or '(none)'}\n"
+        f"Examples:\n{shown or '(none)'}\nTip: {tip}\nInstruction (JSON):")
+
+
 MAX_INSTRUCTION_CHARS = 800
 # the worked examples' own instructions: a weak proposer tends to copy them
 EXAMPLE_TEXTS = tuple(json.loads(example[1])["instruction"]
-                      for example in (_REWRITE_EXAMPLE, _PARAPHRASE_EXAMPLE, _CROSSOVER_EXAMPLE))
+                      for example in (_REWRITE_EXAMPLE, _PARAPHRASE_EXAMPLE, _CROSSOVER_EXAMPLE,
+                                      _PROPOSE_EXAMPLE))
 
 
 def copies_example(text: str) -> bool:

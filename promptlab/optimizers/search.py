@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -29,6 +30,7 @@ from promptlab.providers.ask import InvalidReply, Retry, ask_json
 from promptlab.errors import ProviderError, UsageError
 from promptlab.hints import command
 from promptlab.providers.errors import CallError
+from promptlab.providers.gateway import structured_mode
 from promptlab.models import Case, PromptContent, PromptVersion
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem, Spent
 from promptlab.optimizers.evaluator import UNSENT, Candidate, Evaluator
@@ -87,6 +89,7 @@ class Search:
         self.latest: list[tuple[str, str, float | None, float | None]] = []
         self.base = self._register(problem.base, "base", parent=None)
         self.naive: Candidate | None = None  # the naive k-shot baseline (see `add_naive`)
+        self.decoded: Candidate | None = None  # the start with structured decoding switched (`add_decoded`)
 
     # ---- where the search starts ------------------------------------------------------
     async def add_naive(self, rng: random.Random) -> None:
@@ -107,14 +110,36 @@ class Search:
         if self.naive is not None:
             await self.evaluate([self.naive], "val")
 
+    async def add_decoded(self) -> None:
+        """The better of the base and naive k-shot with structured decoding switched (on: replies
+        decoded to the signature's schema), scored on val, when the task model can decode so: a
+        start that wins only by how replies are decoded is where every strategy then searches from."""
+        from promptlab.optimizers import operators as ops
+
+        start = self.start
+        if (start.mean(self.problem.val) or 0.0) >= 1.0 or not (start.content.structured or self.can_structure):
+            return  # nothing to gain, or no way to decode
+        self.decoded = self.candidate(ops.toggle_structured(start.content), start, "structured",
+                                      "structured decoding " + ("off" if start.content.structured else "on"))
+        if self.decoded is not None:
+            await self.evaluate([self.decoded], "val")
+
+    @functools.cached_property
+    def can_structure(self) -> bool:
+        """Whether the task model can decode replies to the signature's schema (the structured edit)."""
+        return self.problem.signature is not None and structured_mode(self.problem.task_model) != "none"
+
     @property
     def start(self) -> Candidate:
-        """The better on val of the base and the naive k-shot version (the base on a tie)."""
-        base_val = self.base.mean(self.problem.val)
-        naive_val = self.naive.mean(self.problem.val) if self.naive is not None else None
-        if naive_val is not None and (base_val is None or naive_val > base_val):
-            return self.naive
-        return self.base
+        """The best on val of the base, the naive k-shot version and the better of those two with
+        structured decoding switched (the earlier on a tie)."""
+        best = self.base
+        for other in (self.naive, self.decoded):
+            other_val = other.mean(self.problem.val) if other is not None else None
+            if other_val is not None and (best.mean(self.problem.val) is None
+                                          or other_val > best.mean(self.problem.val)):
+                best = other
+        return best
 
     # ---- candidates -----------------------------------------------------------
     def _register(self, prompt: PromptVersion, operator: str, parent: Candidate | None) -> Candidate:
@@ -158,7 +183,7 @@ class Search:
 
     @property
     def spent(self) -> Spent:
-        return self.ledger.spent(self.gateway.calls)
+        return self.ledger.spent(self.gateway.calls, self.gateway.usage)
 
     # ---- evaluation ---------------------------------------------------------------
     def split_cases(self, split: str) -> tuple[Case, ...]:
@@ -274,12 +299,14 @@ class Search:
         scored = [c for c in self.candidates.values() if key(c) is not None]
         return sorted(scored, key=lambda c: (key(c), self.rank_key(c)), reverse=True)[:n]
 
-    async def finish(self, stopped: str) -> OptimizationResult:
-        """Pick the winner against the base (see the module doc), freeze the result."""
+    async def finish(self, stopped: str, eligible: Callable[[Candidate], bool] | None = None) -> OptimizationResult:
+        """Pick the winner against the base (see the module doc), freeze the result. `eligible`:
+        which candidates may win (a strategy that promises a kind of change, e.g. params only)."""
         val, train = self.problem.val, self.problem.train
         base_val = self.base.mean(val)
         contenders = [c for c in self.candidates.values() if c is not self.base and base_val is not None
-                      and (v := c.mean(val)) is not None and v > base_val + self.knobs.min_gain]
+                      and (v := c.mean(val)) is not None and v > base_val + self.knobs.min_gain
+                      and (eligible is None or eligible(c))]
         winner = self.base
         if contenders:
             top_val = max(c.mean(val) for c in contenders)

@@ -3,13 +3,14 @@ knobs without importing the machinery, which imports the evaluation)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from promptlab.optimizers.base import BudgetExhausted, OptimizationResult, Problem
 
 if TYPE_CHECKING:
     import random
 
+    from promptlab.optimizers.evaluator import Candidate
     from promptlab.optimizers.search import Search
 
 
@@ -23,9 +24,12 @@ class SearchStrategy:
     def __init__(self, knobs: Any = None):
         self.knobs = knobs or self.Knobs()
 
+    def check_ready(self) -> None:
+        """Raise UsageError if something this strategy needs is missing (before anything is written)."""
+
     async def optimize(self, problem: Problem, search: Search, rng: random.Random) -> OptimizationResult:
         if (search.start.mean(problem.val) or 0.0) >= 1.0:  # nothing left to gain on val
-            return await search.finish("done: perfect val score")
+            return await search.finish("done: perfect val score", self._eligible(search))
         try:
             stopped = await self._search(problem, search, rng)
         except BudgetExhausted as exc:
@@ -34,7 +38,11 @@ class SearchStrategy:
             await self._settle(problem, search)
         except BudgetExhausted:
             pass
-        return await search.finish(stopped)
+        return await search.finish(stopped, self._eligible(search))
+
+    def _eligible(self, search: Search) -> Callable[[Candidate], bool] | None:
+        """Which candidates may win (None: any)."""
+        return None
 
     async def _search(self, problem: Problem, search: Search, rng: random.Random) -> str:
         """Run the strategy; return why it stopped."""

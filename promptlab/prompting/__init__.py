@@ -1,2 +1,3 @@
 """A prompt version + inputs -> messages (sandboxed jinja2), with conversation turns, images and
-tools; a reply -> parsed fields (tool calls too); prompt diffs."""
+tools, and the response_format a structured version decodes to; a reply -> parsed fields (tool
+calls too); prompt diffs."""

@@ -20,6 +20,9 @@ def prompt_text(p: PromptVersion) -> str:
         lines.append(f"# demo selector\n{json.dumps(selector, sort_keys=True)}\n"
                      f"pool: {len(p.content.demo_selector.pool)} cases "
                      f"{json.dumps(list(p.content.demo_selector.pool))}")
+    if p.content.structured:  # the signature drives the decoder
+        lines.append("# structured\ntrue" + ("\nfallback: unconstrained on a model that cannot"
+                                             if p.content.structured_fallback else ""))
     if p.content.params:
         lines.append(f"# params\n{json.dumps(p.content.params, sort_keys=True)}")
     for tool in p.content.tools:  # one line each: a changed description or schema shows as that tool's line

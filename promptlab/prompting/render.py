@@ -29,36 +29,19 @@ from typing import Any, Callable, Mapping, Sequence
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.defaults import DEFAULT_NAMESPACE
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from promptlab.errors import UsageError
 from promptlab.models import Case, Demo, DemoSelector, PromptContent, Signature, check_values
 from promptlab.prompting import conversation
-
-MAX_PRODUCT = 100_000  # characters or items a `*` in a template may build
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, plus caps on `*` and `**`: `{{ 'x' * 10**10 }}` runs no code but would
-    take all memory."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
-            raise SecurityError(f"exponent {right} is too large")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
-                        and len(seq) * times > MAX_PRODUCT:
-                    raise SecurityError(f"a repetition of more than {MAX_PRODUCT} items")
-        return super().call_binop(context, operator, left, right)
+from promptlab.prompting.template_sandbox import make_environment, render_bounded, static_refusal
 
 
-_env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-# cycler, joiner, lipsum, namespace, dict serve no prompt; their __globals__ are the usual
-# first step of a template-injection payload.
-_env.globals = {"range": _env.globals["range"]}  # the sandbox's range, capped in length
+class RenderError(UsageError):
+    """A template that failed for one input (a limit, a division by zero…): that item's error
+    (kind `render`), not the run's end."""
+
+_env = make_environment()
 _DROPPED_GLOBALS = set(DEFAULT_NAMESPACE) - set(_env.globals)
 # str.format/format_map reach attributes from inside the format string; mro reaches classes.
 _FORBIDDEN_ATTRIBUTES = {"format", "format_map", "mro"}
@@ -92,6 +75,9 @@ def _checked(template: str) -> tuple[jinja2.Template, frozenset[str]]:
         if reason:
             raise ValueError(f"{reason}; templates may only use the signature's inputs, filters "
                              f"and tests")
+        too_much = static_refusal(node)
+        if too_much:
+            raise ValueError(f"{too_much}; a template builds at most what a prompt needs")
     return _env.from_string(template), frozenset(meta.find_undeclared_variables(ast))
 
 
@@ -106,7 +92,11 @@ def _compile(template: str, where: str) -> tuple[jinja2.Template, frozenset[str]
 
 def check_prompt(content: PromptContent, signature: Signature | None, where: str = "prompt") -> None:
     """Fail before any call if a template reaches beyond its inputs (a variable the signature
-    lacks, a private attribute, a jinja2 global) or a demo does not fit the signature."""
+    lacks, a private attribute, a jinja2 global) or a demo does not fit the signature, or it is
+    structured with no signature to build the schema from."""
+    if content.structured and signature is None:
+        raise UsageError(f"{where}: structured decoding needs a signature (the schema is built from its "
+                         f"outputs); give the prompt a signature or drop structured")
     for field in ("template", "system"):
         variables = _compile(getattr(content, field), f"{where}.{field}")[1]
         if signature is not None:
@@ -156,11 +146,12 @@ def format_output(outputs: dict[str, Any], signature: Signature | None) -> str:
 def _render(template: str, values: dict[str, Any], where: str) -> str:
     compiled = _compile(template, where)[0]
     try:
-        return compiled.render(values)
-    except SecurityError as exc:  # a template stored before these checks existed
-        raise UsageError(f"{where}: the sandbox refused the template ({exc}); fix the template") from None
-    except jinja2.TemplateError as exc:
-        raise UsageError(f"{where}: the template failed to render ({exc}); fix the template") from None
+        return render_bounded(compiled, values)
+    except SecurityError as exc:  # a limit, or a template stored before these checks existed
+        raise RenderError(f"{where}: the sandbox refused the template ({exc}); fix the template") from None
+    except Exception as exc:  # noqa: BLE001 — whatever one input makes a template raise is that item's error
+        raise RenderError(f"{where}: the template failed to render ({type(exc).__name__}: {exc}); "
+                          f"fix the template") from None
 
 
 # ids -> the stored cases (those that exist); passed in by whoever renders a selector version

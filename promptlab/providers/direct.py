@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from promptlab import safe_json
+from promptlab.providers.bounds import MAX_REPLY_BYTES, read_bounded
 from promptlab.providers.errors import CallError, cut, status_error
 
 # what a chat request body never carries (the gateway's own arguments)
@@ -28,7 +30,8 @@ MAX_CONNECTIONS = 1000  # as the openai SDK's pool: concurrency is the gateway's
 
 class Transport:
     """aiohttp behind the one request the direct path makes: `post` sends a body and returns the
-    reply's status, headers and bytes. One per event loop (its connections belong to that loop)."""
+    reply's status, headers and bytes (at most `max_bytes`: bounds.read_bounded). One per event
+    loop (its connections belong to that loop)."""
 
     def __init__(self) -> None:
         # no trust_env: it looks the proxy up again in a worker thread for every request (and
@@ -37,11 +40,12 @@ class Transport:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._proxies: dict[str, dict[str, Any]] = {}
 
-    async def post(self, url: str, content: bytes, headers: dict[str, str],
-                   timeout: float) -> tuple[int, Any, bytes]:
+    async def post(self, url: str, content: bytes, headers: dict[str, str], timeout: float,
+                   max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, Any, bytes]:
         async with self.session.post(url, data=content, headers=headers, timeout=self._timeout(timeout),
                                      allow_redirects=False, **self._proxy(url)) as response:
-            return response.status, response.headers, await response.read()
+            return response.status, response.headers, await read_bounded(
+                response.content.iter_chunked(64 * 1024), max_bytes)
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         """The bounds httpx put on each phase: connecting and each wait for the reply's bytes."""
@@ -65,9 +69,11 @@ class Transport:
 
 
 class DirectClient:
-    """The direct path's requests, over one `Transport` per event loop."""
+    """The direct path's requests, over one `Transport` per event loop; replies are read up to
+    `max_reply_bytes`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.max_reply_bytes = max_reply_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: Transport | None = None
 
@@ -91,7 +97,8 @@ class DirectClient:
         try:
             status, reply_headers, raw = await self.client().post(
                 kwargs["api_base"].rstrip("/") + "/chat/completions",
-                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers, timeout=kwargs["timeout"])
+                content=json.dumps(body, ensure_ascii=False).encode(), headers=headers, timeout=kwargs["timeout"],
+                max_bytes=self.max_reply_bytes)
         except asyncio.TimeoutError as exc:  # aiohttp's connect and read timeouts are ones too
             raise CallError("timeout", cut(str(exc)) or "timed out", status=408, transient=True) from None
         except aiohttp.ClientError as exc:
@@ -99,8 +106,8 @@ class DirectClient:
         if status >= 300:
             raise status_error(status, cut(_error_message(raw, status)), reply_headers.get("retry-after"))
         try:
-            data = json.loads(raw)
-        except ValueError:
+            data = safe_json.loads(raw)
+        except ValueError:  # not JSON, or nested past the bound
             data = None
         if not isinstance(data, dict):
             raise CallError("bad_response", f"{kwargs['model']}: reply is not a JSON object")
@@ -110,7 +117,7 @@ class DirectClient:
 def _error_message(raw: bytes, status: int) -> str:
     """The provider's own message (OpenAI's {"error": {"message"}} shape), else the body."""
     try:
-        error = json.loads(raw).get("error")
+        error = safe_json.loads(raw).get("error")
     except (ValueError, AttributeError):
         error = None
     message = error.get("message") if isinstance(error, dict) else error

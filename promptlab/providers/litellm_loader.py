@@ -3,6 +3,7 @@ model registered as a custom provider."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -19,6 +20,9 @@ def litellm():
         import litellm as lib
 
         lib.suppress_debug_info = True
+        # its background logging worker re-parses what providers send (a batch output file, for
+        # its cost tracking) and prints the traceback of a hostile one: promptlab reports those itself
+        logging.getLogger("LiteLLM").addFilter(lambda record: not record.getMessage().startswith("LoggingWorker"))
         # drop_params stays off: with it, litellm answers a 422 with None instead of raising.
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.

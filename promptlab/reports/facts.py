@@ -24,6 +24,7 @@ from promptlab.prompting.diffing import diff_text, prompt_text
 from promptlab.errors import NotFoundError
 from promptlab.evaluation.summary import run_json
 from promptlab.models import PromptVersion
+from promptlab.reports.notes import run_notes
 from promptlab.reports.results import ResultRows, all_costed, counts, score_values
 from promptlab.store.records import CandidateStep, EvalStep, Note, Optimization, Run, step_json
 from promptlab.store import Store, now
@@ -74,16 +75,18 @@ def run_facts(store: Store, project_id: int, run: Run, *, gates: list | None = N
     for name, value in score_values(store, run.id):
         if name in values and value is not None and math.isfinite(value):
             values[name].append(value)
+    shown = run_json(run, prompt)
     return {
         "kind": "run", "generated_at": now(),
         "project": store.db["projects"].get(project_id)["name"],
-        "run": run_json(run, prompt) | {
+        "run": shown | {
             "id": run.id, "created_at": run.created_at, "finished_at": run.finished_at,
             "model_name": run.model_name, "repeat": run.repeat,
             "params": run.params, "cases": len(run.case_ids),
-            "expected_results": summary.get("expected"), "error_kinds": summary.get("error_kinds") or {},
+            "expected_results": summary.get("expected"),
             "elapsed_s": summary.get("elapsed_s")},
         "prompt": prompt_facts(prompt),
+        "notes": run_notes(shown),
         "metrics": metrics,
         "distributions": {name: histogram(values[name]) for name in metrics},
         "counts": counts(store, run.id),

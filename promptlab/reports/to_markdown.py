@@ -69,6 +69,8 @@ def _run(facts: dict) -> list[str]:
                   f"{text(base['label'])} on these {base['n']} cases)", ""]
     for warning in run.get("warnings") or []:
         lines += [f"⚠️ {text(warning, 200)}", ""]
+    for note in facts.get("notes") or []:
+        lines += [text(note, 400), ""]
     for name, m in facts["metrics"].items():
         if m.get("per_label"):
             worst = sorted(m["per_label"].items(), key=lambda kv: kv[1].get("f1") or 0)[:5]

@@ -83,6 +83,27 @@ def test_plan(tree: ast.Module) -> list[tuple[ast.stmt, bool]]:
 
 # --------------------------------------------------------------------------- role "code"
 
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def same(a, b) -> bool:
+    """`a == b` as the tests mean it, decided by builtin types only: plain data compares by value
+    (containers element by element, by this same rule), anything else of the code's own making by
+    identity — an object whose __eq__ always answers True does not equal every expected value."""
+    ta, tb = type(a), type(b)
+    if ta in _SCALARS and tb in _SCALARS:
+        return a == b
+    if ta in (list, tuple) and ta is tb:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if ta in (set, frozenset) and tb in (set, frozenset):
+        return all(type(x) in _SCALARS for x in (*a, *b)) and a == b
+    if ta is dict and tb is dict:
+        if len(a) != len(b) or not all(type(k) in _SCALARS for k in (*a, *b)):
+            return a is b
+        return all(k in b and same(v, b[k]) for k, v in a.items())
+    return a is b
+
+
 # What the tests may ask of the code's objects: the operations a test performs on a value.
 _OPS = {
     "call": lambda f, /, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr, "delattr": delattr,
@@ -91,8 +112,9 @@ _OPS = {
     "isinstance": isinstance, "issubclass": issubclass,
     **{name: getattr(operator, name) for name in (
         "getitem", "setitem", "delitem", "contains", "neg", "pos", "abs", "invert",
-        "eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod",
+        "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod",
         "pow", "matmul", "and_", "or_", "xor", "lshift", "rshift")},
+    "eq": same, "ne": lambda a, b: not same(a, b),
 }
 
 

@@ -124,6 +124,8 @@ def predicted_value(item: ScoreInput, field: str) -> Any:
     if item.parsed is None:
         raise Early(parse_failure(item))
     if field not in item.parsed:
+        if item.parse_error:  # this field did not fit the signature; the others did
+            raise Early(parse_failure(item))
         raise Early(Score(0.0, False, {"reason": f"the output has no field '{field}'"}))
     return item.parsed[field]
 
@@ -152,6 +154,8 @@ def text_value(item: ScoreInput, field: str | None) -> str:
             return as_text(item.parsed[name])
         if not item.outputs and field is None:
             return item.output
+        if item.parse_error:
+            raise Early(parse_failure(item))
         raise Early(Score(0.0, False, {"reason": f"the output has no field '{name}'"}))
     spec = field_spec(item, name)
     only_string = (not item.outputs) or (len(item.outputs) == 1 and spec is not None and spec.type == "string")

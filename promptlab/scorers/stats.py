@@ -1,6 +1,7 @@
 """Statistics for metric summaries and run comparison (numpy + math only).
 
-- `bootstrap_ci`      percentile bootstrap interval of a mean;
+- `bootstrap_ci`      percentile bootstrap interval of a mean (clustered: by case, over repeats);
+- `repeat_consistency` pass@1, pass@k, pass^k, agreement and the flaky cases of k attempts per case;
 - `paired_bootstrap`  delta of two paired samples, its interval and a two-sided p-value;
 - `mcnemar`           McNemar's test for paired pass/fail outcomes;
 - `summarize_scores`  the keys every metric summary has (n, errors, mean, ci, pass_rate).
@@ -8,23 +9,27 @@
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 _CHUNK = 2_000_000  # max resampled values held in memory at once
 
 
-def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of `n_resamples` bootstrap resamples of `values` (chunked to bound memory)."""
+def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator,
+                     sizes: np.ndarray | None = None) -> np.ndarray:
+    """Means of `n_resamples` bootstrap resamples of `values` (chunked to bound memory). With
+    `sizes`, each value is the sum of a cluster of that many results, and a resample's mean is
+    its clusters' sum over their sizes."""
     n = len(values)
     per_chunk = max(1, _CHUNK // n)
     out = np.empty(n_resamples)
     for start in range(0, n_resamples, per_chunk):
         stop = min(n_resamples, start + per_chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = values[idx].mean(axis=1)
+        out[start:stop] = values[idx].mean(axis=1) if sizes is None else values[idx].sum(1) / sizes[idx].sum(1)
     return out
 
 
@@ -36,21 +41,67 @@ def _as_array(values: Sequence[float], what: str) -> np.ndarray:
 
 
 def bootstrap_ci(
-    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+    clusters: Sequence[Any] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean; reproducible for a given seed.
 
-    One value (or all values equal) gives a degenerate interval (mean, mean).
-    The interval always contains the sample mean.
+    `clusters` (one label per value, e.g. its case): resample whole clusters, so k repeats of
+    one case count as one case, not k independent ones (a deterministic model repeated k times
+    gets the interval it gets once). One value (or all values equal) gives a degenerate interval
+    (mean, mean). The interval always contains the sample mean.
     """
     arr = _as_array(values, "bootstrap_ci")
     mean = float(arr.mean())
     if len(arr) < 2 or np.all(arr == arr[0]):
         return mean, mean
-    means = _resampled_means(arr, n_resamples, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        means = _resampled_means(arr, n_resamples, rng)
+    else:
+        if len(clusters) != len(arr):
+            raise ValueError(f"bootstrap_ci needs a cluster per value (got {len(clusters)} for {len(arr)})")
+        groups: dict[Any, list[float]] = {}
+        for label, value in zip(clusters, arr):
+            groups.setdefault(label, []).append(value)
+        sums = np.array([sum(g) for g in groups.values()])
+        sizes = np.array([len(g) for g in groups.values()], dtype=float)
+        if len(sums) < 2:
+            return mean, mean
+        means = _resampled_means(sums, n_resamples, rng, sizes)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
     return min(float(low), mean), max(float(high), mean)
+
+
+def repeat_consistency(passes: Mapping[Any, Sequence[bool]],
+                       answers: Mapping[Any, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """How consistent k attempts per case are. `passes`: case -> whether each attempt passed.
+
+    pass_at_1: share of attempts that passed; pass_at_k: share of cases some attempt passed;
+    pass_hat_k (pass^k): share of cases every attempt passed; agreement: mean share of a case's
+    attempts giving its most common answer (`answers`, JSON-able); flaky: cases whose attempts
+    both passed and failed.
+    """
+    cases = [c for c, p in passes.items() if p]
+    if not cases:
+        return {"k": 0, "cases": 0, "pass_at_1": None, "pass_at_k": None, "pass_hat_k": None,
+                "agreement": None, "flaky": []}
+    attempts = [p for c in cases for p in passes[c]]
+    agreement = None
+    if answers is not None:
+        shares = []
+        for c in cases:
+            seen = [json.dumps(a, sort_keys=True, default=str) for a in answers.get(c, ())]
+            if seen:
+                shares.append(max(seen.count(a) for a in set(seen)) / len(seen))
+        agreement = float(np.mean(shares)) if shares else None
+    return {"k": max(len(passes[c]) for c in cases), "cases": len(cases),
+            "pass_at_1": sum(attempts) / len(attempts),
+            "pass_at_k": sum(any(passes[c]) for c in cases) / len(cases),
+            "pass_hat_k": sum(all(passes[c]) for c in cases) / len(cases),
+            "agreement": agreement,
+            "flaky": [c for c in cases if any(passes[c]) and not all(passes[c])]}
 
 
 def paired_bootstrap(

@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 
+from promptlab import safe_json
 from promptlab.scorers.base import MetricError, Score, ScoreInput
 from promptlab.scorers.registry import BaseMetric, Early, parse_failure, predicted_value
 
@@ -34,7 +35,7 @@ def loads_lenient(text: str) -> Any:
         text = text.strip()
         if text.endswith("```"):
             text = text[:-3]
-    return json.loads(text)
+    return safe_json.loads(text)
 
 
 def _decode(value: Any, what: str, expected: bool = False) -> Any:

@@ -13,8 +13,10 @@ from promptlab.errors import AuthError, StorageError
 from promptlab.hints import command
 from promptlab.evaluation.evaluate import execute
 from promptlab.evaluation.plan import RunPlan
+from promptlab.evaluation.sink import make_gateway
 from promptlab.evaluation.summary import finish
 from promptlab.evaluation.tracing import traced
+from promptlab.providers.usage import Ledger, merged
 
 if TYPE_CHECKING:
     from promptlab.config import Concurrency, Settings
@@ -66,33 +68,39 @@ def evaluate(store: Store, settings: Settings, request: EvaluateRequest, *, prog
 
 def _evaluate(store: Store, settings: Settings, request: EvaluateRequest, progress: Progress) -> Evaluation:
     plans = request.plans
+    gateway, batch_gateway = make_gateway(store, settings), make_gateway(store, settings)
     started, imported_before = time.perf_counter(), litellm_loader.import_seconds
+
+    def spent() -> Ledger:  # what both gateways' calls cost, per run and role
+        return merged(gateway.usage, batch_gateway.usage)
 
     def elapsed() -> float:  # litellm's import (seconds, once per process) is not the runs' throughput
         return time.perf_counter() - started - (litellm_loader.import_seconds - imported_before)
 
     async def run() -> Outcome:
-        return await execute(store, settings, plans, progress, batch=request.batch,
-                             concurrency=request.concurrency, use_cache=request.use_cache, wait=request.wait)
+        return await execute(store, settings, plans, progress, gateways=(gateway, batch_gateway),
+                             batch=request.batch, concurrency=request.concurrency, use_cache=request.use_cache,
+                             wait=request.wait)
 
     try:
         outcome = asyncio.run(run())
     except KeyboardInterrupt:
-        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed())
+        finish(store, plans, None, status="interrupted", reason="interrupted (Ctrl-C)", elapsed_s=elapsed(),
+               usage=spent())
         raise Interrupted(f"interrupted; finished results are saved. Continue with {resume_hint(store, request)}") \
             from None
     except AuthError as exc:
-        finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed())
+        finish(store, plans, None, status="failed", reason=str(exc), elapsed_s=elapsed(), usage=spent())
         raise exc
     except StorageError as exc:
         try:  # folding the log into the database may leave room to record why the run stopped
             store.checkpoint()
-            finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed())
+            finish(store, plans, None, status="interrupted", reason=str(exc), elapsed_s=elapsed(), usage=spent())
         except sqlite3.Error:  # no room even so: the run's owner is gone, so resume takes it over
             pass
         raise StorageError(f"{exc}, then continue with {resume_hint(store, request)}") from None
     except Exception as exc:  # a bug must not leave the runs `running`: record it, then report it
         finish(store, plans, None, status="interrupted", reason=f"{type(exc).__name__}: {exc}",
-               elapsed_s=elapsed())
+               elapsed_s=elapsed(), usage=spent())
         raise
-    return Evaluation(finish(store, plans, outcome, elapsed_s=elapsed()))
+    return Evaluation(finish(store, plans, outcome, elapsed_s=elapsed(), usage=spent()))

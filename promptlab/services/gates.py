@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from promptlab.evaluation.summary import run_json
-from promptlab.evaluation.gates import DEFAULT_BASELINE, GateResult, check_gates, find_baseline
+from promptlab.evaluation.gates import DEFAULT_BASELINE, CannotJudge, GateResult, check_gates, find_baseline
 from promptlab.reports.ci import write_ci_outputs
 
 if TYPE_CHECKING:
@@ -34,20 +34,25 @@ class Verdict:
         return all(g.passed for g in self.gates)
 
     @property
+    def unjudged(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.judged]
+
+    @property
     def exit_code(self) -> int:
-        """3 when a run did not complete, 1 when a gate failed, else 0."""
-        return 3 if self.failed_runs else 0 if self.passed else 1
+        """3 when a run did not complete, 2 when a gate cannot judge, 1 when a gate failed, else 0."""
+        return 3 if self.failed_runs else 2 if self.unjudged else 0 if self.passed else 1
 
 
-def resolve_baselines(store: Store, plans: list, gates: dict[str, Any]) -> dict[str, dict | str]:
+def resolve_baselines(store: Store, plans: list, gates: dict[str, Any]) -> dict[str, dict | str | CannotJudge]:
     """Run name -> its baseline (run_json) or why there is none, for the max_regression gate."""
     if "max_regression" not in gates:
         return {}
-    out: dict[str, dict | str] = {}
+    out: dict[str, dict | str | CannotJudge] = {}
     for plan in plans:
         run = store.run_by_id(plan.run_id)
         base = find_baseline(store, plan.project_id, gates.get("baseline", DEFAULT_BASELINE), run)
-        out[run.name] = base if isinstance(base, str) else run_json(base, store.prompt_by_id(base.prompt_id))
+        out[run.name] = base if isinstance(base, (str, CannotJudge)) else run_json(
+            base, store.prompt_by_id(base.prompt_id))
     return out
 
 

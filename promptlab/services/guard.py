@@ -84,13 +84,16 @@ def guard(store: Store, settings: Settings, project_id: int, request: GuardReque
                        f"{version.ref} scores {score:.3f} < {request.below}; the last optimization was too "
                        f"recent, the next may start after {until}")
     report = _optimize(store, settings, project_id, version.ref, request, progress)
+    from promptlab.optimizers.optimize import SIGNIFICANCE
+
+    # the guard replaces the labelled version: what counts is the winner's lift over it (the base), paired
     lift = report["lift"]
-    gained = bool(report["improved"] and lift.get("over_significant") and (lift.get("test") or 0) > 0)
+    gain, p_value = lift.get("test_over_base"), lift.get("p_value")
+    gained = bool(report["improved"] and p_value is not None and p_value < SIGNIFICANCE and (gain or 0) > 0)
     state = guards.after_optimization(state.id, gained)
-    decision.update(optimization=report["name"], lift=lift.get("test"), p_value=lift.get("over_p_value"),
-                    significant=int(gained))
+    decision.update(optimization=report["name"], lift=gain, p_value=p_value, significant=int(gained))
     if gained:
-        message = f"{report['winner']['ref']} lifts the test score by {lift['test']:+.3f} (p {lift['over_p_value']:.3g})"
+        message = f"{report['winner']['ref']} lifts the test score by {gain:+.3f} (p {p_value:.3g})"
         label = request.prompt.split("@", 1)[1] if "@" in request.prompt else None
         if request.promote and label and not label.isdigit():
             store.set_label(store.prompt(project_id, report["winner"]["ref"]), label)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case

@@ -81,15 +81,19 @@ def is_locked(exc: BaseException) -> bool:
         word in str(exc).lower() for word in ("locked", "busy"))
 
 
-def storage_error(path: Path | None, exc: BaseException) -> StorageError:
-    """One line for a failed write: what went wrong with which file, and the fix."""
+def storage_error(path: Path | None, exc: BaseException, verb: str = "write") -> StorageError:
+    """One line for a failed read or write (`verb`): what went wrong with which file, and the fix."""
     text = str(exc).lower()
     where = db_name(path)
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return StorageError(f"cannot read {where}: it is damaged or not a promptlab database ({exc}); keep a "
+                            f"copy, then recover what is readable with `sqlite3 {where} .recover | sqlite3 "
+                            f"recovered.db` and point PROMPTLAB_DB at recovered.db (or restore a backup)")
     if "full" in text or "i/o" in text or "too large" in text:
         return StorageError(f"disk full (or file size limit reached) writing {where}: {exc}; free space")
     if "readonly" in text or "read-only" in text or "permission" in text:
         return StorageError(f"cannot write {where} ({exc}); make the file and its folder writable")
-    return StorageError(f"cannot write {where}: {type(exc).__name__}: {exc}")
+    return StorageError(f"cannot {verb} {where}: {type(exc).__name__}: {exc}")
 
 
 
@@ -147,7 +151,7 @@ def open_database(path: Path) -> Database:
         if is_locked(exc):
             raise StorageError(f"{path} stayed locked by another process for "
                                f"{BUSY_TIMEOUT_MS // 1000} s; try again when it is less busy") from None
-        raise storage_error(path, exc) from None
+        raise storage_error(path, exc, "open") from None
     return db
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from promptlab.errors import UsageError
 from promptlab.store.database import StoreBase
 
 HEARTBEAT_S = 5.0
 STALE_S = 60.0
+SKEW_S = 5.0  # clocks of hosts sharing a database may differ this much; a beat further ahead is forged
 HOST = socket.gethostname()
 
 
@@ -38,7 +39,8 @@ def holder(status: str, host: str | None, pid: int | None, heartbeat_at: str | N
     if host == HOST and pid == os.getpid():
         return None
     age = _age_s(heartbeat_at)
-    alive = _pid_alive(pid) if host == HOST else age is not None and age < STALE_S
+    # a heartbeat from the future (a skewed clock, a forged row) would keep a dead run live forever
+    alive = _pid_alive(pid) if host == HOST else age is not None and -SKEW_S <= age < STALE_S
     if not alive:
         return None
     beat = f", last heartbeat {age:.0f} s ago" if age is not None else ""
@@ -50,7 +52,7 @@ def _age_s(stamp: str | None) -> float | None:
         return None
     try:
         return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
-    except ValueError:
+    except (ValueError, TypeError):  # not a timestamp, or one without a time zone
         return None
 
 

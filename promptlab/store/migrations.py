@@ -207,3 +207,19 @@ def m014_result_expected(db: Database) -> None:
     """Each result keeps the expected output it was scored against (JSON): editing a case later
     does not rewrite the history of the runs that used it. NULL on results stored before."""
     db["results"].add_column("expected", str)
+
+
+@migrations()
+def m015_lenient_parses_and_role_usage(db: Database) -> None:
+    """Which output fields of a result only a field's lenient rule accepted (a JSON list), and a
+    run's tokens, cost and requests by role (judge, embedding) summed over its sessions (JSON)."""
+    db["results"].add_column("lenient", str)
+    db["runs"].add_column("role_usage", str)
+
+
+@migrations()
+def m016_prompt_structured(db: Database) -> None:
+    """A prompt version may decode its replies to its signature's schema (`structured`), and may
+    allow a model that cannot to be called unconstrained (`structured_fallback`)."""
+    db["prompts"].add_column("structured", int, not_null_default=0)
+    db["prompts"].add_column("structured_fallback", int, not_null_default=0)

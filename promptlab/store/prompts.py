@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptlab.config import check_params
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Demo, PromptContent, PromptVersion
 from promptlab.store.database import RowNotFound, StoreBase, dumps, loads, parse_ref
@@ -22,6 +23,15 @@ class Prompts(StoreBase):
         A candidate (an optimizer's trial version) takes a version number but never
         becomes the family's latest until `promote_prompt`; it is matched only against
         the candidates of the same `made_by`, other versions only against non-candidates."""
+        check_params(content.params, f"prompt '{name}'")
+        with self.db.atomic():  # the number is allocated under the write lock: two writers never race
+            return self._add_prompt(project_id, name, content, signature_id=signature_id,
+                                    parent_id=parent_id, made_by=made_by, message=message,
+                                    dedupe=dedupe, candidate=candidate)
+
+    def _add_prompt(self, project_id: int, name: str, content: PromptContent, *, signature_id: int | None,
+                    parent_id: int | None, made_by: str, message: str, dedupe: bool,
+                    candidate: bool) -> PromptVersion:
         digest = content.hash()
         if dedupe:
             where = "project_id = ? and name = ? and content_hash = ? and candidate = ? and archived = 0"
@@ -46,6 +56,7 @@ class Prompts(StoreBase):
             "demo_selector": dumps(data["demo_selector"]) if content.demo_selector else None,
             "tools": dumps(data["tools"]) if content.tools else None,
             "tool_choice": dumps(data["tool_choice"]) if content.tool_choice is not None else None,
+            "structured": int(content.structured), "structured_fallback": int(content.structured_fallback),
             "content_hash": digest, "parent_id": parent_id, "made_by": made_by,
             "message": message, "candidate": int(candidate), "created_at": now()}).last_pk
         return self.prompt_by_id(pk)
@@ -152,7 +163,9 @@ class Prompts(StoreBase):
                                 params=loads(row["params"], {}),
                                 demo_selector=loads(row.get("demo_selector"), None),
                                 tools=tuple(loads(row.get("tools"), [])),
-                                tool_choice=loads(row.get("tool_choice"), None))
+                                tool_choice=loads(row.get("tool_choice"), None),
+                                structured=bool(row.get("structured")),
+                                structured_fallback=bool(row.get("structured_fallback")))
         return PromptVersion(id=row["id"], project=project, name=row["name"], version=row["version"],
                              content=content, content_hash=row["content_hash"],
                              signature=sig and sig["name"], signature_id=sig and sig["id"],

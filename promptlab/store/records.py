@@ -44,6 +44,7 @@ class Result:
     attempts: int | None
     created_at: str | None
     expected: dict | None = None  # the case's expected output it was scored against (None: stored before that was kept)
+    lenient: tuple[str, ...] = ()    # output fields only a lenient rule accepted
 
     def expected_of(self, case: Any) -> dict | None:
         """The expected output this result was scored against: the one kept with it, else (stored
@@ -91,6 +92,7 @@ class Run:
     use_cache: int | None    # None: made before the choice was stored (it used the cache)
     active_s: float | None
     mode: str | None
+    role_usage: dict[str, Any] | None = None  # judge/embedding tokens, cost, requests over every session
 
 
 # ---- an optimization's history: what `Search` logs as it goes -------------------------------

@@ -53,7 +53,7 @@ class Results(StoreBase):
 
 def _result(row: dict) -> Result:
     return Result(**{**row, "parsed": loads(row["parsed"]), "expected": loads(row.get("expected")),
-                     "passed": bool(row["passed"]),
+                     "passed": bool(row["passed"]), "lenient": tuple(loads(row.get("lenient"), [])),
                      "scores": {name: Score(s["value"], bool(s["passed"]), s.get("detail") or {})
                                 for name, s in loads(row["scores"], {}).items()},
                      "prompt_tokens": row["prompt_tokens"] or 0,

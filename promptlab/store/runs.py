@@ -128,4 +128,5 @@ class Runs(StoreBase):
 
 def run_record(row: dict) -> Run:
     return Run(**{**row, "params": loads(row["params"], {}), "metrics": loads(row["metrics"], []),
-                  "case_ids": loads(row["case_ids"], []), "summary": loads(row["summary"])})
+                  "case_ids": loads(row["case_ids"], []), "summary": loads(row["summary"]),
+                  "role_usage": loads(row.get("role_usage"))})

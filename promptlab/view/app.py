@@ -48,6 +48,8 @@ def make_app(db_path: Path, token: str | None = None) -> Starlette:
                     return handler(request, store)
             except NotFoundError as exc:
                 return page("message.html", 404, title="not found", message=str(exc))
+            except OverflowError:  # an id past SQLite's integers: no such record, not a server error
+                return page("message.html", 404, title="not found", message="no record with that id")
             except UsageError as exc:
                 return page("message.html", 400, title="cannot show this", message=str(exc))
         return endpoint
