@@ -6,7 +6,7 @@ re-layout.
     python bench/eval_path.py [--all] [--show]
 
 Counted over the core (cli/, display/, view/, __main__ and terminal are the edge and left out; so
-are the leaves every room uses: models, config, errors, redact, progress, unless --all):
+are the leaves every room uses: models, config, errors, redact, progress, files, safe_json, unless --all):
 - rooms: the distinct modules passed through; floors: the distinct floors among them, a module's
   floor being 0 without promptlab imports, else one above the highest it imports (every import:
   module level, in functions, for types; a cycle shares one floor);
@@ -32,7 +32,8 @@ PACKAGE = ROOT / "promptlab"
 sys.path.insert(0, str(ROOT))
 
 EDGE = ("promptlab.cli", "promptlab.display", "promptlab.view", "promptlab.__main__", "promptlab.terminal")
-LEAVES = ("promptlab.models", "promptlab.config", "promptlab.errors", "promptlab.redact", "promptlab.progress")
+LEAVES = ("promptlab.models", "promptlab.config", "promptlab.errors", "promptlab.redact", "promptlab.progress",
+          "promptlab.files", "promptlab.safe_json")
 
 
 def module_of(path: Path) -> str:
