@@ -307,8 +307,11 @@ def get_llama(path: str, kind: str = "generate") -> Any:
     with _LOAD_LOCK:
         llm = _MODELS.get(key)
         if llm is None:
+            threads = _n_threads()
+            # prompt processing gets the same threads as generation: llama-cpp-python's default for
+            # it is every core of the machine, whatever the affinity mask or the load
             kwargs: dict[str, Any] = dict(
-                model_path=path, n_ctx=N_CTX, n_threads=_n_threads(), verbose=False, seed=0
+                model_path=path, n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
             )
             if kind == "embed":
                 kwargs.update(
