@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from promptlab.reports import p_text
-from promptlab.reports.notes import by_role_text, cost_text, run_notes
+from promptlab.reports.notes import by_role_text, cost_text, p_text, run_notes
 from promptlab.terminal import printable
 
 # Piped output (CI logs, files) gets room for the score table instead of rich's 80 columns.

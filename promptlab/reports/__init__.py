@@ -14,12 +14,6 @@ FORMATS = ("html", "md", "json", "junit", "pdf")
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit", ".pdf": "pdf"}
 
 
-def p_text(p: float | None) -> str:
-    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000" (the terminal,
-    the report and the viewer all write it so)."""
-    return "–" if p is None else "< 0.0001" if p < 0.0001 else f"{p:.4f}"
-
-
 def render(facts: dict[str, Any] | list[dict[str, Any]], fmt: str, gates: list[dict] | None = None) -> str | bytes:
     """One run's or optimization's facts in a format (Markdown and JUnit take a list of run facts
     and the gates too). Every known secret is masked first (error messages quote providers)."""

@@ -14,6 +14,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def p_text(p: float | None) -> str:
+    """A p-value to 4 places; one that rounds to 0 is "< 0.0001", never "0.0000" (the terminal,
+    the report and the viewer all write it so)."""
+    return "–" if p is None else "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
 def cost_text(value: Any) -> str:
     """A cost as shown everywhere: n/a when unpriced."""
     return "n/a" if value is None else f"${value:.4f}"

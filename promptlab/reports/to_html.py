@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
-from promptlab.reports import p_text
+from promptlab.reports.notes import p_text
 
 MAX_TEXT = 4000     # characters shown per input/expected/output field
 MAX_FAILED = 500    # failed cases listed
