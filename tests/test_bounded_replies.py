@@ -64,8 +64,10 @@ def test_a_reply_larger_than_the_bound_is_that_items_error(workspace, call_path)
 
 
 @pytest.mark.slow  # seconds: real processes and a trickling server
-def test_endless_and_huge_replies_end_in_seconds_within_500_mb(workspace):
-    """A reply that never ends and one of 200 MB, through the real HTTP path in a real process."""
+def test_endless_and_huge_replies_end_in_seconds_within_500_mb(workspace, call_path):
+    """A reply that never ends and one of 200 MB, through the real HTTP path in a real process, on the
+    direct path and through LiteLLM (which read the whole 200 MB, 1.3 GB at peak, as a retried
+    `server` error before its transport was bounded)."""
     setup_project(workspace, n=8)
     toml = workspace.root / "promptlab.toml"
     toml.write_text(toml.read_text() + "timeout = 1\n")  # under [models.fake]
@@ -114,3 +116,61 @@ def test_json_from_models_and_providers_is_parsed_with_a_depth_bound():
     nested = "[" * 64 + "]" * 64
     assert safe_json.loads(nested) is not None
     assert safe_json.loads('{"a": "[[[[[[[[ brackets in a string do not nest"}')["a"].startswith("[[")
+
+
+def test_every_transport_litellm_makes_is_bounded(monkeypatch):
+    """LiteLLM's handler and the openai SDK clients it builds take their transports from one
+    factory, and behind an HTTP(S)_PROXY from another: both come out bounded, proxies kept."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    from promptlab.providers.litellm_bound import BoundedTransport
+    from promptlab.providers.litellm_loader import litellm
+
+    litellm()
+    assert isinstance(AsyncHTTPHandler.create_async_transport(), BoundedTransport)
+    monkeypatch.setenv("DISABLE_AIOHTTP_TRANSPORT", "True")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    transport = AsyncHTTPHandler.create_async_transport()
+    mounts = AsyncHTTPHandler.create_httpx_proxy_mounts(transport, verify=True, cert=None)
+    assert mounts and all(isinstance(m, BoundedTransport) for m in mounts.values() if m is not None)
+
+
+def test_a_reply_is_cut_at_the_bound_of_the_call_reading_it():
+    import asyncio
+
+    import httpx
+
+    from promptlab.providers.litellm_bound import BoundedTransport, reply_limit
+
+    class Endless(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            async def body():
+                while True:
+                    yield b"x" * 65536
+
+            return httpx.Response(200, stream=_Stream(body()))
+
+    async def read(limit: int | None) -> int:
+        async with httpx.AsyncClient(transport=BoundedTransport(Endless())) as client:
+            if limit is None:
+                return len((await client.get("http://x/")).content)
+            with reply_limit(limit):
+                return len((await client.get("http://x/")).content)
+
+    from promptlab.providers.errors import CallError
+
+    for limit in (100_000, None):  # None: the default bound (8 MiB)
+        with pytest.raises(CallError) as err:
+            asyncio.run(read(limit))
+        assert err.value.kind == "reply_too_large" and f"{limit or 8 * 1024 ** 2:,}" in str(err.value)
+
+
+class _Stream:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __aiter__(self):
+        return self.chunks.__aiter__()
+
+    async def aclose(self):
+        await self.chunks.aclose()

@@ -11,6 +11,7 @@ from typing import Any
 
 from promptlab.config import ModelConfig
 from promptlab.errors import AuthError, UsageError
+from promptlab.providers.bounds import MAX_REPLY_BYTES
 from promptlab.providers.errors import classify, raise_if_cancelled
 from promptlab.providers.litellm_loader import litellm
 
@@ -66,9 +67,15 @@ class BatchClient:
         key = target.api_key()
         if key:
             kwargs["api_key"] = key
+        from promptlab.providers.litellm_bound import reply_limit
+
+        # a batch's output file holds every reply of the batch: read whole, as before (not bounded
+        # per reply); the other calls' replies are small JSON, bounded like a chat reply
+        limit = None if method == "afile_content" else MAX_REPLY_BYTES
         for attempt in range(self.retries + 1):
             try:
-                response = await getattr(lib, method)(**kwargs)
+                with reply_limit(limit):
+                    response = await getattr(lib, method)(**kwargs)
             except Exception as exc:  # every provider failure becomes a CallError
                 raise_if_cancelled()
                 error = classify(exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from promptlab.redact import redact
 
@@ -60,9 +60,17 @@ def raise_if_cancelled() -> None:
 
 
 def classify(exc: BaseException) -> CallError:
-    """Map any provider exception to a CallError (transient: worth retrying)."""
+    """Map any provider exception to a CallError (transient: worth retrying). A CallError raised
+    beneath a client (the reply bound, inside LiteLLM's transport) keeps its kind through the
+    client's own exceptions wrapped around it; a body too deeply nested for the client's JSON
+    parser is a bad response (LiteLLM calls it a server error, which would be asked again)."""
     if isinstance(exc, CallError):
         return exc
+    for inner in _beneath(exc):
+        if isinstance(inner, CallError):
+            return inner
+        if isinstance(inner, RecursionError):  # a JSON body nested past what the client parses
+            return CallError("bad_response", f"the reply cannot be parsed: {cut(str(inner))}")
     name = type(exc).__name__
     message = cut(str(exc)) or name
     if isinstance(exc, asyncio.TimeoutError) or name in ("Timeout", "APITimeoutError"):
@@ -77,6 +85,14 @@ def classify(exc: BaseException) -> CallError:
     if isinstance(status, int) or _MISSING_CREDENTIALS.search(message):
         return status_error(status if isinstance(status, int) else None, message, _retry_after(exc))
     return CallError("error", f"{name}: {message}")
+
+
+def _beneath(exc: BaseException, depth: int = 8) -> Iterator[BaseException]:
+    """The exceptions `exc` was raised from or while handling (a few levels down)."""
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None and depth > 0:
+        yield seen
+        seen, depth = seen.__cause__ or seen.__context__, depth - 1
 
 
 def status_error(status: int | None, message: str, retry_after: Any = None) -> CallError:

@@ -257,7 +257,7 @@ class Gateway:
             reply, attempts, started = await self._call(model, _local_chat, messages=messages, **params)
         else:
             litellm()  # its first import takes seconds: not part of this call's latency
-            response, attempts, started = await self._call(model, _litellm_method("acompletion"),
+            response, attempts, started = await self._call(model, _litellm_method("acompletion", self.max_reply_bytes),
                                                            messages=messages, **params)
             reply = _reply_of_litellm(response)
         if reply is None:
@@ -304,7 +304,7 @@ class Gateway:
                     vectors, _, _ = await self._call(model, _local_embed, input=asked)
                     cost = 0.0  # the embedded model costs nothing
                 else:
-                    response, _, _ = await self._call(model, _litellm_method("aembedding"), input=asked)
+                    response, _, _ = await self._call(model, _litellm_method("aembedding", self.max_reply_bytes), input=asked)
                     vectors = [item["embedding"] if isinstance(item, dict) else item.embedding
                                for item in response.data]
                     cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
@@ -412,8 +412,16 @@ class Gateway:
 Reply = tuple[str | None, Any, int, int, float | None]  # text, finish_reason, tokens in, out, cost
 
 
-def _litellm_method(name: str) -> Callable[[dict], Any]:
-    return lambda kwargs: getattr(litellm(), name)(**kwargs)
+def _litellm_method(name: str, reply_limit: int) -> Callable[[dict], Any]:
+    """LiteLLM's `name` call, the replies it reads bounded to `reply_limit` bytes."""
+    async def send(kwargs: dict) -> Any:
+        lib = litellm()
+        from promptlab.providers import litellm_bound
+
+        with litellm_bound.reply_limit(reply_limit):
+            return await getattr(lib, name)(**kwargs)
+
+    return send
 
 
 async def _local_chat(kwargs: dict) -> Reply:

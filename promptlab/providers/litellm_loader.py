@@ -12,7 +12,7 @@ import_seconds = 0.0  # time spent importing litellm (seconds), kept out of thro
 
 
 def litellm():
-    """Import litellm once, offline-safe, with the local provider registered."""
+    """Import litellm once, offline-safe, its replies bounded, with the local provider registered."""
     global _litellm, import_seconds
     if _litellm is None:
         started = time.perf_counter()
@@ -27,7 +27,11 @@ def litellm():
         lib.telemetry = False
         # aembedding turns max_retries=0 into this default: zero keeps retries ours alone.
         lib.DEFAULT_MAX_RETRIES = 0
-        from promptlab.providers import local_litellm
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        from promptlab.providers import litellm_bound, local_litellm
+
+        litellm_bound.install(AsyncHTTPHandler)  # no reply is read past the caller's bound
 
         local_litellm.register(lib)
         _litellm = lib
