@@ -123,16 +123,19 @@ def test_every_transport_litellm_makes_is_bounded(monkeypatch):
     factory, and behind an HTTP(S)_PROXY from another: both come out bounded, proxies kept."""
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-    from promptlab.providers.litellm_bound import BoundedTransport
+    from litellm.llms.custom_httpx.aiohttp_transport import LiteLLMAiohttpTransport
+
     from promptlab.providers.litellm_loader import litellm
 
     litellm()
-    assert isinstance(AsyncHTTPHandler.create_async_transport(), BoundedTransport)
+    made = AsyncHTTPHandler.create_async_transport()
+    assert isinstance(made, LiteLLMAiohttpTransport) and made._promptlab_bounded  # still its own class
     monkeypatch.setenv("DISABLE_AIOHTTP_TRANSPORT", "True")
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     transport = AsyncHTTPHandler.create_async_transport()
+    assert transport._promptlab_bounded
     mounts = AsyncHTTPHandler.create_httpx_proxy_mounts(transport, verify=True, cert=None)
-    assert mounts and all(isinstance(m, BoundedTransport) for m in mounts.values() if m is not None)
+    assert mounts and all(m._promptlab_bounded for m in mounts.values() if m is not None)
 
 
 def test_a_reply_is_cut_at_the_bound_of_the_call_reading_it():
@@ -140,7 +143,7 @@ def test_a_reply_is_cut_at_the_bound_of_the_call_reading_it():
 
     import httpx
 
-    from promptlab.providers.litellm_bound import BoundedTransport, reply_limit
+    from promptlab.providers.litellm_bound import bound, reply_limit
 
     class Endless(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request):
@@ -151,7 +154,7 @@ def test_a_reply_is_cut_at_the_bound_of_the_call_reading_it():
             return httpx.Response(200, stream=_Stream(body()))
 
     async def read(limit: int | None) -> int:
-        async with httpx.AsyncClient(transport=BoundedTransport(Endless())) as client:
+        async with httpx.AsyncClient(transport=bound(Endless())) as client:
             if limit is None:
                 return len((await client.get("http://x/")).content)
             with reply_limit(limit):

@@ -51,21 +51,24 @@ class BoundedStream(httpx.AsyncByteStream):
         await self.inner.aclose()
 
 
-class BoundedTransport(httpx.AsyncBaseTransport):
-    """A transport whose replies are bounded by the limit of the call that sends each request."""
+def bound(transport: Any) -> Any:
+    """The transport, its replies bounded by the limit of the call that sends each request. The
+    transport object itself keeps its class (LiteLLM checks it to close aiohttp sessions): only its
+    `handle_async_request` is wrapped."""
+    if getattr(transport, "_promptlab_bounded", False):
+        return transport
+    send = transport.handle_async_request
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
+    async def handle_async_request(request: httpx.Request) -> httpx.Response:
+        response = await send(request)
         limit = _LIMIT.get()
         if limit is not None:
             response.stream = BoundedStream(response.stream, limit)
         return response
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    transport.handle_async_request = handle_async_request
+    transport._promptlab_bounded = True
+    return transport
 
 
 def install(handler: Any) -> None:
@@ -85,7 +88,7 @@ def install(handler: Any) -> None:
             verify = kwargs.get("ssl_context") or kwargs.get("ssl_verify") is not False
             inner = httpx.AsyncHTTPTransport(verify=verify, cert=kwargs.get("cert"),
                                              **({"limits": kwargs["limits"]} if "limits" in kwargs else {}))
-        return BoundedTransport(inner)
+        return bound(inner)
 
     for name in transports:
         setattr(handler, name, staticmethod(create_async_transport))
@@ -93,10 +96,9 @@ def install(handler: Any) -> None:
     if mounts:
         make_mounts = getattr(handler, mounts[0])
 
-        def create_httpx_proxy_mounts(transport: Any, *args: Any, **kwargs: Any) -> Any:
-            inner = transport.inner if isinstance(transport, BoundedTransport) else transport
-            found = make_mounts(inner, *args, **kwargs)
-            return found and {pattern: mount and BoundedTransport(mount) for pattern, mount in found.items()}
+        def create_httpx_proxy_mounts(*args: Any, **kwargs: Any) -> Any:
+            found = make_mounts(*args, **kwargs)
+            return found and {pattern: mount and bound(mount) for pattern, mount in found.items()}
 
         for name in mounts:
             setattr(handler, name, staticmethod(create_httpx_proxy_mounts))
