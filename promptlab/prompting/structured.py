@@ -3,7 +3,7 @@
 A prompt version with `structured: true` sends its signature's outputs as a JSON
 schema (`response_format`, type `json_schema`, strict when every field has a
 closed type), so a provider that enforces it can only answer what the parser
-reads. Each provider has its own mechanism (`lm.structured_mode` picks it per
+reads. Each provider has its own mechanism (`providers.gateway.structured_mode` picks it per
 model); this module builds what each one sends:
 
 - `response_format`: the schema as OpenAI takes it, through LiteLLM (which turns
@@ -90,7 +90,7 @@ class Decoding:
 def decoding(content: PromptContent, signature: Signature | None, mode: str | None, *,
              model: str, ref: str) -> Decoding:
     """What a run of version `ref` on `model` sends to constrain its replies (`mode`: the model's
-    mechanism, `lm.structured_mode`; only asked for a structured version). UsageError (exit 2,
+    mechanism, `providers.gateway.structured_mode`; only asked for a structured version). UsageError (exit 2,
     before any call) for a structured version without a signature, or on a model that cannot
     constrain its decoding unless the version allows the fallback."""
     if not content.structured:

@@ -219,7 +219,7 @@ class Gateway:
     def _direct(self) -> Any:
         """The direct path's shared HTTP client (made on first use)."""
         if self._direct_client is None:
-            self._direct_client = _fastpath().DirectClient(self.max_reply_bytes)
+            self._direct_client = _direct_module().DirectClient(self.max_reply_bytes)
         return self._direct_client
 
     def _limiters(self, model: ModelConfig) -> _Limits:
@@ -484,7 +484,7 @@ def fast_path(model: ModelConfig) -> bool:
             and os.environ.get("PROMPTLAB_FAST_PATH", "1") != "0")
 
 
-def _fastpath():
+def _direct_module():
     """The direct path's module (it imports aiohttp, so only when a model takes it)."""
     from promptlab.providers import direct as module
 
