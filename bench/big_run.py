@@ -1,5 +1,6 @@
-"""Showing a big run: CPU seconds and peak memory of `runs show`, `report -f html`, `report -f json`
-and the viewer's pages on a run of N results (default 100,000).
+"""Showing a big run: CPU seconds and peak memory of `runs show`, `report -f html`, `report -f json`,
+`suggest --json` (which also asks the model once) and the viewer's pages on a run of N results
+(default 100,000).
 
 The run is a real eval of a few cases against the loopback server, its results then copied in
 SQL onto N synthetic cases (tests/big_run.py). Each command runs in its own process: its CPU is
@@ -109,7 +110,8 @@ def main() -> None:
         print(f"a run of {args.n:,} results; promptlab from {args.code}")
         for name, cmd in (("runs show", ["runs", "show", "r1"]),
                           ("report -f html", ["report", "r1", "-o", "r1.html"]),
-                          ("report -f json", ["report", "r1", "-o", "r1.json"])):
+                          ("report -f json", ["report", "r1", "-o", "r1.json"]),
+                          ("suggest --json", ["suggest", "r1", "--json"])):
             cpu, peak = measure(cli + cmd, cwd=work, env=env)
             bounded = "" if name.endswith("json") else f"  (bound: 150 MB, 2 s: {'ok' if peak < 150 and cpu < 2 else 'OVER'})"
             print(f"  {name:<24} {cpu:7.2f} s CPU  {peak:7.0f} MB peak{bounded}")

@@ -1,6 +1,6 @@
 """What a run got wrong, counted: the analysis `promptlab suggest` starts from.
 
-Pure functions over (case, result) pairs — no store, no model:
+Counted over (case, result) items in one pass (`Tally`, bounded memory) — no store, no model:
 
 - for a classifier (one enum output): the confused label pairs (both directions counted),
   per-label precision / recall / F1, and whether the outputs collapsed onto one label;
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from promptlab.models import Case, Signature
 from promptlab.optimizers.operators import enum_output
@@ -35,91 +35,126 @@ class Item:
     output: str
 
 
-def analyse(signature: Signature | None, items: Sequence[Item]) -> dict[str, Any]:
-    output = enum_output(signature)
-    field = output.name if output is not None else None
-    failed = [i for i in items if not i.passed]
-    out: dict[str, Any] = {
-        "n": len(items), "failed": len(failed),
-        "errors": _kinds((i.error_kind, i.error) for i in items if i.error_kind),
-        "parse_failures": _kinds(("parse", i.parse_error) for i in items
-                                 if i.parse_error and not i.error_kind),
-        "classification": None, "categories": []}
-    categories: list[dict[str, Any]] = []
-    if field is not None:
-        out["classification"] = _classification(field, items)
-        categories += [{"kind": "label", "name": row["label"], "n": row["support"],
-                        "failed": row["support"] - row["correct"], "f1": row["f1"]}
-                       for row in out["classification"]["labels"]]
-    categories += _tags(items)
-    out["categories"] = sorted((c for c in categories if c["failed"]),
-                               key=lambda c: (-c["failed"], c["kind"], str(c["name"])))
-    out["patterns"] = patterns(out, items)
-    return out
+class Tally:
+    """The analysis of a run's results counted as they stream past: one pass, memory bounded by the
+    labels, tags and error kinds (not by the results). `sample` keeps the first failures that did
+    not error (case, reply), for a model to read."""
 
+    def __init__(self, signature: Signature | None, sample: int = 0):
+        output = enum_output(signature)
+        self.field = output.name if output is not None else None
+        self.sample_size, self.sample = sample, []
+        self.n = self.failed = self.failures = self.long_replies = 0
+        self.errors, self.parse_failures = _Kinds(), _Kinds()
+        self.labels = _Labels() if self.field is not None else None
+        self.tag_n: Counter[str] = Counter()
+        self.tag_failed: Counter[str] = Counter()
 
-def _kinds(pairs: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
-    """Counts by kind, most first, each with its first message."""
-    counts: Counter[str] = Counter()
-    first: dict[str, str] = {}
-    for kind, message in pairs:
-        counts[kind] += 1
-        first.setdefault(kind, (message or "")[:200])
-    return [{"kind": k, "count": n, "message": first[k]} for k, n in counts.most_common()]
-
-
-def _classification(field: str, items: Sequence[Item]) -> dict[str, Any]:
-    pairs: Counter[tuple[str, str]] = Counter()
-    examples: dict[tuple[str, str], list[int]] = defaultdict(list)
-    support: Counter[str] = Counter()
-    predicted: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    for item in items:
-        if item.error_kind:  # a provider error says nothing of the prompt's labels
-            continue
-        want = str(item.case.expected.get(field))
-        got = UNPARSED if item.predicted is None else str(item.predicted)
-        support[want] += 1
-        predicted[got] += 1
-        if got == want:
-            correct[want] += 1
-        else:
-            pairs[(want, got)] += 1
-            if len(examples[(want, got)]) < 5 and item.case.id is not None:
-                examples[(want, got)].append(item.case.id)
-    confusions = []
-    for a, b in {tuple(sorted(p)) for p in pairs}:
-        ab, ba = pairs.get((a, b), 0), pairs.get((b, a), 0)
-        confusions.append({"labels": [a, b], "count": ab + ba, "a_as_b": ab, "b_as_a": ba,
-                           "examples": examples.get((a, b), []) + examples.get((b, a), [])})
-    confusions.sort(key=lambda c: (-c["count"], c["labels"]))
-    labels = []
-    for label in sorted(set(support) | (set(predicted) - {UNPARSED})):
-        p = correct[label] / predicted[label] if predicted[label] else 0.0
-        r = correct[label] / support[label] if support[label] else 0.0
-        labels.append({"label": label, "support": support[label], "predicted": predicted[label],
-                       "correct": correct[label], "precision": round(p, 4), "recall": round(r, 4),
-                       "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0})
-    total = sum(predicted.values())
-    top, top_n = predicted.most_common(1)[0] if predicted else (None, 0)
-    collapsed = top if total >= 5 and top != UNPARSED and top_n / total >= COLLAPSE_SHARE \
-        and len(support) > 1 else None
-    return {"field": field, "confusions": confusions, "labels": labels, "collapsed_onto": collapsed,
-            "unparsed": predicted[UNPARSED]}
-
-
-def _tags(items: Sequence[Item]) -> list[dict[str, Any]]:
-    n: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    for item in items:
+    def add(self, item: Item) -> None:
+        self.n += 1
+        self.failed += not item.passed
+        if item.error_kind:
+            self.errors.add(item.error_kind, item.error)
+        elif item.parse_error:
+            self.parse_failures.add("parse", item.parse_error)
+        if not item.passed and not item.error_kind:
+            self.failures += 1
+            self.long_replies += len(item.output) > 200
+            if len(self.sample) < self.sample_size:
+                self.sample.append((item.case, item.output))
+        if self.labels is not None and not item.error_kind:  # an error says nothing of the labels
+            self.labels.add(str(item.case.expected.get(self.field)),
+                            UNPARSED if item.predicted is None else str(item.predicted), item.case.id)
         for tag in item.case.tags:
-            n[tag] += 1
-            failed[tag] += not item.passed
-    return [{"kind": "tag", "name": tag, "n": n[tag], "failed": failed[tag],
-             "pass_rate": round(1 - failed[tag] / n[tag], 4)} for tag in n if n[tag] >= MIN_TAG_CASES]
+            self.tag_n[tag] += 1
+            self.tag_failed[tag] += not item.passed
+
+    def analysis(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n, "failed": self.failed, "errors": self.errors.rows(),
+                               "parse_failures": self.parse_failures.rows(), "classification": None,
+                               "categories": []}
+        categories: list[dict[str, Any]] = []
+        if self.labels is not None:
+            out["classification"] = self.labels.summary(self.field)
+            categories += [{"kind": "label", "name": row["label"], "n": row["support"],
+                            "failed": row["support"] - row["correct"], "f1": row["f1"]}
+                           for row in out["classification"]["labels"]]
+        categories += [{"kind": "tag", "name": tag, "n": n, "failed": self.tag_failed[tag],
+                        "pass_rate": round(1 - self.tag_failed[tag] / n, 4)}
+                       for tag, n in self.tag_n.items() if n >= MIN_TAG_CASES]
+        out["categories"] = sorted((c for c in categories if c["failed"]),
+                                   key=lambda c: (-c["failed"], c["kind"], str(c["name"])))
+        out["patterns"] = patterns(out, self.long_replies)
+        return out
 
 
-def patterns(analysis: dict[str, Any], items: Sequence[Item]) -> list[str]:
+def analyse(signature: Signature | None, items: Iterable[Item]) -> dict[str, Any]:
+    tally = Tally(signature)
+    for item in items:
+        tally.add(item)
+    return tally.analysis()
+
+
+class _Kinds:
+    """Counts by kind, most first, each with its first message."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+
+    def add(self, kind: str, message: str | None) -> None:
+        self.counts[kind] += 1
+        self.first.setdefault(kind, (message or "")[:200])
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"kind": k, "count": n, "message": self.first[k]} for k, n in self.counts.most_common()]
+
+
+class _Labels:
+    """A classifier's confusions and per-label counts."""
+
+    def __init__(self) -> None:
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        self.examples: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.support: Counter[str] = Counter()
+        self.predicted: Counter[str] = Counter()
+        self.correct: Counter[str] = Counter()
+
+    def add(self, want: str, got: str, case_id: int | None) -> None:
+        self.support[want] += 1
+        self.predicted[got] += 1
+        if got == want:
+            self.correct[want] += 1
+        else:
+            self.pairs[(want, got)] += 1
+            if len(self.examples[(want, got)]) < 5 and case_id is not None:
+                self.examples[(want, got)].append(case_id)
+
+    def summary(self, field: str) -> dict[str, Any]:
+        pairs, examples, support, predicted, correct = (self.pairs, self.examples, self.support,
+                                                         self.predicted, self.correct)
+        confusions = []
+        for a, b in {tuple(sorted(p)) for p in pairs}:
+            ab, ba = pairs.get((a, b), 0), pairs.get((b, a), 0)
+            confusions.append({"labels": [a, b], "count": ab + ba, "a_as_b": ab, "b_as_a": ba,
+                               "examples": examples.get((a, b), []) + examples.get((b, a), [])})
+        confusions.sort(key=lambda c: (-c["count"], c["labels"]))
+        labels = []
+        for label in sorted(set(support) | (set(predicted) - {UNPARSED})):
+            p = correct[label] / predicted[label] if predicted[label] else 0.0
+            r = correct[label] / support[label] if support[label] else 0.0
+            labels.append({"label": label, "support": support[label], "predicted": predicted[label],
+                           "correct": correct[label], "precision": round(p, 4), "recall": round(r, 4),
+                           "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0})
+        total = sum(predicted.values())
+        top, top_n = predicted.most_common(1)[0] if predicted else (None, 0)
+        collapsed = top if total >= 5 and top != UNPARSED and top_n / total >= COLLAPSE_SHARE \
+            and len(support) > 1 else None
+        return {"field": field, "confusions": confusions, "labels": labels, "collapsed_onto": collapsed,
+                "unparsed": predicted[UNPARSED]}
+
+
+def patterns(analysis: dict[str, Any], long_replies: int) -> list[str]:
     """What the counts say, in words (the model adds its own reading of the failures)."""
     out = []
     n = analysis["n"] or 1
@@ -139,7 +174,6 @@ def patterns(analysis: dict[str, Any], items: Sequence[Item]) -> list[str]:
     if errors:
         out.append(f"{errors} of {analysis['n']} items ended in an error ({analysis['errors'][0]['kind']}): "
                    "fix the provider side before the prompt")
-    long_replies = sum(1 for i in items if not i.passed and not i.error_kind and len(i.output) > 200)
     if long_replies >= max(2, 0.2 * n):
         out.append(f"{long_replies} failed replies are long (over 200 characters): the model explains "
                    "instead of answering")

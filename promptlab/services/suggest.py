@@ -12,8 +12,9 @@ with a paired bootstrap; nothing is promoted unless asked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -21,7 +22,7 @@ from promptlab.prompting.diffing import diff_text
 from promptlab.errors import NotFoundError, UsageError
 from promptlab.models import Case, PromptContent, PromptVersion, Signature
 from promptlab.optimizers import operators
-from promptlab.services.failures import Item, analyse
+from promptlab.services.failures import Item, Tally
 
 if TYPE_CHECKING:
     from promptlab.config import Settings
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from promptlab.store import Store
 
 FAILURES_SHOWN = 12  # failures quoted to the model
+PAGE = 500  # results read (with their cases) at a time
 DEMOS_PER_LABEL = 2  # examples of each confused label in the rule-based demo edit
 
 
@@ -100,15 +102,16 @@ def suggest(store: Store, settings: Settings, project_id: int, run_name: str, *,
         raise NotFoundError(f"no run named '{run_name}' in this project; see `promptlab runs list`")
     version = store.prompt_by_id(run.prompt_id)
     signature = store.prompt_signature(version)
-    items = _items(store, project_id, run, signature)
-    if not items:
+    tally = Tally(signature, sample=FAILURES_SHOWN)
+    for item in _items(store, project_id, run, signature):
+        tally.add(item)
+    if not tally.n:
         raise UsageError(f"suggest: run '{run.name}' has no results yet; finish it with "
                          f"`promptlab eval --resume {run.name}`")
     proposer = settings.resolve_model(model or run.model_name or run.model)
-    out = Suggestions(run.name, version.ref, proposer.alias or proposer.model, analyse(signature, items))
-    failures = [(i.case, i.output) for i in items if not i.passed and not i.error_kind]
-    proposed = asyncio.run(_ask_model(store, settings, proposer, version, signature, out, failures)) \
-        if failures else []
+    out = Suggestions(run.name, version.ref, proposer.alias or proposer.model, tally.analysis())
+    proposed = asyncio.run(_ask_model(store, settings, proposer, version, signature, out, tally.sample,
+                                      tally.failures)) if tally.failures else []
     edits = [(e.title, e.rationale, "model", operators.with_system(version.content, e.instruction))
              for e in proposed]
     out.edits = _numbered(version, [*edits, *_rule_edits(store, project_id, run, version, signature,
@@ -118,19 +121,21 @@ def suggest(store: Store, settings: Settings, project_id: int, run_name: str, *,
     return out
 
 
-def _items(store: Store, project_id: int, run: Run, signature: Signature | None) -> list[Item]:
-    results = store.results(run.id)
-    cases = store.cases_by_id(project_id, (r.case_id for r in results))
+def _items(store: Store, project_id: int, run: Run, signature: Signature | None) -> Iterator[Item]:
+    """The run's results with their cases, read a page at a time (a run of any size in bounded memory)."""
     output = operators.enum_output(signature)
-    return [Item(case=cases[r.case_id], passed=r.passed,
-                 predicted=(r.parsed or {}).get(output.name) if output is not None else None,
-                 parse_error=r.parse_error, error_kind=r.error_kind, error=r.error, output=r.output or "")
-            for r in results if r.case_id in cases]
+    results = store.iter_results(run.id)
+    while page := list(itertools.islice(results, PAGE)):
+        cases = store.cases_by_id(project_id, (r.case_id for r in page))
+        yield from (Item(case=cases[r.case_id], passed=r.passed,
+                         predicted=(r.parsed or {}).get(output.name) if output is not None else None,
+                         parse_error=r.parse_error, error_kind=r.error_kind, error=r.error, output=r.output or "")
+                    for r in page if r.case_id in cases)
 
 
 async def _ask_model(store: Store, settings: Settings, proposer: Any, version: PromptVersion,
-                     signature: Signature | None, out: Suggestions,
-                     failures: list[tuple[Case, str]]) -> list[_ModelEdit]:
+                     signature: Signature | None, out: Suggestions, failures: list[tuple[Case, str]],
+                     n_failures: int) -> list[_ModelEdit]:
     """The model's reading of the failures (into `out`) and its edits; none when its reply is unusable."""
     from promptlab.providers.ask import InvalidReply, ask_json
     from promptlab.evaluation.sink import make_gateway
@@ -138,8 +143,8 @@ async def _ask_model(store: Store, settings: Settings, proposer: Any, version: P
     current = version.content.system or (signature.instruction if signature else "")
     ask = (f"{operators.describe_task(signature)}\nCurrent instruction: {current or '(none)'}\n"
            f"What went wrong, counted:\n{_counts_text(out.analysis)}\n"
-           f"Failures ({min(len(failures), FAILURES_SHOWN)} of {len(failures)}):\n"
-           f"{operators.failure_lines(failures[:FAILURES_SHOWN])}\n"
+           f"Failures ({len(failures)} of {n_failures}):\n"
+           f"{operators.failure_lines(failures)}\n"
            "Keys: analysis (what the failures have in common), patterns (short phrases), edits (1 to 3, "
            "each with title, rationale and instruction: the whole new instruction).\nReply (JSON):")
     messages = [{"role": "system", "content": operators.PROPOSER_SYSTEM},
@@ -191,10 +196,12 @@ def _demos_of(store: Store, project_id: int, run: Run, signature: Signature | No
     """Training cases of these labels that the run was not scored on (no answer leaks into its cases)."""
     scored = set(run.case_ids)
     picked: dict[str, list] = {label: [] for label in labels}
-    for case in store.cases(project_id, split="train"):
+    for case in store.iter_cases(project_id, split="train"):
         label = str(case.expected.get(field_name))
         if case.id not in scored and label in picked and len(picked[label]) < DEMOS_PER_LABEL:
             picked[label].append(operators.demo_from_case(case, signature))
+            if all(len(demos) == DEMOS_PER_LABEL for demos in picked.values()):
+                break
     return [d for label in labels for d in picked[label]]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from promptlab.store.database import StoreBase, loads
 from promptlab.store.records import Result, Score
@@ -41,6 +41,11 @@ class Results(StoreBase):
         """A run's results (of one case, if given), by case and repeat."""
         where, args = ("run_id = ?", [run_id]) if case_id is None else ("run_id = ? and case_id = ?", [run_id, case_id])
         return [_result(r) for r in self.db["results"].rows_where(where, args, order_by="case_id, repeat")]
+
+    def iter_results(self, run_id: int) -> Iterator[Result]:
+        """A run's results by case and repeat, decoded as they are read (any number in bounded memory)."""
+        for row in self.db["results"].rows_where("run_id = ?", [run_id], order_by="case_id, repeat"):
+            yield _result(row)
 
     def drop_results(self, run_id: int, *, error_kinds: Iterable[str]) -> int:
         """Delete a run's results that ended in one of these error kinds (to retry them)."""
