@@ -155,14 +155,19 @@ def test_no_import_cycles_at_module_level():
     assert not found, "module-level import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)
 
 
-def all_imports_graph() -> dict[str, set[str]]:
+def all_imports_graph(strict: bool = False) -> dict[str, set[str]]:
     """Every import of every module (module level, in functions, for types only), each name resolved
-    to the module it loads: `from promptlab.store import Store` is promptlab.store."""
+    to the module it loads: `from promptlab.store import Store` is promptlab.store. `strict`: each
+    name to the module whose code it needs — `from promptlab.optimizers import edits` the submodule
+    alone, `from promptlab.reports import chunks` the package's own __init__ alone."""
     mods = modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for module, (tree, is_package) in mods.items():
         for node in ast.walk(tree):
-            for name in imported(node, module, is_package):
+            names = imported(node, module, is_package)
+            if strict and isinstance(node, ast.ImportFrom):
+                names = [f"{names[0]}.{a.name}" if f"{names[0]}.{a.name}" in mods else names[0] for a in node.names]
+            for name in names:
                 while name and name not in mods:
                     name = name.rpartition(".")[0]
                 if name and name != module:
@@ -175,31 +180,10 @@ def test_no_import_cycles_even_in_functions():
     assert not found, "import cycles (function-level imports included):\n" + "\n".join(" ↔ ".join(c) for c in found)
 
 
-def what_each_module_reads() -> dict[str, set[str]]:
-    """Every import (module level, in functions, for types), each to the module whose code it needs:
-    `from promptlab.store.runs import x` needs store.runs, `from promptlab.optimizers import edits`
-    the submodule edits, but `from promptlab.reports import chunks` the package's own __init__."""
-    mods = modules()
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for module, (tree, is_package) in mods.items():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                base = imported(node, module, is_package)[0]
-                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
-            else:
-                names = imported(node, module, is_package)
-            for name in names:
-                while name and name not in mods:
-                    name = name.rpartition(".")[0]
-                if name and name != module:
-                    graph[module].add(name)
-    return graph
-
-
 def test_no_module_reads_a_package_that_loads_it():
     """The strict reading: a package's __init__ counts as a module like any other, so a submodule that
     takes names from the __init__ which (even lazily) imports it is a cycle too."""
-    found = cycles(what_each_module_reads())
+    found = cycles(all_imports_graph(strict=True))
     assert not found, "import cycles through a package's __init__:\n" + "\n".join(" ↔ ".join(c) for c in found)
 
 
