@@ -106,6 +106,16 @@ def test_prompt_add_refuses_a_non_sampling_param(ws):
     assert ws.counts().get("prompts", 0) == 0
 
 
+@pytest.mark.parametrize("bad", ["timeout: 0", "rpm: 0", "concurrency: -1", "colour: red"])
+def test_an_inline_model_takes_a_models_table_bounds_as_its_own(ws, bad):
+    """An inline model is a [models.x] table: a bad value is that field's one line (a timeout of 0
+    got past the file's check and ended as an unexpected ValidationError)."""
+    exp = ws.write("bad.yaml", experiment(f"[{{name: mine, model: openai/other, api_base: '{ws.fake.base_url}', {bad}}}]"))
+    ran = ws.cli("run", exp)
+    assert ran.code == 2 and f"field 'models.0.{bad.split(':')[0]}" in one_line(ran)
+    assert ws.counts().get("runs", 0) == 0 and ws.fake.requests_total() == 0
+
+
 def test_an_inline_models_params_are_checked_too(ws, evil):
     exp = ws.write("evil.yaml", experiment(
         f"[{{name: mine, model: openai/other, api_base: '{ws.fake.base_url}', params: {{api_base: '{evil.base_url}'}}}}]"))

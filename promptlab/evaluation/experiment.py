@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from promptlab.cases.files import read_cases, read_experiment_file, rows_to_cases
 from promptlab.config import Concurrency, ModelConfig, Settings, check_params
@@ -75,19 +75,12 @@ class PromptSpec(BaseModel):
                              structured_fallback=self.structured_fallback)
 
 
-class InlineModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    model: str
-    api_base: str | None = None
-    api_key_env: str | None = None
-    rpm: float | None = Field(default=None, gt=0)  # 0 would silently mean no limit
-    tpm: float | None = Field(default=None, gt=0)
-    concurrency: Concurrency | None = None
-    timeout: float | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    fast_path: bool = True
-    structured_outputs: Literal["response_format", "vllm", "vllm_guided", "none"] | None = None
+# A model an experiment file defines itself: a [models.x] table of promptlab.toml with `name` for its
+# alias. Its fields are ModelConfig's own (type, default and bounds), so a bad value is the file's
+# field error and the two never drift apart.
+InlineModel = create_model("InlineModel", __config__=ConfigDict(extra="forbid"), name=(str, ...),
+                           **{field: (info.annotation, info) for field, info in ModelConfig.model_fields.items()
+                              if field != "alias"})
 
 
 class CasesFile(BaseModel):
