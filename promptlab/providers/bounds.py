@@ -16,13 +16,17 @@ def too_large(limit: int, attempts: int = 1) -> CallError:
     return CallError("reply_too_large", f"the reply passes {limit:,} bytes; not read further", attempts=attempts)
 
 
-async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """A reply body read chunk by chunk, never past `limit` bytes (too_large beyond): whatever the
-    HTTP client, a provider cannot make the process buffer an endless or gigabyte reply."""
-    body, size = [], 0
+async def bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """A reply body's chunks, stopped (too_large) once they pass `limit` bytes: whatever the HTTP
+    client, a provider cannot make the process buffer an endless or gigabyte reply."""
+    size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
-        body.append(chunk)
-    return b"".join(body)
+        yield chunk
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A reply body read whole, never past `limit` bytes (see `bounded`)."""
+    return b"".join([chunk async for chunk in bounded(chunks, limit)])

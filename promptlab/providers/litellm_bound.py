@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import httpx
 
-from promptlab.providers.bounds import MAX_REPLY_BYTES, too_large
+from promptlab.providers.bounds import MAX_REPLY_BYTES, bounded
 
 _LIMIT: ContextVar[int | None] = ContextVar("promptlab_reply_limit", default=MAX_REPLY_BYTES)
 _TRANSPORT_FACTORIES = ("create_async_transport", "_create_async_transport")
@@ -39,13 +39,8 @@ class BoundedStream(httpx.AsyncByteStream):
     def __init__(self, inner: Any, limit: int) -> None:
         self.inner, self.limit = inner, limit
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in self.inner:
-            size += len(chunk)
-            if size > self.limit:
-                raise too_large(self.limit)
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return bounded(self.inner.__aiter__(), self.limit)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
